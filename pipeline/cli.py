@@ -1,0 +1,336 @@
+"""`sei`: the command line of SEI Studio."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline.store import Store
+
+
+def _store(ctx) -> Store:
+    return ctx.obj["store"]
+
+
+class TqdmProgress:
+    """A progress callback drawing a tqdm bar per step."""
+
+    def __init__(self):
+        self.bars = {}
+
+    def __call__(self, done, total, step, message):
+        from tqdm import tqdm
+
+        bar = self.bars.get(step)
+        if bar is None:
+            bar = self.bars[step] = tqdm(total=total, desc=step, unit="item", file=sys.stderr)
+        bar.total = total
+        bar.n = done
+        if message:
+            bar.set_postfix_str(message[:60], refresh=False)
+        bar.refresh()
+
+    def close(self):
+        for b in self.bars.values():
+            b.close()
+
+
+def _run_or_submit(ctx, kind: str, params: dict, background: bool):
+    """Run a stage here with a progress bar, or hand it to the job runner."""
+    from pipeline import jobs, stages
+
+    store = _store(ctx)
+    if background:
+        jid = jobs.submit(store, kind, params)
+        click.echo(f"submitted job {jid} ({kind}); follow it with `sei jobs show {jid}`")
+        return None
+    bar = TqdmProgress()
+    try:
+        return stages.run_stage(store, kind, params, bar)
+    finally:
+        bar.close()
+
+
+@click.group()
+@click.option("--db", type=click.Path(dir_okay=False), envvar="SEI_DB",
+              help="DuckDB store (default data/sei.duckdb; env SEI_DB).")
+@click.pass_context
+def cli(ctx, db):
+    """SEI Studio: Self-Error-Instruct on math reasoning."""
+    if db:
+        os.environ["SEI_DB"] = str(Path(db).resolve())  # job subprocesses inherit it
+    ctx.obj = {"store": Store(db)}
+
+
+# -- data ----------------------------------------------------------------------------------
+
+
+@cli.group()
+def data():
+    """Import and list problem sets."""
+
+
+@data.command("import")
+@click.argument("path", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["gsm8k", "math", "svamp", "generic"]),
+              required=True)
+@click.option("--dataset", required=True, help="Name to store it under, e.g. gsm8k.")
+@click.option("--split", required=True, help="train, test, dev ...")
+@click.option("--map", "mapping", default="", help="generic: question=FIELD,answer=FIELD[,solution=FIELD,pid=FIELD]")
+@click.pass_context
+def data_import(ctx, path, fmt, dataset, split, mapping):
+    """Import a JSONL file (all or nothing)."""
+    from pipeline.data import ImportError_, import_file, parse_mapping
+
+    try:
+        n, added = import_file(_store(ctx), path, fmt, dataset, split,
+                               parse_mapping(mapping) if mapping else None)
+    except (ImportError_, ValueError) as e:
+        raise click.ClickException(f"{e} (nothing was imported)")
+    click.echo(f"{path}: {n} problems read, {added} new in {dataset}/{split}")
+
+
+@data.command("demo")
+@click.option("--n", "n_train", default=400, show_default=True, help="Train problems.")
+@click.option("--n-test", default=200, show_default=True, help="Test problems.")
+@click.option("--seed", default=0, show_default=True)
+@click.pass_context
+def data_demo(ctx, n_train, n_test, seed):
+    """Generate the embedded demo dataset (GSM8K-style, exact answers)."""
+    from pipeline.data import import_demo
+
+    added = import_demo(_store(ctx), n_train, n_test, seed)
+    click.echo(f"demo: {added.get('train', 0)} train and {added.get('test', 0)} test problems added")
+
+
+@data.command("list")
+@click.pass_context
+def data_list(ctx):
+    """Datasets and splits in the store."""
+    for r in _store(ctx).datasets():
+        click.echo(f"{r['dataset']:12} {r['split']:8} {r['n']:6}  {r['source_file']}")
+
+
+@cli.group()
+def model():
+    """The target model."""
+
+
+@model.command("prepare")
+def model_prepare():
+    """Dequantize the bundled SmolLM2 GGUF once and cache it as safetensors."""
+    from pipeline.target import ModelError, ensure_default_model
+
+    try:
+        click.echo(f"embedded default ready at {ensure_default_model()}")
+    except ModelError as e:
+        raise click.ClickException(str(e))
+
+
+@cli.command()
+@click.option("--limit", default=96, show_default=True, help="Demo train problems to run.")
+@click.option("--max-new-tokens", default=256, show_default=True)
+@click.option("--background", is_flag=True)
+@click.pass_context
+def quickstart(ctx, limit, max_new_tokens, background):
+    """Demo data -> extraction -> analysis -> clustering on the embedded default."""
+    out = _run_or_submit(ctx, "quickstart", {"limit": limit, "max_new_tokens": max_new_tokens},
+                         background)
+    if out:
+        click.echo(json.dumps(out, default=str))
+
+
+# -- extraction ------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--dataset", default="demo", show_default=True)
+@click.option("--split", default="train", show_default=True)
+@click.option("--limit", type=int, default=None, help="First N problems.")
+@click.option("--backend", type=click.Choice(["local", "openai"]), default="local", show_default=True)
+@click.option("--model", default="smollm2-135m-instruct", show_default=True,
+              help="Embedded default, a local HF model dir, or the endpoint's model name.")
+@click.option("--adapter", default=None, help="A peft adapter directory (local backend).")
+@click.option("--base-url", default=None, help="OpenAI-compatible endpoint (openai backend).")
+@click.option("--max-new-tokens", default=256, show_default=True)
+@click.option("--batch-size", default=16, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--background", is_flag=True, help="Run as a background job.")
+@click.pass_context
+def extract(ctx, background, **kw):
+    """Run the target model, judge answers, keep the wrong ones (resumable)."""
+    from pipeline.target import ModelError
+
+    params = {k: v for k, v in kw.items() if v is not None}
+    try:
+        out = _run_or_submit(ctx, "extract", params, background)
+    except (ModelError, ValueError) as e:
+        raise click.ClickException(str(e))
+    if out:
+        r = next(r for r in _store(ctx).runs() if r["run_id"] == out["run_id"])
+        click.echo(f"run {r['run_id']}: {r['n_done']}/{r['n_items']} done, "
+                   f"accuracy {r['accuracy'] or 0:.1%}, {r['n_done'] - r['n_correct'] - r['n_errors']} bad cases, "
+                   f"{r['n_errors']} errors")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def runs(ctx, as_json):
+    """Runs with their accuracy."""
+    rows = _store(ctx).runs()
+    if as_json:
+        click.echo(json.dumps(rows, default=str, indent=1))
+        return
+    click.echo(f"{'run':18} {'model':24} {'data':14} {'done':>9} {'acc':>6} {'err':>4}  status")
+    for r in rows:
+        acc = f"{r['accuracy']:.1%}" if r["accuracy"] is not None else "-"
+        click.echo(f"{r['run_id']:18} {(r['model_id'] or '')[:24]:24} "
+                   f"{r['dataset'] + '/' + r['split']:14} {r['n_done']:>4}/{r['n_items']:<4} "
+                   f"{acc:>6} {r['n_errors']:>4}  {r['status']}")
+
+
+@cli.command("bad-cases")
+@click.option("--run", "run_id", default=None)
+@click.option("--limit", default=20, show_default=True)
+@click.option("--full", is_flag=True, help="Show whole outputs.")
+@click.pass_context
+def bad_cases(ctx, run_id, limit, full):
+    """List bad cases (wrong answers)."""
+    for b in _store(ctx).bad_cases(run_id, limit):
+        out = b["output"] if full else (b["output"] or "").replace("\n", " ")[:100]
+        click.echo(f"#{b['case_id']} {b['dataset']}/{b['pid']}: expected {b['answer']}, "
+                   f"got {b['pred']}\n   Q: {b['question'][:100]}\n   A: {out}")
+
+
+# -- jobs -------------------------------------------------------------------------------------
+
+
+@cli.group("jobs")
+def jobs_group():
+    """Background jobs: list, show, cancel, logs, resume, submit."""
+
+
+def _fmt_job(j: dict) -> str:
+    prog = f"{j['done'] or 0}/{j['total']}" if j["total"] else "-"
+    eta = f" eta {j['eta_s']:.0f}s" if j.get("eta_s") and j["status"] == "running" else ""
+    return (f"{j['job_id']:>4} {j['kind']:10} {j['status']:10} {prog:>10}{eta}  "
+            f"{(j['step'] or '')} {(j['message'] or '')[:50]}")
+
+
+@jobs_group.command("list")
+@click.pass_context
+def jobs_list(ctx):
+    from pipeline import jobs
+
+    jobs.reap(_store(ctx))
+    for j in _store(ctx).jobs():
+        click.echo(_fmt_job(j))
+
+
+@jobs_group.command("show")
+@click.argument("job_id", type=int)
+@click.pass_context
+def jobs_show(ctx, job_id):
+    from pipeline import jobs
+
+    jobs.reap(_store(ctx))
+    j = _store(ctx).job(job_id)
+    if not j:
+        raise click.ClickException(f"no job {job_id}")
+    click.echo(json.dumps(j, default=str, indent=1))
+
+
+@jobs_group.command("cancel")
+@click.argument("job_id", type=int)
+@click.option("--wait", default=10.0, show_default=True, help="Seconds before forcing.")
+@click.pass_context
+def jobs_cancel(ctx, job_id, wait):
+    from pipeline import jobs
+
+    j = jobs.cancel(_store(ctx), job_id, wait=wait)
+    click.echo(_fmt_job(j))
+
+
+@jobs_group.command("resume")
+@click.argument("job_id", type=int)
+@click.pass_context
+def jobs_resume(ctx, job_id):
+    from pipeline import jobs
+
+    try:
+        jobs.resume(_store(ctx), job_id)
+    except (KeyError, ValueError) as e:
+        raise click.ClickException(str(e))
+    click.echo(f"resumed job {job_id}")
+
+
+@jobs_group.command("logs")
+@click.argument("job_id", type=int)
+@click.option("--tail", default=50, show_default=True)
+@click.pass_context
+def jobs_logs(ctx, job_id, tail):
+    j = _store(ctx).job(job_id)
+    if not j or not j["log_file"] or not Path(j["log_file"]).exists():
+        raise click.ClickException(f"no log for job {job_id}")
+    lines = Path(j["log_file"]).read_text(errors="replace").splitlines()
+    click.echo("\n".join(lines[-tail:]))
+
+
+@jobs_group.command("submit")
+@click.argument("kind")
+@click.argument("params", nargs=-1)
+@click.pass_context
+def jobs_submit(ctx, kind, params):
+    """Submit KIND with key=value parameters (values parsed as JSON when they can be)."""
+    from pipeline import jobs
+
+    p = {}
+    for kv in params:
+        k, _, v = kv.partition("=")
+        try:
+            p[k] = json.loads(v)
+        except json.JSONDecodeError:
+            p[k] = v
+    try:
+        jid = jobs.submit(_store(ctx), kind, p)
+    except ValueError as e:
+        raise click.ClickException(str(e))
+    click.echo(f"submitted job {jid}")
+
+
+@jobs_group.command("wait")
+@click.argument("job_id", type=int)
+@click.option("--timeout", default=3600.0)
+@click.pass_context
+def jobs_wait(ctx, job_id, timeout):
+    """Block until a job ends, with a progress bar."""
+    import time
+
+    from pipeline import jobs
+
+    bar = TqdmProgress()
+    while True:
+        jobs.reap(_store(ctx))
+        j = _store(ctx).job(job_id)
+        if j["total"]:
+            bar(j["done"] or 0, j["total"], j["step"] or j["kind"], j["message"] or "")
+        if j["status"] not in jobs.ACTIVE:
+            break
+        time.sleep(0.5)
+    bar.close()
+    click.echo(_fmt_job(j))
+    if j["status"] != "succeeded":
+        sys.exit(1)
+
+
+def main():
+    cli(prog_name="sei")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Bad-case extraction: run the target model on problems, judge, store.
+
+A run is identified by its manifest (model, weights, adapter, data, prompt, generation
+parameters, seed), so running the same command again resumes the same run: finished
+items are skipped, items that failed are retried. Each batch is written in one
+transaction, so a killed run leaves whole items or nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Callable
+
+from pipeline import config
+from pipeline.answers import judge
+from pipeline.data import data_hash
+from pipeline.store import Store
+from pipeline.target import (DEFAULT_PROMPT, GenParams, LocalTarget, make_target,
+                             params_dict, prompt_template, render, resolve_model_path,
+                             weights_hash)
+
+# progress(done, total, step, message); may raise to stop at a safe point (between batches)
+Progress = Callable[[int, int, str, str], None]
+
+
+def _noop(done: int, total: int, step: str, message: str) -> None:
+    pass
+
+
+def manifest_for(target, dataset: str, split: str, problems: list[dict],
+                 params: GenParams, prompt: str, kind: str) -> dict:
+    if isinstance(target, LocalTarget):
+        path, model_id = resolve_model_path(target.model)
+        whash = weights_hash(path)
+        if target.adapter:
+            whash += "+" + weights_hash(target.adapter)[:8]
+    else:
+        model_id, whash = target.model_id, target.weights_hash
+    m = {
+        "kind": kind, "model_id": model_id, "weights_hash": whash, "adapter": target.adapter,
+        "backend": target.backend, "dataset": dataset, "split": split,
+        "data_hash": data_hash(problems), "n_items": len(problems),
+        "prompt_template": prompt, "prompt_text": prompt_template(prompt),
+        "gen_params": {k: v for k, v in params_dict(params).items() if k != "batch_size"},
+        "seed": params.seed,
+    }
+    key = hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest()[:10]
+    m["run_id"] = f"{kind}-{key}"
+    m["code_version"] = config.code_version()
+    m["batch_size"] = params.batch_size
+    return m
+
+
+def extract(store: Store, dataset: str, split: str, limit: int | None = None,
+            backend: str = "local", model: str = config.DEFAULT_MODEL,
+            adapter: str | None = None, base_url: str | None = None,
+            params: GenParams | None = None, prompt: str = DEFAULT_PROMPT,
+            kind: str = "extract", progress: Progress = _noop) -> str:
+    """Run the target on (dataset, split)[:limit]; returns the run id."""
+    params = params or GenParams()
+    problems = store.problems(dataset, split, limit)
+    if not problems:
+        raise ValueError(f"no problems for dataset={dataset!r} split={split!r}; "
+                         "import some first (`sei data demo` or `sei data import`)")
+    target = make_target(backend, model, adapter, base_url)
+    m = manifest_for(target, dataset, split, problems, params, prompt, kind)
+    run_id = m["run_id"]
+    store.upsert_run(m)
+    done = store.done_pids(run_id)
+    todo = [p for p in problems if p["pid"] not in done]
+    total = len(problems)
+    progress(len(done), total, "extract", f"run {run_id}: {len(todo)} to do")
+    if todo:
+        target.load()
+    tmpl = m["prompt_text"]
+    n_done = len(done)
+    for i in range(0, len(todo), params.batch_size):
+        batch = todo[i:i + params.batch_size]
+        try:
+            gens = target.generate([render(tmpl, p["question"]) for p in batch], params)
+        except Exception as e:  # a failing batch is recorded per item; the run goes on
+            gens = None
+            err = f"{type(e).__name__}: {e}"
+        items = []
+        for j, p in enumerate(batch):
+            base = {"dataset": p["dataset"], "split": p["split"], "pid": p["pid"]}
+            if gens is None or gens[j].error:
+                items.append(dict(base, error=gens[j].error if gens else err))
+                continue
+            g = gens[j]
+            try:
+                v = judge(g.text, p["answer"])
+            except Exception as e:
+                items.append(dict(base, output=g.text, error=f"judge failed: {e}"))
+                continue
+            items.append(dict(base, output=g.text, pred=v["pred"], correct=v["correct"],
+                              judge=v, prompt_tokens=g.prompt_tokens,
+                              completion_tokens=g.completion_tokens, latency_s=g.latency_s))
+        store.record_generations(run_id, items)
+        n_done += len(batch)
+        n_bad = sum(1 for it in items if it.get("correct") is False)
+        progress(n_done, total, "extract", f"batch of {len(batch)}: {n_bad} wrong")
+    errors = store.scalar("SELECT count(*) FROM generations WHERE run_id = ? AND error IS NOT NULL",
+                          [run_id])
+    store.finish_run(run_id, "finished" if not errors else "finished_with_errors")
+    return run_id

@@ -1,0 +1,292 @@
+"""Background jobs: each job is an OS process running one stage, shared by CLI and app.
+
+Lifecycle: submit() inserts a 'queued' row and spawns `python -m pipeline.jobs run ID`
+in its own session, output to a per-job log file. The worker waits for the heavy slot
+(an flock, so a dead holder frees it), runs the stage with a progress callback that
+writes done/total/step/ETA and a heartbeat, and ends as succeeded, failed or cancelled.
+
+Cancel sets a flag and sends SIGTERM; the stage stops at its next progress call (a
+safe point between whole items). If it has not stopped after CANCEL_GRACE seconds,
+reap() kills it. reap() also marks jobs whose process died (SIGKILL, reboot) or whose
+heartbeat went stale as failed, with the reason. resume() reruns a failed or
+cancelled job in a new process; stages skip the items they already finished.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from pipeline import config
+from pipeline.stages import HEAVY, STAGES, run_stage
+from pipeline.store import Store
+
+ACTIVE = ("queued", "running")
+HEARTBEAT_S = 2.0
+STALE_S = float(os.environ.get("SEI_JOB_STALE_S", "60"))
+CANCEL_GRACE = float(os.environ.get("SEI_CANCEL_GRACE_S", "10"))
+
+log = logging.getLogger("sei.jobs")
+_children: list[subprocess.Popen] = []  # reaped in reap() so no zombies linger
+
+
+class Cancelled(Exception):
+    pass
+
+
+def _proc_start(pid: int) -> str | None:
+    """Start time of a process (field 22 of /proc/PID/stat): with the pid it names a
+    process uniquely, so a recycled pid is not mistaken for our job."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":  # a zombie has finished
+        return None
+    return fields[19]
+
+
+def alive(job: dict) -> bool:
+    return bool(job.get("pid")) and _proc_start(job["pid"]) == job.get("pid_start")
+
+
+def _spawn(store: Store, job_id: int) -> int:
+    log_file = config.jobs_dir(store.path) / f"job-{job_id}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, SEI_DB=str(store.path.resolve()), PYTHONUNBUFFERED="1")
+    with open(log_file, "ab") as out:
+        p = subprocess.Popen([sys.executable, "-m", "pipeline.jobs", "run", str(job_id)],
+                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             env=env, cwd=str(config.ROOT), start_new_session=True)
+    _children.append(p)
+    # Record the pid at once so that a job that dies before starting is still detected.
+    store.job_update(job_id, pid=p.pid, pid_start=_proc_start(p.pid) or "", log_file=str(log_file),
+                     heartbeat="now")
+    return p.pid
+
+
+def submit(store: Store, kind: str, params: dict | None = None) -> int:
+    if kind not in STAGES:
+        raise ValueError(f"unknown job kind {kind!r}; one of {sorted(STAGES)}")
+    params = params or {}
+    json.dumps(params)  # parameters must be data
+    job_id = store.job_insert(kind, params, kind in HEAVY)
+    _spawn(store, job_id)
+    return job_id
+
+
+def cancel(store: Store, job_id: int, wait: float = 0.0) -> dict:
+    """Ask a job to stop; with wait > 0, block up to `wait` seconds, then force."""
+    job = store.job(job_id)
+    if job is None:
+        raise KeyError(f"no job {job_id}")
+    if job["status"] not in ACTIVE:
+        return job
+    store.job_update(job_id, cancel_requested=True, cancel_at="now")
+    if alive(job):
+        try:
+            os.kill(job["pid"], signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    else:  # never started or already gone: nothing to wait for
+        store.job_update(job_id, ACTIVE, status="cancelled", finished_at="now",
+                         message="cancelled before it ran")
+    deadline = time.monotonic() + wait
+    while wait and time.monotonic() < deadline:
+        if store.job(job_id)["status"] not in ACTIVE:
+            break
+        time.sleep(0.2)
+    else:
+        if wait:
+            _force(store, store.job(job_id), "forced: did not stop within the grace period")
+    reap(store)
+    return store.job(job_id)
+
+
+def _force(store: Store, job: dict, why: str) -> None:
+    if alive(job):
+        try:
+            os.killpg(job["pid"], signal.SIGKILL)  # its own session: children go too
+        except ProcessLookupError:
+            pass
+    store.job_update(job["job_id"], ACTIVE, status="cancelled", finished_at="now", message=why)
+
+
+def reap(store: Store) -> list[int]:
+    """Detect dead, stale and overdue-cancel jobs; returns the ids it changed."""
+    for p in list(_children):
+        if p.poll() is not None:
+            _children.remove(p)
+    changed = []
+    for job in store.jobs(ACTIVE):
+        jid = job["job_id"]
+        if job["cancel_requested"] and job["cancel_at"] is not None:
+            age = store.scalar("SELECT epoch(current_timestamp - cancel_at) FROM jobs "
+                               "WHERE job_id = ?", [jid])
+            if age is not None and age > CANCEL_GRACE:
+                _force(store, job, f"forced after {CANCEL_GRACE:.0f}s grace")
+                changed.append(jid)
+                continue
+        if job["pid"] and not alive(job):
+            if store.job_update(jid, ACTIVE, status="failed", finished_at="now",
+                                error=f"process {job['pid']} died without reporting "
+                                      "(killed, crashed or lost in a restart)"):
+                changed.append(jid)
+        elif job["heartbeat_age_s"] is not None and job["heartbeat_age_s"] > STALE_S:
+            _force(store, job, "")
+            store.job_update(jid, ("cancelled",), status="failed",
+                             error=f"heartbeat stale for {job['heartbeat_age_s']:.0f}s")
+            changed.append(jid)
+    return changed
+
+
+def resume(store: Store, job_id: int) -> int:
+    job = store.job(job_id)
+    if job is None:
+        raise KeyError(f"no job {job_id}")
+    if job["status"] in ACTIVE:
+        reap(store)
+        job = store.job(job_id)
+        if job["status"] in ACTIVE:
+            raise ValueError(f"job {job_id} is {job['status']}; nothing to resume")
+    if job["status"] == "succeeded":
+        raise ValueError(f"job {job_id} already succeeded")
+    store.job_update(job_id, status="queued", cancel_requested=False, cancel_at=None,
+                     error=None, finished_at=None, message="resumed")
+    _spawn(store, job_id)
+    return job_id
+
+
+def wait(store: Store, job_id: int, timeout: float = 600, poll: float = 0.5) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        reap(store)
+        job = store.job(job_id)
+        if job["status"] not in ACTIVE:
+            return job
+        time.sleep(poll)
+    raise TimeoutError(f"job {job_id} still {store.job(job_id)['status']} after {timeout}s")
+
+
+# -- the worker process -------------------------------------------------------------------
+
+
+class _Worker:
+    def __init__(self, store: Store, job_id: int):
+        self.store, self.job_id = store, job_id
+        self.stop = threading.Event()
+        self.cancel = False
+        self.t0 = time.monotonic()
+        self.first_done: int | None = None
+        self.last_write = 0.0
+
+    def heartbeat_loop(self):
+        while not self.stop.wait(HEARTBEAT_S):
+            try:
+                self.store.job_update(self.job_id, ACTIVE, heartbeat="now")
+                job = self.store.job(self.job_id)
+                if job and job["cancel_requested"]:
+                    self.cancel = True
+            except Exception as e:  # never let the heartbeat kill the job
+                log.warning("heartbeat failed: %s", e)
+
+    def progress(self, done: int, total: int, step: str, message: str) -> None:
+        if self.cancel:
+            raise Cancelled()
+        now = time.monotonic()
+        if self.first_done is None:
+            self.first_done, self.t0 = done, now
+        eta = None
+        if total and done > self.first_done:
+            eta = (now - self.t0) / (done - self.first_done) * (total - done)
+        if now - self.last_write >= 0.5 or done == total:
+            self.last_write = now
+            self.store.job_update(self.job_id, ACTIVE, done=done, total=total, step=step,
+                                  message=message, eta_s=eta, heartbeat="now")
+            log.info("%s %d/%d %s", step, done, total, message)
+            if self.store.job(self.job_id)["cancel_requested"]:
+                self.cancel = True
+                raise Cancelled()
+
+
+def _wait_heavy_slot(store: Store, w: _Worker):
+    lock_path = config.jobs_dir(store.path) / "heavy.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(lock_path, "w")
+    said = False
+    while True:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fh  # held until the process exits
+        except BlockingIOError:
+            if not said:
+                store.job_update(w.job_id, ACTIVE, message="waiting for the heavy slot "
+                                 "(another model or training job is running)")
+                said = True
+            if w.cancel:
+                raise Cancelled()
+            time.sleep(0.5)
+
+
+def run_worker(job_id: int) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        stream=sys.stdout)
+    store = Store()
+    job = store.job(job_id)
+    if job is None:
+        log.error("no job %s in %s", job_id, store.path)
+        return 2
+    w = _Worker(store, job_id)
+
+    def on_term(signum, frame):
+        w.cancel = True  # stop at the next safe point
+    signal.signal(signal.SIGTERM, on_term)
+    store.job_update(job_id, pid=os.getpid(), pid_start=_proc_start(os.getpid()),
+                     heartbeat="now")
+    hb = threading.Thread(target=w.heartbeat_loop, daemon=True)
+    hb.start()
+    log.info("job %s: %s %s (attempt %s)", job_id, job["kind"], json.dumps(job["params"]),
+             (job["attempts"] or 0) + 1)
+    try:
+        if job["heavy"]:
+            _lock = _wait_heavy_slot(store, w)  # noqa: F841 (held for the process lifetime)
+        if w.cancel:
+            raise Cancelled()
+        store.job_update(job_id, ACTIVE, status="running", started_at="now",
+                         attempts=(job["attempts"] or 0) + 1, message="started")
+        result = run_stage(store, job["kind"], job["params"] or {}, w.progress)
+        w.stop.set()
+        store.job_update(job_id, ACTIVE, status="succeeded", finished_at="now",
+                         result=result, message="done", eta_s=0)
+        log.info("job %s succeeded: %s", job_id, result)
+        return 0
+    except Cancelled:
+        w.stop.set()
+        store.job_update(job_id, ACTIVE, status="cancelled", finished_at="now",
+                         message="cancelled at a safe point")
+        log.info("job %s cancelled", job_id)
+        return 0
+    except Exception as e:
+        w.stop.set()
+        tb = traceback.format_exc()
+        log.error("job %s failed:\n%s", job_id, tb)
+        store.job_update(job_id, ACTIVE, status="failed", finished_at="now",
+                         error=f"{type(e).__name__}: {e}")
+        return 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "run":
+        sys.exit(run_worker(int(sys.argv[2])))
+    print("usage: python -m pipeline.jobs run JOB_ID", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,87 @@
+"""The long-running stages by name, with JSON-able parameters, so that the CLI (in the
+foreground) and the job runner (in a background process) call exactly the same code."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from pipeline.store import Store
+
+# Stages that load a model or train: the runner lets one of them run at a time.
+HEAVY = {"extract", "analyze", "train", "evaluate", "synthesize", "select", "pipeline"}
+
+
+def _extract(store: Store, p: dict, progress) -> dict:
+    from pipeline.extract import extract
+    from pipeline.target import GenParams
+
+    gp = GenParams(max_new_tokens=p.get("max_new_tokens", 256),
+                   batch_size=p.get("batch_size", 16), seed=p.get("seed", 0))
+    run_id = extract(store, p.get("dataset", "demo"), p.get("split", "train"),
+                     limit=p.get("limit"), backend=p.get("backend", "local"),
+                     model=p.get("model", "smollm2-135m-instruct"), adapter=p.get("adapter"),
+                     base_url=p.get("base_url"), params=gp, progress=progress)
+    return {"run_id": run_id}
+
+
+def _analyze(store: Store, p: dict, progress) -> dict:
+    from pipeline.keyphrases import analyze
+
+    return {"analysis_id": analyze(store, run_id=p.get("run_id"),
+                                   instructor=p.get("instructor"), limit=p.get("limit"),
+                                   progress=progress)}
+
+
+def _cluster(store: Store, p: dict, progress) -> dict:
+    from pipeline.cluster import ClusterParams, cluster
+
+    params = ClusterParams(**{k: v for k, v in p.items() if k in ClusterParams.fields()})
+    res = cluster(store, params, analysis_id=p.get("analysis_id"), progress=progress)
+    return {"clustering_id": res["clustering_id"], "diff": res["diff"]}
+
+
+def _quickstart(store: Store, p: dict, progress) -> dict:
+    """Extraction -> analysis -> clustering on the embedded default, one job."""
+    from pipeline.data import import_demo
+
+    if not store.scalar("SELECT count(*) FROM problems WHERE dataset = 'demo'"):
+        import_demo(store, p.get("n_train", 400), p.get("n_test", 200), seed=p.get("seed", 0))
+    out = _extract(store, dict(p, dataset="demo", split="train"), progress)
+    out.update(_analyze(store, {"run_id": out["run_id"]}, progress))
+    out.update(_cluster(store, {"analysis_id": out["analysis_id"]}, progress))
+    return out
+
+
+def _ticks(store: Store, p: dict, progress) -> dict:
+    """A cheap real writer: `n` items of `seconds` each, one committed row per item,
+    resumable (finished items are skipped). Used to test the runner and the
+    read-while-write pattern without loading a model."""
+    import time
+
+    n, secs = int(p.get("n", 10)), float(p.get("seconds", 0.5))
+    tag = p.get("tag", "ticks")
+    done = store.ticks_done(tag)
+    progress(len(done), n, "ticks", "")
+    for i in range(n):
+        if i in done:
+            continue
+        time.sleep(secs)
+        store.add_tick(tag, i)
+        progress(i + 1, n, "ticks", f"item {i}")
+    return {"ticks": n}
+
+
+STAGES: dict[str, Callable[[Store, dict, Callable], dict]] = {
+    "extract": _extract,
+    "analyze": _analyze,
+    "cluster": _cluster,
+    "quickstart": _quickstart,
+    "ticks": _ticks,
+}
+HEAVY.add("quickstart")
+
+
+def run_stage(store: Store, kind: str, params: dict, progress) -> dict:
+    if kind not in STAGES:
+        raise ValueError(f"unknown stage {kind!r}; one of {sorted(STAGES)}")
+    return STAGES[kind](store, params, progress)

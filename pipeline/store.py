@@ -1,0 +1,438 @@
+"""The one module that talks SQL: DuckDB schema, migrations and every query.
+
+Concurrency pattern (documented in the README, tested in tests/test_concurrency.py):
+DuckDB lets one process hold a file open for writing, and while it does, no other
+process may open the file at all. So nobody holds a connection: every read and every
+write opens the file, does its work in one transaction and closes it again. A process
+that meets the lock of another backs off with jitter and retries for up to
+`LOCK_TIMEOUT` seconds; lock errors never reach a caller unless that deadline passes.
+Writes are whole transactions, so a killed process leaves whole items or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import duckdb
+
+from pipeline import config
+
+LOCK_TIMEOUT = float(os.environ.get("SEI_LOCK_TIMEOUT", "60"))
+
+# Messages DuckDB raises when another process (or another connection of this process
+# with another configuration) holds the file. They are transient by construction here.
+_TRANSIENT = (
+    "Could not set lock",
+    "Conflicting lock",
+    "different configuration",
+    "database is locked",
+)
+
+# Forward-only migrations: index i brings the schema from version i to i+1.
+MIGRATIONS: list[str] = [
+    # 1: foundation — problems, runs, generations, bad cases
+    """
+    CREATE TABLE problems (
+        dataset TEXT NOT NULL, split TEXT NOT NULL, pid TEXT NOT NULL,
+        question TEXT NOT NULL, solution TEXT, answer TEXT NOT NULL,
+        meta JSON, source_file TEXT, source_line INTEGER,
+        imported_at TIMESTAMP DEFAULT current_timestamp,
+        PRIMARY KEY (dataset, split, pid)
+    );
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY, kind TEXT NOT NULL,
+        model_id TEXT, weights_hash TEXT, adapter TEXT, backend TEXT,
+        dataset TEXT, split TEXT, data_hash TEXT, n_items INTEGER,
+        prompt_template TEXT, gen_params JSON, seed INTEGER, code_version TEXT,
+        manifest JSON, status TEXT DEFAULT 'running',
+        created_at TIMESTAMP DEFAULT current_timestamp, finished_at TIMESTAMP
+    );
+    CREATE TABLE generations (
+        run_id TEXT NOT NULL, dataset TEXT NOT NULL, split TEXT NOT NULL, pid TEXT NOT NULL,
+        output TEXT, pred TEXT, correct BOOLEAN, judge JSON,
+        prompt_tokens INTEGER, completion_tokens INTEGER, latency_s DOUBLE, error TEXT,
+        created_at TIMESTAMP DEFAULT current_timestamp,
+        PRIMARY KEY (run_id, dataset, split, pid)
+    );
+    CREATE SEQUENCE case_seq START 1;
+    CREATE TABLE bad_cases (
+        case_id INTEGER PRIMARY KEY DEFAULT nextval('case_seq'),
+        run_id TEXT NOT NULL, dataset TEXT NOT NULL, split TEXT NOT NULL, pid TEXT NOT NULL,
+        created_at TIMESTAMP DEFAULT current_timestamp,
+        UNIQUE (run_id, dataset, split, pid)
+    );
+    """,
+    # 2: error analysis — instructor call log and cache, keyphrases, embeddings,
+    #    clusterings, error types and the append-only curation log
+    """
+    CREATE SEQUENCE call_seq START 1;
+    CREATE TABLE llm_calls (
+        call_id INTEGER PRIMARY KEY DEFAULT nextval('call_seq'),
+        cache_key TEXT, model TEXT, base_url TEXT, purpose TEXT,
+        messages JSON, params JSON, reply TEXT, parsed JSON,
+        prompt_tokens INTEGER, completion_tokens INTEGER, latency_s DOUBLE,
+        error TEXT, cached BOOLEAN DEFAULT false,
+        created_at TIMESTAMP DEFAULT current_timestamp
+    );
+    CREATE TABLE llm_cache (
+        cache_key TEXT PRIMARY KEY, model TEXT, reply TEXT, parsed JSON,
+        created_at TIMESTAMP DEFAULT current_timestamp
+    );
+    CREATE SEQUENCE kp_seq START 1;
+    CREATE TABLE keyphrases (
+        kp_id INTEGER PRIMARY KEY DEFAULT nextval('kp_seq'),
+        case_id INTEGER NOT NULL, analysis_id TEXT NOT NULL, rank INTEGER NOT NULL,
+        text TEXT NOT NULL, evidence TEXT, analyzer TEXT NOT NULL,
+        created_at TIMESTAMP DEFAULT current_timestamp,
+        UNIQUE (analysis_id, case_id, rank)
+    );
+    CREATE TABLE analyses (
+        analysis_id TEXT PRIMARY KEY, analyzer TEXT NOT NULL, prompt_version TEXT,
+        manifest JSON, created_at TIMESTAMP DEFAULT current_timestamp
+    );
+    CREATE TABLE analysis_done (
+        analysis_id TEXT NOT NULL, case_id INTEGER NOT NULL, error TEXT,
+        PRIMARY KEY (analysis_id, case_id)
+    );
+    CREATE TABLE embeddings (
+        model TEXT NOT NULL, text TEXT NOT NULL, vector FLOAT[] NOT NULL,
+        PRIMARY KEY (model, text)
+    );
+    CREATE TABLE clusterings (
+        clustering_id TEXT PRIMARY KEY, analysis_id TEXT, method TEXT, params JSON,
+        seed INTEGER, embed_model TEXT, n_points INTEGER, n_clusters INTEGER,
+        timings JSON, diff JSON, code_version TEXT,
+        created_at TIMESTAMP DEFAULT current_timestamp
+    );
+    CREATE TABLE cluster_points (
+        clustering_id TEXT NOT NULL, kp_id INTEGER NOT NULL,
+        x DOUBLE, y DOUBLE, cluster INTEGER, type_id INTEGER, prob DOUBLE,
+        PRIMARY KEY (clustering_id, kp_id)
+    );
+    CREATE SEQUENCE type_seq START 1;
+    CREATE TABLE error_types (
+        type_id INTEGER PRIMARY KEY DEFAULT nextval('type_seq'),
+        origin_clustering TEXT, title TEXT, description TEXT, titled_by TEXT,
+        created_at TIMESTAMP DEFAULT current_timestamp
+    );
+    CREATE SEQUENCE edit_seq START 1;
+    CREATE TABLE type_edits (
+        edit_id INTEGER PRIMARY KEY DEFAULT nextval('edit_seq'),
+        op TEXT NOT NULL, payload JSON NOT NULL, author TEXT,
+        created_at TIMESTAMP DEFAULT current_timestamp
+    );
+    """,
+    # 3: background jobs
+    """
+    CREATE SEQUENCE job_seq START 1;
+    CREATE TABLE jobs (
+        job_id INTEGER PRIMARY KEY DEFAULT nextval('job_seq'),
+        kind TEXT NOT NULL, params JSON, heavy BOOLEAN, status TEXT NOT NULL,
+        done INTEGER DEFAULT 0, total INTEGER, step TEXT, message TEXT, eta_s DOUBLE,
+        pid INTEGER, pid_start TEXT, heartbeat TIMESTAMP, log_file TEXT, error TEXT,
+        result JSON, cancel_requested BOOLEAN DEFAULT false, cancel_at TIMESTAMP,
+        attempts INTEGER DEFAULT 0,
+        created_at TIMESTAMP DEFAULT current_timestamp, started_at TIMESTAMP,
+        finished_at TIMESTAMP
+    );
+    -- rows of the 'ticks' stage: a cheap real writer for job and concurrency tests
+    CREATE TABLE ticks (tag TEXT NOT NULL, i INTEGER NOT NULL, pid INTEGER,
+                        created_at TIMESTAMP DEFAULT current_timestamp, PRIMARY KEY (tag, i));
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class StoreBusy(RuntimeError):
+    """The store stayed locked by another process for longer than LOCK_TIMEOUT."""
+
+
+def _transient(exc: Exception) -> bool:
+    return any(m in str(exc) for m in _TRANSIENT)
+
+
+_migrated: set[str] = set()
+_lock = threading.Lock()
+
+
+@dataclass
+class Store:
+    path: Path
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else config.db_path()
+
+    # -- connections -------------------------------------------------------------
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        delay = 0.005
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except (duckdb.IOException, duckdb.ConnectionException, duckdb.InvalidInputException) as e:
+                if not _transient(e) or time.monotonic() > deadline:
+                    if _transient(e):
+                        raise StoreBusy(f"{self.path} stayed locked for {LOCK_TIMEOUT:.0f}s: {e}") from e
+                    raise
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 1.6, 0.25)
+
+    def migrate(self) -> int:
+        """Bring the file to SCHEMA_VERSION. Idempotent; returns the version."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = self._open(read_only=False)
+        try:
+            con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
+            row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path} has schema v{current}, newer than this code (v{SCHEMA_VERSION})")
+            for v in range(current, SCHEMA_VERSION):
+                con.execute("BEGIN")
+                try:
+                    con.execute(MIGRATIONS[v])
+                    con.execute("INSERT INTO schema_version VALUES (?)", [v + 1])
+                    con.execute("COMMIT")
+                except Exception:
+                    con.execute("ROLLBACK")
+                    raise
+            return SCHEMA_VERSION
+        finally:
+            con.close()
+
+    def _ensure(self) -> None:
+        key = str(self.path.resolve())
+        if key in _migrated:
+            return
+        with _lock:
+            if key not in _migrated:
+                self.migrate()
+                _migrated.add(key)
+
+    @contextmanager
+    def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short read-only connection."""
+        self._ensure()
+        con = self._open(read_only=True)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short read-write connection inside one transaction: all or nothing."""
+        self._ensure()
+        con = self._open(read_only=False)
+        try:
+            con.execute("BEGIN")
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.close()
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict]:
+        with self.read() as con:
+            cur = con.execute(sql, list(params))
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    def df(self, sql: str, params: Sequence[Any] = ()):
+        with self.read() as con:
+            return con.execute(sql, list(params)).df()
+
+    def one(self, sql: str, params: Sequence[Any] = ()):
+        r = self.rows(sql, params)
+        return r[0] if r else None
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()):
+        with self.read() as con:
+            row = con.execute(sql, list(params)).fetchone()
+            return row[0] if row else None
+
+    def version(self) -> int:
+        return self.scalar("SELECT max(version) FROM schema_version")
+
+    # -- problems -----------------------------------------------------------------
+
+    def insert_problems(self, rows: Iterable[dict], replace: bool = False) -> int:
+        """Insert problems in one transaction. Returns how many rows are new."""
+        rows = list(rows)
+        cols = ["dataset", "split", "pid", "question", "solution", "answer", "meta",
+                "source_file", "source_line"]
+        vals = [[r.get(c) if c != "meta" else json.dumps(r.get("meta") or {}) for c in cols]
+                for r in rows]
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        with self.write() as con:
+            before = con.execute("SELECT count(*) FROM problems").fetchone()[0]
+            if vals:
+                con.executemany(
+                    f"{verb} INTO problems ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                    vals)
+            after = con.execute("SELECT count(*) FROM problems").fetchone()[0]
+        return after - before
+
+    def problems(self, dataset: str, split: str, limit: int | None = None,
+                 offset: int = 0) -> list[dict]:
+        sql = ("SELECT * FROM problems WHERE dataset = ? AND split = ? "
+               "ORDER BY source_line NULLS LAST, pid LIMIT ? OFFSET ?")
+        return self.rows(sql, [dataset, split, limit if limit is not None else 2**62, offset])
+
+    def datasets(self) -> list[dict]:
+        return self.rows(
+            "SELECT dataset, split, count(*) AS n, any_value(source_file) AS source_file "
+            "FROM problems GROUP BY ALL ORDER BY dataset, split")
+
+    # -- runs and generations ------------------------------------------------------
+
+    def upsert_run(self, manifest: dict) -> None:
+        cols = ["run_id", "kind", "model_id", "weights_hash", "adapter", "backend", "dataset",
+                "split", "data_hash", "n_items", "prompt_template", "gen_params", "seed",
+                "code_version"]
+        vals = [manifest.get(c) for c in cols]
+        vals[cols.index("gen_params")] = json.dumps(manifest.get("gen_params") or {})
+        with self.write() as con:
+            con.execute(
+                f"INSERT INTO runs ({', '.join(cols)}, manifest) VALUES "
+                f"({', '.join('?' * len(cols))}, ?) ON CONFLICT (run_id) DO UPDATE SET "
+                "status = 'running', finished_at = NULL",
+                vals + [json.dumps(manifest, default=str)])
+
+    def finish_run(self, run_id: str, status: str = "finished") -> None:
+        with self.write() as con:
+            con.execute("UPDATE runs SET status = ?, finished_at = current_timestamp "
+                        "WHERE run_id = ?", [status, run_id])
+
+    def done_pids(self, run_id: str) -> set[str]:
+        """Items of a run that finished without error (errored items are retried)."""
+        return {r["pid"] for r in self.rows(
+            "SELECT pid FROM generations WHERE run_id = ? AND error IS NULL", [run_id])}
+
+    def record_generations(self, run_id: str, items: list[dict]) -> None:
+        """Write a batch of generations and their bad cases in one transaction."""
+        cols = ["run_id", "dataset", "split", "pid", "output", "pred", "correct", "judge",
+                "prompt_tokens", "completion_tokens", "latency_s", "error"]
+        vals = []
+        for it in items:
+            row = dict(it, run_id=run_id, judge=json.dumps(it.get("judge") or {}))
+            vals.append([row.get(c) for c in cols])
+        with self.write() as con:
+            con.executemany(
+                f"INSERT OR REPLACE INTO generations ({', '.join(cols)}) "
+                f"VALUES ({', '.join('?' * len(cols))})", vals)
+            bad = [[run_id, it["dataset"], it["split"], it["pid"]] for it in items
+                   if it.get("error") is None and it.get("correct") is False]
+            if bad:
+                con.executemany(
+                    "INSERT INTO bad_cases (run_id, dataset, split, pid) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING", bad)
+
+    def runs(self, kind: str | None = None) -> list[dict]:
+        sql = """
+            SELECT r.run_id, r.kind, r.model_id, r.adapter, r.backend, r.dataset, r.split,
+                   r.n_items, r.seed, r.status, r.created_at, r.data_hash, r.weights_hash,
+                   count(g.pid) AS n_done,
+                   count(g.pid) FILTER (WHERE g.error IS NOT NULL) AS n_errors,
+                   count(g.pid) FILTER (WHERE g.correct) AS n_correct,
+                   avg(CASE WHEN g.correct THEN 1.0 ELSE 0.0 END)
+                       FILTER (WHERE g.error IS NULL) AS accuracy
+            FROM runs r LEFT JOIN generations g USING (run_id)
+            WHERE (? IS NULL OR r.kind = ?)
+            GROUP BY ALL ORDER BY r.created_at"""
+        return self.rows(sql, [kind, kind])
+
+    def run(self, run_id: str) -> dict | None:
+        return self.one("SELECT * FROM runs WHERE run_id = ?", [run_id])
+
+    def bad_cases(self, run_id: str | None = None, limit: int | None = None) -> list[dict]:
+        sql = """
+            SELECT b.case_id, b.run_id, b.dataset, b.split, b.pid, p.question, p.solution,
+                   p.answer, g.output, g.pred, g.judge, g.completion_tokens, r.model_id
+            FROM bad_cases b
+            JOIN problems p USING (dataset, split, pid)
+            JOIN generations g USING (run_id, dataset, split, pid)
+            JOIN runs r USING (run_id)
+            WHERE (? IS NULL OR b.run_id = ?)
+            ORDER BY b.case_id LIMIT ?"""
+        return self.rows(sql, [run_id, run_id, limit if limit is not None else 2**62])
+
+    def count(self, table: str) -> int:
+        if not table.isidentifier():
+            raise ValueError(table)
+        return self.scalar(f"SELECT count(*) FROM {table}")
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    JOB_FIELDS = ("kind", "params", "heavy", "status", "done", "total", "step", "message",
+                  "eta_s", "pid", "pid_start", "heartbeat", "log_file", "error", "result",
+                  "cancel_requested", "cancel_at", "attempts", "started_at", "finished_at")
+
+    def job_insert(self, kind: str, params: dict, heavy: bool) -> int:
+        with self.write() as con:
+            return con.execute(
+                "INSERT INTO jobs (kind, params, heavy, status) VALUES (?, ?, ?, 'queued') "
+                "RETURNING job_id", [kind, json.dumps(params), heavy]).fetchone()[0]
+
+    def job_update(self, job_id: int, _when_status: Sequence[str] | None = None,
+                   **fields) -> bool:
+        """Set fields of a job; with `_when_status`, only if its status is one of those
+        (a compare-and-set, so that a late heartbeat cannot undo a cancel). Values of
+        'now' become current_timestamp. Returns whether a row changed."""
+        bad = set(fields) - set(self.JOB_FIELDS)
+        if bad:
+            raise ValueError(f"unknown job fields {bad}")
+        sets, vals = [], []
+        for k, v in fields.items():
+            if v == "now":
+                sets.append(f"{k} = current_timestamp")
+                continue
+            sets.append(f"{k} = ?")
+            vals.append(json.dumps(v) if k in ("params", "result") else v)
+        sql = f"UPDATE jobs SET {', '.join(sets)} WHERE job_id = ?"
+        vals.append(job_id)
+        if _when_status:
+            sql += f" AND status IN ({', '.join('?' * len(_when_status))})"
+            vals.extend(_when_status)
+        with self.write() as con:
+            return bool(con.execute(sql + " RETURNING job_id", vals).fetchall())
+
+    def _job_row(self, r: dict) -> dict:
+        for k in ("params", "result"):
+            if isinstance(r.get(k), str):
+                r[k] = json.loads(r[k])
+        return r
+
+    def job(self, job_id: int) -> dict | None:
+        r = self.one("SELECT *, epoch(current_timestamp - heartbeat) AS heartbeat_age_s "
+                     "FROM jobs WHERE job_id = ?", [job_id])
+        return self._job_row(r) if r else None
+
+    def jobs(self, statuses: Sequence[str] | None = None, limit: int = 200) -> list[dict]:
+        sql = "SELECT *, epoch(current_timestamp - heartbeat) AS heartbeat_age_s FROM jobs"
+        vals: list = []
+        if statuses:
+            sql += f" WHERE status IN ({', '.join('?' * len(statuses))})"
+            vals = list(statuses)
+        rows = self.rows(sql + " ORDER BY job_id DESC LIMIT ?", vals + [limit])
+        return [self._job_row(r) for r in rows]
+
+    def add_tick(self, tag: str, i: int) -> None:
+        with self.write() as con:
+            con.execute("INSERT INTO ticks (tag, i, pid) VALUES (?, ?, ?)", [tag, i, os.getpid()])
+
+    def ticks_done(self, tag: str) -> set[int]:
+        return {r["i"] for r in self.rows("SELECT i FROM ticks WHERE tag = ?", [tag])}

