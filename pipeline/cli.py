@@ -207,6 +207,246 @@ def bad_cases(ctx, run_id, limit, full):
                    f"got {b['pred']}\n   Q: {b['question'][:100]}\n   A: {out}")
 
 
+# -- error analysis -------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--run", "run_id", default=None, help="Only this run's bad cases (default: all).")
+@click.option("--limit", type=int, default=None)
+@click.option("--instructor-model", default=None, envvar="SEI_INSTRUCTOR_MODEL",
+              help="Instructor model (env SEI_INSTRUCTOR_MODEL); none: the offline analyzer.")
+@click.option("--base-url", default=None, envvar="OPENAI_BASE_URL")
+@click.option("--offline", is_flag=True, help="Use the offline analyzer even if configured.")
+@click.option("--background", is_flag=True)
+@click.pass_context
+def analyze(ctx, run_id, limit, instructor_model, base_url, offline, background):
+    """Write error keyphrases for bad cases (resumable)."""
+    from pipeline.instructor import InstructorError
+
+    params = {"run_id": run_id, "limit": limit}
+    if instructor_model and not offline:
+        params["instructor"] = {"model": instructor_model, "base_url": base_url}
+    elif offline:
+        params["instructor"] = "offline"
+    try:
+        out = _run_or_submit(ctx, "analyze", params, background)
+    except InstructorError as e:
+        raise click.ClickException(str(e))
+    if out:
+        a = next(a for a in _store(ctx).analyses() if a["analysis_id"] == out["analysis_id"])
+        click.echo(f"analysis {a['analysis_id']} ({a['analyzer']}): {a['n_cases']} bad cases, "
+                   f"{a['n_keyphrases']} keyphrases")
+
+
+@cli.command("cluster")
+@click.option("--method", type=click.Choice(["hdbscan", "kmeans"]), default="hdbscan", show_default=True)
+@click.option("--min-cluster-size", default=5, show_default=True)
+@click.option("--min-samples", type=int, default=None)
+@click.option("--n-neighbors", default=15, show_default=True)
+@click.option("--cluster-dims", default=2, show_default=True, help="UMAP dims to cluster in.")
+@click.option("--k", default=8, show_default=True, help="K-means clusters.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--analysis", "analysis_id", default=None)
+@click.option("--background", is_flag=True)
+@click.pass_context
+def cluster_cmd(ctx, background, analysis_id, **kw):
+    """Embed keyphrases, map with UMAP, cluster into error types."""
+    params = dict(kw, analysis_id=analysis_id)
+    try:
+        out = _run_or_submit(ctx, "cluster", params, background)
+    except ValueError as e:
+        raise click.ClickException(str(e))
+    if out:
+        d = out["diff"]
+        click.echo(f"clustering {out['clustering_id']}: kept {len(d['kept'])}, new {len(d['new'])}, "
+                   f"gone {len(d['gone'])}, split {len(d['split'])}, merged {len(d['merged'])}")
+
+
+@cli.group()
+def types():
+    """Error types: list, show and curate (every edit is logged and undoable)."""
+
+
+def _tax(ctx):
+    from pipeline import taxonomy
+
+    return taxonomy.current(_store(ctx))
+
+
+def _edit(fn, *a, **kw):
+    try:
+        return fn(*a, **kw)
+    except ValueError as e:
+        raise click.ClickException(str(e))
+
+
+@types.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include excluded types.")
+@click.pass_context
+def types_list(ctx, show_all):
+    tax = _tax(ctx)
+    if tax.clustering is None:
+        raise click.ClickException("no clustering yet: run `sei cluster`")
+    noise = sum(1 for p in tax.points if p["type"] is None)
+    click.echo(f"clustering {tax.clustering['clustering_id']}: {len(tax.points)} keyphrases, "
+               f"{tax.n_cases} bad cases, {noise} unassigned")
+    for t in tax.visible_types():
+        if t.excluded and not show_all:
+            continue
+        flag = " [excluded]" if t.excluded else (" [edited]" if t.edited else "")
+        click.echo(f"{t.type_id:>4} {t.share:6.1%} {len(t.members):>5} kp  {t.title}{flag}")
+
+
+@types.command("show")
+@click.argument("type_id", type=int)
+@click.pass_context
+def types_show(ctx, type_id):
+    tax = _tax(ctx)
+    t = tax.types.get(type_id)
+    if t is None:
+        raise click.ClickException(f"no type {type_id}")
+    by = {p["kp_id"]: p for p in tax.points}
+    click.echo(f"{t.type_id}: {t.title}  ({t.share:.1%} of bad cases, {len(t.members)} keyphrases,"
+               f" titled by {t.titled_by})")
+    if t.merged_into:
+        click.echo(f"merged into {t.merged_into}")
+    if t.description:
+        click.echo(t.description)
+    for k in t.examples:
+        click.echo(f"  - [{k}] {by[k]['text']}   (case {by[k]['case_id']}: {by[k]['question'][:60]})")
+
+
+@types.command("rename")
+@click.argument("type_id", type=int)
+@click.argument("title")
+@click.pass_context
+def types_rename(ctx, type_id, title):
+    from pipeline import taxonomy
+
+    click.echo(f"edit {_edit(taxonomy.rename, _store(ctx), type_id, title, author='cli')}")
+
+
+@types.command("describe")
+@click.argument("type_id", type=int)
+@click.argument("description")
+@click.pass_context
+def types_describe(ctx, type_id, description):
+    from pipeline import taxonomy
+
+    click.echo(f"edit {_edit(taxonomy.describe, _store(ctx), type_id, description, author='cli')}")
+
+
+@types.command("merge")
+@click.argument("type_ids", type=int, nargs=-1, required=True)
+@click.option("--into", type=int, default=None)
+@click.option("--title", default=None)
+@click.pass_context
+def types_merge(ctx, type_ids, into, title):
+    from pipeline import taxonomy
+
+    click.echo(f"edit {_edit(taxonomy.merge, _store(ctx), list(type_ids), into, title, author='cli')}")
+
+
+@types.command("split")
+@click.argument("kp_ids", type=int, nargs=-1, required=True)
+@click.option("--title", required=True)
+@click.pass_context
+def types_split(ctx, kp_ids, title):
+    """Make the given keyphrases (ids) a new error type."""
+    from pipeline import taxonomy
+
+    click.echo(f"new type {_edit(taxonomy.split, _store(ctx), list(kp_ids), title, author='cli')}")
+
+
+@types.command("move")
+@click.argument("type_id", type=int)
+@click.argument("kp_ids", type=int, nargs=-1, required=True)
+@click.pass_context
+def types_move(ctx, type_id, kp_ids):
+    from pipeline import taxonomy
+
+    click.echo(f"edit {_edit(taxonomy.move, _store(ctx), list(kp_ids), type_id, author='cli')}")
+
+
+@types.command("exclude")
+@click.argument("type_id", type=int, required=False)
+@click.option("--kp", "kp_ids", type=int, multiple=True, help="Exclude members instead.")
+@click.option("--include", is_flag=True, help="Reverse a previous exclusion.")
+@click.pass_context
+def types_exclude(ctx, type_id, kp_ids, include):
+    from pipeline import taxonomy
+
+    click.echo(f"edit {_edit(taxonomy.exclude, _store(ctx), type_id, list(kp_ids), include, author='cli')}")
+
+
+@types.command("undo")
+@click.argument("edit_id", type=int, required=False)
+@click.pass_context
+def types_undo(ctx, edit_id):
+    from pipeline import taxonomy
+
+    click.echo(f"edit {_edit(taxonomy.undo, _store(ctx), edit_id, author='cli')}")
+
+
+@types.command("log")
+@click.pass_context
+def types_log(ctx):
+    """The edit log."""
+    for e in _store(ctx).edits():
+        click.echo(f"{e['edit_id']:>4} {e['created_at']:%Y-%m-%d %H:%M:%S} {e['op']:9} "
+                   f"{json.dumps(e['payload'])[:90]}  ({e['author'] or ''})")
+
+
+@types.command("retitle")
+@click.option("--all", "everything", is_flag=True, help="Also types renamed by a person.")
+@click.pass_context
+def types_retitle(ctx, everything):
+    """Recompute titles and descriptions without re-clustering."""
+    from pipeline.cluster import retitle
+
+    click.echo(f"retitled {retitle(_store(ctx), only_unedited=not everything)} types")
+
+
+@cli.group()
+def export():
+    """Export curated data."""
+
+
+@export.command("types")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl")
+@click.option("--out", type=click.Path(dir_okay=False), required=True)
+@click.pass_context
+def export_types(ctx, fmt, out):
+    """Current error types with their members (keyphrases and bad cases)."""
+    import pandas as pd
+
+    tax = _tax(ctx)
+    by = {p["kp_id"]: p for p in tax.points}
+    rows = [{"type_id": t.type_id, "title": t.title, "description": t.description,
+             "titled_by": t.titled_by, "excluded": t.excluded, "share": t.share,
+             "n_cases": t.n_cases, "clustering_id": tax.clustering["clustering_id"],
+             "members": [{"kp_id": k, "text": by[k]["text"], "case_id": by[k]["case_id"],
+                          "excluded": by[k]["excluded"]} for k in t.members]}
+            for t in tax.visible_types()]
+    if fmt == "jsonl":
+        with open(out, "w") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    else:
+        pd.DataFrame(rows).to_parquet(out)
+    click.echo(f"{len(rows)} types -> {out}")
+
+
+@cli.command("serve-local")
+@click.option("--port", default=8088, show_default=True)
+@click.option("--ctx", "n_ctx", default=2048, show_default=True)
+def serve_local(port, n_ctx):
+    """Serve the bundled SmolLM2 GGUF on an OpenAI-compatible endpoint (llama.cpp)."""
+    from pipeline.serve import serve_forever
+
+    serve_forever(port, n_ctx)
+
+
 # -- jobs -------------------------------------------------------------------------------------
 
 

@@ -161,6 +161,8 @@ def _transient(exc: Exception) -> bool:
 
 _migrated: set[str] = set()
 _lock = threading.Lock()
+_write_lock = threading.RLock()
+_local = threading.local()
 
 
 @dataclass
@@ -221,29 +223,47 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short read-only connection."""
+        """A short read-only connection. Opening costs ~30 ms, so nested reads (and the
+        store methods called inside a `with store.read():` block) share one."""
+        con = getattr(_local, "con", None)
+        if con is not None and _local.path == self.path:
+            yield con
+            return
         self._ensure()
         con = self._open(read_only=True)
+        _local.con, _local.path = con, self.path
         try:
             yield con
         finally:
+            _local.con = None
             con.close()
 
     @contextmanager
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short read-write connection inside one transaction: all or nothing."""
+        """A short read-write connection inside one transaction: all or nothing.
+        Writes of one process are serialised (a heartbeat thread and the worker
+        would otherwise conflict on the same row)."""
+        con = getattr(_local, "con", None)
+        if con is not None and _local.path == self.path:
+            if getattr(_local, "writing", False):
+                yield con  # nested write: part of the outer transaction
+                return
+            raise RuntimeError("write inside a read block")
         self._ensure()
-        con = self._open(read_only=False)
-        try:
-            con.execute("BEGIN")
+        with _write_lock:
+            con = self._open(read_only=False)
+            _local.con, _local.path, _local.writing = con, self.path, True
             try:
-                yield con
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        finally:
-            con.close()
+                con.execute("BEGIN")
+                try:
+                    yield con
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+            finally:
+                _local.con, _local.writing = None, False
+                con.close()
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict]:
         with self.read() as con:
@@ -436,3 +456,171 @@ class Store:
 
     def ticks_done(self, tag: str) -> set[int]:
         return {r["i"] for r in self.rows("SELECT i FROM ticks WHERE tag = ?", [tag])}
+
+    # -- instructor log and cache ---------------------------------------------------------
+
+    def log_llm_call(self, cache_key, model, base_url, purpose, messages, params, reply,
+                     parsed, prompt_tokens, completion_tokens, latency_s, error,
+                     cached: bool = False) -> None:
+        with self.write() as con:
+            con.execute(
+                "INSERT INTO llm_calls (cache_key, model, base_url, purpose, messages, params, "
+                "reply, parsed, prompt_tokens, completion_tokens, latency_s, error, cached) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [cache_key, model, base_url, purpose, json.dumps(messages), json.dumps(params),
+                 reply, json.dumps(parsed) if parsed is not None else None, prompt_tokens,
+                 completion_tokens, latency_s, error, cached])
+
+    def llm_cache_get(self, key: str) -> dict | None:
+        r = self.one("SELECT reply, parsed FROM llm_cache WHERE cache_key = ?", [key])
+        if r:
+            r["parsed"] = json.loads(r["parsed"])
+        return r
+
+    def llm_cache_put(self, key: str, model: str, reply: str, parsed: dict) -> None:
+        with self.write() as con:
+            con.execute("INSERT OR REPLACE INTO llm_cache (cache_key, model, reply, parsed) "
+                        "VALUES (?, ?, ?, ?)", [key, model, reply, json.dumps(parsed)])
+
+    def llm_calls(self, limit: int = 100) -> list[dict]:
+        return self.rows("SELECT * FROM llm_calls ORDER BY call_id DESC LIMIT ?", [limit])
+
+    # -- analyses and keyphrases ------------------------------------------------------------
+
+    def upsert_analysis(self, analysis_id: str, analyzer: str, prompt_version: str | None,
+                        manifest: dict) -> None:
+        with self.write() as con:
+            con.execute("INSERT INTO analyses (analysis_id, analyzer, prompt_version, manifest) "
+                        "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        [analysis_id, analyzer, prompt_version, json.dumps(manifest)])
+
+    def analyses(self) -> list[dict]:
+        return self.rows("""
+            SELECT a.*, (SELECT count(*) FROM keyphrases k WHERE k.analysis_id = a.analysis_id) AS n_keyphrases,
+                   (SELECT count(*) FROM analysis_done d WHERE d.analysis_id = a.analysis_id
+                                                         AND d.error IS NULL) AS n_cases
+            FROM analyses a ORDER BY created_at""")
+
+    def analysis_done(self, analysis_id: str) -> set[int]:
+        return {r["case_id"] for r in self.rows(
+            "SELECT case_id FROM analysis_done WHERE analysis_id = ? AND error IS NULL",
+            [analysis_id])}
+
+    def record_keyphrases(self, analysis_id: str, case_id: int, analyzer: str,
+                          phrases: list[dict], error: str | None = None) -> None:
+        """One bad case's keyphrases, all or nothing."""
+        with self.write() as con:
+            con.execute("DELETE FROM keyphrases WHERE analysis_id = ? AND case_id = ?",
+                        [analysis_id, case_id])
+            for rank, p in enumerate(phrases):
+                con.execute("INSERT INTO keyphrases (case_id, analysis_id, rank, text, evidence, "
+                            "analyzer) VALUES (?, ?, ?, ?, ?, ?)",
+                            [case_id, analysis_id, rank, p["text"], p.get("evidence"), analyzer])
+            con.execute("INSERT OR REPLACE INTO analysis_done VALUES (?, ?, ?)",
+                        [analysis_id, case_id, error])
+
+    def keyphrases(self, analysis_id: str) -> list[dict]:
+        return self.rows("SELECT kp_id, case_id, text, evidence, analyzer FROM keyphrases "
+                         "WHERE analysis_id = ? ORDER BY kp_id", [analysis_id])
+
+    def latest_analysis(self) -> str | None:
+        return self.scalar("SELECT analysis_id FROM analyses ORDER BY created_at DESC LIMIT 1")
+
+    # -- embeddings ---------------------------------------------------------------------------
+
+    def embeddings_get(self, model: str, texts: list[str]) -> dict[str, list[float]]:
+        if not texts:
+            return {}
+        with self.read() as con:
+            con.register("wanted", _frame({"text": texts}))
+            rows = con.execute("SELECT e.text, e.vector FROM embeddings e JOIN wanted w "
+                               "USING (text) WHERE e.model = ?", [model]).fetchall()
+        return {t: v for t, v in rows}
+
+    def embeddings_put(self, model: str, items: dict[str, list[float]]) -> None:
+        if not items:
+            return
+        with self.write() as con:
+            con.register("new", _frame({"text": list(items), "vector": list(items.values())}))
+            con.execute("INSERT OR IGNORE INTO embeddings SELECT ?, text, vector::FLOAT[] FROM new",
+                        [model])
+
+    # -- clusterings and error types ------------------------------------------------------------
+
+    def save_clustering(self, meta: dict, points: list[dict], new_types: list[dict]) -> None:
+        """A clustering with its points and the error types it created, all or nothing."""
+        with self.write() as con:
+            for t in new_types:
+                con.execute("INSERT INTO error_types (type_id, origin_clustering, title, "
+                            "description, titled_by) VALUES (?, ?, ?, ?, ?)",
+                            [t["type_id"], meta["clustering_id"], t["title"],
+                             t.get("description"), t.get("titled_by")])
+            con.execute(
+                "INSERT INTO clusterings (clustering_id, analysis_id, method, params, seed, "
+                "embed_model, n_points, n_clusters, timings, diff, code_version) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [meta["clustering_id"], meta["analysis_id"], meta["method"],
+                 json.dumps(meta["params"]), meta["seed"], meta["embed_model"],
+                 meta["n_points"], meta["n_clusters"], json.dumps(meta["timings"]),
+                 json.dumps(meta["diff"]), meta["code_version"]])
+            con.register("pts", _frame({k: [p[k] for p in points] for k in
+                                        ("kp_id", "x", "y", "cluster", "type_id", "prob")}))
+            con.execute("INSERT INTO cluster_points SELECT ?, kp_id, x, y, cluster, type_id, prob "
+                        "FROM pts", [meta["clustering_id"]])
+
+    def next_type_ids(self, n: int) -> list[int]:
+        with self.write() as con:
+            return [con.execute("SELECT nextval('type_seq')").fetchone()[0] for _ in range(n)]
+
+    def clusterings(self) -> list[dict]:
+        rows = self.rows("SELECT * FROM clusterings ORDER BY created_at")
+        for r in rows:
+            for k in ("params", "timings", "diff"):
+                r[k] = json.loads(r[k]) if r[k] else None
+        return rows
+
+    def latest_clustering(self) -> dict | None:
+        rows = self.clusterings()
+        return rows[-1] if rows else None
+
+    def cluster_points(self, clustering_id: str) -> list[dict]:
+        """Points of a clustering joined with their keyphrase and bad case."""
+        return self.rows("""
+            SELECT c.kp_id, c.x, c.y, c.cluster, c.type_id, c.prob, k.text, k.case_id, k.analyzer,
+                   b.dataset, b.pid, p.question
+            FROM cluster_points c JOIN keyphrases k USING (kp_id)
+            JOIN bad_cases b USING (case_id) JOIN problems p USING (dataset, split, pid)
+            WHERE c.clustering_id = ? ORDER BY c.kp_id""", [clustering_id])
+
+    def error_types(self) -> dict[int, dict]:
+        return {r["type_id"]: r for r in self.rows("SELECT * FROM error_types")}
+
+    def set_type_title(self, type_id: int, title: str, description: str | None,
+                       titled_by: str) -> None:
+        with self.write() as con:
+            con.execute("UPDATE error_types SET title = ?, description = ?, titled_by = ? "
+                        "WHERE type_id = ?", [title, description, titled_by, type_id])
+
+    def new_type(self, title: str, description: str | None, titled_by: str,
+                 origin: str | None = None) -> int:
+        with self.write() as con:
+            return con.execute("INSERT INTO error_types (origin_clustering, title, description, "
+                               "titled_by) VALUES (?, ?, ?, ?) RETURNING type_id",
+                               [origin, title, description, titled_by]).fetchone()[0]
+
+    def add_edit(self, op: str, payload: dict, author: str | None = None) -> int:
+        with self.write() as con:
+            return con.execute("INSERT INTO type_edits (op, payload, author) VALUES (?, ?, ?) "
+                               "RETURNING edit_id", [op, json.dumps(payload), author]).fetchone()[0]
+
+    def edits(self) -> list[dict]:
+        rows = self.rows("SELECT * FROM type_edits ORDER BY edit_id")
+        for r in rows:
+            r["payload"] = json.loads(r["payload"])
+        return rows
+
+
+def _frame(cols: dict):
+    import pandas as pd
+
+    return pd.DataFrame(cols)

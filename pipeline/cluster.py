@@ -1,0 +1,175 @@
+"""Keyphrases -> embeddings -> UMAP -> HDBSCAN (or K-means) -> error types.
+
+By default one 2-D UMAP serves both the map and the clustering, so that colours on the
+map agree with what the eye sees; `cluster_dims > 2` clusters on a separate UMAP.
+Every clustering stores its parameters, seed, timings and the diff against the
+previous one; clusters inherit type ids from it (see taxonomy.match).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from pipeline import config, taxonomy
+from pipeline.embed import MODEL_NAME, embed
+from pipeline.store import Store
+
+
+@dataclass
+class ClusterParams:
+    method: str = "hdbscan"          # or "kmeans" (the paper's variant)
+    min_cluster_size: int = 5
+    min_samples: int | None = None
+    n_neighbors: int = 15
+    min_dist: float = 0.05
+    cluster_dims: int = 2
+    k: int = 8                       # kmeans only
+    seed: int = 0
+    titles: str = "auto"             # auto: instructor if configured, else offline
+
+    @classmethod
+    def fields(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+
+def _noop(*a):
+    pass
+
+
+def umap_project(x: np.ndarray, dims: int, p: ClusterParams) -> np.ndarray:
+    import umap
+
+    n = len(x)
+    reducer = umap.UMAP(n_components=dims, n_neighbors=max(2, min(p.n_neighbors, n - 1)),
+                        min_dist=p.min_dist, metric="cosine", random_state=p.seed,
+                        init="spectral" if n > dims + 2 else "random")
+    return reducer.fit_transform(x)
+
+
+def labels_for(z: np.ndarray, p: ClusterParams) -> tuple[np.ndarray, np.ndarray]:
+    if p.method == "kmeans":
+        from sklearn.cluster import KMeans
+
+        km = KMeans(n_clusters=min(p.k, len(z)), random_state=p.seed, n_init=10).fit(z)
+        return km.labels_, np.ones(len(z))
+    if p.method != "hdbscan":
+        raise ValueError(f"unknown clustering method {p.method!r}")
+    import hdbscan
+
+    hd = hdbscan.HDBSCAN(min_cluster_size=p.min_cluster_size, min_samples=p.min_samples)
+    lab = hd.fit_predict(z)
+    return lab, hd.probabilities_
+
+
+def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str | None = None,
+            instructor=None, progress=_noop) -> dict:
+    p = params or ClusterParams()
+    aid = analysis_id or store.latest_analysis()
+    if aid is None:
+        raise ValueError("no keyphrases yet: run `sei analyze` first")
+    kps = store.keyphrases(aid)
+    if len(kps) < max(5, p.min_cluster_size):
+        raise ValueError(f"analysis {aid} has {len(kps)} keyphrases; need at least "
+                         f"{max(5, p.min_cluster_size)} to cluster")
+    timings = {}
+    t0 = time.perf_counter()
+    progress(0, 4, "cluster", f"embedding {len(kps)} keyphrases")
+    x = embed(store, [k["text"] for k in kps])
+    timings["embed_s"] = time.perf_counter() - t0
+    progress(1, 4, "cluster", "UMAP")
+    t = time.perf_counter()
+    xy = umap_project(x, 2, p)
+    z = xy if p.cluster_dims <= 2 else umap_project(x, p.cluster_dims, p)
+    timings["umap_s"] = time.perf_counter() - t
+    progress(2, 4, "cluster", p.method)
+    t = time.perf_counter()
+    lab, prob = labels_for(z, p)
+    timings["cluster_s"] = time.perf_counter() - t
+    progress(3, 4, "cluster", "matching types")
+
+    ids = [k["kp_id"] for k in kps]
+    prev = store.latest_clustering()
+    prev_base = ({r["kp_id"]: r["type_id"] for r in store.cluster_points(prev["clustering_id"])}
+                 if prev else {})
+    emb = dict(zip(ids, x))
+    assign, diff = taxonomy.match(prev_base, dict(zip(ids, map(int, lab))), emb)
+    new_clusters = [c for c, tid in assign.items() if tid is None]
+    fresh = store.next_type_ids(len(new_clusters))
+    for c, tid in zip(new_clusters, fresh):
+        assign[c] = tid
+    diff["new"] = [{"cluster": c, "type_id": assign[c]} for c in new_clusters]
+
+    # Titles for new types; kept types keep theirs (re-title with `sei types retitle`).
+    texts = {i: k["text"] for i, k in zip(ids, kps)}
+    new_types = []
+    for c in new_clusters:
+        members = [i for i, l in zip(ids, lab) if l == c]
+        title, desc, by = title_for(store, [texts[i] for i in members],
+                                    central_texts(members, emb, texts), p, instructor)
+        new_types.append({"type_id": assign[c], "title": title, "description": desc,
+                          "titled_by": by})
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    key = hashlib.sha256(json.dumps([aid, asdict(p), stamp]).encode()).hexdigest()[:6]
+    meta = {"clustering_id": f"cl-{stamp}-{key}", "analysis_id": aid, "method": p.method,
+            "params": asdict(p), "seed": p.seed, "embed_model": MODEL_NAME,
+            "n_points": len(ids), "n_clusters": int(len(set(lab) - {-1})),
+            "timings": timings, "diff": diff, "code_version": config.code_version(),
+            "previous": prev["clustering_id"] if prev else None}
+    meta["diff"]["previous"] = meta["previous"]
+    points = [{"kp_id": i, "x": float(a), "y": float(b), "cluster": int(l),
+               "type_id": assign.get(int(l)) if l >= 0 else None, "prob": float(pr)}
+              for i, (a, b), l, pr in zip(ids, xy, lab, prob)]
+    store.save_clustering(meta, points, new_types)
+    progress(4, 4, "cluster", f"{meta['n_clusters']} clusters")
+    return meta
+
+
+def central_texts(members: list[int], emb: dict, texts: dict, n: int = 5) -> list[str]:
+    v = np.array([emb[i] for i in members])
+    c = v.mean(0)
+    order = np.argsort(-(v @ c))
+    return list(dict.fromkeys(texts[members[i]] for i in order))[:n]
+
+
+def title_for(store: Store, texts: list[str], central: list[str], p: ClusterParams,
+              instructor=None) -> tuple[str, str, str]:
+    """(title, description, titled_by): the instructor's when one is configured."""
+    from pipeline import analyzer
+    from pipeline.instructor import InstructorError, from_env, load_prompt
+
+    ins = instructor if instructor is not None else (from_env() if p.titles == "auto" else None)
+    if ins is not None:
+        template, schema = load_prompt("type_title_v1")
+        prompt = template.format(keyphrases="\n".join(f"- {t}" for t in central))
+        try:
+            r = ins.ask_json(store, prompt, schema, purpose="type title")
+            return r["title"].strip()[:120], r.get("description"), ins.name
+        except InstructorError:
+            pass  # fall back to the offline title; titled_by says so
+    title, desc = taxonomy.offline_title(texts, central)
+    return title, desc, analyzer.ANALYZER
+
+
+def retitle(store: Store, instructor=None, only_unedited: bool = True) -> int:
+    """Recompute titles of the current types without re-clustering."""
+    tax = taxonomy.current(store)
+    if tax.clustering is None:
+        raise ValueError("no clustering yet")
+    kps = {p["kp_id"]: p["text"] for p in tax.points}
+    x = embed(store, list(kps.values()))
+    emb = dict(zip(kps, x))
+    n = 0
+    for t in tax.types.values():
+        if not t.members or (only_unedited and t.titled_by == "human"):
+            continue
+        title, desc, by = title_for(store, [kps[k] for k in t.members],
+                                    central_texts(t.members, emb, kps),
+                                    ClusterParams(), instructor)
+        store.set_type_title(t.type_id, title, desc, by)
+        n += 1
+    return n

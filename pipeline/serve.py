@@ -1,0 +1,66 @@
+"""A local OpenAI-compatible server (llama.cpp's, from llama-cpp-python[server]) serving
+the bundled SmolLM2 GGUF: the scale-out target backend, a local instructor, and the
+real server the tests talk to."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+
+from pipeline.target import bundled_gguf
+
+MODEL_ALIAS = "smollm2-135m-instruct"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def command(port: int, n_ctx: int = 2048, parallel: int = 1) -> list[str]:
+    return [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_gguf()),
+            "--model_alias", MODEL_ALIAS, "--host", "127.0.0.1", "--port", str(port),
+            "--n_ctx", str(n_ctx * parallel), "--n_threads", str(os.cpu_count() or 2),
+            "--verbose", "False"]
+
+
+def wait_ready(base_url: str, timeout: float = 120, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"llama.cpp server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/models", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"llama.cpp server at {base_url} not ready after {timeout}s")
+
+
+@contextmanager
+def local_server(port: int | None = None, n_ctx: int = 2048, log_path=None):
+    """Start the server, yield its base URL (…/v1), stop it afterwards."""
+    port = port or free_port()
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    proc = subprocess.Popen(command(port, n_ctx), stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_ready(base, proc=proc)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def serve_forever(port: int, n_ctx: int = 2048) -> None:
+    os.execv(sys.executable, command(port, n_ctx))

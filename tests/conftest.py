@@ -1,0 +1,82 @@
+"""Shared fixtures. Everything is real: real DuckDB files, the real SmolLM2 model, a real
+llama.cpp server on 127.0.0.1, real UMAP/HDBSCAN. Nothing downloads at run time."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SEI_INSTRUCTOR_MODEL"):
+    os.environ.pop(var, None)  # the offline analyzer is the default under test
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ROOT
+from pipeline.store import Store
+
+BENCH = ROOT.parent / "shared" / "data" / "benchmarks"
+ARTIFACTS = ROOT / "artifacts"
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> Store:
+    db = tmp_path / "sei.duckdb"
+    monkeypatch.setenv("SEI_DB", str(db))
+    return Store(db)
+
+
+@pytest.fixture(scope="session")
+def bench() -> Path:
+    assert BENCH.is_dir(), f"benchmark data missing at {BENCH} (../shared beside the clone)"
+    return BENCH
+
+
+@pytest.fixture(scope="session")
+def target():
+    from pipeline.target import LocalTarget
+
+    return LocalTarget().load()
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory):
+    """A real llama.cpp OpenAI-compatible server serving the bundled GGUF."""
+    from pipeline.serve import local_server
+
+    log = tmp_path_factory.mktemp("llama") / "server.log"
+    with local_server(log_path=log) as base_url:
+        yield base_url
+
+
+# A store with demo data and a real extraction by the real model: the bad cases that the
+# analysis, clustering and dashboard tests work on. Built once per session.
+PREPARED_N = 48
+PREPARED_TOKENS = 160
+
+
+@pytest.fixture(scope="session")
+def prepared_db(tmp_path_factory) -> Path:
+    from pipeline.data import import_demo
+    from pipeline.extract import extract
+    from pipeline.target import GenParams
+
+    db = tmp_path_factory.mktemp("prepared") / "sei.duckdb"
+    s = Store(db)
+    import_demo(s, 200, 50, seed=0)
+    extract(s, "demo", "train", limit=PREPARED_N,
+            params=GenParams(max_new_tokens=PREPARED_TOKENS, batch_size=16))
+    return db
+
+
+@pytest.fixture
+def prepared(prepared_db, tmp_path, monkeypatch) -> Store:
+    """A private copy of the prepared store, free to modify."""
+    db = tmp_path / "sei.duckdb"
+    shutil.copy(prepared_db, db)
+    monkeypatch.setenv("SEI_DB", str(db))
+    return Store(db)
