@@ -300,9 +300,11 @@ class Store:
         with self.write() as con:
             before = con.execute("SELECT count(*) FROM problems").fetchone()[0]
             if vals:
-                con.executemany(
-                    f"{verb} INTO problems ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                    vals)
+                # executemany is row by row in DuckDB; a registered frame is one statement.
+                con.register("incoming", _frame({c: [v[i] for v in vals]
+                                                 for i, c in enumerate(cols)}))
+                con.execute(f"{verb} INTO problems ({', '.join(cols)}) "
+                            f"SELECT {', '.join(cols)} FROM incoming")
             after = con.execute("SELECT count(*) FROM problems").fetchone()[0]
         return after - before
 

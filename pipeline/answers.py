@@ -1,0 +1,143 @@
+"""Final-answer extraction and judging with math-verify.
+
+Extraction order: a GSM8K `#### x` line, "The answer is x" (last occurrence), the last
+`\\boxed{}`, then the last number. Comparison goes through math-verify's parser and
+verifier (sympy), never through eval, with a time limit per comparison.
+
+math-verify's own time limits use SIGALRM, which works only in the main thread; the app
+and job runners may judge from other threads, so there the comparison runs in a daemon
+worker thread that we stop waiting for at the deadline (the answer then counts as wrong).
+Inputs are also capped in length, which is what makes sympy blow up in practice.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+MAX_LEN = 300  # longer "answers" are not answers; they only feed sympy pathologies
+
+_NUMBER = r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|-?\$?\.\d+"
+_ANSWER_IS = re.compile(r"(?:final\s+)?answer\s+is\s*:?\s*(.+)", re.I)
+_LAST_NUM = re.compile(_NUMBER)
+_CHOICE = re.compile(r"^\(?([A-Ea-e])\)?[.:]?$")
+_UNITS = re.compile(
+    r"\s*(?:\\(?:text|mbox|mathrm)\{[^{}]*\}|dollars?|cents?|units?|cm|mm|km|m|kg|g|lbs?|"
+    r"pounds?|feet|foot|ft|inch(?:es)?|yards?|miles?|hours?|hrs?|minutes?|mins?|seconds?|"
+    r"days?|weeks?|months?|years?|degrees?|people|students|apples|cups?|pages?|"
+    r"[a-zA-Z]+s)\s*\.?$")
+_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="judge")
+
+
+def _balanced(text: str, start: int) -> str | None:
+    depth, k = 1, start
+    while k < len(text) and depth:
+        depth += {"{": 1, "}": -1}.get(text[k], 0)
+        k += 1
+    return text[start:k - 1] if depth == 0 else None
+
+
+def _last_boxed(text: str) -> str | None:
+    i = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if i < 0:
+        return None
+    return _balanced(text, text.index("{", i) + 1)
+
+
+def _clean_tail(s: str) -> str:
+    s = s.strip().splitlines()[0] if s.strip() else ""
+    s = s.strip().strip("*").strip()
+    b = _last_boxed(s)
+    if b is not None:
+        return b.strip()
+    s = re.sub(r"^\$+|\$+$", "", s).strip()
+    return s.rstrip(".").strip()
+
+
+def extract_answer(text: str) -> tuple[str | None, str]:
+    """(answer string, method) with method one of ####, answer_is, boxed, last_number, none."""
+    if not text:
+        return None, "none"
+    if "####" in text:
+        tail = text.rsplit("####", 1)[1].strip()
+        if tail:
+            return tail.splitlines()[0].strip(), "####"
+    matches = list(_ANSWER_IS.finditer(text))
+    if matches:
+        ans = _clean_tail(matches[-1].group(1))
+        if ans:
+            return ans, "answer_is"
+    b = _last_boxed(text)
+    if b is not None and b.strip():
+        return b.strip(), "boxed"
+    nums = _LAST_NUM.findall(text)
+    if nums:
+        return nums[-1].replace("$", "").replace(" ", ""), "last_number"
+    return None, "none"
+
+
+def normalize(ans: str) -> str:
+    """Surface normalisation before math-verify sees the string."""
+    s = ans.strip()
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\!", "")
+    s = re.sub(r"^\$+|\$+$", "", s).strip()
+    s = s.replace("\\$", "").replace("$", "").strip()
+    m = _CHOICE.match(re.sub(r"\\text\{\s*(.*?)\s*\}", r"\1", s))
+    if m:
+        return m.group(1).upper()
+    # Thousands separators in a plain number (not in tuples or intervals like (1,3]).
+    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
+        s = s.replace(",", "")
+    # Trailing units and words after a number: "18 dollars", "5\text{ cm}".
+    m = re.match(r"^(-?[\d.,/]+(?:\\%|%)?)(.*)$", s)
+    if m and m.group(2) and _UNITS.fullmatch(m.group(2)):
+        s = m.group(1)
+    s = re.sub(r"\\text\{\s*([^{}]*?)\s*\}", r"\1", s)
+    return s.rstrip(".").strip()
+
+
+def _verify(gold: str, pred: str, timeouts: bool) -> bool:
+    from math_verify import parse, verify
+
+    t = 5 if timeouts else None
+    g = parse(f"${gold}$", parsing_timeout=t)
+    p = parse(f"${pred}$", parsing_timeout=t)
+    if not g or not p:
+        return gold.strip() == pred.strip()
+    return bool(verify(g, p, timeout_seconds=t))
+
+
+def answers_equal(a: str, b: str, timeout_s: float = 5.0) -> bool:
+    return _compare(b, a, timeout_s)[0]
+
+
+def _compare(gold: str, pred: str, timeout_s: float) -> tuple[bool, str]:
+    if len(pred) > MAX_LEN or len(gold) > MAX_LEN:
+        return False, "answer too long to compare"
+    g, p = normalize(gold), normalize(pred)
+    if g == p:
+        return True, "identical after normalisation"
+    if re.fullmatch(r"[A-E]", g) or re.fullmatch(r"[A-E]", p):
+        return False, "different choice letters"
+    if threading.current_thread() is threading.main_thread():
+        try:
+            return _verify(g, p, True), "math-verify"
+        except Exception as e:  # a parser failure is a wrong answer, not a crash
+            return False, f"parse failed: {type(e).__name__}"
+    fut = _pool.submit(_verify, g, p, False)
+    try:
+        return fut.result(timeout=timeout_s), "math-verify"
+    except FutureTimeout:
+        return False, "timeout"
+    except Exception as e:
+        return False, f"parse failed: {type(e).__name__}"
+
+
+def judge(output: str, reference: str, timeout_s: float = 5.0) -> dict:
+    pred, method = extract_answer(output or "")
+    if pred is None:
+        return {"pred": None, "method": method, "correct": False, "detail": "no answer found"}
+    ok, detail = _compare(reference, pred, timeout_s)
+    return {"pred": pred, "method": method, "correct": bool(ok), "detail": detail}
