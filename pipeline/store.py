@@ -194,7 +194,7 @@ class Store:
         con = self._open(read_only=False)
         try:
             con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
-            row = con.execute("SELECT max(version) FROM schema_version").fetchone()
+            row = con.execute("SELECT max(version) FROM schema_version").fetchall()[0]
             current = row[0] or 0
             if current > SCHEMA_VERSION:
                 raise RuntimeError(
@@ -281,8 +281,8 @@ class Store:
 
     def scalar(self, sql: str, params: Sequence[Any] = ()):
         with self.read() as con:
-            row = con.execute(sql, list(params)).fetchone()
-            return row[0] if row else None
+            rows = con.execute(sql, list(params)).fetchall()  # whole result: DuckDB 2 forbids a half-read one
+            return rows[0][0] if rows else None
 
     def version(self) -> int:
         return self.scalar("SELECT max(version) FROM schema_version")
@@ -298,14 +298,14 @@ class Store:
                 for r in rows]
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         with self.write() as con:
-            before = con.execute("SELECT count(*) FROM problems").fetchone()[0]
+            before = con.execute("SELECT count(*) FROM problems").fetchall()[0][0]
             if vals:
                 # executemany is row by row in DuckDB; a registered frame is one statement.
                 con.register("incoming", _frame({c: [v[i] for v in vals]
                                                  for i, c in enumerate(cols)}))
                 con.execute(f"{verb} INTO problems ({', '.join(cols)}) "
                             f"SELECT {', '.join(cols)} FROM incoming")
-            after = con.execute("SELECT count(*) FROM problems").fetchone()[0]
+            after = con.execute("SELECT count(*) FROM problems").fetchall()[0][0]
         return after - before
 
     def problems(self, dataset: str, split: str, limit: int | None = None,
@@ -407,7 +407,7 @@ class Store:
         with self.write() as con:
             return con.execute(
                 "INSERT INTO jobs (kind, params, heavy, status) VALUES (?, ?, ?, 'queued') "
-                "RETURNING job_id", [kind, json.dumps(params), heavy]).fetchone()[0]
+                "RETURNING job_id", [kind, json.dumps(params), heavy]).fetchall()[0][0]
 
     def job_update(self, job_id: int, _when_status: Sequence[str] | None = None,
                    **fields) -> bool:
@@ -572,7 +572,7 @@ class Store:
 
     def next_type_ids(self, n: int) -> list[int]:
         with self.write() as con:
-            return [con.execute("SELECT nextval('type_seq')").fetchone()[0] for _ in range(n)]
+            return [con.execute("SELECT nextval('type_seq')").fetchall()[0][0] for _ in range(n)]
 
     def clusterings(self) -> list[dict]:
         rows = self.rows("SELECT * FROM clusterings ORDER BY created_at")
@@ -608,12 +608,12 @@ class Store:
         with self.write() as con:
             return con.execute("INSERT INTO error_types (origin_clustering, title, description, "
                                "titled_by) VALUES (?, ?, ?, ?) RETURNING type_id",
-                               [origin, title, description, titled_by]).fetchone()[0]
+                               [origin, title, description, titled_by]).fetchall()[0][0]
 
     def add_edit(self, op: str, payload: dict, author: str | None = None) -> int:
         with self.write() as con:
             return con.execute("INSERT INTO type_edits (op, payload, author) VALUES (?, ?, ?) "
-                               "RETURNING edit_id", [op, json.dumps(payload), author]).fetchone()[0]
+                               "RETURNING edit_id", [op, json.dumps(payload), author]).fetchall()[0][0]
 
     def edits(self) -> list[dict]:
         rows = self.rows("SELECT * FROM type_edits ORDER BY edit_id")
