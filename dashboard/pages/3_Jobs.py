@@ -1,0 +1,72 @@
+"""Jobs: every background job with status, progress, ETA, log tail, cancel and resume.
+
+The list lives in a fragment that reruns every two seconds, so progress moves without
+a manual refresh; jobs are OS processes recorded in the store, so a browser refresh
+(or closing the tab) changes nothing about them."""
+
+from pathlib import Path
+
+import streamlit as st
+
+import common
+from pipeline import jobs
+
+s = common.header("Jobs")
+ACTIVE = ("queued", "running")
+
+
+def tail(path: str | None, n: int = 15) -> str:
+    if not path or not Path(path).exists():
+        return ""
+    with open(path, "rb") as f:  # only the end: logs can be long
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 8000))
+        return "\n".join(f.read().decode(errors="replace").splitlines()[-n:])
+
+
+with st.expander("Start a job"):
+    with st.form("submit"):
+        kind = st.selectbox("stage", ["extract", "analyze", "cluster", "quickstart"])
+        c1, c2, c3 = st.columns(3)
+        dataset = c1.text_input("dataset (extract)", "demo")
+        split = c2.text_input("split (extract)", "train")
+        limit = c3.number_input("limit (0 = all)", 0, 100000, 64)
+        if st.form_submit_button("Start"):
+            params = {"limit": int(limit) or None}
+            if kind == "extract":
+                params.update(dataset=dataset, split=split)
+            jid = jobs.submit(s, kind, params)
+            st.success(f"job #{jid} started")
+
+
+@st.fragment(run_every=2)
+def job_list():
+    jobs.reap(s)  # dead or stale jobs are marked failed before they are shown
+    rows = s.jobs(limit=50)
+    if not rows:
+        st.info("No jobs yet.")
+        return
+    for j in rows:
+        with st.container(border=True):
+            top, btn = st.columns([5, 1])
+            frac = min(1.0, (j["done"] or 0) / j["total"]) if j["total"] else 0.0
+            top.progress(frac, text=common.job_line(j))
+            top.caption(f"{j['step'] or ''} {j['message'] or ''} · params {j['params']}"
+                        + (f" · result {j['result']}" if j["result"] else ""))
+            if j["error"]:
+                top.error(j["error"])
+            if j["status"] in ACTIVE:
+                if btn.button("Cancel", key=f"cancel-{j['job_id']}"):
+                    jobs.cancel(s, j["job_id"])
+                    st.rerun()
+            elif j["status"] in ("failed", "cancelled"):
+                if btn.button("Resume", key=f"resume-{j['job_id']}"):
+                    jobs.resume(s, j["job_id"])
+                    st.rerun()
+            log = tail(j["log_file"])
+            if log:
+                with top.expander("log tail"):
+                    st.code(log, language=None)
+
+
+job_list()

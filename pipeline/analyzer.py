@@ -1,0 +1,287 @@
+"""The offline analyzer: error keyphrases from evidence, with no instructor model.
+
+It reads the wrong output against the question and the reference solution and reports
+what it can show, most specific first:
+
+- every arithmetic step it can parse (`a op b = c`, `<<a op b=c>>`) re-computed exactly;
+- a missing or unparsable final answer, repetition loops, truncation at the token limit;
+- quantities that appear from nowhere (not in the question, not an earlier result, not a
+  common conversion constant) and given quantities that are never used;
+- stopping early (the final answer is a reference intermediate value), a wrong final step
+  after correct intermediate values, a copied question quantity, a scale slip (x10, x100).
+
+Keyphrases name the step or quantity ("multiplication error: 12*7 given as 74 instead
+of 84"), so that similar mistakes cluster together while the text stays checkable.
+Arithmetic is parsed by a small recursive-descent parser over Fractions: model output
+is never eval'ed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from fractions import Fraction
+
+ANALYZER = "offline-analyzer-v1"
+
+_NUM = r"\$?\d[\d,]*(?:\.\d+)?|\$?\.\d+"
+_OPS = {"+": "addition", "-": "subtraction", "*": "multiplication", "/": "division"}
+_OPCHARS = {"x": "*", "×": "*", "·": "*", "÷": "/", "−": "-", "–": "-", "\\times": "*",
+            "\\cdot": "*", "\\div": "/"}
+# Constants a solution may use without them being in the question.
+_CONSTANTS = {Fraction(c) for c in (0, 1, 2, 3, 4, 7, 10, 12, 24, 52, 60, 100, 1000, 365)}
+_STEP = re.compile(
+    r"(?P<expr>(?:\(|\$)?\s*-?(?:" + _NUM + r")(?:\s*(?:[-+*/x×÷·−–]|\\times|\\cdot|\\div)\s*"
+    r"\(?\s*\$?-?(?:" + _NUM + r")\s*\)?)+)\s*=\s*\$?\s*(?P<val>-?(?:" + _NUM + r"))")
+_ANNOT = re.compile(r"<<([^<>=]+)=([^<>]+)>>")
+
+
+def num(s: str) -> Fraction | None:
+    s = s.replace("$", "").replace(",", "").strip()
+    try:
+        return Fraction(s)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def show(x: Fraction) -> str:
+    if x.denominator == 1:
+        return str(x.numerator)
+    f = float(x)
+    return f"{f:.4f}".rstrip("0").rstrip(".")
+
+
+# -- a tiny exact arithmetic parser ----------------------------------------------------
+
+def _tokens(expr: str) -> list[str]:
+    for k, v in _OPCHARS.items():
+        expr = expr.replace(k, v)
+    expr = expr.replace("$", "").replace(",", "")
+    toks = re.findall(r"\d+(?:\.\d+)?|\.\d+|[-+*/()]", expr)
+    if "".join(toks) != re.sub(r"\s+", "", expr):
+        raise ValueError(f"cannot parse {expr!r}")
+    return toks
+
+
+def evaluate(expr: str) -> Fraction:
+    """Exact value of + - * / ( ) over decimals; ValueError on anything else."""
+    toks, pos = _tokens(expr), [0]
+
+    def peek():
+        return toks[pos[0]] if pos[0] < len(toks) else None
+
+    def take():
+        if pos[0] >= len(toks):
+            raise ValueError("unexpected end")
+        pos[0] += 1
+        return toks[pos[0] - 1]
+
+    def atom():
+        t = take() if peek() is not None else None
+        if t == "-":
+            return -atom()
+        if t == "(":
+            v = sum_()
+            if take() != ")":
+                raise ValueError("unbalanced")
+            return v
+        if t is None or not re.match(r"[\d.]", t):
+            raise ValueError(f"unexpected {t!r}")
+        return Fraction(t)
+
+    def prod():
+        v = atom()
+        while peek() in ("*", "/"):
+            op, r = take(), atom()
+            if op == "/" and r == 0:
+                raise ValueError("division by zero")
+            v = v * r if op == "*" else v / r
+        return v
+
+    def sum_():
+        v = prod()
+        while peek() in ("+", "-"):
+            op, r = take(), prod()
+            v = v + r if op == "+" else v - r
+        return v
+
+    v = sum_()
+    if pos[0] != len(toks):
+        raise ValueError("trailing tokens")
+    return v
+
+
+def _ops_of(expr: str) -> list[str]:
+    toks = _tokens(expr)
+    return [t for i, t in enumerate(toks) if t in _OPS and i > 0 and toks[i - 1] not in "+-*/("]
+
+
+def steps_in(text: str) -> list[dict]:
+    """Arithmetic claims in a text: expr, claimed value, true value (None if unparsable)."""
+    out, seen = [], set()
+    for m in list(_ANNOT.finditer(text)) + list(_STEP.finditer(_ANNOT.sub("", text))):
+        expr, val = m.group(1 if m.re is _ANNOT else "expr"), m.group(2 if m.re is _ANNOT else "val")
+        claimed = num(val)
+        expr = expr.strip().lstrip("$").strip()
+        if claimed is None or (expr, val) in seen:
+            continue
+        seen.add((expr, val))
+        try:
+            true, ops = evaluate(expr), _ops_of(expr)
+        except ValueError:
+            true, ops = None, []
+        if not ops:
+            continue
+        operands = [Fraction(t) for t in _tokens(expr) if re.match(r"[\d.]", t)]
+        out.append({"expr": re.sub(r"\s+", "", expr), "claimed": claimed, "true": true,
+                    "ops": ops, "operands": operands, "at": m.start()})
+    return sorted(out, key=lambda s: s["at"])
+
+
+def numbers_in(text: str) -> list[Fraction]:
+    vals = []
+    for m in re.finditer(r"(?<![\w.])-?(?:" + _NUM + r")(?:\s*/\s*\d+)?", text):
+        s = m.group(0)
+        if "/" in s:
+            a, b = s.split("/")
+            x, y = num(a), num(b)
+            if x is not None and y:
+                vals.append(x / y)
+            continue
+        v = num(s.rstrip("."))
+        if v is not None:
+            vals.append(v)
+    return vals
+
+
+def _snip(text: str, at: int, width: int = 60) -> str:
+    return " ".join(text[max(0, at - 10):at + width].split())
+
+
+# -- checks ------------------------------------------------------------------------------
+
+def _repetition(output: str) -> tuple[str, int] | None:
+    lines = [ln.strip() for ln in output.splitlines() if len(ln.strip()) > 12]
+    if lines:
+        line, n = Counter(lines).most_common(1)[0]
+        if n >= 3:
+            return line, n
+    words = output.split()
+    for size in (12, 8, 6):
+        grams = Counter(tuple(words[i:i + size]) for i in range(0, max(0, len(words) - size)))
+        if grams:
+            g, n = grams.most_common(1)[0]
+            if n >= 3:
+                return " ".join(g), n
+    return None
+
+
+def _topic(question: str) -> str:
+    """A few content words of the question's ask, to make keyphrases specific."""
+    ask = re.split(r"(?<=[.?!])\s+", question.strip())[-1]
+    m = re.search(r"how (?:many|much) ([a-z ]+?)(?: does| do| is| are| did| will| would|\?|$)",
+                  ask.lower())
+    return m.group(1).strip() if m else ""
+
+
+def analyze(question: str, solution: str, reference: str, output: str, pred: str | None,
+            completion_tokens: int | None = None, max_new_tokens: int | None = None) -> list[dict]:
+    """One to three keyphrases with their evidence, most specific first."""
+    found: list[tuple[int, str, str]] = []  # (priority, keyphrase, evidence)
+    output = output or ""
+    ref = num(reference) if reference else None
+    p = num(pred) if pred else None
+    topic = _topic(question)
+    q_nums = set(numbers_in(question))
+    ref_steps = steps_in(solution or "")
+    ref_vals = [s["claimed"] for s in ref_steps]
+    steps = steps_in(output)
+
+    # Arithmetic re-checked, step by step.
+    for i, s in enumerate(steps, 1):
+        if s["true"] is not None and s["true"] != s["claimed"]:
+            kind = _OPS[s["ops"][0]] if len(set(s["ops"])) == 1 else "multi-operation arithmetic"
+            found.append((0, f"{kind} error: {s['expr']} given as {show(s['claimed'])} "
+                             f"instead of {show(s['true'])}",
+                          _snip(output, s["at"])))
+
+    # Wrong operation on the same operands as a reference step.
+    for s in steps:
+        for r in ref_steps:
+            if (sorted(s["operands"]) == sorted(r["operands"]) and len(s["operands"]) == 2
+                    and s["ops"] != r["ops"] and s["true"] is not None):
+                found.append((1, f"used {_OPS[s['ops'][0]]} instead of {_OPS[r['ops'][0]]} "
+                                 f"on {show(r['operands'][0])} and {show(r['operands'][1])}",
+                              _snip(output, s["at"])))
+                break
+
+    truncated = bool(completion_tokens and max_new_tokens and completion_tokens >= max_new_tokens)
+    rep = _repetition(output)
+    if rep:
+        found.append((0, f"repetition loop: repeats \"{rep[0][:40]}\" {rep[1]} times", rep[0][:80]))
+    if truncated:
+        found.append((1 if rep else 0,
+                      f"output truncated at the {max_new_tokens}-token limit"
+                      + (" before a final answer" if "answer is" not in output.lower() else ""),
+                      output[-80:]))
+    if not output.strip():
+        found.append((0, "empty output", ""))
+    elif pred is None:
+        found.append((0, "no final answer stated", output[-80:]))
+    elif p is None:
+        found.append((1, f"final answer \"{pred[:30]}\" is not a number", pred[:80]))
+
+    if p is not None and ref is not None and p != ref:
+        k = ref_vals.index(p) + 1 if p in ref_vals[:-1] else 0
+        if k:
+            found.append((1, f"stopped early: final answer {show(p)} is the result of step {k} "
+                             f"of {len(ref_vals)}" + (f" ({topic})" if topic else ""),
+                          f"answer {show(p)}, reference {show(ref)}"))
+        elif p in q_nums:
+            found.append((1, f"final answer copies the given quantity {show(p)} from the question",
+                          f"answer {show(p)}, reference {show(ref)}"))
+        elif ref and p / ref in (10, 100, 1000, Fraction(1, 10), Fraction(1, 100), Fraction(1, 1000)):
+            found.append((1, f"scale error: answer {show(p)} is {show(p / ref)} times the "
+                             f"correct {show(ref)}", f"answer {show(p)}"))
+        elif p == -ref:
+            found.append((1, f"sign error: answer {show(p)} instead of {show(ref)}", ""))
+        hit = [v for v in ref_vals[:-1] if v in set(numbers_in(output))]
+        if hit and not k and len(ref_vals) > 1:
+            found.append((2, f"wrong final step after correct intermediate value {show(hit[-1])}: "
+                             f"{show(p)} instead of {show(ref)}",
+                          f"intermediate {show(hit[-1])} found in output"))
+
+    # Grounding: numbers that come from nowhere, and given numbers never used.
+    if output.strip():
+        known = set(q_nums) | _CONSTANTS
+        for s in steps:
+            for o in s["operands"]:
+                if o not in known and o.denominator == 1 and o > 12:
+                    found.append((2, f"ungrounded quantity {show(o)} used in {s['expr']} "
+                                     f"(not in the question or earlier steps)",
+                                  _snip(output, s["at"])))
+                    break
+            known.add(s["claimed"])
+            if s["true"] is not None:
+                known.add(s["true"])
+        used = set(numbers_in(output))
+        missed = [x for x in numbers_in(question) if x not in used and x not in (0, 1)]
+        if missed and len(ref_vals) > 0:
+            word = re.search(re.escape(show(missed[0])) + r"\s+([a-z]+)", question)
+            found.append((3, f"ignored the given quantity {show(missed[0])}"
+                             + (f" {word.group(1)}" if word else ""), ""))
+
+    if not found:
+        if p is not None and ref is not None:
+            found.append((4, f"wrong result {show(p)} instead of {show(ref)} with no checkable "
+                             f"arithmetic" + (f" ({topic})" if topic else ""), output[-80:]))
+        else:
+            found.append((4, "wrong final answer with no checkable steps", output[-80:]))
+
+    found.sort(key=lambda f: f[0])
+    out, seen = [], set()
+    for _, text, ev in found:
+        if text not in seen:
+            seen.add(text)
+            out.append({"text": text, "evidence": ev})
+    return out[:3]

@@ -1,0 +1,54 @@
+"""User settings saved by the app: the instructor endpoint and model, the target model.
+
+Kept in a small JSON file beside the store (`<data dir>/settings.json`). API keys are
+never part of it: they come only from the environment (OPENAI_API_KEY). Environment
+variables win over the file, so a job started by the app sees the same choice as a
+CLI run in a shell with the same environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from pipeline import config
+
+SECRET_HINTS = ("key", "token", "secret", "password")
+
+
+@dataclass
+class Settings:
+    instructor_base_url: str = ""   # empty: the OpenAI API (when a key is set)
+    instructor_model: str = ""      # empty: no instructor, offline analyzer
+    target_model: str = config.DEFAULT_MODEL
+
+
+def path() -> Path:
+    return Path(os.environ.get("SEI_SETTINGS", config.data_dir() / "settings.json"))
+
+
+def load() -> Settings:
+    p = path()
+    if not p.exists():
+        return Settings()
+    try:
+        raw = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p}: not valid JSON ({e})") from e
+    names = {f.name for f in fields(Settings)}
+    return Settings(**{k: v for k, v in raw.items() if k in names})
+
+
+def save(s: Settings) -> Path:
+    data = asdict(s)
+    for k, v in data.items():
+        if any(h in k for h in SECRET_HINTS) or str(v).startswith("sk-"):
+            raise ValueError(f"settings must not hold secrets ({k}); use the environment")
+    p = path()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(p)  # atomic: a crash never leaves half a file
+    return p

@@ -1,0 +1,109 @@
+"""The offline analyzer: each check on a hand-made output, then on real bad cases of the
+real model, through the keyphrases stage and into the store."""
+
+from fractions import Fraction
+
+import pytest
+
+from pipeline import analyzer
+from pipeline.analyzer import analyze, evaluate, steps_in
+from pipeline.answers import extract_answer
+from pipeline.keyphrases import analyze as analyze_store
+
+Q = "A ribbon is 20 yards long. Tom cuts off 9 feet. How many feet of ribbon are left?"
+SOL = ("The ribbon is 20*3 = <<20*3=60>>60 feet long.\n"
+       "Left: 60-9 = <<60-9=51>>51 feet.\n#### 51")
+
+
+def phrases(output, tokens=40, limit=256):
+    pred, _ = extract_answer(output)
+    return [k["text"] for k in analyze(Q, SOL, "51", output, pred, tokens, limit)]
+
+
+def test_parser_is_exact_and_refuses_code():
+    assert evaluate("3*(4+2)/4") == Fraction(9, 2)
+    assert evaluate("1,200 × 0.25") == 300
+    for bad in ["__import__('os')", "2**10", "1/0", "(1+2", "abs(3)"]:
+        with pytest.raises(ValueError):
+            evaluate(bad)
+
+
+def test_arithmetic_error_names_the_step():
+    out = phrases("20 * 3 = 60 feet. 60 - 9 = 41 feet. The answer is 41.")
+    assert out[0] == "subtraction error: 60-9 given as 41 instead of 51"
+
+
+def test_wrong_operation_and_wrong_final_step():
+    out = phrases("20 * 3 = 60 feet. 60 + 9 = 69. The answer is 69")
+    assert "used addition instead of subtraction on 60 and 9" in out
+    assert any(p.startswith("wrong final step after correct intermediate value 60") for p in out)
+
+
+def test_stopped_early():
+    out = phrases("The ribbon is 20 * 3 = 60 feet long. The answer is 60.")
+    assert any(p.startswith("stopped early: final answer 60 is the result of step 1 of 2")
+               for p in out)
+
+
+def test_copied_quantity_and_ignored_quantity():
+    out = phrases("Tom has 20 yards of ribbon. The answer is 20.")
+    assert "final answer copies the given quantity 20 from the question" in out
+    assert "ignored the given quantity 9 feet" in out
+
+
+def test_scale_error():
+    out = phrases("The answer is 5100.")
+    assert any(p.startswith("scale error: answer 5100 is 100 times") for p in out)
+
+
+def test_repetition_and_truncation():
+    loop = "We need to find the length of the ribbon in feet. " * 6
+    out = phrases("Let's see. " + loop, tokens=256, limit=256)
+    assert out[0].startswith("repetition loop: repeats")
+    assert "output truncated at the 256-token limit before a final answer" in out
+
+
+def test_missing_answer_and_empty_output():
+    assert phrases("I am not sure how to solve this.") [0] == "no final answer stated"
+    assert phrases("")[0] == "empty output"
+
+
+def test_ungrounded_quantity():
+    out = phrases("20 * 3 = 60. 60 - 45 = 15. The answer is 15.")
+    assert "ungrounded quantity 45 used in 60-45 (not in the question or earlier steps)" in out
+
+
+def test_always_one_to_three_phrases_and_deterministic():
+    for o in ["The answer is 52.", "blah", "20*3=60, 60*9=540, 540/2=270, 270+1=271. "
+              "The answer is 271.", "1 + 1 = 3. " * 8]:
+        a, b = phrases(o), phrases(o)
+        assert a == b and 1 <= len(a) <= 3
+
+
+def test_real_bad_cases(prepared):
+    """Every bad case of the real model gets evidence-backed, specific keyphrases."""
+    aid = analyze_store(prepared, instructor="offline")
+    cases = prepared.bad_cases()
+    assert len(cases) >= 10
+    kps = prepared.keyphrases(aid)
+    by_case = {}
+    for k in kps:
+        by_case.setdefault(k["case_id"], []).append(k)
+    assert set(by_case) == {c["case_id"] for c in cases}
+    assert all(1 <= len(v) <= 3 for v in by_case.values())
+    assert {k["analyzer"] for k in kps} == {analyzer.ANALYZER}
+    texts = [k["text"] for k in kps]
+    # Specific, not a fixed label list: most phrases are distinct and carry a number.
+    assert len(set(texts)) >= 0.5 * len(texts)
+    assert sum(any(ch.isdigit() for ch in t) for t in texts) >= 0.6 * len(texts)
+    # Each claimed arithmetic error is real: the step is in the output and is wrong.
+    outputs = {c["case_id"]: c["output"] for c in cases}
+    for k in kps:
+        if " error: " in k["text"] and "given as" in k["text"]:
+            expr = k["text"].split(": ", 1)[1].split(" given as ")[0]
+            step = [s for s in steps_in(outputs[k["case_id"]]) if s["expr"] == expr]
+            assert step and step[0]["true"] != step[0]["claimed"], k
+    # Resumable and idempotent: a second run adds nothing.
+    n = prepared.count("keyphrases")
+    assert analyze_store(prepared, instructor="offline") == aid
+    assert prepared.count("keyphrases") == n

@@ -1,0 +1,247 @@
+"""Tests for pipeline/answers.py: extraction, equivalence, judging, deadlines, no eval.
+
+Bugs found in pipeline/answers.py (NOT fixed here; each is an xfail(strict=True) below):
+  1. "3\\text{ million}" (and "3 millions") equals gold "3": the unit stripper drops any
+     \\text{...} or any word ending in "s" after a number, even magnitude words.
+  2. "3 million" does not equal gold "3000000" (the other side of the same gap).
+  3. LaTeX thin-space thousands separator: "1\\,000" does not equal gold "1000".
+  4. A letter answer followed by its option text: "(C) 7" does not equal gold "C".
+  5. Any gold/pred that is a single letter a-e is taken as a multiple-choice letter, so
+     Euler's number breaks: "e^{1}" vs gold "e" -> "different choice letters".
+  6. last_number reads the hyphen of a range as a minus: "pages 12-15" extracts "-15".
+  6b. "The answer is 3, no wait, the answer is 4." extracts "3, no wait, the answer is 4":
+     the greedy (.+) swallows the later "answer is" on the same line, so "last occurrence"
+     fails (judge still scores it right, via math-verify's own last-number pick).
+  7. The deadline does not hold for "9^{9^{9^{9}}}": sympy evaluates a huge integer power
+     in C while holding the GIL, so no thread (the waiting one included) runs again; the
+     judge call never returns. Pool threads are not daemons either, so exit would hang.
+  8. The judge pool has 2 workers and abandoned comparisons keep running, so after two
+     timeouts a trivial pair ("0.5" vs gold "1/2") from another thread times out too.
+
+Decisions on debatable labels: "50%" == "50" (a percent answer given without the sign)
+and "0.5" == "50%" (same number) are both accepted; "50" vs "0.5" is not. Rounded
+decimals of irrationals/repeating fractions ("0.333", "2.828", "3.14") are not equal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from pipeline.answers import MAX_LEN, answers_equal, extract_answer, judge
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bug(reason: str):
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+# (gold, predicted, expected_equal)
+PAIRS = [
+    # fractions vs decimals
+    ("1/2", "0.5", True),
+    (r"\frac{1}{2}", "0.5", True),
+    ("0.5", r"\frac12", True),                # brace-less \frac
+    ("1/3", "2/6", True),
+    (r"\frac{1}{3}", "0.333", False),         # a rounding, not the value
+    (r"\sqrt{8}", "2.828", False),            # same
+    # percent
+    ("50%", "50", True),                      # decision: percent sign optional
+    ("0.5", "50%", True),                     # 50% is 0.5
+    ("50", "0.5", False),
+    ("50%", "0.5%", False),
+    # thousands separators vs tuples
+    ("1000", "1,000", True),
+    ("1,000,000", "1000000", True),
+    ("1234.5", "$1,234.50", True),
+    ("1000", "1{,}000", True),                # LaTeX-braced comma
+    ("1000", "1,000 dollars", True),          # separator and unit together
+    pytest.param("1000", r"1\,000", True, marks=bug("thin-space separator")),
+    ("15", "1,5", False),                     # a pair, not fifteen
+    ("1.5", "1,5", False),                    # no decimal-comma reading
+    ("1234", "12,34", False),                 # not a valid thousands group
+    # units and currency
+    ("18", "18 dollars", True),
+    ("18", r"\$18", True),
+    ("5", r"5\text{ cm}", True),
+    ("72", r"72 \text{ miles per hour}", True),
+    ("45", r"45^\circ", True),
+    ("18", "18 dollars and 50 cents", False),  # that is 18.50
+    pytest.param("3", r"3\text{ million}", False, marks=bug("magnitude word stripped")),
+    pytest.param("3000000", "3 million", True, marks=bug("magnitude words unsupported")),
+    # signs
+    ("-3", "3", False),
+    ("3", "-3", False),
+    ("5", "-5 degrees", False),               # the sign survives unit stripping
+    ("-0.5", r"-\frac{1}{2}", True),
+    ("-3", "\u22123", True),                  # unicode minus sign
+    ("-2", r"\sqrt{4}", False),               # principal root only
+    ("2", r"\pm 2", False),
+    # intervals
+    ("(1,3]", "(1,3)", False),                # open vs half-open
+    ("(1,3)", "(1,3]", False),
+    ("(1,3]", r"\left( 1, 3 \right]", True),
+    (r"[0,\infty)", r"[0, \infty)", True),
+    (r"[0,\infty)", r"(0,\infty)", False),    # 0 included vs excluded
+    (r"-\infty", r"\infty", False),
+    # fraction macros and \text
+    (r"\frac{3}{4}", r"\dfrac{3}{4}", True),
+    (r"\tfrac{3}{4}", "0.75", True),
+    (r"\text{Monday}", "Monday", True),
+    (r"\text{Monday}", "Tuesday", False),
+    # equations
+    ("3", "x=3", True),
+    ("3", "x = 4", False),
+    ("7", "7 or 8", False),                   # hedging is not an answer
+    # choice letters
+    ("B", "(B)", True),
+    ("B", r"\text{(B)}", True),
+    ("D", "d)", True),
+    ("B", "C", False),
+    ("B", "2", False),
+    pytest.param("C", "(C) 7", True, marks=bug("letter followed by option text")),
+    pytest.param("e", "e^{1}", True, marks=bug("Euler's e taken as choice letter")),
+    # radicals, pi, powers, algebra
+    (r"2\sqrt{2}", r"\sqrt{8}", True),
+    (r"\frac{\sqrt{2}}{2}", r"\frac{1}{\sqrt{2}}", True),
+    (r"3\sqrt{2}", r"\sqrt{8}", False),
+    (r"2\pi", r"\pi \cdot 2", True),
+    (r"\pi", "3.14", False),                  # approximation of pi
+    ("1000", "10^3", True),
+    ("1024", "2^{10}", True),
+    ("2^{10}", "1000", False),
+    ("6", "3!", True),
+    ("(x+1)^2", "x^2+2x+1", True),
+    ("x^2+1", "(x+1)^2", False),
+    # sets and tuples
+    (r"\{1,2,3\}", r"\{3,2,1\}", True),       # sets are unordered
+    (r"\{1,2\}", r"\{1,2,3\}", False),
+    ("(1,2)", "(2,1)", False),                # ordered pairs are ordered
+    # plain numbers
+    ("10", "10.00", True),
+    ("5", "5.01", False),
+    ("100", "1000", False),
+    ("1000000", "1000001", False),
+]
+
+
+@pytest.mark.parametrize("gold,pred,expected", PAIRS)
+def test_answers_equal(gold, pred, expected):
+    # answers_equal(pred, gold), as pipeline/extract.py and tests/test_data.py call it
+    assert answers_equal(pred, gold) is expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("3 + 4 = 7\n#### 7", ("7", "####")),
+    ("#### 1,000\nsome trailing chatter 5", ("1,000", "####")),
+    ("The answer is 7\n#### ", ("7", "answer_is")),   # empty #### falls through
+    ("The answer is 5.", ("5", "answer_is")),
+    (r"The answer is $\boxed{5}$.", ("5", "answer_is")),
+    ("The answer is 3.\nWait, the final answer is: **4**", ("4", "answer_is")),
+    pytest.param("The answer is 3, no wait, the answer is 4.", ("4", "answer_is"),
+                 marks=bug("greedy match: 2nd 'answer is' on a line is not the last")),
+    ("The answer is (B).", ("(B)", "answer_is")),
+    ("The final answer is 12 dollars.\nAnd 99 more", ("12 dollars", "answer_is")),
+    (r"first \boxed{1}, then \boxed{\frac{\sqrt{3}}{2}} at last", (r"\frac{\sqrt{3}}{2}", "boxed")),
+    (r"so \boxed{x^{2^{3}}}", ("x^{2^{3}}", "boxed")),
+    (r"\fbox{7}", ("7", "boxed")),
+    (r"unclosed \boxed{5", ("5", "last_number")),
+    (r"empty \boxed{ }", (None, "none")),
+    ("She had 3 apples, then 5.", ("5", "last_number")),
+    ("It costs $12.50 in total", ("12.50", "last_number")),
+    ("It costs $1,234 in total", ("1,234", "last_number")),
+    ("about .75 of it", (".75", "last_number")),
+    ("so x = -3 here", ("-3", "last_number")),
+    ("1 / 2", ("1/2", "last_number")),
+    ("", (None, "none")),
+    ("no numbers here at all", (None, "none")),
+    pytest.param("She read pages 12-15 of the book", ("15", "last_number"),
+                 marks=bug("range hyphen read as minus sign")),
+])
+def test_extract_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_judge_correct_and_wrong():
+    ok = judge(r"Thus the answer is $\boxed{\dfrac{1}{2}}$.", "0.5")
+    assert ok["correct"] is True and ok["pred"] == r"\dfrac{1}{2}" and ok["method"] == "answer_is"
+    bad = judge("Adding up, 40 + 1 = 41\n#### 41", "42")
+    assert bad == {"pred": "41", "method": "####", "correct": False, "detail": "math-verify"}
+
+
+@pytest.mark.parametrize("output", ["", None, "I don't know.", r"\boxed{}"])
+def test_judge_without_answer(output):
+    assert judge(output, "5") == {"pred": None, "method": "none", "correct": False,
+                                  "detail": "no answer found"}
+
+
+def test_overlong_answer_rejected():
+    long = "1" * (MAX_LEN + 1)
+    for out, ref in ((f"#### {long}", "5"), ("#### 5", long)):
+        r = judge(out, ref)
+        assert r["correct"] is False and "too long" in r["detail"]
+    assert answers_equal(long, long) is False
+
+
+def test_model_output_is_never_evaluated(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = f"__import__('os').system('touch {marker}')"
+    outputs = [payload, f"The answer is {payload}", f"#### {payload}", rf"\boxed{{{payload}}}",
+               f"#### (lambda: {payload})()", f'#### eval("{payload}")']
+    for out in outputs:
+        r = judge(out, "12345")
+        assert r["correct"] is False and isinstance(r["detail"], str)
+    with ThreadPoolExecutor(1) as ex:  # the worker-thread path too
+        assert ex.submit(judge, f"#### {payload}", "12345").result(timeout=30)["correct"] is False
+    assert not marker.exists()
+
+
+def test_deadline_off_main_thread():
+    # sympy needs ~6 s to compare this with 1; the deadline is 1 s.
+    with ThreadPoolExecutor(1) as ex:
+        t0 = time.monotonic()
+        r = ex.submit(judge, "#### (x+y+z)^{40}", "1", 1.0).result(timeout=60)
+        elapsed = time.monotonic() - t0
+    assert elapsed < 15
+    assert r["correct"] is False and r["detail"] == "timeout"
+
+
+@bug("huge int power holds the GIL; the deadline never fires (bug 7)")
+def test_exponent_tower_deadline_off_main_thread():
+    # In a subprocess: a hang here would otherwise freeze the whole test run.
+    script = (
+        "import json, os, threading\n"
+        "from pipeline.answers import judge\n"
+        "out = {}\n"
+        "t = threading.Thread(target=lambda: out.update(judge('#### 9^{9^{9^{9}}}', '1', 2.0)),"
+        " daemon=True)\n"
+        "t.start(); t.join(60)\n"
+        "print(json.dumps(out), flush=True); os._exit(0)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        pytest.fail("judge did not return within 15 s")
+    assert time.monotonic() - t0 < 15
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["correct"] is False and r["detail"] == "timeout"
+
+
+@bug("abandoned comparisons occupy the 2-worker pool (bug 8)")
+def test_timeouts_do_not_starve_later_comparisons():
+    # Each of these takes ~2 s in sympy and is abandoned after 0.3 s.
+    with ThreadPoolExecutor(3) as ex:
+        slow = [ex.submit(judge, "#### (x+y+z)^{25}", "1", 0.3) for _ in range(2)]
+        assert all(f.result(timeout=60)["detail"] == "timeout" for f in slow)
+        r = ex.submit(judge, "#### 0.5", "1/2", 1.0).result(timeout=60)
+    assert r["correct"] is True, r
