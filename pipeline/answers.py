@@ -5,30 +5,39 @@ Extraction order: a GSM8K `#### x` line, "The answer is x" (last occurrence), th
 verifier (sympy), never through eval, with a time limit per comparison.
 
 math-verify's own time limits use SIGALRM, which works only in the main thread; the app
-and job runners may judge from other threads, so there the comparison runs in a daemon
-worker thread that we stop waiting for at the deadline (the answer then counts as wrong).
-Inputs are also capped in length, which is what makes sympy blow up in practice.
+and job runners may judge from other threads, so there the comparison runs in a fresh
+daemon thread that we stop waiting for at the deadline (the answer then counts as wrong).
+A thread cannot interrupt C code that holds the GIL (a huge integer power), so inputs are
+capped in length, and exponent towers, huge powers and factorials are refused up front.
 """
 
 from __future__ import annotations
 
+import queue
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from decimal import Decimal, InvalidOperation
 
 MAX_LEN = 300  # longer "answers" are not answers; they only feed sympy pathologies
 
-_NUMBER = r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|-?\$?\.\d+"
-_ANSWER_IS = re.compile(r"(?:final\s+)?answer\s+is\s*:?\s*(.+)", re.I)
+# A minus sign counts only where it cannot be a hyphen ("pages 12-15" ends in 15, not -15).
+_MINUS = r"(?:(?<![\w)])-)?"
+_NUMBER = _MINUS + r"\$?\s?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|" + _MINUS + r"\$?\.\d+"
+_ANSWER_IS = re.compile(r"(?:final\s+)?answer\s+is\s*:?\s*", re.I)
 _LAST_NUM = re.compile(_NUMBER)
-_CHOICE = re.compile(r"^\(?([A-Ea-e])\)?[.:]?$")
+# "B", "(B)", "B." and "(b) 7" are choice letters; a bare lowercase "e" is Euler's number.
+_CHOICE = re.compile(r"^\(?([A-E])\)?[.:]?$|^\(?([A-Ea-e])\)(?:\s.*)?$")
+_MAGNITUDE = {"thousand": 3, "million": 6, "billion": 9, "trillion": 12}
+_MAG_RE = re.compile(r"^(-?\d[\d,]*(?:\.\d+)?)\s*(?:\\text\{\s*)?(thousand|million|billion|"
+                     r"trillion)s?\s*\}?$", re.I)
+# Exponent towers and huge powers or factorials: sympy would evaluate them in C while
+# holding the GIL, which no thread-based deadline can interrupt. They are refused first.
+_EXPONENT = re.compile(r"(?:\^|\*\*)\s*(?:\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}|\(([^()]*)\)|(\d+))")
 _UNITS = re.compile(
     r"\s*(?:\\(?:text|mbox|mathrm)\{[^{}]*\}|dollars?|cents?|units?|cm|mm|km|m|kg|g|lbs?|"
     r"pounds?|feet|foot|ft|inch(?:es)?|yards?|miles?|hours?|hrs?|minutes?|mins?|seconds?|"
     r"days?|weeks?|months?|years?|degrees?|people|students|apples|cups?|pages?|"
-    r"[a-zA-Z]+s)\s*\.?$")
-_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="judge")
+    r"(?!(?:thousand|million|billion|trillion)s?\b)[a-zA-Z]+s)\s*\.?$")
 
 
 def _balanced(text: str, start: int) -> str | None:
@@ -65,8 +74,8 @@ def extract_answer(text: str) -> tuple[str | None, str]:
         if tail:
             return tail.splitlines()[0].strip(), "####"
     matches = list(_ANSWER_IS.finditer(text))
-    if matches:
-        ans = _clean_tail(matches[-1].group(1))
+    if matches:  # the text after the last "answer is", even with two on one line
+        ans = _clean_tail(text[matches[-1].end():])
         if ans:
             return ans, "answer_is"
     b = _last_boxed(text)
@@ -86,7 +95,16 @@ def normalize(ans: str) -> str:
     s = s.replace("\\$", "").replace("$", "").strip()
     m = _CHOICE.match(re.sub(r"\\text\{\s*(.*?)\s*\}", r"\1", s))
     if m:
-        return m.group(1).upper()
+        return (m.group(1) or m.group(2)).upper()
+    # LaTeX thousands separators: 1\,000 and 1{,}000.
+    s = re.sub(r"(?<=\d)(?:\\,|\{,\}|\\ )(?=\d{3}\b)", "", s)
+    m = _MAG_RE.match(s)
+    if m:  # "3 million" -> 3000000, exactly
+        try:
+            v = Decimal(m.group(1).replace(",", "")).scaleb(_MAGNITUDE[m.group(2).lower()])
+            s = format(v.normalize(), "f")
+        except InvalidOperation:
+            pass
     # Thousands separators in a plain number (not in tuples or intervals like (1,3]).
     if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
         s = s.replace(",", "")
@@ -121,18 +139,44 @@ def _compare(gold: str, pred: str, timeout_s: float) -> tuple[bool, str]:
         return True, "identical after normalisation"
     if re.fullmatch(r"[A-E]", g) or re.fullmatch(r"[A-E]", p):
         return False, "different choice letters"
+    if _too_costly(g) or _too_costly(p):
+        return False, "too costly to compare (huge power or factorial)"
     if threading.current_thread() is threading.main_thread():
         try:
             return _verify(g, p, True), "math-verify"
         except Exception as e:  # a parser failure is a wrong answer, not a crash
             return False, f"parse failed: {type(e).__name__}"
-    fut = _pool.submit(_verify, g, p, False)
+    # A fresh daemon thread per comparison: one that overruns is abandoned without
+    # holding up later comparisons (a shared pool would fill up with abandoned work).
+    box: queue.Queue = queue.Queue(maxsize=1)
+
+    def work():
+        try:
+            box.put((True, _verify(g, p, False)))
+        except Exception as e:
+            box.put((False, e))
+
+    threading.Thread(target=work, daemon=True, name="judge").start()
     try:
-        return fut.result(timeout=timeout_s), "math-verify"
-    except FutureTimeout:
+        ok, val = box.get(timeout=timeout_s)
+    except queue.Empty:
         return False, "timeout"
-    except Exception as e:
-        return False, f"parse failed: {type(e).__name__}"
+    if not ok:
+        return False, f"parse failed: {type(val).__name__}"
+    return bool(val), "math-verify"
+
+
+def _too_costly(s: str) -> bool:
+    if re.search(r"\d{3,}\s*!", s):
+        return True
+    for m in _EXPONENT.finditer(s):
+        e = next(x for x in m.groups() if x is not None)
+        if "^" in e or "**" in e or "!" in e:
+            return True  # a tower
+        digits = re.sub(r"[\s{}]", "", e)
+        if digits.isdigit() and int(digits) > 10_000:
+            return True
+    return False
 
 
 def judge(output: str, reference: str, timeout_s: float = 5.0) -> dict:

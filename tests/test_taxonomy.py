@@ -1,0 +1,136 @@
+"""Error types from real keyphrases of the real model's bad cases, and human curation as
+an append-only log that survives re-clustering (real MiniLM, UMAP, HDBSCAN)."""
+
+import json
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from pipeline import taxonomy
+from pipeline.cli import cli
+from pipeline.cluster import ClusterParams, cluster, retitle
+
+
+def test_clustering_is_stored_with_params_and_types(clustered):
+    cl = clustered.latest_clustering()
+    assert cl["params"]["min_cluster_size"] == 4 and cl["seed"] == 0
+    assert cl["embed_model"].endswith("all-MiniLM-L6-v2")
+    assert set(cl["timings"]) == {"embed_s", "umap_s", "cluster_s"}
+    tax = taxonomy.current(clustered)
+    ts = tax.visible_types()
+    assert len(ts) == cl["n_clusters"] >= 2
+    n_kp = clustered.count("keyphrases")
+    assert len(tax.points) == n_kp == cl["n_points"]
+    # Noise stays visible as unassigned points; members + noise = all points.
+    noise = [p for p in tax.points if p["type"] is None]
+    assert sum(len(t.members) for t in ts) + len(noise) == n_kp
+    for t in ts:
+        assert t.title and t.titled_by == "offline" and t.description
+        assert 0 < t.share <= 1 and t.n_cases >= 1 and 1 <= len(t.examples) <= 5
+        assert set(t.examples) <= set(t.members)
+
+
+def test_same_params_same_clusters(clustered):
+    before = {p["kp_id"]: p["type_id"] for p in taxonomy.current(clustered).points}
+    meta = cluster(clustered, ClusterParams(min_cluster_size=4))
+    after = {p["kp_id"]: p["type_id"] for p in taxonomy.current(clustered).points}
+    assert after == before  # seeded UMAP + matching: the same ids come back
+    assert not meta["diff"]["new"] and not meta["diff"]["gone"]
+
+
+def test_rename_merge_split_survive_reclustering_and_undo(clustered):
+    tax = taxonomy.current(clustered)
+    ts = tax.visible_types()
+    a, b, c = ts[0], ts[1], ts[-1]
+    taxonomy.rename(clustered, a.type_id, "wrong final step")
+    taxonomy.merge(clustered, [b.type_id, c.type_id], into=b.type_id)
+    part = c.members[: max(1, len(c.members) // 2)] if c.type_id != b.type_id else []
+    moved = a.members[:2]
+    new_t = taxonomy.split(clustered, moved, "split by hand")
+
+    def check(tx):
+        assert tx.types[a.type_id].title == "wrong final step"
+        assert tx.types[a.type_id].titled_by == "human"
+        assert tx.types[c.type_id].merged_into == b.type_id
+        members_b = set(tx.types[b.type_id].members)
+        assert set(c.members) - set(moved) <= members_b | {p["kp_id"] for p in tx.points
+                                                           if p["type"] is None}
+        assert set(tx.types[new_t].members) == set(moved)
+        assert tx.types[new_t].title == "split by hand"
+
+    check(taxonomy.current(clustered))
+    meta = cluster(clustered, ClusterParams(min_cluster_size=4))  # a fresh clustering
+    assert meta["previous"]
+    check(taxonomy.current(clustered))
+    # Other parameters: types are re-matched by overlap/centroid and the diff is reported.
+    meta = cluster(clustered, ClusterParams(min_cluster_size=6, n_neighbors=10, seed=1))
+    assert set(meta["diff"]) >= {"kept", "new", "gone", "split", "merged"}
+    tx = taxonomy.current(clustered)
+    assert set(tx.types[new_t].members) == set(moved)  # a person's split always holds
+    if a.type_id in tx.types:
+        assert tx.types[a.type_id].title == "wrong final step"
+    # Undo the split: its members go back to the clusters they came from.
+    taxonomy.undo(clustered)
+    tx = taxonomy.current(clustered)
+    assert new_t not in tx.types or not tx.types[new_t].members
+    assert [e["op"] for e in clustered.edits()][-1] == "undo"
+    assert part is not None
+
+
+def test_exclude_removes_from_shares_and_is_reversible(clustered):
+    tax = taxonomy.current(clustered)
+    t = tax.visible_types()[0]
+    taxonomy.exclude(clustered, type_id=t.type_id)
+    tx = taxonomy.current(clustered)
+    assert tx.types[t.type_id].excluded
+    assert tx.n_cases <= tax.n_cases
+    assert all(p["excluded"] for p in tx.points if p["type"] == t.type_id)
+    assert abs(sum(x.share for x in tx.visible_types() if not x.excluded) -
+               sum(x.share for x in tax.visible_types()) ) < 5  # shares stay fractions
+    taxonomy.exclude(clustered, type_id=t.type_id, include=True)
+    assert not taxonomy.current(clustered).types[t.type_id].excluded
+    with pytest.raises(ValueError, match="no error type"):
+        taxonomy.rename(clustered, 10**6, "x")
+
+
+def test_kmeans_variant_and_retitle(clustered):
+    meta = cluster(clustered, ClusterParams(method="kmeans", k=5))
+    assert meta["n_clusters"] == 5 and meta["method"] == "kmeans"
+    tax = taxonomy.current(clustered)
+    assert all(p["type"] is not None for p in tax.points)  # k-means has no noise
+    t = tax.visible_types()[0]
+    taxonomy.rename(clustered, t.type_id, "kept by a person")
+    n = retitle(clustered)
+    assert n >= 1
+    assert taxonomy.current(clustered).types[t.type_id].title == "kept by a person"
+
+
+def test_cli_analyze_cluster_types_export(prepared, tmp_path):
+    db = str(prepared.path)
+    run = CliRunner()
+    r = run.invoke(cli, ["--db", db, "analyze"])
+    assert r.exit_code == 0, r.output
+    assert "offline-analyzer-v1" in r.output
+    r = run.invoke(cli, ["--db", db, "cluster", "--min-cluster-size", "4"])
+    assert r.exit_code == 0, r.output
+    r = run.invoke(cli, ["--db", db, "types", "list"])
+    assert r.exit_code == 0 and "%" in r.output, r.output
+    tid = taxonomy.current(prepared).visible_types()[0].type_id
+    r = run.invoke(cli, ["--db", db, "types", "rename", str(tid), "renamed from the CLI"])
+    assert r.exit_code == 0, r.output
+    assert "renamed from the CLI" in run.invoke(cli, ["--db", db, "types", "show", str(tid)]).output
+    r = run.invoke(cli, ["--db", db, "types", "undo"])
+    assert r.exit_code == 0
+    assert taxonomy.current(prepared).types[tid].title != "renamed from the CLI"
+    out = tmp_path / "types.jsonl"
+    r = run.invoke(cli, ["--db", db, "export", "types", "--format", "jsonl", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert {r["type_id"] for r in rows} == {t.type_id for t in
+                                           taxonomy.current(prepared).visible_types()}
+    assert all(r["keyphrases"] and "share" in r for r in rows)
+    pq = tmp_path / "types.parquet"
+    r = run.invoke(cli, ["--db", db, "export", "types", "--format", "parquet", "-o", str(pq)])
+    assert r.exit_code == 0, r.output
+    assert len(pd.read_parquet(pq)) == len(rows)
