@@ -34,6 +34,8 @@ _STEP = re.compile(
     r"(?P<expr>(?:\(|\$)?\s*-?(?:" + _NUM + r")(?:\s*(?:[-+*/x×÷·−–]|\\times|\\cdot|\\div)\s*"
     r"\(?\s*\$?-?(?:" + _NUM + r")\s*\)?)+)\s*=\s*\$?\s*(?P<val>-?(?:" + _NUM + r"))")
 _ANNOT = re.compile(r"<<([^<>=]+)=([^<>]+)>>")
+_OF_FRAC = re.compile(r"(\d+\s*/\s*\d+)\s+of\s+(?=\$?\d)")
+_OF_PCT = re.compile(r"(\d+(?:\.\d+)?)\s*%\s+of\s+(?=\$?\d)")
 
 
 def num(s: str) -> Fraction | None:
@@ -119,7 +121,9 @@ def _ops_of(expr: str) -> list[str]:
 def steps_in(text: str) -> list[dict]:
     """Arithmetic claims in a text: expr, claimed value, true value (None if unparsable)."""
     out, seen = [], set()
-    for m in list(_ANNOT.finditer(text)) + list(_STEP.finditer(_ANNOT.sub("", text))):
+    # "1/5 of 70 = 14" and "25% of 80 = 20" are products too.
+    plain = _OF_PCT.sub(r"\1/100*", _OF_FRAC.sub(r"\1*", _ANNOT.sub("", text)))
+    for m in list(_ANNOT.finditer(text)) + list(_STEP.finditer(plain)):
         expr, val = m.group(1 if m.re is _ANNOT else "expr"), m.group(2 if m.re is _ANNOT else "val")
         claimed = num(val)
         expr = expr.strip().lstrip("$").strip()

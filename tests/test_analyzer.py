@@ -107,3 +107,9 @@ def test_real_bad_cases(prepared):
     n = prepared.count("keyphrases")
     assert analyze_store(prepared, instructor="offline") == aid
     assert prepared.count("keyphrases") == n
+
+
+def test_fraction_and_percent_of():
+    s = steps_in("1/5 of 70 = 0.15 and 25% of 80 = 20")
+    assert [(x["expr"], x["claimed"], x["true"]) for x in s] == [
+        ("1/5*70", Fraction(15, 100), 14), ("25/100*80", 20, 20)]
