@@ -414,7 +414,7 @@ def export():
 
 @export.command("types")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl")
-@click.option("--out", type=click.Path(dir_okay=False), required=True)
+@click.option("--out", "-o", "out", type=click.Path(dir_okay=False), required=True)
 @click.pass_context
 def export_types(ctx, fmt, out):
     """Current error types with their members (keyphrases and bad cases)."""

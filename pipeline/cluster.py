@@ -51,6 +51,30 @@ def umap_project(x: np.ndarray, dims: int, p: ClusterParams) -> np.ndarray:
     return reducer.fit_transform(x)
 
 
+def embed_and_map(store: Store, texts: list[str], p: ClusterParams, timings: dict,
+                  progress=_noop) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Embeddings, 2-D map coordinates and clustering coordinates for each text.
+
+    Identical keyphrases have identical embeddings: each distinct text is embedded and
+    mapped once (duplicates would also distort UMAP's neighbour graph), then every point
+    is placed at its text's position; HDBSCAN's density still counts every point."""
+    t0 = time.perf_counter()
+    uniq = list(dict.fromkeys(texts))
+    where = {t: i for i, t in enumerate(uniq)}
+    idx = np.array([where[t] for t in texts])
+    if len(uniq) < 5:
+        raise ValueError(f"only {len(uniq)} distinct keyphrases; need at least 5 to map them")
+    progress(0, 4, "cluster", f"embedding {len(uniq)} distinct of {len(texts)} keyphrases")
+    xu = embed(store, uniq)
+    timings["embed_s"] = time.perf_counter() - t0
+    progress(1, 4, "cluster", f"UMAP of {len(uniq)} points")
+    t = time.perf_counter()
+    xyu = umap_project(xu, 2, p)
+    zu = xyu if p.cluster_dims <= 2 else umap_project(xu, p.cluster_dims, p)
+    timings["umap_s"] = time.perf_counter() - t
+    return xu[idx], xyu[idx], zu[idx]
+
+
 def labels_for(z: np.ndarray, p: ClusterParams) -> tuple[np.ndarray, np.ndarray]:
     if p.method == "kmeans":
         from sklearn.cluster import KMeans
@@ -76,16 +100,8 @@ def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str 
     if len(kps) < max(5, p.min_cluster_size):
         raise ValueError(f"analysis {aid} has {len(kps)} keyphrases; need at least "
                          f"{max(5, p.min_cluster_size)} to cluster")
-    timings = {}
-    t0 = time.perf_counter()
-    progress(0, 4, "cluster", f"embedding {len(kps)} keyphrases")
-    x = embed(store, [k["text"] for k in kps])
-    timings["embed_s"] = time.perf_counter() - t0
-    progress(1, 4, "cluster", "UMAP")
-    t = time.perf_counter()
-    xy = umap_project(x, 2, p)
-    z = xy if p.cluster_dims <= 2 else umap_project(x, p.cluster_dims, p)
-    timings["umap_s"] = time.perf_counter() - t
+    timings: dict = {}
+    x, xy, z = embed_and_map(store, [k["text"] for k in kps], p, timings, progress)
     progress(2, 4, "cluster", p.method)
     t = time.perf_counter()
     lab, prob = labels_for(z, p)

@@ -189,6 +189,7 @@ class _Worker:
         self.t0 = time.monotonic()
         self.first_done: int | None = None
         self.last_write = 0.0
+        self.lock = None  # the heavy slot, once held
 
     def heartbeat_loop(self):
         while not self.stop.wait(HEARTBEAT_S):
@@ -259,7 +260,7 @@ def run_worker(job_id: int) -> int:
              (job["attempts"] or 0) + 1)
     try:
         if job["heavy"]:
-            _lock = _wait_heavy_slot(store, w)  # noqa: F841 (held for the process lifetime)
+            w.lock = _wait_heavy_slot(store, w)  # held until the process exits
         if w.cancel:
             raise Cancelled()
         store.job_update(job_id, ACTIVE, status="running", started_at="now",

@@ -129,7 +129,7 @@ def test_cli_analyze_cluster_types_export(prepared, tmp_path):
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert {r["type_id"] for r in rows} == {t.type_id for t in
                                            taxonomy.current(prepared).visible_types()}
-    assert all(r["keyphrases"] and "share" in r for r in rows)
+    assert all(r["members"] and "share" in r for r in rows)
     pq = tmp_path / "types.parquet"
     r = run.invoke(cli, ["--db", db, "export", "types", "--format", "parquet", "-o", str(pq)])
     assert r.exit_code == 0, r.output
