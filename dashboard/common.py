@@ -73,7 +73,9 @@ def build_map_figure(tax, show_excluded: bool = False, highlight: int | None = N
                     "opacity": 0.35 if t is None else (0.95 if highlight in (None, t) else 0.2),
                     "symbol": ["x" if p["excluded"] else "circle" for p in pts]}))
     fig.update_layout(height=620, margin={"l": 0, "r": 0, "t": 10, "b": 0},
-                      dragmode="lasso", legend={"itemsizing": "constant", "font": {"size": 11}},
+                      dragmode="lasso",
+                      legend={"itemsizing": "constant", "font": {"size": 11},
+                              "orientation": "h", "yanchor": "top", "y": -0.02},
                       xaxis={"showticklabels": False, "title": None, "zeroline": False},
                       yaxis={"showticklabels": False, "title": None, "zeroline": False},
                       uirevision="map")  # keep zoom across redraws

@@ -70,10 +70,19 @@ def prepared_db(tmp_path_factory) -> Path:
     from pipeline.target import GenParams
 
     db = tmp_path_factory.mktemp("prepared") / "sei.duckdb"
+    # For local iteration only: SEI_TEST_CACHE=dir reuses a prepared store between runs.
+    cache = Path(os.environ["SEI_TEST_CACHE"]) / "prepared.duckdb" \
+        if os.environ.get("SEI_TEST_CACHE") else None
+    if cache and cache.exists():
+        shutil.copy(cache, db)
+        return db
     s = Store(db)
     import_demo(s, 200, 50, seed=0)
     extract(s, "demo", "train", limit=PREPARED_N,
             params=GenParams(max_new_tokens=PREPARED_TOKENS, batch_size=16))
+    if cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(db, cache)
     return db
 
 

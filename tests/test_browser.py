@@ -96,7 +96,8 @@ def test_app_end_to_end(app, page):
 
     page.goto(url)
     page.get_by_text("Quick start on the embedded default").wait_for()
-    page.get_by_text(run["run_id"]).first.wait_for()
+    # Dataframes draw on a canvas; their accessible cells are in the DOM but hidden.
+    page.get_by_text(run["run_id"]).first.wait_for(state="attached")
     shot(page, "1-overview")
 
     page.goto(f"{url}/Bad_cases")
@@ -122,11 +123,11 @@ def test_app_end_to_end(app, page):
                  == "renamed in the browser"), "rename did not reach DuckDB"
     page.get_by_text(f"renamed type {a.type_id}").wait_for()
 
-    form = page.locator("[data-testid='stForm']").filter(has_text="merge types")
     for t in (a.type_id, b.type_id):
-        form.locator("[data-baseweb='select']").click()
+        page.get_by_role("combobox", name="merge types").click()
         page.get_by_role("option", name=re.compile(rf"^{t}: ")).click()
-    form.get_by_role("button", name="Merge").click()
+        page.keyboard.press("Escape")
+    page.get_by_role("button", name="Merge", exact=True).click()
     assert until(lambda: any(e["op"] == "merge" and set(e["payload"]["type_ids"])
                              == {a.type_id, b.type_id} for e in store.edits())), "no merge"
     page.get_by_text(re.compile(r"merged types")).wait_for()
@@ -136,10 +137,9 @@ def test_app_end_to_end(app, page):
     # Jobs: launch a re-clustering from the browser and watch its progress move.
     page.goto(f"{url}/Jobs")
     page.get_by_text("Start a job").click()
-    form = page.locator("[data-testid='stForm']")
-    form.locator("[data-baseweb='select']").click()
+    page.get_by_role("combobox", name="stage").click()
     page.get_by_role("option", name="cluster", exact=True).click()
-    form.get_by_role("button", name="Start").click()
+    page.get_by_role("button", name="Start", exact=True).click()
     assert until(lambda: len(store.jobs()) == 1, 30), "no job was created"
     seen = set()
     bar = page.locator("[data-testid='stProgress']").first
