@@ -183,7 +183,8 @@ class Store:
             except (duckdb.IOException, duckdb.ConnectionException, duckdb.InvalidInputException) as e:
                 if not _transient(e) or time.monotonic() > deadline:
                     if _transient(e):
-                        raise StoreBusy(f"{self.path} stayed locked for {LOCK_TIMEOUT:.0f}s: {e}") from e
+                        raise StoreBusy(f"{self.path} stayed locked for {LOCK_TIMEOUT:.0f}s "
+                                        f"(a hung process? kill the pid named here): {e}") from e
                     raise
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 1.6, 0.25)

@@ -4,6 +4,8 @@ import os
 import signal
 import time
 
+import duckdb
+
 from click.testing import CliRunner
 
 from pipeline import jobs
@@ -71,11 +73,26 @@ def test_sigkilled_job_is_marked_failed_then_resumes(store):
     assert len(rows) == 30 and all(r["n"] == 1 for r in rows)
 
 
+def _stop_outside_a_write(store, pid):
+    """SIGSTOP the job while it holds no DuckDB lock. A job hangs in compute, not in the
+    milliseconds of a write; stopping it mid-write would freeze the file for everyone,
+    which is a different failure (see README, Jobs)."""
+    for _ in range(100):
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            duckdb.connect(str(store.path), read_only=True).close()
+            return
+        except duckdb.Error:
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.03)
+    raise AssertionError("job always held the lock")
+
+
 def test_stale_heartbeat_is_failed(store, monkeypatch):
     jid = jobs.submit(store, "ticks", {"n": 1000, "seconds": 0.05, "tag": "s"})
     _until(lambda: store.job(jid)["status"] == "running")
     pid = store.job(jid)["pid"]
-    os.kill(pid, signal.SIGSTOP)  # hung: alive but silent
+    _stop_outside_a_write(store, pid)  # hung: alive but silent
     try:
         monkeypatch.setattr(jobs, "STALE_S", 1.5)
         _until(lambda: jobs.reap(store) and store.job(jid)["status"] == "failed", timeout=30)
