@@ -193,31 +193,59 @@ class LocalTarget:
         return self
 
     def generate(self, messages: list[list[dict]], params: GenParams) -> list[Generation]:
-        """Greedy generation of a batch (the caller chunks by params.batch_size)."""
+        """Greedy generation of a batch (the caller chunks by params.batch_size).
+
+        Every prompt starts with the same system prompt and instruction (~60% of its
+        tokens), so that shared prefix is run once and its KV cache copied to each row;
+        rows are laid out [prefix][padding][question] with the padding masked, which
+        gives the same greedy tokens as plain left padding at a fraction of the prefill.
+        """
         import torch
+        from transformers import DynamicCache
 
         if self._model is None:
             self.load()
         tok, model = self._tok, self._model
-        texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
-                 for m in messages]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        ids = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+               for m in messages]
+        ids = [tok(t, add_special_tokens=False)["input_ids"] for t in ids]
+        n_pre = _common_prefix(ids)
+        pad = tok.pad_token_id
+        width = max(len(r) for r in ids) - n_pre
+        rows = [r[:n_pre] + [pad] * (width - len(r) + n_pre) + r[n_pre:] for r in ids]
+        mask = [[1] * n_pre + [0] * (width - len(r) + n_pre) + [1] * (len(r) - n_pre)
+                for r in ids]
         t0 = time.perf_counter()
         with torch.inference_mode():
-            out = model.generate(**enc, max_new_tokens=params.max_new_tokens, do_sample=False,
-                                 pad_token_id=tok.pad_token_id)
+            cache = DynamicCache(config=model.config)
+            if n_pre:
+                model(input_ids=torch.tensor([ids[0][:n_pre]]), cache=cache, use_cache=True)
+                cache.batch_repeat_interleave(len(ids))
+            out = model.generate(input_ids=torch.tensor(rows), attention_mask=torch.tensor(mask),
+                                 cache=cache, max_new_tokens=params.max_new_tokens,
+                                 do_sample=False, pad_token_id=pad)
         dt = time.perf_counter() - t0
-        new = out[:, enc["input_ids"].shape[1]:]
+        new = out[:, len(rows[0]):]
         results = []
         for i in range(len(messages)):
-            ids = new[i]
-            stop = (ids == tok.eos_token_id) | (ids == tok.pad_token_id)
-            n = int(stop.nonzero()[0]) if stop.any() else len(ids)
+            gen = new[i]
+            stop = (gen == tok.eos_token_id) | (gen == pad)
+            n = int(stop.nonzero()[0]) if stop.any() else len(gen)
             results.append(Generation(
-                text=tok.decode(ids[:n], skip_special_tokens=True),
-                prompt_tokens=int(enc["attention_mask"][i].sum()), completion_tokens=n,
+                text=tok.decode(gen[:n], skip_special_tokens=True),
+                prompt_tokens=len(ids[i]), completion_tokens=n,
                 latency_s=dt / len(messages)))
         return results
+
+
+def _common_prefix(rows: list[list[int]]) -> int:
+    """Length of the token prefix all rows share, leaving each row at least one token
+    (generation needs a last prompt token to run)."""
+    n = min(len(r) for r in rows) - 1
+    for i in range(max(n, 0)):
+        if any(r[i] != rows[0][i] for r in rows):
+            return i
+    return max(n, 0)
 
 
 @dataclass

@@ -36,6 +36,30 @@ def test_batched_generation_matches_one_at_a_time(target):
     assert all(g.completion_tokens and g.prompt_tokens > 20 for g in batched)
 
 
+def test_shared_prefix_prefill_matches_plain_left_padding(target):
+    """The shared-prefix KV path must give the tokens plain HF left padding gives."""
+    import torch
+
+    from pipeline.demo import generate as demo_problems
+    from pipeline.target import _common_prefix, prompt_template, render
+
+    tmpl = prompt_template()
+    msgs = [render(tmpl, p["question"]) for p in demo_problems(6, seed=3)]
+    p = GenParams(max_new_tokens=24)
+    ours = [g.text for g in target.generate(msgs, p)]
+    tok, model = target._tok, target._model
+    texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in msgs]
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    assert tok.padding_side == "left"
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    assert _common_prefix(ids) > 40  # the system prompt and instruction are shared
+    with torch.inference_mode():
+        out = model.generate(**enc, max_new_tokens=24, do_sample=False,
+                             pad_token_id=tok.pad_token_id)
+    plain = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert ours == plain
+
+
 def test_extract_records_run_generations_and_bad_cases(store):
     import_demo(store, 40, 10)
     run_id = extract(store, "demo", "train", limit=8,
