@@ -10,6 +10,7 @@ import html
 import os
 from pathlib import Path
 
+import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -49,37 +50,92 @@ def _snip(text: str | None, n: int) -> str:
     return html.escape(text[:n] + ("…" if len(text) > n else ""))
 
 
+LEGEND_TYPES = 24  # the largest types get a trace (and legend entry) each; the rest share one
+
+
+# Hover texts per clustering (its points never change; only edits do): escaping 10k
+# snippets costs more than the rest of a redraw.
+_HOVERS: dict[tuple, dict[int, str]] = {}
+
+
+def _hovers(tax) -> dict[int, str]:
+    cl = tax.clustering or {}
+    key = (cl.get("clustering_id"), str(cl.get("created_at")), len(tax.points),
+           max((p["kp_id"] for p in tax.points), default=None))
+    if key not in _HOVERS:
+        if len(_HOVERS) > 4:
+            _HOVERS.clear()
+        _HOVERS[key] = {p["kp_id"]: f"<b>{_snip(p['text'], 90)}</b><br>{_snip(p['question'], 110)}"
+                        f"<br>case {p['case_id']} · {html.escape(str(p['dataset']))}"
+                        for p in tax.points}
+    return _HOVERS[key]
+
+
+# The long tail's colours as numbers on a stepped scale: plotly checks colour strings
+# one by one with a regex, numbers as one array.
+_STEPPED = [[(i + j) / len(PALETTE), c] for i, c in enumerate(PALETTE) for j in (0, 1)]
+
+
 def build_map_figure(tax, show_excluded: bool = False, highlight: int | None = None) -> go.Figure:
-    """The 2-D UMAP of keyphrases, one WebGL trace per error type, noise in grey.
-    customdata carries the keyphrase id, which is what a selection hands back."""
+    """The 2-D UMAP of keyphrases in WebGL, coloured by error type, noise in grey.
+    customdata carries the keyphrase id, which is what a selection hands back.
+
+    Built for 10k points and hundreds of types: plotly validates every trace and every
+    list element, so the largest types get a trace each, the long tail shares one trace
+    with per-point colours, and columns go in as numpy arrays (validated whole)."""
     groups: dict[int | None, list[dict]] = {}
     for p in tax.points:
         if p["excluded"] and not show_excluded:
             continue
         groups.setdefault(p["type"], []).append(p)
-    fig = go.Figure()
-    order = sorted(groups, key=lambda t: (t is not None, -len(groups[t])))
-    for t in order:
-        pts = groups[t]
-        tv = tax.types.get(t) if t is not None else None
-        name = "unassigned (noise)" if t is None else f"{t}: {tv.title if tv else t}"
-        hover = [f"<b>{_snip(p['text'], 90)}</b><br>{_snip(p['question'], 110)}"
-                 f"<br>case {p['case_id']} · {html.escape(str(p['dataset']))}" for p in pts]
-        fig.add_trace(go.Scattergl(
-            x=[p["x"] for p in pts], y=[p["y"] for p in pts], mode="markers",
-            name=_snip(name, 48), customdata=[p["kp_id"] for p in pts],
-            hovertext=hover, hoverinfo="text",
-            marker={"size": 7 if t is not None else 5, "color": colour(t),
-                    "opacity": 0.35 if t is None else (0.95 if highlight in (None, t) else 0.2),
-                    "symbol": ["x" if p["excluded"] else "circle" for p in pts]}))
-    fig.update_layout(height=620, margin={"l": 0, "r": 0, "t": 10, "b": 0},
-                      dragmode="lasso",
-                      legend={"itemsizing": "constant", "font": {"size": 11},
-                              "orientation": "h", "yanchor": "top", "y": -0.02},
-                      xaxis={"showticklabels": False, "title": None, "zeroline": False},
-                      yaxis={"showticklabels": False, "title": None, "zeroline": False},
-                      uirevision="map")  # keep zoom across redraws
-    return fig
+    typed = sorted((t for t in groups if t is not None), key=lambda t: -len(groups[t]))
+    head, tail = typed[:LEGEND_TYPES], typed[LEGEND_TYPES:]
+    parts = ([(None, groups[None])] if None in groups else []) + [(t, groups[t]) for t in head]
+    if tail:
+        parts.append(("tail", [p for t in tail for p in groups[t]]))
+
+    def name(t) -> str:
+        if t is None:
+            return "unassigned (noise)"
+        if t == "tail":
+            return f"{len(tail)} smaller types"
+        tv = tax.types.get(t)
+        return _snip(f"{t}: {tv.title if tv else t}", 48)
+
+    def alpha(t) -> float:
+        if t is None:
+            return 0.35
+        return 0.95 if highlight is None or highlight == t else 0.2
+
+    hovers = _hovers(tax)
+    data = []
+    for t, pts in parts:
+        excl = [p["excluded"] for p in pts]
+        marker = {"size": 5 if t is None else 7, "color": colour(t) if t != "tail" else
+                  np.fromiter((p["type"] % len(PALETTE) for p in pts), float, len(pts)),
+                  "opacity": alpha(t)}
+        if t == "tail":
+            marker.update(colorscale=_STEPPED, cmin=-0.5, cmax=len(PALETTE) - 0.5,
+                          showscale=False)
+            if highlight is not None:
+                marker["opacity"] = np.fromiter((alpha(p["type"]) for p in pts), float, len(pts))
+        if any(excl):
+            marker["symbol"] = np.array(["x" if e else "circle" for e in excl], dtype=object)
+        data.append({
+            "type": "scattergl", "mode": "markers", "name": name(t),
+            "x": np.fromiter((p["x"] for p in pts), float, len(pts)),
+            "y": np.fromiter((p["y"] for p in pts), float, len(pts)),
+            "customdata": np.fromiter((p["kp_id"] for p in pts), np.int64, len(pts)),
+            "hovertext": np.array([hovers[p["kp_id"]] for p in pts], dtype=object),
+            "hoverinfo": "text", "marker": marker})
+    layout = {"height": 620, "margin": {"l": 0, "r": 0, "t": 10, "b": 0},
+              "dragmode": "lasso",
+              "legend": {"itemsizing": "constant", "font": {"size": 11},
+                         "orientation": "h", "yanchor": "top", "y": -0.02},
+              "xaxis": {"showticklabels": False, "title": None, "zeroline": False},
+              "yaxis": {"showticklabels": False, "title": None, "zeroline": False},
+              "uirevision": "map"}  # keep zoom across redraws
+    return go.Figure(data=data, layout=layout)
 
 
 def pct(x: float | None) -> str:

@@ -631,6 +631,10 @@ class Store:
             JOIN bad_cases b USING (case_id) JOIN problems p USING (dataset, split, pid)
             WHERE c.clustering_id = ? ORDER BY c.kp_id""", [clustering_id])
 
+    def keyphrases_version(self) -> tuple:
+        """Changes whenever keyphrases are added or replaced (ids only grow)."""
+        return tuple(self.rows("SELECT count(*) AS n, max(kp_id) AS m FROM keyphrases")[0].values())
+
     def error_types(self) -> dict[int, dict]:
         return {r["type_id"]: r for r in self.rows("SELECT * FROM error_types")}
 

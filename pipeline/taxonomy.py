@@ -61,6 +61,22 @@ def current(store: Store, clustering_id: str | None = None) -> Taxonomy:
         return _current(store, clustering_id)
 
 
+# A clustering's points never change (only the edit log does), and reading 10k of them
+# with their texts costs ~100 ms, so each process keeps the last few; the key changes
+# if keyphrases were re-analysed since.
+_POINTS: dict[tuple, list[dict]] = {}
+
+
+def _base_points(store: Store, cl: dict) -> list[dict]:
+    key = (str(store.path.resolve()), cl["clustering_id"], str(cl["created_at"]),
+           store.keyphrases_version())
+    if key not in _POINTS:
+        if len(_POINTS) >= 4:
+            _POINTS.clear()
+        _POINTS[key] = store.cluster_points(cl["clustering_id"])
+    return [dict(p) for p in _POINTS[key]]  # callers annotate their copies
+
+
 def _current(store: Store, clustering_id: str | None) -> Taxonomy:
     cl = (next((c for c in store.clusterings() if c["clustering_id"] == clustering_id), None)
           if clustering_id else store.latest_clustering())
@@ -68,7 +84,7 @@ def _current(store: Store, clustering_id: str | None) -> Taxonomy:
     edits = active_edits(store.edits())
     if cl is None:
         return Taxonomy(None, [], {}, 0, edits)
-    points = store.cluster_points(cl["clustering_id"])
+    points = _base_points(store, cl)
     ptype = {p["kp_id"]: p["type_id"] for p in points}
     pexcl: dict[int, bool] = {p["kp_id"]: False for p in points}
     title = {tid: m["title"] for tid, m in meta.items()}

@@ -134,6 +134,34 @@ def test_app_end_to_end(app, page):
     idle(page)
     shot(page, "4-error-map-after-edits")
 
+    # Lasso round the whole WebGL map: the selection must come back as the keyphrase ids
+    # of every drawn point, and splitting them must land in DuckDB.
+    drawn = {q["kp_id"] for q in taxonomy.current(store).points if not q["excluded"]}
+    bb = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    x0, y0 = bb["x"] + 3, bb["y"] + 3
+    x1, y1 = bb["x"] + bb["width"] - 3, bb["y"] + bb["height"] - 3
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0 + 1)):
+        page.mouse.move(x, y, steps=10)
+    page.mouse.up()
+    page.get_by_text(f"{len(drawn)} selected keyphrases").wait_for()
+    idle(page)
+    title = page.get_by_label("new type title")
+    title.fill("split in the browser")
+    title.press("Enter")
+    idle(page)
+    page.get_by_role("button", name="Make new type (split)").click()
+    assert until(lambda: any(e["op"] == "split" for e in store.edits())), "no split"
+    split = [e for e in store.edits() if e["op"] == "split"][-1]["payload"]
+    assert set(split["kp_ids"]) == drawn
+    assert taxonomy.current(store).types[split["type_id"]].title == "split in the browser"
+    page.get_by_text(f"new type {split['type_id']} from {len(drawn)} keyphrases").wait_for()
+    idle(page)
+    page.get_by_role("button", name="Undo last edit").click()
+    assert until(lambda: split["type_id"] not in taxonomy.current(store).types), "undo failed"
+    page.get_by_text("undid the last edit").wait_for()
+
     # Jobs: launch a re-clustering from the browser and watch its progress move.
     page.goto(f"{url}/Jobs")
     page.get_by_text("Start a job").click()

@@ -1,10 +1,12 @@
 """Each dashboard page under streamlit's AppTest, on a real store with real clusters of
 the real model's bad cases. Edits made through widgets must land in DuckDB."""
 
+import base64
 import json
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from pipeline import jobs, settings, taxonomy
@@ -66,6 +68,13 @@ def test_bad_cases_filters(clustered):
     assert f"{len(cases)} of {n_all} generations" in " ".join(c.value for c in ok(at).caption)
 
 
+def _array(v):
+    """Plotly sends numpy columns as typed arrays: {"dtype": "f8", "bdata": base64}."""
+    if isinstance(v, dict) and "bdata" in v:
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=v["dtype"])
+    return v
+
+
 def test_error_map_rename_merge_undo(clustered):
     at = ok(page("2_Error_map.py"))
     tax = taxonomy.current(clustered)
@@ -73,7 +82,9 @@ def test_error_map_rename_merge_undo(clustered):
     assert len(ts) >= 2
     assert len(at.get("plotly_chart")) == 1
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
-    n_drawn = sum(len(tr["x"]) for tr in fig["data"])
+    n_drawn = sum(len(_array(tr["x"])) for tr in fig["data"])
+    kp_ids = {int(k) for tr in fig["data"] for k in _array(tr["customdata"])}
+    assert kp_ids == {p["kp_id"] for p in tax.points if not p["excluded"]}
     assert n_drawn == sum(1 for p in tax.points if not p["excluded"])
     a, b = ts[0].type_id, ts[1].type_id
     at.text_input(key=f"title-{a}").set_value("carry slip in totals")

@@ -22,21 +22,40 @@ visible = tax.visible_types()
 label = {t.type_id: f"{t.type_id}: {t.title}" for t in visible}
 
 
-def done(msg: str) -> None:
-    st.session_state["flash"] = msg
-    st.rerun()
+def edit(fn, *args, msg: str = "", **kw) -> None:
+    """A button callback. Callbacks run before the rerun that the click triggers, so
+    that rerun draws the edited map once (instead of drawing, editing, drawing again).
+    Widget values are read from session_state here ("@key"), not bound when the button
+    was drawn, so text typed just before the click counts."""
+    ss = st.session_state
 
+    def val(v):
+        return ss[v[1:]] if isinstance(v, str) and v.startswith("@") else v
 
-def attempt(fn, *a, **kw):
+    args = [val(a) for a in args]
+    kw = {k: val(v) for k, v in kw.items()}
+    if "sel" in kw:
+        kw[kw.pop("sel")] = selected()
     try:
-        return fn(*a, **kw)
+        out = fn(s, *args, **kw)
     except ValueError as e:  # a refused edit is shown, never a traceback
-        st.error(str(e))
-        st.stop()
+        ss["flash_error"] = str(e)
+        return
+    ss["flash"] = msg.format(out=out, n=len(selected()),
+                             **{k: v for k, v in ss.items() if isinstance(k, str)})
+
+
+def selected() -> list[int]:
+    ev = st.session_state.get("map")
+    pts = (ev.selection.points if ev and getattr(ev, "selection", None) else []) or []
+    return sorted({int(q["customdata"] if not isinstance(q["customdata"], list)
+                       else q["customdata"][0]) for q in pts if q.get("customdata") is not None})
 
 
 if msg := st.session_state.pop("flash", None):
     st.success(msg)
+if err := st.session_state.pop("flash_error", None):
+    st.error(err)
 
 p = cl["params"] or {}
 st.caption(f"Clustering `{cl['clustering_id']}` · {cl['method']} · {cl['n_points']} keyphrases · "
@@ -48,11 +67,9 @@ left, right = st.columns([3, 2])
 with left:
     show_excl = st.toggle("show excluded points", value=False)
     fig = common.build_map_figure(tax, show_excluded=show_excl)
-    event = st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso", "points"),
-                            key="map", width="stretch")
-    pts = (event.selection.points if event and getattr(event, "selection", None) else []) or []
-    sel = sorted({int(q["customdata"] if not isinstance(q["customdata"], list)
-                      else q["customdata"][0]) for q in pts if q.get("customdata") is not None})
+    st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso", "points"),
+                    key="map", width="stretch")
+    sel = selected()
     if sel:
         st.markdown(f"**{len(sel)} selected keyphrases**")
         st.dataframe(pd.DataFrame([{"kp": k, "keyphrase": by_kp[k]["text"],
@@ -63,19 +80,21 @@ with left:
         with a:
             target = st.selectbox("assign to type", list(label), format_func=label.get,
                                   key="assign_to")
-            if st.button("Assign", key="assign") and target is not None:
-                attempt(taxonomy.move, s, sel, target)
-                done(f"moved {len(sel)} keyphrases to type {target}")
+            st.button("Assign", key="assign", disabled=target is None,
+                      on_click=edit, args=(taxonomy.move,),
+                      kwargs={"sel": "kp_ids", "type_id": "@assign_to",
+                              "msg": "moved {n} keyphrases to type {assign_to}"})
         with b:
-            title = st.text_input("new type title", key="split_title")
-            if st.button("Make new type (split)", key="split"):
-                tid = attempt(taxonomy.split, s, sel, title or "new type")
-                done(f"new type {tid} from {len(sel)} keyphrases")
+            st.text_input("new type title", "new type", key="split_title")
+            st.button("Make new type (split)", key="split", on_click=edit,
+                      args=(taxonomy.split,),
+                      kwargs={"sel": "kp_ids", "title": "@split_title",
+                              "msg": "new type {out} from {n} keyphrases"})
         with c:
             st.write("")
-            if st.button("Exclude selection", key="exclude_sel"):
-                attempt(taxonomy.exclude, s, kp_ids=sel)
-                done(f"excluded {len(sel)} keyphrases")
+            st.button("Exclude selection", key="exclude_sel", on_click=edit,
+                      args=(taxonomy.exclude,),
+                      kwargs={"sel": "kp_ids", "msg": "excluded {n} keyphrases"})
     else:
         st.caption("Box or lasso points on the map to assign, split or exclude them.")
 
@@ -89,34 +108,33 @@ with right:
     st.dataframe(table, hide_index=True, width="stretch", height=min(400, 38 + 35 * len(table)))
 
     u1, u2 = st.columns(2)
-    if u1.button("Undo last edit", key="undo", disabled=not tax.edits):
-        attempt(taxonomy.undo, s)
-        done("undid the last edit")
+    u1.button("Undo last edit", key="undo", disabled=not tax.edits, on_click=edit,
+              args=(taxonomy.undo,), kwargs={"msg": "undid the last edit"})
     u2.caption(f"{len(tax.edits)} edits in force")
 
     with st.form("merge"):
-        picks = st.multiselect("merge types", list(label), format_func=label.get, key="merge_ids")
-        mtitle = st.text_input("title of the merged type (optional)", key="merge_title")
-        if st.form_submit_button("Merge"):
-            attempt(taxonomy.merge, s, picks, title=mtitle or None)
-            done(f"merged types {picks}")
+        st.multiselect("merge types", list(label), format_func=label.get, key="merge_ids")
+        st.text_input("title of the merged type (optional)", key="merge_title")
+        st.form_submit_button("Merge", on_click=lambda: edit(
+            taxonomy.merge, "@merge_ids", title=st.session_state["merge_title"] or None,
+            msg="merged types {merge_ids}"))
 
     for t in visible:
         with st.expander(f"{label[t.type_id]} · {common.pct(t.share)}"
                          + (" · excluded" if t.excluded else "")):
-            new = st.text_input("title", t.title, key=f"title-{t.type_id}")
-            if st.button("Rename", key=f"rename-{t.type_id}") and new != t.title:
-                attempt(taxonomy.rename, s, t.type_id, new)
-                done(f"renamed type {t.type_id}")
-            d = st.text_area("description", t.description or "", key=f"desc-{t.type_id}",
-                             height=80)
-            if st.button("Save description", key=f"describe-{t.type_id}"):
-                attempt(taxonomy.describe, s, t.type_id, d)
-                done(f"described type {t.type_id}")
-            if st.button("Include again" if t.excluded else "Exclude type",
-                         key=f"excl-{t.type_id}"):
-                attempt(taxonomy.exclude, s, type_id=t.type_id, include=t.excluded)
-                done(f"{'included' if t.excluded else 'excluded'} type {t.type_id}")
+            st.text_input("title", t.title, key=f"title-{t.type_id}")
+            st.button("Rename", key=f"rename-{t.type_id}", on_click=edit,
+                      args=(taxonomy.rename, t.type_id, f"@title-{t.type_id}"),
+                      kwargs={"msg": f"renamed type {t.type_id}"})
+            st.text_area("description", t.description or "", key=f"desc-{t.type_id}",
+                         height=80)
+            st.button("Save description", key=f"describe-{t.type_id}", on_click=edit,
+                      args=(taxonomy.describe, t.type_id, f"@desc-{t.type_id}"),
+                      kwargs={"msg": f"described type {t.type_id}"})
+            st.button("Include again" if t.excluded else "Exclude type", key=f"excl-{t.type_id}",
+                      on_click=edit, args=(taxonomy.exclude,),
+                      kwargs={"type_id": t.type_id, "include": t.excluded,
+                              "msg": f"{'included' if t.excluded else 'excluded'} type {t.type_id}"})
             st.caption(f"title by {t.titled_by or '?'} · {len(t.members)} keyphrases · "
                        f"{t.n_cases} bad cases")
             st.markdown("Representative examples")
@@ -136,7 +154,8 @@ with right:
             jid = jobs.submit(s, "cluster", {"min_cluster_size": int(mcs), "n_neighbors": int(nn),
                                              "method": "kmeans" if kmeans else "hdbscan",
                                              "k": int(k), "seed": int(seed)})
-            done(f"clustering job #{jid} started (Jobs page)")
+            st.session_state["flash"] = f"clustering job #{jid} started (Jobs page)"
+            st.rerun()
     diff = cl.get("diff") or {}
     if diff.get("previous"):
         st.markdown(f"Diff against `{diff['previous']}`")
