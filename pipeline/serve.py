@@ -4,6 +4,7 @@ real server the tests talk to."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -31,6 +32,9 @@ def command(port: int, n_ctx: int = 2048, parallel: int = 1) -> list[str]:
 
 
 def wait_ready(base_url: str, timeout: float = 120, proc: subprocess.Popen | None = None) -> None:
+    """Wait until the server lists its model, then ask for one token: a llama.cpp built
+    for instructions the CPU cannot run starts fine and dies on its first completion, and
+    that should be said here, not surface later as a connection error."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -38,10 +42,30 @@ def wait_ready(base_url: str, timeout: float = 120, proc: subprocess.Popen | Non
         try:
             with urllib.request.urlopen(f"{base_url}/models", timeout=2) as r:
                 if r.status == 200:
-                    return
+                    break
         except OSError:
             time.sleep(0.3)
-    raise TimeoutError(f"llama.cpp server at {base_url} not ready after {timeout}s")
+    else:
+        raise TimeoutError(f"llama.cpp server at {base_url} not ready after {timeout}s")
+    body = json.dumps({"model": MODEL_ALIAS, "max_tokens": 1,
+                       "messages": [{"role": "user", "content": "1+1="}]}).encode()
+    req = urllib.request.Request(f"{base_url}/chat/completions", data=body,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req, timeout=max(5.0, deadline - time.monotonic())).read()
+    except OSError as e:
+        died = False
+        if proc is not None:
+            try:
+                proc.wait(5)
+                died = True
+            except subprocess.TimeoutExpired:
+                pass
+        raise RuntimeError(
+            f"llama.cpp server at {base_url} failed its first completion"
+            + (f" and exited with {proc.returncode} (a negative code is a signal: -11 "
+               f"SIGSEGV, -4 SIGILL; rebuild llama-cpp-python as the Makefile does)"
+               if died else f": {e}")) from e
 
 
 @contextmanager

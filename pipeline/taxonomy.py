@@ -160,24 +160,31 @@ def _check_types(tax: Taxonomy, ids) -> None:
         raise ValueError(f"no error type {missing} in the current taxonomy")
 
 
-def rename(store: Store, type_id: int, title: str, author: str | None = None) -> int:
+# Each edit checks its ids against `tax`, the taxonomy the user acted on (the app passes
+# the one it drew, which saves re-deriving it on every click), else the current one.
+
+
+def rename(store: Store, type_id: int, title: str, author: str | None = None,
+           tax: Taxonomy | None = None) -> int:
     if not title.strip():
         raise ValueError("a title cannot be empty")
-    _check_types(current(store), [type_id])
+    _check_types(tax or current(store), [type_id])
     return store.add_edit("rename", {"type_id": type_id, "title": title.strip()}, author)
 
 
-def describe(store: Store, type_id: int, description: str, author: str | None = None) -> int:
-    _check_types(current(store), [type_id])
+def describe(store: Store, type_id: int, description: str, author: str | None = None,
+             tax: Taxonomy | None = None) -> int:
+    _check_types(tax or current(store), [type_id])
     return store.add_edit("describe", {"type_id": type_id, "description": description}, author)
 
 
 def merge(store: Store, type_ids: list[int], into: int | None = None,
-          title: str | None = None, author: str | None = None) -> int:
+          title: str | None = None, author: str | None = None,
+          tax: Taxonomy | None = None) -> int:
     type_ids = list(dict.fromkeys(type_ids))
     if len(type_ids) < 2:
         raise ValueError("merge needs at least two types")
-    tax = current(store)
+    tax = tax or current(store)
     _check_types(tax, type_ids)
     # By default the largest type absorbs the others and keeps its id.
     into = into if into is not None else max(type_ids, key=lambda t: len(tax.types[t].members))
@@ -187,11 +194,12 @@ def merge(store: Store, type_ids: list[int], into: int | None = None,
     return eid
 
 
-def split(store: Store, kp_ids: list[int], title: str, author: str | None = None) -> int:
+def split(store: Store, kp_ids: list[int], title: str, author: str | None = None,
+          tax: Taxonomy | None = None) -> int:
     """The given members become a new error type; returns its type id."""
     if not kp_ids:
         raise ValueError("split needs at least one member")
-    tax = current(store)
+    tax = tax or current(store)
     known = {p["kp_id"] for p in tax.points}
     unknown = [k for k in kp_ids if k not in known]
     if unknown:
@@ -202,18 +210,20 @@ def split(store: Store, kp_ids: list[int], title: str, author: str | None = None
     return tid
 
 
-def move(store: Store, kp_ids: list[int], type_id: int, author: str | None = None) -> int:
-    _check_types(current(store), [type_id])
+def move(store: Store, kp_ids: list[int], type_id: int, author: str | None = None,
+         tax: Taxonomy | None = None) -> int:
+    _check_types(tax or current(store), [type_id])
     return store.add_edit("move", {"kp_ids": list(kp_ids), "type_id": type_id}, author)
 
 
 def exclude(store: Store, type_id: int | None = None, kp_ids: list[int] | None = None,
-            include: bool = False, author: str | None = None) -> int:
+            include: bool = False, author: str | None = None,
+            tax: Taxonomy | None = None) -> int:
     if type_id is None and not kp_ids:
         raise ValueError("exclude needs a type or members")
     payload: dict = {}
     if type_id is not None:
-        _check_types(current(store), [type_id])
+        _check_types(tax or current(store), [type_id])
         payload["type_id"] = type_id
     if kp_ids:
         payload["kp_ids"] = list(kp_ids)

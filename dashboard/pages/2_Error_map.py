@@ -36,6 +36,8 @@ def edit(fn, *args, msg: str = "", **kw) -> None:
     kw = {k: val(v) for k, v in kw.items()}
     if "sel" in kw:
         kw[kw.pop("sel")] = selected()
+    if fn is not taxonomy.undo:
+        kw["tax"] = tax  # what the user saw and acted on
     try:
         out = fn(s, *args, **kw)
     except ValueError as e:  # a refused edit is shown, never a traceback
