@@ -145,3 +145,16 @@ def pct(x: float | None) -> str:
 def job_line(j: dict) -> str:
     eta = f", ETA {j['eta_s']:.0f}s" if j.get("eta_s") else ""
     return f"#{j['job_id']} {j['kind']} · {j['status']} · {j['done'] or 0}/{j['total'] or '?'}{eta}"
+
+
+def result_line(result: dict) -> str:
+    """A job's result in one line; a clustering diff as counts (the full diff is on the
+    Error map page and in `sei jobs show`)."""
+    parts = []
+    for k, v in result.items():
+        if k == "diff" and isinstance(v, dict):
+            parts.append("diff: " + ", ".join(f"{len(v.get(n) or [])} {n}" for n in
+                                              ("kept", "new", "gone", "split", "merged")))
+        else:
+            parts.append(f"{k} {v}")
+    return " · ".join(parts)

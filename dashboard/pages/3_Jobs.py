@@ -30,9 +30,9 @@ with st.expander("Start a job"):
         c1, c2, c3 = st.columns(3)
         dataset = c1.text_input("dataset (extract)", "demo")
         split = c2.text_input("split (extract)", "train")
-        limit = c3.number_input("limit (0 = all)", 0, 100000, 64)
+        limit = c3.number_input("limit (0 = all; not cluster)", 0, 100000, 64)
         if st.form_submit_button("Start"):
-            params = {"limit": int(limit) or None}
+            params = {} if kind == "cluster" else {"limit": int(limit) or None}
             if kind == "extract":
                 params.update(dataset=dataset, split=split)
             jid = jobs.submit(s, kind, params)
@@ -52,7 +52,7 @@ def job_list():
             frac = min(1.0, (j["done"] or 0) / j["total"]) if j["total"] else 0.0
             top.progress(frac, text=common.job_line(j))
             top.caption(f"{j['step'] or ''} {j['message'] or ''} · params {j['params']}"
-                        + (f" · result {j['result']}" if j["result"] else ""))
+                        + (f" · {common.result_line(j['result'])}" if j["result"] else ""))
             if j["error"]:
                 top.error(j["error"])
             if j["status"] in ACTIVE:
