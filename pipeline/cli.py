@@ -152,8 +152,10 @@ def quickstart(ctx, limit, max_new_tokens, background):
 @click.option("--split", default="train", show_default=True)
 @click.option("--limit", type=int, default=None, help="First N problems.")
 @click.option("--backend", type=click.Choice(["local", "openai"]), default="local", show_default=True)
-@click.option("--model", default="smollm2-135m-instruct", show_default=True,
-              help="Embedded default, a local HF model dir, or the endpoint's model name.")
+@click.option("--model", default=None,
+              help="Embedded default (smollm2-135m-instruct), a local HF model dir, or the "
+                   "endpoint's model name. Default: SEI_TARGET_MODEL, else the app's "
+                   "settings, else the embedded default.")
 @click.option("--adapter", default=None, help="A peft adapter directory (local backend).")
 @click.option("--base-url", default=None, help="OpenAI-compatible endpoint (openai backend).")
 @click.option("--max-new-tokens", default=256, show_default=True)

@@ -41,8 +41,19 @@ def load() -> Settings:
     return Settings(**{k: v for k, v in raw.items() if k in names})
 
 
+def target_model() -> str:
+    """The target model a run uses when none is named: SEI_TARGET_MODEL, else the one
+    saved in the app's settings, else the embedded default."""
+    return os.environ.get("SEI_TARGET_MODEL") or load().target_model or config.DEFAULT_MODEL
+
+
 def save(s: Settings) -> Path:
     data = asdict(s)
+    t = s.target_model
+    if t and t not in (config.DEFAULT_MODEL, "default") and not (Path(t) / "config.json").exists() \
+            and (os.environ.get("HF_HUB_OFFLINE") == "1" or t.startswith((".", "/", "~"))):
+        raise ValueError(f"target model {t!r} is neither the embedded default "
+                         f"({config.DEFAULT_MODEL}) nor a local model directory with config.json")
     for k, v in data.items():
         if any(h in k for h in SECRET_HINTS) or str(v).startswith("sk-"):
             raise ValueError(f"settings must not hold secrets ({k}); use the environment")

@@ -13,13 +13,14 @@ HEAVY = {"extract", "analyze", "train", "evaluate", "synthesize", "select", "pip
 
 def _extract(store: Store, p: dict, progress) -> dict:
     from pipeline.extract import extract
+    from pipeline.settings import target_model
     from pipeline.target import GenParams
 
     gp = GenParams(max_new_tokens=p.get("max_new_tokens", 256),
                    batch_size=p.get("batch_size", 16), seed=p.get("seed", 0))
     run_id = extract(store, p.get("dataset", "demo"), p.get("split", "train"),
                      limit=p.get("limit"), backend=p.get("backend", "local"),
-                     model=p.get("model", "smollm2-135m-instruct"), adapter=p.get("adapter"),
+                     model=p.get("model") or target_model(), adapter=p.get("adapter"),
                      base_url=p.get("base_url"), params=gp, progress=progress)
     return {"run_id": run_id}
 

@@ -102,6 +102,31 @@ def test_broken_model_path_is_a_clear_error(store, tmp_path):
     assert store.count("generations") == 0
 
 
+def test_target_model_from_settings_drives_jobs_and_cli(store, tmp_path):
+    """The target model saved on the Settings page is what a job (and a CLI run without
+    --model) runs; a bogus one is refused when saved, naming it."""
+    from pipeline import settings
+    from pipeline.stages import run_stage
+
+    mine = tmp_path / "my-smol"
+    mine.symlink_to(ensure_default_model(), target_is_directory=True)
+    with pytest.raises(ValueError, match="nope"):
+        settings.save(settings.Settings(target_model=str(tmp_path / "nope")))
+    settings.save(settings.Settings(target_model=str(mine)))
+    try:
+        import_demo(store, 6, 2)
+        out = run_stage(store, "extract", {"limit": 2, "max_new_tokens": 8},
+                        lambda *a: None)
+        run = next(r for r in store.runs() if r["run_id"] == out["run_id"])
+        assert run["model_id"] == "my-smol" and run["n_done"] == 2
+        r = CliRunner().invoke(cli, ["--db", str(store.path), "extract", "--limit", "2",
+                                     "--max-new-tokens", "8"])
+        assert r.exit_code == 0, r.output
+        assert {r["model_id"] for r in store.runs()} == {"my-smol"}
+    finally:
+        settings.path().unlink()
+
+
 def test_killed_extraction_resumes_without_duplicates(store):
     import_demo(store, 40, 10)
     cmd = [sys.executable, "-m", "pipeline.cli", "--db", str(store.path), "extract",
