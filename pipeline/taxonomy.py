@@ -110,6 +110,8 @@ def _current(store: Store, clustering_id: str | None) -> Taxonomy:
                 for k, t in ptype.items():
                     if t == src:
                         ptype[k] = into
+            if p.get("title"):
+                title[into], by[into] = p["title"], "human"
             edited.add(into)
         elif op in ("split", "move"):
             for k in p["kp_ids"]:
@@ -188,10 +190,10 @@ def merge(store: Store, type_ids: list[int], into: int | None = None,
     _check_types(tax, type_ids)
     # By default the largest type absorbs the others and keeps its id.
     into = into if into is not None else max(type_ids, key=lambda t: len(tax.types[t].members))
-    eid = store.add_edit("merge", {"type_ids": type_ids, "into": into}, author)
-    if title:
-        store.add_edit("rename", {"type_id": into, "title": title}, author)
-    return eid
+    payload = {"type_ids": type_ids, "into": into}
+    if title and title.strip():
+        payload["title"] = title.strip()  # one edit, so one undo takes back both
+    return store.add_edit("merge", payload, author)
 
 
 def split(store: Store, kp_ids: list[int], title: str, author: str | None = None,

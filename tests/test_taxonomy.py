@@ -45,7 +45,6 @@ def test_rename_merge_split_survive_reclustering_and_undo(clustered):
     a, b, c = ts[0], ts[1], ts[-1]
     taxonomy.rename(clustered, a.type_id, "wrong final step")
     taxonomy.merge(clustered, [b.type_id, c.type_id], into=b.type_id)
-    part = c.members[: max(1, len(c.members) // 2)] if c.type_id != b.type_id else []
     moved = a.members[:2]
     new_t = taxonomy.split(clustered, moved, "split by hand")
 
@@ -75,7 +74,20 @@ def test_rename_merge_split_survive_reclustering_and_undo(clustered):
     tx = taxonomy.current(clustered)
     assert new_t not in tx.types or not tx.types[new_t].members
     assert [e["op"] for e in clustered.edits()][-1] == "undo"
-    assert part is not None
+
+
+def test_titled_merge_is_one_edit_and_one_undo(clustered):
+    ts = taxonomy.current(clustered).visible_types()
+    a, b = ts[0], ts[1]
+    taxonomy.merge(clustered, [a.type_id, b.type_id], into=a.type_id, title="  both  ")
+    assert [e["op"] for e in clustered.edits()] == ["merge"]
+    tx = taxonomy.current(clustered)
+    assert tx.types[a.type_id].title == "both" and tx.types[a.type_id].titled_by == "human"
+    assert set(tx.types[a.type_id].members) == set(a.members) | set(b.members)
+    taxonomy.undo(clustered)
+    tx = taxonomy.current(clustered)
+    assert tx.types[a.type_id].title == a.title and tx.types[b.type_id].merged_into is None
+    assert set(tx.types[b.type_id].members) == set(b.members)
 
 
 def test_exclude_removes_from_shares_and_is_reversible(clustered):
@@ -86,8 +98,14 @@ def test_exclude_removes_from_shares_and_is_reversible(clustered):
     assert tx.types[t.type_id].excluded
     assert tx.n_cases <= tax.n_cases
     assert all(p["excluded"] for p in tx.points if p["type"] == t.type_id)
-    assert abs(sum(x.share for x in tx.visible_types() if not x.excluded) -
-               sum(x.share for x in tax.visible_types()) ) < 5  # shares stay fractions
+    # Shares count only bad cases that keep a non-excluded keyphrase.
+    live = {p["case_id"] for p in tx.points if not p["excluded"]}
+    assert tx.n_cases == len(live)
+    for x in tx.visible_types():
+        if not x.excluded:
+            cases = {p["case_id"] for p in tx.points if p["kp_id"] in set(x.members)
+                     and not p["excluded"]}
+            assert x.share == pytest.approx(len(cases) / len(live))
     taxonomy.exclude(clustered, type_id=t.type_id, include=True)
     assert not taxonomy.current(clustered).types[t.type_id].excluded
     with pytest.raises(ValueError, match="no error type"):
