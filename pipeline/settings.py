@@ -49,11 +49,13 @@ def target_model() -> str:
 
 def save(s: Settings) -> Path:
     data = asdict(s)
-    t = s.target_model
-    if t and t not in (config.DEFAULT_MODEL, "default") and not (Path(t) / "config.json").exists() \
-            and (os.environ.get("HF_HUB_OFFLINE") == "1" or t.startswith((".", "/", "~"))):
-        raise ValueError(f"target model {t!r} is neither the embedded default "
-                         f"({config.DEFAULT_MODEL}) nor a local model directory with config.json")
+    if s.target_model not in ("", config.DEFAULT_MODEL, "default"):
+        from pipeline.target import ModelError, resolve_model_path
+
+        try:  # the same checks a run makes, before a job fails on them
+            resolve_model_path(s.target_model)
+        except ModelError as e:
+            raise ValueError(str(e)) from e
     for k, v in data.items():
         if any(h in k for h in SECRET_HINTS) or str(v).startswith("sk-"):
             raise ValueError(f"settings must not hold secrets ({k}); use the environment")
