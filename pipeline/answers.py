@@ -48,11 +48,16 @@ def _balanced(text: str, start: int) -> str | None:
     return text[start:k - 1] if depth == 0 else None
 
 
-def _last_boxed(text: str) -> str | None:
+def last_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} or \\fbox{...} (balanced braces): the one extractor
+    for final answers and for importing MATH solutions."""
     i = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
     if i < 0:
         return None
     return _balanced(text, text.index("{", i) + 1)
+
+
+_last_boxed = last_boxed
 
 
 def _clean_tail(s: str) -> str:

@@ -80,18 +80,26 @@ def data():
               required=True)
 @click.option("--dataset", required=True, help="Name to store it under, e.g. gsm8k.")
 @click.option("--split", required=True, help="train, test, dev ...")
-@click.option("--map", "mapping", default="", help="generic: question=FIELD,answer=FIELD[,solution=FIELD,pid=FIELD]")
+@click.option("--map", "mapping", default="",
+              help="generic: question=FIELD[+FIELD..],answer=FIELD[,solution=..,pid=FIELD]; "
+                   "text fields are joined with a space, a list of options is appended as "
+                   "(A) .. lines")
 @click.pass_context
 def data_import(ctx, path, fmt, dataset, split, mapping):
-    """Import a JSONL file (all or nothing)."""
+    """Import a JSONL file (all or nothing; skipped rows are reported)."""
     from pipeline.data import ImportError_, import_file, parse_mapping
 
     try:
-        n, added = import_file(_store(ctx), path, fmt, dataset, split,
-                               parse_mapping(mapping) if mapping else None)
+        rep = import_file(_store(ctx), path, fmt, dataset, split,
+                          parse_mapping(mapping) if mapping else None)
     except (ImportError_, ValueError) as e:
-        raise click.ClickException(f"{e} (nothing was imported)")
-    click.echo(f"{path}: {n} problems read, {added} new in {dataset}/{split}")
+        raise click.ClickException(f"{e}\n(nothing was imported)")
+    click.echo(f"{path}: {rep.summary()} in {dataset}/{split}")
+    for kind, msgs in (("same content already present", rep.same), ("id clash", rep.clash)):
+        for m in msgs[:10]:
+            click.echo(f"  {m}")
+        if len(msgs) > 10:
+            click.echo(f"  ... and {len(msgs) - 10} more ({kind})")
 
 
 @data.command("demo")

@@ -309,6 +309,43 @@ class Store:
             after = con.execute("SELECT count(*) FROM problems").fetchall()[0][0]
         return after - before
 
+    def import_problems(self, rows: list[dict]) -> dict:
+        """Insert the rows that are new, in one transaction. A row is skipped when its
+        dataset/split already holds the same question and answer ('same'), or when its id
+        already names a different problem there ('clash'); both come back with the row
+        they met (file and line), earlier rows of the same batch included."""
+        cols = ["dataset", "split", "pid", "question", "solution", "answer", "meta",
+                "source_file", "source_line"]
+        with self.write() as con:
+            seen_pid: dict[tuple, dict] = {}
+            seen_qa: dict[tuple, dict] = {}
+            for d, s in {(r["dataset"], r["split"]) for r in rows}:
+                for pid, q, a, f, n in con.execute(
+                        "SELECT pid, question, answer, source_file, source_line FROM problems "
+                        "WHERE dataset = ? AND split = ?", [d, s]).fetchall():
+                    p = {"pid": pid, "source_file": f, "source_line": n}
+                    seen_pid[(d, s, pid)] = p
+                    seen_qa.setdefault((d, s, q, a), p)
+            new, same, clash = [], [], []
+            for r in rows:
+                kq, kp = (r["dataset"], r["split"], r["question"], r["answer"]), \
+                    (r["dataset"], r["split"], r["pid"])
+                if kq in seen_qa:
+                    same.append((r, seen_qa[kq]))
+                elif kp in seen_pid:
+                    clash.append((r, seen_pid[kp]))
+                else:
+                    new.append(r)
+                    seen_qa[kq] = seen_pid[kp] = r
+            if new:
+                con.register("incoming", _frame({c: [
+                    json.dumps(r.get("meta") or {}) if c == "meta" else r.get(c) for r in new]
+                    for c in cols}))
+                con.execute(f"INSERT INTO problems ({', '.join(cols)}) "
+                            f"SELECT {', '.join(cols)} FROM incoming")
+                con.unregister("incoming")
+        return {"added": len(new), "same": same, "clash": clash}
+
     def problems(self, dataset: str, split: str, limit: int | None = None,
                  offset: int = 0) -> list[dict]:
         sql = ("SELECT * FROM problems WHERE dataset = ? AND split = ? "

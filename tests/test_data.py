@@ -1,6 +1,7 @@
 """Store, migrations and importers on the real benchmark files."""
 
 import json
+import re
 
 import duckdb
 import pytest
@@ -40,21 +41,25 @@ def test_migrations_are_forward_and_idempotent(tmp_path):
 
 @pytest.mark.parametrize("rel,fmt,n", FILES)
 def test_import_real_files(store, bench, rel, fmt, n):
-    read, added = import_file(store, bench / rel, fmt, rel.split("/")[0], rel.split("/")[1][:-6])
-    assert (read, added) == (n, n)
+    rep = import_file(store, bench / rel, fmt, rel.split("/")[0], rel.split("/")[1][:-6])
+    assert (rep.read, rep.added, rep.same, rep.clash) == (n, n, [], [])
     rows = store.problems(rel.split("/")[0], rel.split("/")[1][:-6])
     assert len(rows) == n
     assert all(r["source_file"].endswith(rel) and r["source_line"] >= 1 for r in rows)
     # Every reference answer extracts and judges equal to itself.
     bad = [r["pid"] for r in rows if not answers_equal(r["answer"], r["answer"])]
     assert bad == [], f"{len(bad)} answers not equal to themselves, e.g. {bad[:5]}"
-    if fmt == "gsm8k":
-        # ... and the '####' line of each reference solution extracts to the answer.
-        for r in rows[:300]:
-            pred, method = extract_answer(r["solution"])
-            assert method == "####" and answers_equal(pred, r["answer"]), r["pid"]
-    # Importing again adds nothing.
-    assert import_file(store, bench / rel, fmt, rel.split("/")[0], rel.split("/")[1][:-6])[1] == 0
+    # Importing again adds nothing, and says why for every row.
+    again = import_file(store, bench / rel, fmt, rel.split("/")[0], rel.split("/")[1][:-6])
+    assert (again.added, len(again.same), again.clash) == (0, n, [])
+    assert store.count("problems") == n
+
+
+def test_gsm8k_solutions_extract_to_their_answer(store, bench):
+    import_file(store, bench / "gsm8k/test.jsonl", "gsm8k", "gsm8k", "test")
+    for r in store.problems("gsm8k", "test")[:300]:
+        pred, method = extract_answer(r["solution"])
+        assert method == "####" and answers_equal(pred, r["answer"]), r["pid"]
 
 
 def test_malformed_jsonl_names_line_and_writes_nothing(store, bench, tmp_path):
@@ -80,17 +85,19 @@ def test_malformed_jsonl_names_line_and_writes_nothing(store, bench, tmp_path):
     # Through the CLI: a clear message, non-zero exit, the store unchanged.
     r = CliRunner().invoke(cli, ["--db", str(store.path), "data", "import", str(bad),
                                  "--format", "gsm8k", "--dataset", "g", "--split", "t"])
-    assert r.exit_code != 0 and "broken.jsonl:4" in r.output and "nothing was imported" in r.output
+    assert r.exit_code == 1 and "broken.jsonl:4" in r.output and "nothing was imported" in r.output
+    assert "Traceback" not in r.output
     assert store.count("problems") == before
 
 
 def test_generic_mapping(store, bench):
-    n, added = import_file(store, bench / "svamp/test.jsonl", "generic", "svamp_g", "test",
-                           {"question": "Body", "answer": "Answer", "pid": "ID"})
-    assert n == added == 1000
-    with pytest.raises(ImportError_, match=r"test\.jsonl:1: missing or bad field 'nope'"):
+    rep = import_file(store, bench / "svamp/test.jsonl", "generic", "svamp_g", "test",
+                           {"question": ["Body"], "answer": ["Answer"], "pid": ["ID"]})
+    assert rep.read == rep.added == 1000
+    with pytest.raises(ImportError_, match=r"(?s)1000 bad record.*test\.jsonl:1: missing field "
+                       r"'nope'.*test\.jsonl:20: missing field 'nope'.*and 980 more"):
         import_file(store, bench / "svamp/test.jsonl", "generic", "x", "y",
-                    {"question": "nope", "answer": "Answer"})
+                    {"question": ["nope"], "answer": ["Answer"]})
 
 
 def test_demo_import_is_deterministic_and_judges_itself(store):
@@ -111,3 +118,161 @@ def test_cli_demo_and_list(tmp_path):
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(cli, ["--db", str(db), "data", "list"])
     assert "demo" in r.output and "30" in r.output and "10" in r.output
+
+
+def _lines(bench, a, b):
+    return (bench / "gsm8k/test.jsonl").read_text().splitlines()[a:b]
+
+
+def _write(path, lines, encoding="utf-8", bom=False):
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + ("\n".join(lines) + "\n").encode(encoding))
+    return path
+
+
+def test_second_file_into_same_split_adds_its_rows(store, bench, tmp_path):
+    """Ids come from content: a second file is not dropped because its line numbers
+    repeat; rows already present are skipped and named, with where they came from."""
+    a = _write(tmp_path / "a.jsonl", _lines(bench, 0, 5))
+    b = _write(tmp_path / "b.jsonl", _lines(bench, 5, 10))
+    assert import_file(store, a, "gsm8k", "g", "test").added == 5
+    rep = import_file(store, b, "gsm8k", "g", "test")
+    assert (rep.read, rep.added, rep.same, rep.clash) == (5, 5, [], [])
+    assert store.count("problems") == 10
+    c = _write(tmp_path / "c.jsonl", _lines(bench, 3, 8) + _lines(bench, 20, 21))
+    rep = import_file(store, c, "gsm8k", "g", "test")
+    assert (rep.read, rep.added, len(rep.same), rep.clash) == (6, 1, 5, [])
+    assert rep.same[0].startswith(f"{c}:1: skipped, same question and answer as g/test/")
+    assert rep.same[0].endswith(f"({a.resolve()}:4)")
+    assert rep.same[2].endswith(f"({b.resolve()}:1)")
+    assert store.count("problems") == 11
+    # The CLI reports the skipped rows by reason.
+    r = CliRunner().invoke(cli, ["--db", str(store.path), "data", "import", str(c),
+                                 "--format", "gsm8k", "--dataset", "g", "--split", "test"])
+    assert r.exit_code == 0, r.output
+    assert "6 problems read, 0 new; skipped 6 with the same question and answer" in r.output
+    assert f"{c}:6: skipped, same question and answer" in r.output
+
+
+def test_id_clash_is_skipped_and_named(store, tmp_path):
+    one = _write(tmp_path / "one.jsonl", [json.dumps({"id": "p1", "q": "What is 2+2?", "a": 4}),
+                                          json.dumps({"id": "p2", "q": "What is 3+3?", "a": 6})])
+    two = _write(tmp_path / "two.jsonl", [json.dumps({"id": "p3", "q": "What is 1+1?", "a": 2}),
+                                          json.dumps({"id": "p1", "q": "What is 5+5?", "a": 10}),
+                                          json.dumps({"id": "p3", "q": "What is 7+7?", "a": 14})])
+    m = {"question": ["q"], "answer": ["a"], "pid": ["id"]}
+    assert import_file(store, one, "generic", "d", "s", m).added == 2
+    rep = import_file(store, two, "generic", "d", "s", m)
+    assert (rep.read, rep.added, rep.same) == (3, 1, [])
+    assert rep.clash == [
+        f"{two}:2: skipped, id 'p1' already names a different problem: d/s/p1 "
+        f"({one.resolve()}:1)",
+        f"{two}:3: skipped, id 'p3' already names a different problem: d/s/p3 "
+        f"({two.resolve()}:1)"]
+    rows = {p["pid"]: p for p in store.problems("d", "s")}
+    assert set(rows) == {"p1", "p2", "p3"}
+    assert rows["p1"]["question"] == "What is 2+2?" and rows["p3"]["answer"] == "2"
+
+
+BAD_RECORDS = [  # (line, reason the message must give)
+    ('{"question": "Q1?", "answer": "A #### 1"}', None),
+    ('{"question": "Q2?", "answer": null}', "field 'answer' is null"),
+    ('{"question": "Q3?", "answer": NaN}', "field 'answer' is nan (not a number)"),
+    ('{"question": ["Q4?"], "answer": "#### 4"}', "field 'question' is an array"),
+    ('{"question": {"t": "Q5?"}, "answer": "#### 5"}', "field 'question' is an object"),
+    ('{"question": "Q6?", "answer": true}', "field 'answer' is a boolean"),
+    ('{"question": "' + "[" * 5 + '", "answer": "#### 7", "x": ' + "[" * 200 + "]" * 200 + "}",
+     "JSON nested deeper than 64 levels"),
+    ("[1, 2, 3]", "expected a JSON object, got an array"),
+    ('{"question": "Q9?", "answer": "#### 9"', "not valid JSON"),
+    ('{"question": "   ", "answer": "#### 10"}', "field 'question' is empty"),
+    ('{"answer": "#### 11"}', "missing field 'question'"),
+    ('{"question": "Q12?", "answer": "no final line"}', "has no '####' final line"),
+    ('"just a string"', "expected a JSON object, got str"),
+    ('{"question": "Q14?", "answer": "#### 14", "x": ' + "[" * 100000 + "]" * 100000 + "}",
+     "JSON nested deeper than 64 levels"),
+]
+
+
+def test_every_bad_record_is_named_and_nothing_is_written(store, bench, tmp_path):
+    import_file(store, bench / "svamp/test.jsonl", "svamp", "svamp", "test")
+    before = store.count("problems")
+    bad = _write(tmp_path / "bad.jsonl", [line for line, _ in BAD_RECORDS])
+    with pytest.raises(ImportError_) as e:
+        import_file(store, bad, "gsm8k", "g", "t")
+    msg = str(e.value)
+    assert msg.startswith(f"{len(BAD_RECORDS) - 1} bad record(s):")
+    got = {int(n): why for n, why in re.findall(rf"{re.escape(str(bad))}:(\d+): (.*)", msg)}
+    want = {n: reason for n, (_, reason) in enumerate(BAD_RECORDS, 1) if reason}
+    assert set(got) == set(want)  # every bad line, and only those
+    assert [n for n in want if want[n] not in got[n]] == [], got
+    assert store.count("problems") == before
+    r = CliRunner().invoke(cli, ["--db", str(store.path), "data", "import", str(bad),
+                                 "--format", "gsm8k", "--dataset", "g", "--split", "t"])
+    assert r.exit_code == 1 and f"{bad}:3: field 'answer' is nan" in r.output
+    assert "Traceback" not in r.output and isinstance(r.exception, SystemExit)
+    assert store.count("problems") == before
+
+
+def test_files_that_are_not_utf8_jsonl_are_refused_by_name(store, bench, tmp_path):
+    lines = _lines(bench, 0, 3)
+    cases = {
+        tmp_path / "adir": "is a directory",
+        _write(tmp_path / "u16.jsonl", lines, "utf-16"): "looks like UTF-16",
+        _write(tmp_path / "u16le.jsonl", lines, "utf-16-le"): "looks like UTF-16",
+        _write(tmp_path / "u16be.jsonl", lines, "utf-16-be"): "looks like UTF-16",
+        tmp_path / "blob.bin": "binary file",
+        tmp_path / "latin1.jsonl": "latin1.jsonl:2: not UTF-8 (byte 0xe9)",
+        tmp_path / "missing.jsonl": "no such file",
+    }
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "blob.bin").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "latin1.jsonl").write_bytes(
+        (lines[0] + "\n" + json.dumps({"question": "caf\u00e9?", "answer": "#### 1"},
+                                     ensure_ascii=False) + "\n").encode("latin-1"))
+    for path, reason in cases.items():
+        with pytest.raises(ImportError_) as e:
+            import_file(store, path, "gsm8k", "g", "t")
+        assert str(path.name) in str(e.value) and reason in str(e.value), (path, e.value)
+        r = CliRunner().invoke(cli, ["--db", str(store.path), "data", "import", str(path),
+                                     "--format", "gsm8k", "--dataset", "g", "--split", "t"])
+        assert r.exit_code == 1 and reason in r.output and "Traceback" not in r.output
+    assert store.count("problems") == 0
+
+
+def test_utf8_bom_and_odd_line_separators_are_read(store, bench, tmp_path):
+    rec = {"question": "Line\u2028separated question?", "answer": "#### 3"}
+    f = _write(tmp_path / "bom.jsonl", _lines(bench, 0, 2) + [json.dumps(rec, ensure_ascii=False)],
+               bom=True)
+    rep = import_file(store, f, "gsm8k", "g", "t")
+    assert (rep.read, rep.added) == (3, 3)
+    qs = [p["question"] for p in store.problems("g", "t")]
+    assert not qs[0].startswith("\ufeff") and qs[2] == rec["question"]
+
+
+def test_map_needs_generic_and_composes_fields(store, tmp_path):
+    f = _write(tmp_path / "mc.jsonl", [
+        json.dumps({"body": "A box holds 3 pens.", "ask": "How many pens in 2 boxes?",
+                    "options": [5, "6", 7.0], "gold": 6.0}),
+        json.dumps({"body": "Ann has 2 cats.", "ask": "How many cats?",
+                    "options": {"A": "two", "B": "three"}, "gold": "A"})])
+    r = CliRunner().invoke(cli, ["--db", str(store.path), "data", "import", str(f), "--format",
+                                 "gsm8k", "--dataset", "d", "--split", "s", "--map", "question=q"])
+    assert r.exit_code == 1 and "--map applies to --format generic only" in r.output
+    r = CliRunner().invoke(cli, ["--db", str(store.path), "data", "import", str(f), "--format",
+                                 "generic", "--dataset", "d", "--split", "s", "--map",
+                                 "question=body+ask+options,answer=gold"])
+    assert r.exit_code == 0, r.output
+    p = store.problems("d", "s")
+    assert [x["question"] for x in p] == [
+        "A box holds 3 pens. How many pens in 2 boxes?\n(A) 5\n(B) 6\n(C) 7",
+        "Ann has 2 cats. How many cats?\n(A) two\n(B) three"]
+    assert [x["answer"] for x in p] == ["6", "A"]
+    for spec, err in (("question=body", "lacks ['answer']"),
+                      ("question=body,answer=gold+ask", "answer names one field"),
+                      ("questoin=body,answer=gold", "unknown field(s) ['questoin']"),
+                      ("question=body+,answer=gold", "bad item")):
+        r = CliRunner().invoke(cli, ["--db", str(store.path), "data", "import", str(f),
+                                     "--format", "generic", "--dataset", "d", "--split", "t",
+                                     "--map", spec])
+        assert r.exit_code == 1 and err in r.output, (spec, r.output)
+    assert store.count("problems") == 2
