@@ -3,14 +3,37 @@ foreground) and the job runner (in a background process) call exactly the same c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
+from pipeline.progress import Progress
 from pipeline.store import Store
 
-# Stages that load a model or train: the runner lets one of them run at a time.
-HEAVY = {"extract", "analyze", "train", "evaluate", "synthesize", "select", "pipeline"}
+
+@dataclass(frozen=True)
+class StageDef:
+    name: str
+    fn: Callable[[Store, dict, Progress], dict]
+    heavy: bool  # loads a model or trains: the runner lets one heavy job run at a time
+    help: str
 
 
+STAGES: dict[str, StageDef] = {}
+
+
+def stage(name: str, heavy: bool):
+    """Register a stage under `name`: the CLI and the job runner both find it here."""
+    def register(fn):
+        STAGES[name] = StageDef(name, fn, heavy, (fn.__doc__ or "").strip().split("\n")[0])
+        return fn
+    return register
+
+
+def is_heavy(kind: str) -> bool:
+    return STAGES[kind].heavy
+
+
+@stage("extract", heavy=True)
 def _extract(store: Store, p: dict, progress) -> dict:
     from pipeline.extract import extract
     from pipeline.settings import target_model
@@ -25,6 +48,7 @@ def _extract(store: Store, p: dict, progress) -> dict:
     return {"run_id": run_id}
 
 
+@stage("analyze", heavy=True)
 def _analyze(store: Store, p: dict, progress) -> dict:
     from pipeline.keyphrases import analyze
 
@@ -33,6 +57,7 @@ def _analyze(store: Store, p: dict, progress) -> dict:
                                    progress=progress)}
 
 
+@stage("cluster", heavy=False)
 def _cluster(store: Store, p: dict, progress) -> dict:
     from pipeline.cluster import ClusterParams, cluster
 
@@ -41,6 +66,7 @@ def _cluster(store: Store, p: dict, progress) -> dict:
     return {"clustering_id": res["clustering_id"], "diff": res["diff"]}
 
 
+@stage("quickstart", heavy=True)
 def _quickstart(store: Store, p: dict, progress) -> dict:
     """Extraction -> analysis -> clustering on the embedded default, one job."""
     from pipeline.data import import_demo
@@ -53,6 +79,7 @@ def _quickstart(store: Store, p: dict, progress) -> dict:
     return out
 
 
+@stage("ticks", heavy=False)
 def _ticks(store: Store, p: dict, progress) -> dict:
     """A cheap real writer: `n` items of `seconds` each, one committed row per item,
     resumable (finished items are skipped). Used to test the runner and the
@@ -72,17 +99,51 @@ def _ticks(store: Store, p: dict, progress) -> dict:
     return {"ticks": n}
 
 
-STAGES: dict[str, Callable[[Store, dict, Callable], dict]] = {
-    "extract": _extract,
-    "analyze": _analyze,
-    "cluster": _cluster,
-    "quickstart": _quickstart,
-    "ticks": _ticks,
-}
-HEAVY.add("quickstart")
-
-
 def run_stage(store: Store, kind: str, params: dict, progress) -> dict:
     if kind not in STAGES:
         raise ValueError(f"unknown stage {kind!r}; one of {sorted(STAGES)}")
-    return STAGES[kind](store, params, progress)
+    return STAGES[kind].fn(store, params, progress)
+
+
+# -- the SEI loop's stages ---------------------------------------------------------------------
+
+
+@stage("synthesize", heavy=True)
+def _synthesize(store: Store, p: dict, progress) -> dict:
+    """New problems per error type: verified, novelty- and contamination-filtered."""
+    from pipeline.synthesize import SynthParams, synthesize
+
+    return synthesize(store, SynthParams.from_dict(p), progress)
+
+
+@stage("select", heavy=True)
+def _select(store: Store, p: dict, progress) -> dict:
+    """Score candidates as one-shot demonstrations (or proxy, random); keep the top."""
+    from pipeline.select import SelectParams, select
+
+    return select(store, SelectParams.from_dict(p), progress)
+
+
+@stage("train", heavy=True)
+def _train(store: Store, p: dict, progress) -> dict:
+    """LoRA on the selected data, from scratch or iterative; checkpointed."""
+    from pipeline.train import TrainParams, train
+
+    return train(store, TrainParams.from_dict(p), progress)
+
+
+@stage("evaluate", heavy=True)
+def _evaluate(store: Store, p: dict, progress) -> dict:
+    """An iteration's model on held-out sets (and the train problems, for fix rates)."""
+    from pipeline.evaluate import EvalParams, evaluate
+
+    return evaluate(store, EvalParams.from_dict(p), progress)
+
+
+@stage("iterate", heavy=True)
+def _iterate(store: Store, p: dict, progress) -> dict:
+    """The SEI loop end to end: extract, analyze, cluster, synthesize, select, train,
+    evaluate, for N iterations."""
+    from pipeline.loop import LoopParams, iterate
+
+    return iterate(store, LoopParams.from_dict(p), progress)

@@ -1,0 +1,156 @@
+"""Evaluation: extraction runs of an iteration's model on held-out sets, and the
+numbers the app shows for them: accuracy per iteration and evaluation set with the 95%
+paired-bootstrap interval of the change against the base model (and the exact McNemar
+p), and the fix rate per error type. Every figure is computed from stored runs, each of
+which records its model, adapter hash, data hash, generation parameters and seed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipeline import iterations
+from pipeline.extract import extract
+from pipeline.progress import Progress, no_progress, scaled
+from pipeline.stats import pair_runs, paired_diff
+from pipeline.store import Store
+from pipeline.target import GenParams
+
+
+@dataclass
+class EvalParams:
+    iteration: int = 1                 # 0: the base model
+    sets: list[str] = field(default_factory=lambda: ["demo/test"])  # dataset/split
+    limit: int | None = 200            # per set: the first N problems, the same every time
+    max_new_tokens: int = 200
+    batch_size: int = 16
+    adapter: str | None = None         # default: the adapter the iteration trained
+    train_check: bool = True           # also rerun the base run's train problems (fix rates)
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EvalParams":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def eval_gen_params(p: EvalParams) -> GenParams:
+    # Every evaluation stops at the first complete final answer and is judged there: the
+    # same rule for the base model and every adapter, so their runs pair item by item.
+    return GenParams(max_new_tokens=p.max_new_tokens, batch_size=p.batch_size, seed=p.seed,
+                     stop_at_answer=True)
+
+
+def default_sets(store: Store) -> list[str]:
+    """The demo test split and every imported test split."""
+    return sorted({f"{d['dataset']}/{d['split']}" for d in store.datasets()
+                   if d["split"] == "test"})
+
+
+def base_train_run(store: Store) -> dict | None:
+    """The base model's first train-split extraction: the bad cases iteration 1 works on."""
+    for r in store.runs("extract"):
+        if r["split"] != "test" and not r["adapter"] and r["n_done"]:
+            return r
+    return None
+
+
+def evaluate(store: Store, p: EvalParams, progress: Progress = no_progress) -> dict:
+    """Run iteration p.iteration's model (0: the base) on each set; link the runs."""
+    model, _ = iterations.model_for(store, 1)
+    adapter = p.adapter
+    if p.iteration > 0 and adapter is None:
+        adapter = iterations.adapter_of(store, p.iteration)
+        if adapter is None:
+            raise ValueError(f"iteration {p.iteration} has no trained adapter: run "
+                             "`sei train` first (or evaluate iteration 0, the base model)")
+    jobs = []
+    for s in p.sets:
+        if "/" not in s:
+            raise ValueError(f"evaluation set {s!r}: expected dataset/split, e.g. demo/test")
+        ds, sp = s.split("/", 1)
+        jobs.append((ds, sp, p.limit, "evaluate"))
+    base = base_train_run(store)
+    if p.train_check and p.iteration > 0 and base:
+        # the base run's own train problems with the new model: fixed / persisting / new
+        # errors per type, and the next iteration's extraction
+        jobs.append((base["dataset"], base["split"], base["n_items"], "extract"))
+    out = {"iteration": p.iteration, "adapter": adapter, "runs": {}}
+    for i, (ds, sp, limit, kind) in enumerate(jobs):
+        gp = eval_gen_params(p) if kind == "evaluate" else _like_run(store, base)
+        rid = extract(store, ds, sp, limit=limit, model=model, adapter=adapter, params=gp,
+                      kind=kind, progress=scaled(progress, i * 1000, 1000, len(jobs) * 1000))
+        store.link_run(p.iteration, f"eval:{ds}/{sp}" if kind == "evaluate" else "train_check",
+                       rid)
+        if kind == "extract":
+            store.link_run(p.iteration + 1, "extract", rid)
+        out["runs"][f"{ds}/{sp}" if kind == "evaluate" else "train_check"] = rid
+    return out
+
+
+def _like_run(store: Store, run: dict) -> GenParams:
+    """The generation parameters of a stored run, so a rerun pairs with it."""
+    import json
+
+    g = json.loads(run["gen_params"] or "{}") if isinstance(run.get("gen_params"), str) else {}
+    if not g:
+        g = json.loads(store.run(run["run_id"])["gen_params"] or "{}")
+    return GenParams(**{k: v for k, v in g.items() if k in GenParams.__dataclass_fields__})
+
+
+# -- the numbers the app shows ---------------------------------------------------------------
+
+
+def accuracy_table(store: Store, n_boot: int = 10_000) -> list[dict]:
+    """Per iteration and evaluation set: accuracy, and the paired change against the
+    base model (iteration 0) with its 95% bootstrap interval and McNemar p."""
+    links = store.iteration_links()
+    runs = {}
+    for lk in links:
+        if lk["role"].startswith("eval:"):
+            runs[(lk["iteration"], lk["role"][5:])] = lk["ref"]
+    rows = []
+    for (it, s), rid in sorted(runs.items()):
+        items = store.run_items(rid)
+        r = store.run(rid)
+        row = {"iteration": it, "set": s, "run_id": rid, "n": len(items),
+               "accuracy": sum(x["correct"] for x in items) / len(items) if items else None,
+               "adapter": r["adapter"], "weights_hash": r["weights_hash"],
+               "data_hash": r["data_hash"], "seed": r["seed"]}
+        base = runs.get((0, s))
+        if it > 0 and base:
+            a, b = pair_runs(store.run_items(base), items)
+            if a:
+                d = paired_diff(a, b, n_boot=n_boot, seed=0)
+                row.update(diff=d.diff, lo=d.lo, hi=d.hi, mcnemar_p=d.mcnemar_p,
+                           fixed=d.fixed, broken=d.broken, n_paired=d.n)
+        rows.append(row)
+    return rows
+
+
+def fix_rates(store: Store) -> list[dict]:
+    """Per iteration and error type of iteration 1's taxonomy: of the base model's bad
+    cases of that type, how many the iteration's model fixed and how many persist; and
+    per iteration the new errors (base right, now wrong)."""
+    first = store.iteration(1)
+    base = base_train_run(store)
+    if first is None or base is None:
+        return []
+    cases = {c["case_id"]: (c["dataset"], c["split"], c["pid"])
+             for c in store.bad_cases(base["run_id"])}
+    base_ok = {(x["dataset"], x["split"], x["pid"]): x["correct"]
+               for x in store.run_items(base["run_id"])}
+    out = []
+    for lk in store.iteration_links():
+        if lk["role"] != "train_check":
+            continue
+        now = {(x["dataset"], x["split"], x["pid"]): x["correct"]
+               for x in store.run_items(lk["ref"])}
+        new_errors = sum(1 for k, ok in base_ok.items() if ok and now.get(k) is False)
+        for t in first["taxonomy"]["types"]:
+            keys = [cases[c] for c in t["case_ids"] if c in cases and cases[c] in now]
+            fixed = sum(1 for k in keys if now[k])
+            out.append({"iteration": lk["iteration"], "type_id": t["type_id"],
+                        "title": t["title"], "n": len(keys), "fixed": fixed,
+                        "persist": len(keys) - fixed,
+                        "fix_rate": fixed / len(keys) if keys else None,
+                        "new_errors": new_errors})
+    return out

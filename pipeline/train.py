@@ -1,0 +1,228 @@
+"""Training (SEI step 6): LoRA on the selected data, read top to bottom like nanoGPT.
+
+- from scratch: the base model on everything selected in iterations 1..i;
+- iterative: the previous iteration's adapter, trained further on iteration i's data.
+The chat template is applied to each (user: question, assistant: solution) pair and the
+loss is taken on the assistant's tokens only. fp32 on a CPU (bf16 is ~400x slower on
+this class of CPU and gradient checkpointing only costs time at this size); bf16
+autocast on a GPU, through accelerate, which also runs it under `accelerate launch`.
+
+Every step's loss goes into the store (the app draws it live). Every `checkpoint_every`
+steps the adapter, optimizer, scheduler and step are saved atomically; a cancel saves
+one more; a resumed run loads the last and continues where it stopped: the data order
+of each epoch is a function of (seed, epoch), so the skipped steps are the same steps.
+The result is a standard peft adapter directory (adapter_config.json,
+adapter_model.safetensors) that PeftModel.from_pretrained and vLLM's --lora-modules load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pipeline import config, iterations
+from pipeline.progress import Progress, no_progress
+from pipeline.store import Store
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class TrainParams:
+    iteration: int = 1
+    mode: str = "scratch"            # scratch | iterative
+    method: str = "oneshot"          # which selections to train on: oneshot | proxy | random
+    selection_ids: list[str] | None = None   # explicit selections (overrides method)
+    # The paper's code (7-8B models): r 8, alpha 16, dropout 0.1, q/k/v/o, lr 2e-5, 3 epochs.
+    # A 135M model on tens of examples needs more capacity per example and a larger step:
+    # r 16 on all linear layers (vLLM's default --max-lora-rank is 16), lr 2e-4.
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
+    lr: float = 2e-4
+    epochs: int = 3
+    batch_size: int = 8
+    max_length: int = 512
+    warmup: float = 0.1
+    checkpoint_every: int = 10
+    seed: int = 0
+    model: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainParams":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def selections_for(store: Store, p: TrainParams) -> list[str]:
+    """From scratch: the latest finished selection (of p.method) of each iteration 1..i;
+    iterative: iteration i's only."""
+    if p.selection_ids:
+        return list(p.selection_ids)
+    its = range(1, p.iteration + 1) if p.mode == "scratch" else [p.iteration]
+    out = []
+    for i in its:
+        sels = [s for s in store.selections(i) if s["method"] == p.method
+                and s["status"] == "finished"]
+        if sels:
+            out.append(sels[-1]["selection_id"])
+    if not out:
+        raise ValueError(f"no finished {p.method} selection for iteration {p.iteration}: "
+                         f"run `sei select --method {p.method}` first")
+    return out
+
+
+def tokenize(tok, messages: list[dict], max_length: int) -> dict:
+    """input ids and labels with the prompt masked (-100): loss on the assistant only."""
+    prompt = tok.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    full = tok.apply_chat_template(messages, tokenize=False)
+    if not full.startswith(prompt):
+        raise ValueError("the chat template does not extend the prompt with the reply")
+    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    ids = tok(full, add_special_tokens=False)["input_ids"][:max_length]
+    labels = [-100] * min(len(p_ids), len(ids)) + ids[len(p_ids):]
+    return {"input_ids": ids, "labels": labels}
+
+
+def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dict:
+    import torch
+    from accelerate import Accelerator
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
+
+    from pipeline.select import training_set
+    from pipeline.settings import target_model
+    from pipeline.target import resolve_model_path, weights_hash
+
+    # -- data and identity -------------------------------------------------------------------
+    sel_ids = selections_for(store, p)
+    examples = training_set(store, sel_ids)
+    if not examples:
+        raise ValueError(f"selections {sel_ids} selected nothing")
+    base = p.model or target_model()
+    path, model_id = resolve_model_path(base)
+    init = iterations.adapter_of(store, p.iteration - 1) if p.mode == "iterative" else None
+    data_hash = hashlib.sha256(json.dumps([e["messages"] for e in examples]).encode()).hexdigest()
+    ident = json.dumps([{k: v for k, v in asdict(p).items() if k != "checkpoint_every"},
+                        sel_ids, data_hash, weights_hash(path), init], sort_keys=True)
+    train_id = f"train-{p.iteration}-{p.mode}-" + hashlib.sha256(ident.encode()).hexdigest()[:8]
+    out_dir = config.data_dir() / "adapters" / train_id
+    ckpt = out_dir / "checkpoint"
+
+    acc = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    torch.manual_seed(p.seed)
+    tok = AutoTokenizer.from_pretrained(path)
+    rows = [tokenize(tok, e["messages"], p.max_length) for e in examples]
+    steps_per_epoch = math.ceil(len(rows) / p.batch_size)
+    total = steps_per_epoch * p.epochs
+    store.upsert_train_run({"train_id": train_id, "iteration": p.iteration, "mode": p.mode,
+                            "base_model": model_id, "init_adapter": init,
+                            "selection_ids": sel_ids, "data_hash": data_hash[:16],
+                            "n_examples": len(rows), "params": asdict(p),
+                            "adapter_dir": str(out_dir), "total_steps": total})
+    store.link_run(p.iteration, f"train:{p.mode}:{p.method}", train_id)
+    done_run = store.train_run(train_id)
+    if done_run["status"] == "finished" and (out_dir / "adapter_config.json").exists():
+        progress(total, total, "train", "already trained")
+        return {"train_id": train_id, "adapter_dir": str(out_dir), "resumed": True}
+
+    # -- model: base + a new or the previous adapter -------------------------------------------
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    if init:
+        model = PeftModel.from_pretrained(model, init, is_trainable=True)
+    else:
+        model = get_peft_model(model, LoraConfig(
+            r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout,
+            target_modules=p.target_modules, bias="none", task_type="CAUSAL_LM"))
+    opt = torch.optim.AdamW([w for w in model.parameters() if w.requires_grad], lr=p.lr,
+                            weight_decay=0.0)
+    sched = get_cosine_schedule_with_warmup(opt, int(p.warmup * total), total)
+    model, opt = acc.prepare(model, opt)
+
+    step = 0
+    if (ckpt / "state.pt").exists():  # resume from the last checkpoint
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        state = torch.load(ckpt / "state.pt", weights_only=False)
+        set_peft_model_state_dict(acc.unwrap_model(model),
+                                  load_file(ckpt / "adapter_model.safetensors"))
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        step = state["step"]
+
+    def save_checkpoint(at: int) -> None:
+        tmp = out_dir / "checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        acc.unwrap_model(model).save_pretrained(tmp)
+        torch.save({"opt": opt.state_dict(), "sched": sched.state_dict(), "step": at},
+                   tmp / "state.pt")
+        shutil.rmtree(ckpt, ignore_errors=True)
+        tmp.rename(ckpt)  # the old checkpoint goes only once the new one is whole
+
+    # -- the loop --------------------------------------------------------------------------------
+    model.train()
+    t0, tokens_seen = time.perf_counter(), 0
+    progress(step, total, "train", f"{len(rows)} examples, {total} steps"
+             + (f", resumed at step {step}" if step else ""))
+    try:
+        while step < total:
+            epoch, k = divmod(step, steps_per_epoch)
+            order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(
+                p.seed * 1000 + epoch)).tolist()
+            batch = [rows[i] for i in order[k * p.batch_size:(k + 1) * p.batch_size]]
+            ids, labels, mask = _collate(batch, tok.pad_token_id or 0)
+            ts = time.perf_counter()
+            with acc.autocast():
+                loss = model(input_ids=ids.to(acc.device), attention_mask=mask.to(acc.device),
+                             labels=labels.to(acc.device)).loss
+            acc.backward(loss)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            n_tok = int(mask.sum())
+            tokens_seen += n_tok
+            store.record_train_steps(train_id, [{
+                "step": step, "epoch": step / steps_per_epoch, "loss": float(loss),
+                "lr": sched.get_last_lr()[0], "tokens": n_tok,
+                "seconds": time.perf_counter() - ts}], step)
+            if step % p.checkpoint_every == 0 or step == total:
+                save_checkpoint(step)
+            progress(step, total, "train", f"loss {float(loss):.3f}")
+    except BaseException:
+        if step and step % p.checkpoint_every:
+            save_checkpoint(step)  # a cancel keeps the work done so far
+        store.finish_train_run(train_id, "interrupted", None, None)
+        raise
+
+    # -- the adapter -------------------------------------------------------------------------------
+    acc.unwrap_model(model).save_pretrained(out_dir)
+    secs = time.perf_counter() - t0
+    timings = {"seconds": secs, "tokens": tokens_seen,
+               "tokens_per_s": tokens_seen / secs if secs else None, "device": str(acc.device)}
+    h = weights_hash(out_dir)
+    store.finish_train_run(train_id, "finished", h, timings)
+    return {"train_id": train_id, "adapter_dir": str(out_dir), "adapter_hash": h,
+            "n_examples": len(rows), "steps": total, **timings}
+
+
+def _collate(batch: list[dict], pad: int):
+    """Right-padded tensors: ids, labels (-100 on padding), attention mask."""
+    import torch
+
+    n = max(len(b["input_ids"]) for b in batch)
+    ids = torch.full((len(batch), n), pad, dtype=torch.long)
+    labels = torch.full((len(batch), n), -100, dtype=torch.long)
+    mask = torch.zeros((len(batch), n), dtype=torch.long)
+    for i, b in enumerate(batch):
+        L = len(b["input_ids"])
+        ids[i, :L] = torch.tensor(b["input_ids"])
+        labels[i, :L] = torch.tensor(b["labels"])
+        mask[i, :L] = 1
+    return ids, labels, mask
