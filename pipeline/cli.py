@@ -55,7 +55,24 @@ def _run_or_submit(ctx, kind: str, params: dict, background: bool):
         bar.close()
 
 
-@click.group()
+class _Cli(click.Group):
+    """Errors end as one clean line, never with a secret in it: a store that is busy or
+    read-only, and every message, scrubbed of the API key and URL passwords."""
+
+    def invoke(self, ctx):
+        from pipeline.redact import scrub
+        from pipeline.store import StoreBusy, StoreReadOnly
+
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as e:
+            e.message = scrub(e.message)
+            raise
+        except (StoreBusy, StoreReadOnly) as e:
+            raise click.ClickException(scrub(str(e))) from None
+
+
+@click.group(cls=_Cli)
 @click.option("--db", type=click.Path(dir_okay=False), envvar="SEI_DB",
               help="DuckDB store (default data/sei.duckdb; env SEI_DB).")
 @click.pass_context
@@ -182,8 +199,9 @@ def extract(ctx, background, **kw):
         raise click.ClickException(str(e))
     if out:
         r = next(r for r in _store(ctx).runs() if r["run_id"] == out["run_id"])
-        click.echo(f"run {r['run_id']}: {r['n_done']}/{r['n_items']} done, "
-                   f"accuracy {r['accuracy'] or 0:.1%}, {r['n_done'] - r['n_correct'] - r['n_errors']} bad cases, "
+        acc = f"{r['accuracy']:.1%}" if r["accuracy"] is not None else "-"
+        click.echo(f"run {r['run_id']}: {r['n_done']}/{r['n_items']} done, accuracy {acc}, "
+                   f"{r['n_done'] - r['n_correct'] - r['n_errors']} bad cases, "
                    f"{r['n_errors']} errors")
 
 
@@ -227,20 +245,30 @@ def bad_cases(ctx, run_id, limit, full):
               help="Instructor model (env SEI_INSTRUCTOR_MODEL); none: the offline analyzer.")
 @click.option("--base-url", default=None, envvar="OPENAI_BASE_URL")
 @click.option("--offline", is_flag=True, help="Use the offline analyzer even if configured.")
+@click.option("--timeout", "timeout_s", type=float, default=None,
+              help="Seconds per instructor request (env SEI_INSTRUCTOR_TIMEOUT_S, 60).")
+@click.option("--case-time-limit", "case_time_s", type=float, default=None,
+              help="Seconds per bad case, all retries included (env SEI_INSTRUCTOR_CASE_S, 300).")
+@click.option("--breaker-after", type=int, default=None,
+              help="Stop after this many bad cases fail in a row (default 5).")
 @click.option("--background", is_flag=True)
 @click.pass_context
-def analyze(ctx, run_id, limit, instructor_model, base_url, offline, background):
-    """Write error keyphrases for bad cases (resumable)."""
+def analyze(ctx, run_id, limit, instructor_model, base_url, offline, background, **limits):
+    """Write error keyphrases for bad cases (resumable; a rerun retries failed cases).
+    Exits non-zero, saying how many, when some bad cases failed."""
     from pipeline.instructor import InstructorError
 
     params = {"run_id": run_id, "limit": limit}
     if instructor_model and not offline:
-        params["instructor"] = {"model": instructor_model, "base_url": base_url}
+        params["instructor"] = dict({"model": instructor_model},
+                                    **{k: v for k, v in limits.items() if v is not None})
+        if base_url and base_url != os.environ.get("OPENAI_BASE_URL"):
+            params["instructor"]["base_url"] = base_url  # else read from the environment
     elif offline:
         params["instructor"] = "offline"
     try:
         out = _run_or_submit(ctx, "analyze", params, background)
-    except InstructorError as e:
+    except (InstructorError, ValueError) as e:
         raise click.ClickException(str(e))
     if out:
         a = next(a for a in _store(ctx).analyses() if a["analysis_id"] == out["analysis_id"])
@@ -466,10 +494,22 @@ def jobs_group():
 
 
 def _fmt_job(j: dict) -> str:
+    from pipeline.jobs import display_status
+
     prog = f"{j['done'] or 0}/{j['total']}" if j["total"] else "-"
     eta = f" eta {j['eta_s']:.0f}s" if j.get("eta_s") and j["status"] == "running" else ""
-    return (f"{j['job_id']:>4} {j['kind']:10} {j['status']:10} {prog:>10}{eta}  "
+    line = (f"{j['job_id']:>4} {j['kind']:10} {display_status(j):10} {prog:>10}{eta}  "
             f"{(j['step'] or '')} {(j['message'] or '')[:50]}")
+    if j["status"] == "failed" and j.get("error"):
+        line += f"\n       error: {j['error'].splitlines()[0][:200]}"
+    return line
+
+
+def _job_or_fail(ctx, job_id: int) -> dict:
+    j = _store(ctx).job(job_id)
+    if j is None:
+        raise click.ClickException(f"no job {job_id} in {_store(ctx).path}")
+    return j
 
 
 @jobs_group.command("list")
@@ -489,10 +529,8 @@ def jobs_show(ctx, job_id):
     from pipeline import jobs
 
     jobs.reap(_store(ctx))
-    j = _store(ctx).job(job_id)
-    if not j:
-        raise click.ClickException(f"no job {job_id}")
-    click.echo(json.dumps(j, default=str, indent=1))
+    j = _job_or_fail(ctx, job_id)
+    click.echo(json.dumps(dict(j, display_status=jobs.display_status(j)), default=str, indent=1))
 
 
 @jobs_group.command("cancel")
@@ -502,6 +540,7 @@ def jobs_show(ctx, job_id):
 def jobs_cancel(ctx, job_id, wait):
     from pipeline import jobs
 
+    _job_or_fail(ctx, job_id)
     j = jobs.cancel(_store(ctx), job_id, wait=wait)
     click.echo(_fmt_job(j))
 
@@ -524,8 +563,8 @@ def jobs_resume(ctx, job_id):
 @click.option("--tail", default=50, show_default=True)
 @click.pass_context
 def jobs_logs(ctx, job_id, tail):
-    j = _store(ctx).job(job_id)
-    if not j or not j["log_file"] or not Path(j["log_file"]).exists():
+    j = _job_or_fail(ctx, job_id)
+    if not j["log_file"] or not Path(j["log_file"]).exists():
         raise click.ClickException(f"no log for job {job_id}")
     lines = Path(j["log_file"]).read_text(errors="replace").splitlines()
     click.echo("\n".join(lines[-tail:]))
@@ -555,27 +594,38 @@ def jobs_submit(ctx, kind, params):
 
 @jobs_group.command("wait")
 @click.argument("job_id", type=int)
-@click.option("--timeout", default=3600.0)
+@click.option("--timeout", default=3600.0, show_default=True,
+              help="Seconds to wait; then exit 2 with the job still running.")
 @click.pass_context
 def jobs_wait(ctx, job_id, timeout):
-    """Block until a job ends, with a progress bar."""
+    """Block until a job ends, with a progress bar. Exit 0 if it succeeded, 1 if it
+    failed or was cancelled, 2 if it is still running after --timeout."""
     import time
 
     from pipeline import jobs
 
+    _job_or_fail(ctx, job_id)
+    deadline = time.monotonic() + timeout
     bar = TqdmProgress()
     while True:
         jobs.reap(_store(ctx))
         j = _store(ctx).job(job_id)
         if j["total"]:
             bar(j["done"] or 0, j["total"], j["step"] or j["kind"], j["message"] or "")
-        if j["status"] not in jobs.ACTIVE:
+        if j["status"] not in jobs.ACTIVE or time.monotonic() >= deadline:
             break
-        time.sleep(0.5)
+        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
     bar.close()
     click.echo(_fmt_job(j))
+    if j["status"] in jobs.ACTIVE:
+        click.echo(f"job {job_id} still {jobs.display_status(j)} after {timeout:g}s", err=True)
+        sys.exit(2)
     if j["status"] != "succeeded":
         sys.exit(1)
+
+
+# The SEI loop's commands live in their own module and register on `cli` and `export`.
+from pipeline import cli_loop  # noqa: E402,F401
 
 
 def main():

@@ -66,12 +66,20 @@ def extract(store: Store, dataset: str, split: str, limit: int | None = None,
     target = make_target(backend, model, adapter, base_url)
     m = manifest_for(target, dataset, split, problems, params, prompt, kind)
     run_id = m["run_id"]
-    store.upsert_run(m)
+    with store.holding_run(run_id):  # a killed run shows as interrupted, not running
+        store.upsert_run(m)
+        _run(store, run_id, m, target, problems, params, progress)
+    return run_id
+
+
+def _run(store: Store, run_id: str, m: dict, target, problems: list[dict], params: GenParams,
+         progress: Progress) -> None:
     done = store.done_pids(run_id)
     todo = [p for p in problems if p["pid"] not in done]
     total = len(problems)
     progress(len(done), total, "extract", f"run {run_id}: {len(todo)} to do")
     if todo:
+        progress(len(done), total, "extract", "loading the target model")
         target.load()
     tmpl = m["prompt_text"]
     n_done = len(done)
@@ -104,4 +112,3 @@ def extract(store: Store, dataset: str, split: str, limit: int | None = None,
     errors = store.scalar("SELECT count(*) FROM generations WHERE run_id = ? AND error IS NOT NULL",
                           [run_id])
     store.finish_run(run_id, "finished" if not errors else "finished_with_errors")
-    return run_id

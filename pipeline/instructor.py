@@ -2,11 +2,16 @@
 endpoint: GPT-4o, vLLM, llama.cpp's server).
 
 - JSON replies are validated against a schema; an invalid reply gets a repair turn.
-- 429, 5xx, timeouts and connection errors are retried with exponential backoff.
+- Any exception from a call or from reading its reply (429, 5xx, timeouts, connection
+  errors, a reply without choices, a cut body) is a failed attempt: logged, then retried
+  with exponential backoff; a 4xx other than 408/409/429 is not retried. A request has a
+  timeout (`timeout_s`), a bad case a time limit for all its attempts (`case_time_s`), and
+  keyphrases.analyze stops after `breaker_after` consecutive failed cases.
 - Replies are cached in the store by (endpoint, model, messages, parameters, schema):
   a re-run costs nothing and gives the same result.
 - Every call, cached or not, failed or not, is logged in `llm_calls`.
-The API key is read from OPENAI_API_KEY only; it is never stored or printed.
+The API key is read from OPENAI_API_KEY only; it is never stored or printed, and every
+error text is scrubbed of it (and of user:password in URLs) before it is logged or raised.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 
 import jsonschema
 
+from pipeline.redact import scrub
 from pipeline.store import Store
 
 PROMPTS = Path(__file__).parent / "prompts"
@@ -53,23 +59,67 @@ def parse_json(text: str) -> dict:
     raise json.JSONDecodeError("no JSON object in reply", t, 0)
 
 
+def _env_float(name: str, default: float) -> float:
+    v = os.environ.get(name)
+    try:
+        return float(v) if v else default
+    except ValueError:
+        raise InstructorError(f"{name}={v!r} is not a number of seconds") from None
+
+
+class BadReply(RuntimeError):
+    """A reply that is not a usable chat completion (no choices, no content ...)."""
+
+
+def reply_text(r) -> str:
+    """The content of a chat completion, or BadReply saying what is missing."""
+    choices = getattr(r, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        raise BadReply(f"reply has no choices ({type(r).__name__}: {str(r)[:120]!r})")
+    msg = getattr(choices[0], "message", None)
+    content = getattr(msg, "content", None)
+    if not isinstance(content, str):
+        raise BadReply("reply has no message content "
+                       f"(finish_reason={getattr(choices[0], 'finish_reason', None)!r})")
+    return content
+
+
+def _retryable(e: Exception) -> bool:
+    """Every failure is retried except a 4xx other than 408/409/429 (a wrong key, model
+    or request will not heal by asking again)."""
+    import openai
+
+    if isinstance(e, openai.APIStatusError):
+        return not (400 <= e.status_code < 500) or e.status_code in (408, 409, 429)
+    return True
+
+
 @dataclass
 class Instructor:
     model: str
     base_url: str | None = None
-    timeout_s: float = 60.0
+    # seconds per request (env SEI_INSTRUCTOR_TIMEOUT_S)
+    timeout_s: float = field(default_factory=lambda: _env_float("SEI_INSTRUCTOR_TIMEOUT_S", 60))
+    # seconds per bad case, all attempts, backoffs and repair turns (SEI_INSTRUCTOR_CASE_S)
+    case_time_s: float = field(default_factory=lambda: _env_float("SEI_INSTRUCTOR_CASE_S", 300))
     max_retries: int = 4
     backoff_s: float = 1.0
     repair_turns: int = 1
     temperature: float = 0.0
     max_tokens: int = 256
     json_mode: bool = True  # response_format=json_object (OpenAI, vLLM, llama.cpp)
+    breaker_after: int = 5  # consecutive failed cases that stop an analysis
     _client: object = field(default=None, repr=False)
+
+    def __post_init__(self):
+        # The same endpoint the OpenAI client itself would fall back to, so that names,
+        # cache keys and logs say where the calls really go.
+        self.base_url = self.base_url or os.environ.get("OPENAI_BASE_URL") or None
 
     @property
     def name(self) -> str:
         host = self.base_url or "api.openai.com"
-        return f"openai:{self.model}@{host}"
+        return scrub(f"openai:{self.model}@{host}")
 
     def client(self):
         if self._client is None:
@@ -92,42 +142,48 @@ class Instructor:
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def _call(self, store: Store, messages: list[dict], purpose: str, key: str) -> str:
-        """One chat completion with retries; every attempt is logged."""
-        import openai
+    def _log(self, store: Store, key: str, purpose: str, messages: list[dict], t0: float | None,
+             reply=None, parsed=None, usage=None, error: str | None = None) -> None:
+        store.log_llm_call(key, self.model, self.base_url, purpose, messages, self.params(),
+                           reply, parsed, getattr(usage, "prompt_tokens", None),
+                           getattr(usage, "completion_tokens", None),
+                           None if t0 is None else time.perf_counter() - t0, error)
 
-        retryable = (openai.RateLimitError, openai.InternalServerError,
-                     openai.APIConnectionError, openai.APITimeoutError)
-        last = None
+    def _call(self, store: Store, messages: list[dict], purpose: str, key: str,
+              deadline: float) -> str:
+        """One chat completion with retries. Any exception from the call or from reading
+        its reply is a failed attempt: logged (scrubbed), then retried per policy."""
+        last = "no attempt made"
         for attempt in range(self.max_retries + 1):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise InstructorError(f"{self.name}: time limit per case ({self.case_time_s:g}s)"
+                                      f" reached after {attempt} attempt(s); last: {last}")
             t0 = time.perf_counter()
             try:
-                r = self.client().chat.completions.create(model=self.model, messages=messages,
-                                                          **self.params())
-            except retryable as e:
-                last = e
-                store.log_llm_call(key, self.model, self.base_url, purpose, messages,
-                                   self.params(), None, None, None, None,
-                                   time.perf_counter() - t0, f"{type(e).__name__}: {e}")
+                r = self.client().with_options(timeout=min(self.timeout_s, left)) \
+                    .chat.completions.create(model=self.model, messages=messages,
+                                             **self.params())
+                text = reply_text(r)
+            except Exception as e:
+                last = scrub(f"{type(e).__name__}: {e}")[:2000]
+                self._log(store, key, purpose, messages, t0, error=last)
+                if not _retryable(e):
+                    raise InstructorError(f"{self.name}: {last}") from None
                 if attempt < self.max_retries:
-                    time.sleep(self.backoff_s * 2 ** attempt)
+                    time.sleep(max(0.0, min(self.backoff_s * 2 ** attempt,
+                                            deadline - time.monotonic())))
                 continue
-            except openai.APIError as e:  # 4xx other than 429: not worth retrying
-                store.log_llm_call(key, self.model, self.base_url, purpose, messages,
-                                   self.params(), None, None, None, None,
-                                   time.perf_counter() - t0, f"{type(e).__name__}: {e}")
-                raise InstructorError(f"{self.name}: {type(e).__name__}: {e}") from e
-            text = r.choices[0].message.content or ""
-            u = r.usage
-            store.log_llm_call(key, self.model, self.base_url, purpose, messages, self.params(),
-                               text, None, u.prompt_tokens if u else None,
-                               u.completion_tokens if u else None, time.perf_counter() - t0, None)
+            self._log(store, key, purpose, messages, t0, reply=text,
+                      usage=getattr(r, "usage", None))
             return text
         raise InstructorError(f"{self.name}: gave up after {self.max_retries + 1} attempts: "
-                              f"{type(last).__name__}: {last}")
+                              f"{last}")
 
     def ask_json(self, store: Store, prompt: str, schema: dict, purpose: str) -> dict:
-        """Ask for a JSON object that validates against `schema` (cached)."""
+        """Ask for a JSON object that validates against `schema` (cached), within
+        `case_time_s` for all attempts and repair turns together."""
+        deadline = time.monotonic() + self.case_time_s
         messages = [{"role": "user", "content": prompt}]
         key = self.cache_key(messages, schema)
         hit = store.llm_cache_get(key)
@@ -137,18 +193,20 @@ class Instructor:
             return hit["parsed"]
         convo = list(messages)
         for turn in range(self.repair_turns + 1):
-            text = self._call(store, convo, purpose, key)
+            text = self._call(store, convo, purpose, key, deadline)
             try:
                 parsed = parse_json(text)
                 jsonschema.validate(parsed, schema)
-            except (json.JSONDecodeError, jsonschema.ValidationError) as e:
-                problem = e.msg if isinstance(e, json.JSONDecodeError) else e.message
-                store.log_llm_call(key, self.model, self.base_url, purpose, convo, self.params(),
-                                   text, None, None, None, None, f"invalid reply: {problem}")
+            except Exception as e:  # cut, deep, wrong-shaped or schema-less: all invalid
+                problem = scrub(e.msg if isinstance(e, json.JSONDecodeError) else
+                                e.message if isinstance(e, jsonschema.ValidationError) else
+                                f"{type(e).__name__}: {e}")[:500]
+                self._log(store, key, purpose, convo, None, reply=text,
+                          error=f"invalid reply: {problem}")
                 if turn == self.repair_turns:
-                    snippet = text.strip().replace("\n", " ")[:120]
+                    snippet = scrub(text.strip().replace("\n", " ")[:120])
                     raise InstructorError(f"{self.name}: reply is not valid JSON for the schema "
-                                          f"({problem}): {snippet!r}") from e
+                                          f"({problem}): {snippet!r}") from None
                 convo = convo + [
                     {"role": "assistant", "content": text},
                     {"role": "user", "content": "That reply was not valid: "
@@ -160,12 +218,12 @@ class Instructor:
         raise AssertionError("unreachable")
 
     def ping(self) -> str | None:
-        """None if the endpoint answers a model listing, else the reason."""
+        """None if the endpoint answers a model listing, else the reason (scrubbed)."""
         try:
             self.client().with_options(timeout=5.0).models.list()
             return None
         except Exception as e:
-            return f"{type(e).__name__}: {e}"
+            return scrub(f"{type(e).__name__}: {e}")
 
 
 def from_env() -> Instructor | None:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from pipeline import config
 from pipeline.stages import HEAVY, STAGES, run_stage
+from pipeline.redact import ScrubFilter, has_credentials, scrub
 from pipeline.store import Store
 
 ACTIVE = ("queued", "running")
@@ -60,8 +61,21 @@ def alive(job: dict) -> bool:
     return bool(job.get("pid")) and _proc_start(job["pid"]) == job.get("pid_start")
 
 
+def log_dir(store: Store) -> Path:
+    """Job logs of one store: a folder of its own (two stores side by side in one folder
+    would otherwise both write jobs/job-1.log)."""
+    return config.jobs_dir(store.path) / store.path.stem
+
+
+def display_status(job: dict) -> str:
+    """The status to show: 'cancelling' between a cancel request and the job's end."""
+    if job["status"] in ACTIVE and job.get("cancel_requested"):
+        return "cancelling"
+    return job["status"]
+
+
 def _spawn(store: Store, job_id: int) -> int:
-    log_file = config.jobs_dir(store.path) / f"job-{job_id}.log"
+    log_file = log_dir(store) / f"job-{job_id}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, SEI_DB=str(store.path.resolve()), PYTHONUNBUFFERED="1")
     with open(log_file, "ab") as out:
@@ -81,6 +95,10 @@ def submit(store: Store, kind: str, params: dict | None = None) -> int:
     params = params or {}
     json.dumps(params)  # parameters must be data
     job_id = store.job_insert(kind, params, kind in HEAVY)
+    if has_credentials(json.dumps(params)):
+        raise ValueError("job parameters are stored, so they cannot carry user:password; "
+                         "put the endpoint in OPENAI_BASE_URL and the key in OPENAI_API_KEY "
+                         "(read from the environment, never stored)")
     _spawn(store, job_id)
     return job_id
 
@@ -92,7 +110,8 @@ def cancel(store: Store, job_id: int, wait: float = 0.0) -> dict:
         raise KeyError(f"no job {job_id}")
     if job["status"] not in ACTIVE:
         return job
-    store.job_update(job_id, cancel_requested=True, cancel_at="now")
+    store.job_update(job_id, cancel_requested=True, cancel_at="now",
+                     message="cancelling: stops at its next safe point")
     if alive(job):
         try:
             os.kill(job["pid"], signal.SIGTERM)
@@ -169,6 +188,8 @@ def resume(store: Store, job_id: int) -> int:
 
 def wait(store: Store, job_id: int, timeout: float = 600, poll: float = 0.5) -> dict:
     deadline = time.monotonic() + timeout
+    if store.job(job_id) is None:
+        raise KeyError(f"no job {job_id}")
     while time.monotonic() < deadline:
         reap(store)
         job = store.job(job_id)
@@ -242,6 +263,8 @@ def _wait_heavy_slot(store: Store, w: _Worker):
 def run_worker(job_id: int) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stdout)
+    for h in logging.getLogger().handlers:
+        h.addFilter(ScrubFilter())
     store = Store()
     job = store.job(job_id)
     if job is None:
@@ -279,7 +302,7 @@ def run_worker(job_id: int) -> int:
         return 0
     except Exception as e:
         w.stop.set()
-        tb = traceback.format_exc()
+        tb = scrub(traceback.format_exc())  # an error text may quote a key or a URL
         log.error("job %s failed:\n%s", job_id, tb)
         store.job_update(job_id, ACTIVE, status="failed", finished_at="now",
                          error=f"{type(e).__name__}: {e}")

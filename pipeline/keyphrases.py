@@ -9,6 +9,7 @@ import json
 
 from pipeline import analyzer as offline
 from pipeline.instructor import Instructor, InstructorError, from_env, load_prompt
+from pipeline.redact import scrub
 from pipeline.store import Store
 
 PROMPT = "keyphrases_v1"
@@ -32,10 +33,31 @@ def instructor_phrases(ins: Instructor, store: Store, case: dict) -> list[dict]:
     return [{"text": t.strip(), "evidence": None} for t in reply["keyphrases"] if t.strip()][:3]
 
 
+class AnalysisIncomplete(InstructorError):
+    """Some bad cases failed (or were not tried after the circuit breaker opened); the
+    others' keyphrases are stored and a rerun retries only the failed ones."""
+
+    def __init__(self, analysis_id: str, failed: int, todo: int, not_tried: int, last: str,
+                 streak: int = 0):
+        self.analysis_id, self.failed, self.todo, self.not_tried = \
+            analysis_id, failed, todo, not_tried
+        breaker = (f"; circuit breaker opened after {streak} failed cases in a row, "
+                   f"{not_tried} not tried" if not_tried else "")
+        super().__init__(
+            f"analysis {analysis_id}: {failed} of {todo} bad cases failed{breaker}; "
+            f"{todo - failed - not_tried} done. Errors are in analysis_done.error and "
+            f"llm_calls; run it again to retry only those. Last error: {last}")
+
+
 def analyze(store: Store, run_id: str | None = None,
             instructor: dict | Instructor | str | None = None,
             limit: int | None = None, progress=_noop) -> str:
-    """Write keyphrases for bad cases (of one run, or all). Returns the analysis id."""
+    """Write keyphrases for bad cases (of one run, or all). Returns the analysis id.
+
+    Any exception while analysing one case is that case's failure: recorded (scrubbed)
+    in analysis_done.error and retried by the next run; the analysis goes on, unless
+    `breaker_after` cases in a row fail (the endpoint is down or refusing us). If any
+    case failed, AnalysisIncomplete says how many, after the others are stored."""
     if isinstance(instructor, dict):
         instructor = Instructor(**instructor)
     # None: the configured instructor if any; "offline": the offline analyzer regardless.
@@ -52,7 +74,9 @@ def analyze(store: Store, run_id: str | None = None,
     max_tokens = {r["run_id"]: json.loads(r["gen_params"] or "{}").get("max_new_tokens")
                   for r in store.rows("SELECT run_id, gen_params FROM runs")}
     progress(len(cases) - len(todo), len(cases), "analyze", f"{name}: {len(todo)} to do")
-    failures = 0
+    failures = streak = 0
+    last = ""
+    breaker = ins.breaker_after if ins else 0
     for i, c in enumerate(todo):
         try:
             if ins:
@@ -61,14 +85,20 @@ def analyze(store: Store, run_id: str | None = None,
                 phrases = offline.analyze(c["question"], c["solution"] or "", c["answer"],
                                           c["output"] or "", c["pred"], c["completion_tokens"],
                                           max_tokens.get(c["run_id"]))
-            store.record_keyphrases(aid, c["case_id"], name, phrases)
-        except InstructorError as e:  # recorded, retried on resume; the run goes on
+        except Exception as e:  # recorded, retried on resume; the analysis goes on
             failures += 1
+            streak += 1
+            last = scrub(str(e) if isinstance(e, InstructorError) else
+                         f"{type(e).__name__}: {e}")[:2000]
             store.record_keyphrases(aid, c["case_id"], name, [],
-                                    error=f"bad case {c['case_id']}: {e}")
+                                    error=f"bad case {c['case_id']}: {last}")
+        else:
+            streak = 0
+            store.record_keyphrases(aid, c["case_id"], name, phrases)
         progress(len(cases) - len(todo) + i + 1, len(cases), "analyze",
                  f"{failures} failed" if failures else "")
-    if failures and failures == len(todo):
-        raise InstructorError(f"all {failures} bad cases failed; see llm_calls and "
-                              "analysis_done.error")
+        if breaker and streak >= breaker and i + 1 < len(todo):
+            raise AnalysisIncomplete(aid, failures, len(todo), len(todo) - i - 1, last, streak)
+    if failures:
+        raise AnalysisIncomplete(aid, failures, len(todo), 0, last)
     return aid

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import duckdb
 
 from pipeline import config
+from pipeline.redact import scrub
 
 LOCK_TIMEOUT = float(os.environ.get("SEI_LOCK_TIMEOUT", "60"))
 
@@ -155,6 +156,10 @@ class StoreBusy(RuntimeError):
     """The store stayed locked by another process for longer than LOCK_TIMEOUT."""
 
 
+class StoreReadOnly(RuntimeError):
+    """The store cannot be written by this user; reading it still works."""
+
+
 def _transient(exc: Exception) -> bool:
     return any(m in str(exc) for m in _TRANSIENT)
 
@@ -174,9 +179,16 @@ class Store:
 
     # -- connections -------------------------------------------------------------
 
+    def _writable(self) -> bool:
+        p = self.path if self.path.exists() else self.path.parent
+        return os.access(p, os.W_OK) and os.access(self.path.parent, os.W_OK)
+
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + LOCK_TIMEOUT
         delay = 0.005
+        if not read_only and not self._writable():
+            raise StoreReadOnly(f"{self.path} is read-only for this user; reading works, but "
+                                "this needs to write (use a copy, or --db/SEI_DB elsewhere)")
         while True:
             try:
                 return duckdb.connect(str(self.path), read_only=read_only)
@@ -190,7 +202,22 @@ class Store:
                 delay = min(delay * 1.6, 0.25)
 
     def migrate(self) -> int:
-        """Bring the file to SCHEMA_VERSION. Idempotent; returns the version."""
+        """Bring the file to SCHEMA_VERSION. Idempotent; returns the version. A store that
+        is current is only opened read-only (so one the user cannot write still opens)."""
+        if self.path.exists():
+            con = self._open(read_only=True)
+            try:
+                has = con.execute("SELECT count(*) FROM information_schema.tables "
+                                  "WHERE table_name = 'schema_version'").fetchall()[0][0]
+                current = has and con.execute(
+                    "SELECT max(version) FROM schema_version").fetchall()[0][0] or 0
+            finally:
+                con.close()
+            if current == SCHEMA_VERSION:
+                return current
+            if current < SCHEMA_VERSION and not self._writable():
+                raise StoreReadOnly(f"{self.path} has schema v{current} and needs migrating to "
+                                    f"v{SCHEMA_VERSION}, but it is read-only for this user")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = self._open(read_only=False)
         try:
@@ -388,7 +415,8 @@ class Store:
                 "prompt_tokens", "completion_tokens", "latency_s", "error"]
         vals = []
         for it in items:
-            row = dict(it, run_id=run_id, judge=json.dumps(it.get("judge") or {}))
+            row = dict(it, run_id=run_id, judge=json.dumps(it.get("judge") or {}),
+                       error=scrub(it.get("error")))
             vals.append([row.get(c) for c in cols])
         with self.write() as con:
             con.executemany(
@@ -409,11 +437,47 @@ class Store:
                    count(g.pid) FILTER (WHERE g.error IS NOT NULL) AS n_errors,
                    count(g.pid) FILTER (WHERE g.correct) AS n_correct,
                    avg(CASE WHEN g.correct THEN 1.0 ELSE 0.0 END)
-                       FILTER (WHERE g.error IS NULL) AS accuracy
+                       FILTER (WHERE g.pid IS NOT NULL AND g.error IS NULL) AS accuracy
             FROM runs r LEFT JOIN generations g USING (run_id)
             WHERE (? IS NULL OR r.kind = ?)
             GROUP BY ALL ORDER BY r.created_at"""
-        return self.rows(sql, [kind, kind])
+        rows = self.rows(sql, [kind, kind])
+        for r in rows:  # 'running' with nobody working on it: killed or crashed mid-way
+            if r["status"] == "running" and not self.run_held(r["run_id"]):
+                r["status"] = "interrupted"
+        return rows
+
+    def run_lock_path(self, run_id: str) -> Path:
+        return config.jobs_dir(self.path) / self.path.stem / "runs" / f"{run_id}.lock"
+
+    @contextmanager
+    def holding_run(self, run_id: str) -> Iterator[None]:
+        """Held (an flock) while a process works on a run, so that a run left 'running'
+        by a killed process shows as interrupted, and two processes never run one run."""
+        import fcntl
+
+        p = self.run_lock_path(run_id)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ValueError(f"run {run_id} is already running in another process") \
+                    from None
+            yield
+
+    def run_held(self, run_id: str) -> bool:
+        import fcntl
+
+        try:
+            with open(self.run_lock_path(run_id)) as fh:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                return False
+        except OSError:  # no lock file: nobody ever held it here
+            return False
 
     def run(self, run_id: str) -> dict | None:
         return self.one("SELECT * FROM runs WHERE run_id = ?", [run_id])
@@ -453,6 +517,17 @@ class Store:
             raise ValueError(table)
         return self.scalar(f"SELECT count(*) FROM {table}")
 
+    def find_text(self, needle: str) -> list[str]:
+        """Every table.column whose text holds `needle` (for checking that no secret
+        reached the store)."""
+        with self.read() as con:
+            cols = con.execute(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE data_type IN ('VARCHAR', 'JSON') AND table_schema = 'main'").fetchall()
+            return [f"{t}.{c}" for t, c in cols if con.execute(
+                f'SELECT count(*) FROM "{t}" WHERE contains("{c}"::VARCHAR, ?)',
+                [needle]).fetchall()[0][0]]
+
     # -- jobs ------------------------------------------------------------------------------
 
     JOB_FIELDS = ("kind", "params", "heavy", "status", "done", "total", "step", "message",
@@ -479,6 +554,8 @@ class Store:
                 sets.append(f"{k} = current_timestamp")
                 continue
             sets.append(f"{k} = ?")
+            if k in ("error", "message"):  # error texts never carry a secret
+                v = scrub(v)
             vals.append(json.dumps(v) if k in ("params", "result") else v)
         sql = f"UPDATE jobs SET {', '.join(sets)} WHERE job_id = ?"
         vals.append(job_id)
@@ -525,9 +602,10 @@ class Store:
                 "INSERT INTO llm_calls (cache_key, model, base_url, purpose, messages, params, "
                 "reply, parsed, prompt_tokens, completion_tokens, latency_s, error, cached) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [cache_key, model, base_url, purpose, json.dumps(messages), json.dumps(params),
-                 reply, json.dumps(parsed) if parsed is not None else None, prompt_tokens,
-                 completion_tokens, latency_s, error, cached])
+                [cache_key, model, scrub(base_url), purpose, scrub(json.dumps(messages)),
+                 json.dumps(params), scrub(reply),
+                 json.dumps(parsed) if parsed is not None else None, prompt_tokens,
+                 completion_tokens, latency_s, scrub(error), cached])
 
     def llm_cache_get(self, key: str) -> dict | None:
         r = self.one("SELECT reply, parsed FROM llm_cache WHERE cache_key = ?", [key])
@@ -575,7 +653,7 @@ class Store:
                             "analyzer) VALUES (?, ?, ?, ?, ?, ?)",
                             [case_id, analysis_id, rank, p["text"], p.get("evidence"), analyzer])
             con.execute("INSERT OR REPLACE INTO analysis_done VALUES (?, ?, ?)",
-                        [analysis_id, case_id, error])
+                        [analysis_id, case_id, scrub(error)])
 
     def record_keyphrases_bulk(self, analysis_id: str, analyzer: str,
                                items: list[tuple[int, list[dict]]]) -> None:
