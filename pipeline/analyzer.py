@@ -162,6 +162,15 @@ def _snip(text: str, at: int, width: int = 60) -> str:
     return " ".join(text[max(0, at - 10):at + width].split())
 
 
+def evidence_span(output: str, evidence: str) -> tuple[int, int] | None:
+    """Where a keyphrase's evidence (a whitespace-collapsed snippet) sits in the output."""
+    words = (evidence or "").split()
+    if not words:
+        return None
+    m = re.search(r"\s+".join(map(re.escape, words)), output or "")
+    return (m.start(), m.end()) if m else None
+
+
 # -- checks ------------------------------------------------------------------------------
 
 def _repetition(output: str) -> tuple[str, int] | None:

@@ -426,13 +426,53 @@ def types_undo(ctx, edit_id):
     click.echo(f"edit {_edit(taxonomy.undo, _store(ctx), edit_id, author='cli')}")
 
 
+@types.command("redo")
+@click.pass_context
+def types_redo(ctx):
+    """Take back the latest undo."""
+    from pipeline import taxonomy
+
+    click.echo(f"edit {_edit(taxonomy.redo, _store(ctx), author='cli')}")
+
+
+@types.command("clusterings")
+@click.pass_context
+def types_clusterings(ctx):
+    """Every clustering; the current one marked, held ones (made from fewer bad cases than
+    the current one covers, waiting for `sei types use`) flagged."""
+    from pipeline import taxonomy
+
+    s = _store(ctx)
+    cur = taxonomy.current_clustering(s)
+    for c in s.clusterings():
+        held = (c["diff"] or {}).get("held")
+        mark = "*" if cur and c["clustering_id"] == cur["clustering_id"] else " "
+        note = f"  [held: {held['n_cases']} of {held['current_cases']} cases]" if held else ""
+        click.echo(f"{mark} {c['clustering_id']}  {c['created_at']:%Y-%m-%d %H:%M:%S}  "
+                   f"{c['method']:8} {c['n_points']:>6} kp {c['n_clusters']:>4} clusters{note}")
+
+
+@types.command("use")
+@click.argument("clustering_id")
+@click.pass_context
+def types_use(ctx, clustering_id):
+    """Make a clustering current (an edit: `sei types undo` switches back)."""
+    from pipeline import taxonomy
+
+    click.echo(f"edit {_edit(taxonomy.use_clustering, _store(ctx), clustering_id, author='cli')}")
+
+
 @types.command("log")
 @click.pass_context
 def types_log(ctx):
-    """The edit log."""
-    for e in _store(ctx).edits():
-        click.echo(f"{e['edit_id']:>4} {e['created_at']:%Y-%m-%d %H:%M:%S} {e['op']:9} "
-                   f"{json.dumps(e['payload'])[:90]}  ({e['author'] or ''})")
+    """The edit log, oldest first, one sentence per edit (undone ones marked)."""
+    from pipeline import taxonomy
+
+    for e in reversed(taxonomy.edit_log(_store(ctx))):
+        flag = "" if e["in force"] else "  [undone]"
+        by = f"  ({e['by']})" if e["by"] else ""
+        click.echo(f"{e['edit']:>4} {e['at']:%Y-%m-%d %H:%M:%S} {e['what']}"
+                   f"{by}{flag}")
 
 
 @types.command("retitle")
@@ -455,17 +495,17 @@ def export():
 @click.option("--out", "-o", "out", type=click.Path(dir_okay=False), required=True)
 @click.pass_context
 def export_types(ctx, fmt, out):
-    """Current error types with their members (keyphrases and bad cases)."""
+    """Current error types with their members: keyphrases, and each bad case's question,
+    model output and keyphrases of that type."""
     import pandas as pd
 
-    tax = _tax(ctx)
-    by = {p["kp_id"]: p for p in tax.points}
-    rows = [{"type_id": t.type_id, "title": t.title, "description": t.description,
-             "titled_by": t.titled_by, "excluded": t.excluded, "share": t.share,
-             "n_cases": t.n_cases, "clustering_id": tax.clustering["clustering_id"],
-             "members": [{"kp_id": k, "text": by[k]["text"], "case_id": by[k]["case_id"],
-                          "excluded": by[k]["excluded"]} for k in t.members]}
-            for t in tax.visible_types()]
+    from pipeline import taxonomy
+
+    s = _store(ctx)
+    tax = taxonomy.current(s)
+    if tax.clustering is None:
+        raise click.ClickException("no clustering yet: run `sei cluster`")
+    rows = taxonomy.export_rows(s, tax)
     if fmt == "jsonl":
         with open(out, "w") as f:
             for r in rows:

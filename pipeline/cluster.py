@@ -82,13 +82,35 @@ def umap_project(x: np.ndarray, dims: int, p: ClusterParams) -> np.ndarray:
         return reducer.fit_transform(x)
 
 
+def align_to(xy: np.ndarray, uniq: list[str], before: dict[str, tuple[float, float]]
+             ) -> np.ndarray:
+    """Draw a new layout in the previous one's frame: the rotation, scale and shift that
+    best fit the texts both maps share (orthogonal Procrustes). A seeded layout from the
+    same neighbours then lands exactly where it was, and a new one keeps its orientation.
+    (Starting UMAP from the previous layout moved points further: mean displacement 3.2
+    vs 0.0 with the same parameters, 2.2 vs 2.0 with other ones, on the test store's map
+    whose coordinates spread 4.0 (std).) Unchanged when fewer than 5 or half of the texts
+    are shared."""
+    known = np.array([t in before for t in uniq])
+    if known.sum() < max(5, 0.5 * len(uniq)):
+        return xy
+    prev = np.array([before[t] for t, k in zip(uniq, known) if k], dtype=float)
+    my, mt = xy[known].mean(0), prev.mean(0)
+    a, b = xy[known] - my, prev - mt
+    u, sv, vt = np.linalg.svd(a.T @ b)
+    return (xy - my) @ (u @ vt) * (sv.sum() / ((a ** 2).sum() or 1.0)) + mt
+
+
 def embed_and_map(store: Store, texts: list[str], p: ClusterParams, timings: dict,
-                  progress=_noop) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  progress=_noop, before: dict[str, tuple[float, float]] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Embeddings, 2-D map coordinates and clustering coordinates for each text.
 
     Identical keyphrases have identical embeddings: each distinct text is embedded and
     mapped once (duplicates would also distort UMAP's neighbour graph), then every point
-    is placed at its text's position; HDBSCAN's density still counts every point."""
+    is placed at its text's position; HDBSCAN's density still counts every point.
+    `before` (text -> previous map position): the new map is drawn in the previous one's
+    frame, so points stay where the user last saw them."""
     t0 = time.perf_counter()
     uniq = list(dict.fromkeys(texts))
     where = {t: i for i, t in enumerate(uniq)}
@@ -101,6 +123,8 @@ def embed_and_map(store: Store, texts: list[str], p: ClusterParams, timings: dic
     progress(1, 4, "cluster", f"UMAP of {len(uniq)} points")
     t = time.perf_counter()
     xyu = umap_project(xu, 2, p)
+    if before:
+        xyu = align_to(xyu, uniq, before)
     zu = xyu if p.cluster_dims <= 2 else umap_project(xu, p.cluster_dims, p)
     timings["umap_s"] = time.perf_counter() - t
     return xu[idx], xyu[idx], zu[idx]
@@ -122,7 +146,10 @@ def labels_for(z: np.ndarray, p: ClusterParams) -> tuple[np.ndarray, np.ndarray]
 
 
 def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str | None = None,
-            instructor=None, progress=_noop) -> dict:
+            instructor=None, progress=_noop, make_current: bool | None = None) -> dict:
+    """Cluster an analysis's keyphrases into error types. The result becomes the current
+    clustering unless it covers fewer bad cases than the current one (or make_current is
+    False): then it is held (diff["held"]) until someone makes it current."""
     p = params or ClusterParams()
     aid = analysis_id or store.latest_analysis()
     if aid is None:
@@ -132,7 +159,10 @@ def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str 
         raise ValueError(f"analysis {aid} has {len(kps)} keyphrases; need at least "
                          f"{max(5, p.min_cluster_size)} to cluster")
     timings: dict = {}
-    x, xy, z = embed_and_map(store, [k["text"] for k in kps], p, timings, progress)
+    prev = taxonomy.current_clustering(store)
+    prev_pts = store.cluster_points(prev["clustering_id"]) if prev else []
+    before = {r["text"]: (r["x"], r["y"]) for r in prev_pts}
+    x, xy, z = embed_and_map(store, [k["text"] for k in kps], p, timings, progress, before)
     progress(2, 4, "cluster", p.method)
     t = time.perf_counter()
     lab, prob = labels_for(z, p)
@@ -140,9 +170,7 @@ def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str 
     progress(3, 4, "cluster", "matching types")
 
     ids = [k["kp_id"] for k in kps]
-    prev = store.latest_clustering()
-    prev_base = ({r["kp_id"]: r["type_id"] for r in store.cluster_points(prev["clustering_id"])}
-                 if prev else {})
+    prev_base = {r["kp_id"]: r["type_id"] for r in prev_pts}
     emb = dict(zip(ids, x))
     assign, diff = taxonomy.match(prev_base, dict(zip(ids, map(int, lab))), emb)
     new_clusters = [c for c, tid in assign.items() if tid is None]
@@ -161,13 +189,19 @@ def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str 
         new_types.append({"type_id": assign[c], "title": title, "description": desc,
                           "titled_by": by})
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    key = hashlib.sha256(json.dumps([aid, asdict(p), stamp]).encode()).hexdigest()[:6]
+    key = hashlib.sha256(json.dumps([aid, asdict(p), time.time_ns()]).encode()).hexdigest()[:6]
     meta = {"clustering_id": f"cl-{stamp}-{key}", "analysis_id": aid, "method": p.method,
             "params": asdict(p), "seed": p.seed, "embed_model": MODEL_NAME,
             "n_points": len(ids), "n_clusters": int(len(set(lab) - {-1})),
             "timings": timings, "diff": diff, "code_version": config.code_version(),
             "previous": prev["clustering_id"] if prev else None}
     meta["diff"]["previous"] = meta["previous"]
+    old_cases = {r["case_id"] for r in prev_pts}
+    new_cases = {k["case_id"] for k in kps}
+    if prev and (make_current is False or (make_current is None and not new_cases >= old_cases)):
+        meta["diff"]["held"] = {"n_cases": len(new_cases), "current_cases": len(old_cases),
+                                "shared_cases": len(new_cases & old_cases),
+                                "current": prev["clustering_id"]}
     points = [{"kp_id": i, "x": float(a), "y": float(b), "cluster": int(l),
                "type_id": assign.get(int(l)) if l >= 0 else None, "prob": float(pr)}
               for i, (a, b), l, pr in zip(ids, xy, lab, prob)]

@@ -701,6 +701,18 @@ class Store:
 
     # -- clusterings and error types ------------------------------------------------------------
 
+    def bad_case(self, case_id: int) -> dict | None:
+        """One bad case with its problem, output and grading."""
+        rows = self.rows("""
+            SELECT b.case_id, b.run_id, b.dataset, b.split, b.pid, p.question, p.solution,
+                   p.answer, g.output, g.pred, g.judge, g.completion_tokens, r.model_id
+            FROM bad_cases b
+            JOIN problems p USING (dataset, split, pid)
+            JOIN generations g USING (run_id, dataset, split, pid)
+            JOIN runs r USING (run_id)
+            WHERE b.case_id = ?""", [case_id])
+        return rows[0] if rows else None
+
     def save_clustering(self, meta: dict, points: list[dict], new_types: list[dict]) -> None:
         """A clustering with its points and the error types it created, all or nothing."""
         with self.write() as con:

@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.store import Store
 
-OPS = ("rename", "describe", "merge", "split", "move", "exclude", "include", "undo")
+OPS = ("rename", "describe", "merge", "split", "move", "exclude", "include", "undo", "use")
 
 
 @dataclass
@@ -45,20 +45,68 @@ class Taxonomy:
         return sorted(ts, key=lambda t: (t.excluded, -t.share, t.type_id))
 
 
-def active_edits(edits: list[dict]) -> list[dict]:
-    """Edits not undone. An undo names an edit id; undoing an undo restores it."""
+def undone_ids(edits: list[dict]) -> set[int]:
+    """Ids of edits taken back. An undo names an edit id; undoing an undo restores it."""
     undone: set[int] = set()
     for e in reversed(edits):  # later undos decide about earlier edits
         if e["edit_id"] in undone:
             continue
         if e["op"] == "undo":
             undone.add(e["payload"]["edit_id"])
+    return undone
+
+
+def active_edits(edits: list[dict]) -> list[dict]:
+    """Edits not undone (undos themselves left out)."""
+    undone = undone_ids(edits)
     return [e for e in edits if e["edit_id"] not in undone and e["op"] != "undo"]
 
 
 def current(store: Store, clustering_id: str | None = None) -> Taxonomy:
+    """The taxonomy in force: the current clustering (or the one named) folded with the
+    edit log."""
     with store.read():  # one connection for all the reads below
         return _current(store, clustering_id)
+
+
+# -- which clustering is current -------------------------------------------------------------
+# A clustering becomes current when it is made, unless it covers fewer bad cases than the
+# current one (a quick start on 8 problems must not replace a curated 95-case taxonomy):
+# then it is "held" (diff["held"]) until a person makes it current. Making one current is
+# a "use" edit in the log, so a switch is undone like any other edit.
+
+
+def current_clustering(store: Store, clusterings: list[dict] | None = None,
+                       edits: list[dict] | None = None) -> dict | None:
+    cls = clusterings if clusterings is not None else store.clusterings()
+    if not cls:
+        return None
+    by_id = {c["clustering_id"]: c for c in cls}
+    act = active_edits(edits if edits is not None else store.edits())
+    uses = [e for e in act if e["op"] == "use" and e["payload"]["clustering_id"] in by_id]
+    auto = [c for c in cls if not (c.get("diff") or {}).get("held")]
+    last_use, last_auto = (uses[-1] if uses else None), (auto[-1] if auto else None)
+    if last_use and (last_auto is None or last_auto["created_at"] <= last_use["created_at"]):
+        return by_id[last_use["payload"]["clustering_id"]]
+    return last_auto or cls[-1]
+
+
+def held_clusterings(store: Store) -> list[dict]:
+    """Held clusterings made after the last switch, newest first: the app asks about them."""
+    with store.read():
+        cls, edits = store.clusterings(), store.edits()
+    cur = current_clustering(store, cls, edits)
+    uses = [e for e in active_edits(edits) if e["op"] == "use"]
+    since = uses[-1]["created_at"] if uses else None
+    return [c for c in reversed(cls) if (c.get("diff") or {}).get("held")
+            and c is not cur and (since is None or c["created_at"] > since)]
+
+
+def use_clustering(store: Store, clustering_id: str, author: str | None = None) -> int:
+    """Make a clustering current (an edit: undo goes back to the one before)."""
+    if clustering_id not in {c["clustering_id"] for c in store.clusterings()}:
+        raise ValueError(f"no clustering {clustering_id}")
+    return store.add_edit("use", {"clustering_id": clustering_id}, author)
 
 
 # A clustering's points never change (only the edit log does), and reading 10k of them
@@ -78,10 +126,11 @@ def _base_points(store: Store, cl: dict) -> list[dict]:
 
 
 def _current(store: Store, clustering_id: str | None) -> Taxonomy:
-    cl = (next((c for c in store.clusterings() if c["clustering_id"] == clustering_id), None)
-          if clustering_id else store.latest_clustering())
+    cls, all_edits = store.clusterings(), store.edits()
+    cl = (next((c for c in cls if c["clustering_id"] == clustering_id), None)
+          if clustering_id else current_clustering(store, cls, all_edits))
     meta = store.error_types()
-    edits = active_edits(store.edits())
+    edits = active_edits(all_edits)
     if cl is None:
         return Taxonomy(None, [], {}, 0, edits)
     points = _base_points(store, cl)
@@ -233,15 +282,38 @@ def exclude(store: Store, type_id: int | None = None, kp_ids: list[int] | None =
 
 
 def undo(store: Store, edit_id: int | None = None, author: str | None = None) -> int:
-    """Undo an edit (by default the latest one still in force)."""
-    act = active_edits(store.edits())
+    """Undo an edit (by default the latest one still in force). Any edit in force can be
+    undone, an undo too (which redoes what it took back)."""
+    edits = store.edits()
     if edit_id is None:
+        act = active_edits(edits)
         if not act:
             raise ValueError("nothing to undo")
-        edit_id = act[-1]["edit_id"]
-    elif edit_id not in {e["edit_id"] for e in act}:
+        # The edit made effective last: a redo makes its edit effective again at its own
+        # id, so Undo after Redo takes back what was redone.
+        by_id = {e["edit_id"]: e for e in edits}
+        undone = undone_ids(edits)
+        when = {e["edit_id"]: e["edit_id"] for e in act}
+        for e in edits:
+            target = by_id.get(e["payload"].get("edit_id")) if e["op"] == "undo" else None
+            if e["edit_id"] not in undone and target and target["op"] == "undo":
+                again = target["payload"]["edit_id"]
+                if again in when:
+                    when[again] = max(when[again], e["edit_id"])
+        edit_id = max(when, key=when.get)
+    elif edit_id not in {e["edit_id"] for e in edits} - undone_ids(edits):
         raise ValueError(f"edit {edit_id} is not in force")
     return store.add_edit("undo", {"edit_id": edit_id}, author)
+
+
+def redo(store: Store, author: str | None = None) -> int:
+    """Take back the latest undo still in force: its edit is in force again."""
+    edits = store.edits()
+    undone = undone_ids(edits)
+    undos = [e for e in edits if e["op"] == "undo" and e["edit_id"] not in undone]
+    if not undos:
+        raise ValueError("nothing to redo")
+    return store.add_edit("undo", {"edit_id": undos[-1]["edit_id"]}, author)
 
 
 # -- matching a new clustering to existing types ---------------------------------------------
@@ -341,3 +413,233 @@ def offline_title(texts: list[str], central: list[str]) -> tuple[str, str]:
     examples = "; ".join(f"“{t}”" for t in central[:3])
     desc = f"{len(texts)} keyphrases; most representative: {examples}"
     return title[:120], desc
+
+
+# -- views for people: the edit log, duplicate titles, dots on the map, a readable diff ------
+
+
+def _tname(titles: dict[int, str], tid) -> str:
+    return f"{tid} “{titles[tid]}”" if tid in titles else str(tid)
+
+
+def _kps(ids: list[int]) -> str:
+    return f"{len(ids)} keyphrase{'s' if len(ids) != 1 else ''}"
+
+
+def describe_edit(e: dict, titles: dict[int, str], by_id: dict[int, dict] | None = None) -> str:
+    """One edit as a sentence; `titles` names the types (ids alone are opaque)."""
+    p, op = e["payload"], e["op"]
+    if op == "rename":
+        return f"renamed type {p['type_id']} to “{p['title']}”"
+    if op == "describe":
+        return f"described type {_tname(titles, p['type_id'])}: “{p['description']}”"
+    if op == "merge":
+        others = [t for t in p["type_ids"] if t != p["into"]]
+        s = (f"merged {', '.join(_tname(titles, t) for t in others)} into "
+             f"{_tname(titles, p['into'])}")
+        return s + (f", titled “{p['title']}”" if p.get("title") else "")
+    if op == "split":
+        return f"split {_kps(p['kp_ids'])} into the new type {_tname(titles, p['type_id'])}"
+    if op == "move":
+        return f"moved {_kps(p['kp_ids'])} to type {_tname(titles, p['type_id'])}"
+    if op in ("exclude", "include"):
+        verb = "excluded" if op == "exclude" else "included again"
+        parts = ([f"type {_tname(titles, p['type_id'])}"] if "type_id" in p else []) + \
+                ([_kps(p["kp_ids"])] if p.get("kp_ids") else [])
+        return f"{verb} {' and '.join(parts)}"
+    if op == "undo":
+        target = (by_id or {}).get(p["edit_id"])
+        if target and target["op"] == "undo":  # undoing an undo redoes its edit
+            again = (by_id or {}).get(target["payload"]["edit_id"])
+            what = f": {describe_edit(again, titles, by_id)}" if again else ""
+            return f"redid edit {target['payload']['edit_id']}{what}"
+        what = f": {describe_edit(target, titles, by_id)}" if target else ""
+        return f"undid edit {p['edit_id']}{what}"
+    if op == "use":
+        return f"made clustering {p['clustering_id']} current"
+    return f"{op} {p}"
+
+
+def edit_log(store: Store, tax: Taxonomy | None = None) -> list[dict]:
+    """Every edit, newest first, as a sentence, with whether it is in force."""
+    edits = store.edits()
+    undone = undone_ids(edits)
+    titles = {tid: m["title"] for tid, m in store.error_types().items()}
+    tax = tax if tax is not None else current(store)
+    titles.update({t.type_id: t.title for t in tax.types.values()})
+    by_id = {e["edit_id"]: e for e in edits}
+    return [{"edit": e["edit_id"], "at": e["created_at"], "by": e["author"] or "",
+             "what": describe_edit(e, titles, by_id), "op": e["op"],
+             "in force": e["edit_id"] not in undone} for e in reversed(edits)]
+
+
+def duplicate_titles(tax: Taxonomy) -> dict[str, list[int]]:
+    """Titles that more than one visible type carries (case and spacing ignored)."""
+    seen: dict[str, list[int]] = defaultdict(list)
+    for t in tax.visible_types():
+        if not t.excluded:
+            seen[" ".join(t.title.lower().split())].append(t.type_id)
+    return {k: sorted(v) for k, v in seen.items() if len(v) > 1}
+
+
+def dots(tax: Taxonomy, show_excluded: bool = False) -> list[dict]:
+    """What the map draws: identical keyphrases of one type are one dot (they share a
+    position), with every keyphrase id behind it and the count for its size. The first
+    keyphrase id names the dot (what a selection hands back)."""
+    out: dict[tuple, dict] = {}
+    for p in tax.points:
+        if p["excluded"] and not show_excluded:
+            continue
+        key = (p["text"], p["type"], p["excluded"])
+        d = out.get(key)
+        if d is None:
+            out[key] = {"kp_id": p["kp_id"], "kp_ids": [p["kp_id"]], "text": p["text"],
+                        "type": p["type"], "excluded": p["excluded"], "x": p["x"], "y": p["y"],
+                        "cases": {p["case_id"]}, "question": p["question"],
+                        "case_id": p["case_id"], "dataset": p["dataset"]}
+        else:
+            d["kp_ids"].append(p["kp_id"])
+            d["cases"].add(p["case_id"])
+    return list(out.values())
+
+
+def expand(dot_ids: list[int], tax: Taxonomy, show_excluded: bool = False) -> list[int]:
+    """Keyphrase ids behind the dots a selection named."""
+    by = {d["kp_id"]: d["kp_ids"] for d in dots(tax, show_excluded)}
+    return sorted({k for i in dot_ids for k in by.get(i, [i])})
+
+
+def case_types(tax: Taxonomy) -> dict[int, set[int]]:
+    """Error types of each bad case, through its non-excluded keyphrases."""
+    out: dict[int, set[int]] = defaultdict(set)
+    for p in tax.points:
+        if p["type"] is not None and not p["excluded"]:
+            out[p["case_id"]].add(p["type"])
+    return out
+
+
+def case_texts(tax: Taxonomy) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = defaultdict(list)
+    for p in tax.points:
+        out[p["case_id"]].append(p["text"])
+    return out
+
+
+def cases_of(tax: Taxonomy, kp_ids: list[int]) -> list[int]:
+    """Bad cases behind some keyphrases, most keyphrases first."""
+    by = {p["kp_id"]: p["case_id"] for p in tax.points}
+    n = Counter(by[k] for k in kp_ids if k in by)
+    return [c for c, _ in n.most_common()]
+
+
+def case_view(store: Store, tax: Taxonomy, case_id: int) -> dict | None:
+    """One bad case for the side panel: problem, output, grading, keyphrases with their
+    type and where their evidence sits in the output."""
+    from pipeline.analyzer import evidence_span
+
+    case = store.bad_case(case_id)
+    if case is None:
+        return None
+    by_kp = {p["kp_id"]: p for p in tax.points}
+    kps = []
+    for k in store.case_keyphrases(case_id):
+        p = by_kp.get(k["kp_id"])
+        t = tax.types.get(p["type"]) if p and p["type"] is not None else None
+        kps.append(dict(k, on_map=p is not None, type_id=t.type_id if t else None,
+                        type=t.title if t else ("unassigned" if p else "not in this clustering"),
+                        excluded=bool(p and p["excluded"]),
+                        span=evidence_span(case["output"] or "", k["evidence"] or "")))
+    return dict(case, keyphrases=kps)
+
+
+def compare(old: Taxonomy, new: Taxonomy) -> list[dict]:
+    """The curated taxonomy before and after a re-clustering, type by type: where the
+    keyphrases of each type went (by keyphrase text, so a new analysis compares too)."""
+    def members(tax):
+        by = {p["kp_id"]: p for p in tax.points}
+        return {t.type_id: [by[k]["text"] for k in t.members if not by[k]["excluded"]]
+                for t in tax.visible_types() if not t.excluded}
+
+    om, nm = members(old), members(new)
+    ntype = {p["text"]: p["type"] for p in new.points if not p["excluded"]}
+    rows, reached = [], set()
+    for tid, texts in sorted(om.items(), key=lambda kv: -len(kv[1])):
+        if not texts:
+            continue
+        dest = Counter(ntype.get(x, "gone") for x in texts)
+        parts = [(d, n) for d, n in dest.most_common() if n >= 0.2 * len(texts)] \
+            or dest.most_common(1)
+        main, n_main = parts[0]
+        if main in ("gone", None):
+            status = "gone (noise)" if main is None else "gone (not in the new analysis)"
+        elif len([d for d, _ in parts if d not in ("gone", None)]) >= 2:
+            status = "split"
+        elif main == tid:
+            status = "kept" if n_main >= 0.8 * len(texts) else "kept, changed"
+        else:
+            status = f"now part of {main}"
+        reached.update(d for d, _ in parts)
+        rows.append({"type": tid, "title": old.types[tid].title, "keyphrases": len(texts),
+                     "status": status,
+                     "now": ", ".join(f"{d if d not in ('gone', None) else 'noise'}: "
+                                      f"{n}" for d, n in parts),
+                     "inherited title": (main == tid and new.types[tid].titled_by != "human"
+                                         and n_main < 0.8 * len(texts))})
+    for tid, texts in sorted(nm.items(), key=lambda kv: -len(kv[1])):
+        if tid not in om:
+            rows.append({"type": tid, "title": new.types[tid].title, "keyphrases": len(texts),
+                         "status": "new", "now": f"{tid}: {len(texts)}",
+                         "inherited title": False})
+    return rows
+
+
+def export_rows(store: Store, tax: Taxonomy) -> list[dict]:
+    """Per visible type: title, share and its bad cases with question, model output and
+    the keyphrases of that type (what `sei export types` and the app's Export write)."""
+    cases = {c["case_id"]: c for c in store.bad_cases()}
+    by_kp = {p["kp_id"]: p for p in tax.points}
+    rows = []
+    for t in tax.visible_types():
+        per_case: dict[int, list[dict]] = defaultdict(list)
+        for k in t.members:
+            per_case[by_kp[k]["case_id"]].append(by_kp[k])
+        rows.append({
+            "type_id": t.type_id, "title": t.title, "description": t.description,
+            "titled_by": t.titled_by, "excluded": t.excluded, "share": t.share,
+            "n_cases": t.n_cases, "clustering_id": tax.clustering["clustering_id"],
+            "members": [{"kp_id": k, "text": by_kp[k]["text"], "case_id": by_kp[k]["case_id"],
+                         "excluded": by_kp[k]["excluded"]} for k in t.members],
+            "cases": [{"case_id": c, "question": cases[c]["question"] if c in cases else None,
+                       "output": cases[c]["output"] if c in cases else None,
+                       "reference": cases[c]["answer"] if c in cases else None,
+                       "pred": cases[c]["pred"] if c in cases else None,
+                       "keyphrases": [p["text"] for p in ps]}
+                      for c, ps in sorted(per_case.items())]})
+    return rows
+
+
+def find_generations(rows: list[dict], tax: Taxonomy, datasets: list[str] | None = None,
+                     verdict: str = "wrong only", type_id: int | None = None,
+                     text: str = "") -> list[dict]:
+    """Judged generations filtered as on the Bad cases page, each with `key` (run/pid: a
+    stable id for correct answers too) and `types` (titles of its case's error types)."""
+    ctypes, ctexts = case_types(tax), case_texts(tax)
+    t = text.lower().strip()
+    out = []
+    for r in rows:
+        c = r["case_id"]
+        c = int(c) if c is not None and c == c else None  # NaN from pandas is no case
+        if datasets and r["dataset"] not in datasets:
+            continue
+        if (verdict == "wrong only" and c is None) or (verdict == "correct only"
+                                                       and r["correct"] is not True):
+            continue
+        if type_id is not None and type_id not in ctypes.get(c, ()):
+            continue
+        if t and t not in (r["question"] or "").lower() and not any(
+                t in k.lower() for k in ctexts.get(c, [])):
+            continue
+        out.append(dict(r, case_id=c, key=f"{r['run_id']}/{r['dataset']}/{r['split']}/{r['pid']}",
+                        types=", ".join(tax.types[x].title for x in sorted(ctypes.get(c, ()))
+                                        if x in tax.types)))
+    return out

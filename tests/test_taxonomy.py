@@ -148,7 +148,150 @@ def test_cli_analyze_cluster_types_export(prepared, tmp_path):
     assert {r["type_id"] for r in rows} == {t.type_id for t in
                                            taxonomy.current(prepared).visible_types()}
     assert all(r["members"] and "share" in r for r in rows)
+    # Each type's bad cases with question, model output and the keyphrases of that type.
+    for r in rows:
+        members = {m["case_id"] for m in r["members"]}
+        assert {c["case_id"] for c in r["cases"]} == members
+        assert all(c["question"] and c["output"] is not None and c["keyphrases"]
+                   for c in r["cases"])
     pq = tmp_path / "types.parquet"
     r = run.invoke(cli, ["--db", db, "export", "types", "--format", "parquet", "-o", str(pq)])
     assert r.exit_code == 0, r.output
     assert len(pd.read_parquet(pq)) == len(rows)
+
+
+def test_subset_clustering_is_held_until_made_current_and_a_switch_undoes(clustered):
+    from pipeline.keyphrases import analyze
+
+    tax0 = taxonomy.current(clustered)
+    cur = tax0.clustering["clustering_id"]
+    t = tax0.visible_types()[0]
+    taxonomy.rename(clustered, t.type_id, "curated title")
+    # A quick start on 8 problems: a new analysis of 8 bad cases, clustered.
+    run = clustered.runs()[0]["run_id"]
+    aid = analyze(clustered, run_id=run, instructor="offline", limit=8)
+    meta = cluster(clustered, ClusterParams(min_cluster_size=2), analysis_id=aid)
+    held = meta["diff"]["held"]
+    assert held == {"n_cases": 8, "current_cases": len({p["case_id"] for p in tax0.points}),
+                    "shared_cases": 8, "current": cur}
+    assert taxonomy.current(clustered).clustering["clustering_id"] == cur
+    assert taxonomy.current(clustered).types[t.type_id].title == "curated title"
+    assert [c["clustering_id"] for c in taxonomy.held_clusterings(clustered)] == \
+        [meta["clustering_id"]]
+    # Made current by a person: an edit; undoing it brings the curated taxonomy back.
+    taxonomy.use_clustering(clustered, meta["clustering_id"])
+    now = taxonomy.current(clustered)
+    assert now.clustering["clustering_id"] == meta["clustering_id"]
+    assert len(now.points) == meta["n_points"] and not taxonomy.held_clusterings(clustered)
+    taxonomy.undo(clustered)
+    back = taxonomy.current(clustered)
+    assert back.clustering["clustering_id"] == cur
+    assert back.types[t.type_id].title == "curated title"
+    assert {p["kp_id"] for p in back.points} == {p["kp_id"] for p in tax0.points}
+    # "Keep the current one" answers the question too.
+    taxonomy.use_clustering(clustered, cur)
+    assert not taxonomy.held_clusterings(clustered)
+    # A clustering that covers every current case becomes current by itself (cluster()
+    # alone takes the latest analysis: the subset one, which is held again).
+    assert "held" in cluster(clustered, ClusterParams(min_cluster_size=2))["diff"]
+    full = cluster(clustered, ClusterParams(min_cluster_size=4),
+                   analysis_id=tax0.clustering["analysis_id"])
+    assert "held" not in full["diff"] and full["previous"] == cur
+    assert taxonomy.current(clustered).clustering["clustering_id"] == full["clustering_id"]
+    with pytest.raises(ValueError, match="no clustering"):
+        taxonomy.use_clustering(clustered, "cl-nope")
+
+
+def test_undo_any_edit_redo_and_a_readable_log(clustered):
+    ts = taxonomy.current(clustered).visible_types()
+    a, b = ts[0], ts[1]
+    e1 = taxonomy.rename(clustered, a.type_id, "first title")
+    taxonomy.rename(clustered, b.type_id, "second title")
+    taxonomy.undo(clustered, e1)  # not the latest edit
+    tx = taxonomy.current(clustered)
+    assert tx.types[a.type_id].title == a.title and tx.types[b.type_id].title == "second title"
+    taxonomy.redo(clustered)
+    assert taxonomy.current(clustered).types[a.type_id].title == "first title"
+    taxonomy.undo(clustered)  # Undo after Redo takes back what was redone: e1
+    assert taxonomy.current(clustered).types[a.type_id].title == a.title
+    assert taxonomy.current(clustered).types[b.type_id].title == "second title"
+    with pytest.raises(ValueError, match="not in force"):
+        taxonomy.undo(clustered, e1)
+    taxonomy.merge(clustered, [a.type_id, b.type_id], into=a.type_id, title="both kinds")
+    log = taxonomy.edit_log(clustered, taxonomy.current(clustered))
+    assert [e["edit"] for e in log] == sorted((e["edit"] for e in log), reverse=True)
+    assert log[0]["what"] == (f"merged {b.type_id} “second title” into {a.type_id} "
+                              "“both kinds”, titled “both kinds”")
+    first = next(e for e in log if e["edit"] == e1)
+    assert first["what"] == f"renamed type {a.type_id} to “first title”"
+    assert not first["in force"]
+    undo_rows = [e for e in log if e["op"] == "undo"]
+    assert undo_rows[-1]["what"] == (f"undid edit {e1}: renamed type {a.type_id} to "
+                                     "“first title”")
+    # The CLI prints the same sentences, whole.
+    r = CliRunner().invoke(cli, ["--db", str(clustered.path), "types", "log"])
+    assert r.exit_code == 0 and log[0]["what"] in r.output, r.output
+
+
+def test_duplicate_titles_are_reported(clustered):
+    ts = taxonomy.current(clustered).visible_types()
+    assert taxonomy.duplicate_titles(taxonomy.current(clustered)) == {}
+    taxonomy.rename(clustered, ts[0].type_id, "Same Title")
+    taxonomy.rename(clustered, ts[1].type_id, "same  title")
+    dup = taxonomy.duplicate_titles(taxonomy.current(clustered))
+    assert dup == {"same title": sorted([ts[0].type_id, ts[1].type_id])}
+
+
+def test_identical_keyphrases_are_one_dot(clustered):
+    tax = taxonomy.current(clustered)
+    dots = taxonomy.dots(tax)
+    live = [p for p in tax.points if not p["excluded"]]
+    assert sorted(k for d in dots for k in d["kp_ids"]) == sorted(p["kp_id"] for p in live)
+    assert len(dots) == len({(p["text"], p["type"]) for p in live})
+    by = {p["kp_id"]: p for p in tax.points}
+    for d in dots:
+        assert {(by[k]["text"], by[k]["type"]) for k in d["kp_ids"]} == {(d["text"], d["type"])}
+    big = max(dots, key=lambda d: len(d["kp_ids"]))
+    assert len(big["kp_ids"]) > 1  # the real model repeats itself
+    assert taxonomy.expand([big["kp_id"]], tax) == sorted(big["kp_ids"])
+
+
+def test_readable_diff_against_the_curated_taxonomy(clustered):
+    ts = taxonomy.current(clustered).visible_types()
+    a, b = ts[0], ts[1]
+    taxonomy.merge(clustered, [a.type_id, b.type_id], into=a.type_id, title="merged by hand")
+    old = taxonomy.current(clustered)
+    same = cluster(clustered, ClusterParams(min_cluster_size=4))
+    rows = taxonomy.compare(taxonomy.current(clustered, same["previous"]),
+                            taxonomy.current(clustered))
+    curated = {t.type_id for t in old.visible_types() if not t.excluded}
+    assert {r["type"] for r in rows} == curated  # b is part of a, as the user sees it
+    assert {r["status"] for r in rows} == {"kept"}
+    assert next(r for r in rows if r["type"] == a.type_id)["title"] == "merged by hand"
+    other = cluster(clustered, ClusterParams(min_cluster_size=6, n_neighbors=10, seed=1))
+    rows = taxonomy.compare(taxonomy.current(clustered, other["previous"]),
+                            taxonomy.current(clustered))
+    assert {r["type"] for r in rows if r["status"] != "new"} == curated
+    assert all(r["status"] in ("kept", "kept, changed", "split", "new", "gone (noise)")
+               or r["status"].startswith("now part of ") for r in rows), rows
+
+
+def test_new_layout_is_drawn_in_the_previous_frame(clustered):
+    from pipeline.cluster import embed_and_map
+
+    import numpy as np
+
+    before = {p["text"]: (p["x"], p["y"]) for p in taxonomy.current(clustered).points}
+    texts = list(before)
+    p = ClusterParams(min_cluster_size=6, n_neighbors=10, seed=1)
+    _, raw, _ = embed_and_map(clustered, texts, p, {})
+    _, aligned, _ = embed_and_map(clustered, texts, p, {}, before=before)
+    old = np.array([before[t] for t in texts])
+    moved_raw = np.linalg.norm(raw - old, axis=1).mean()
+    moved = np.linalg.norm(aligned - old, axis=1).mean()
+    print(f"mean displacement with other parameters: {moved:.2f} aligned, {moved_raw:.2f} raw")
+    assert moved < moved_raw
+    # Same parameters: every point stays exactly where it was.
+    _, again, _ = embed_and_map(clustered, texts, ClusterParams(min_cluster_size=4), {},
+                                before=before)
+    assert np.abs(again - old).max() < 1e-4  # float32 layouts
