@@ -4,9 +4,10 @@ Extraction order: a GSM8K `#### x` line, "The answer is x" (last occurrence), th
 `\\boxed{}`, then the last number. Comparison goes through math-verify's parser and
 verifier (sympy), never through eval, with a time limit per comparison.
 
-math-verify's own time limits use SIGALRM, which works only in the main thread; the app
-and job runners may judge from other threads, so there the comparison runs in a fresh
-daemon thread that we stop waiting for at the deadline (the answer then counts as wrong).
+On the main thread (the CLI and job workers) the deadline is a SIGALRM interval timer of
+exactly `timeout_s`; other threads (the app) cannot use signals, so there the comparison
+runs in a fresh daemon thread that we stop waiting for at the deadline. Either way an
+answer out of time counts as wrong, with detail "timeout".
 A thread cannot interrupt C code that holds the GIL (a huge integer power), so inputs are
 capped in length, and exponent towers, huge powers and factorials are refused up front.
 """
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import queue
 import re
+import signal
 import threading
+import time
 from decimal import Decimal, InvalidOperation
 
 MAX_LEN = 300  # longer "answers" are not answers; they only feed sympy pathologies
@@ -147,10 +150,7 @@ def _compare(gold: str, pred: str, timeout_s: float) -> tuple[bool, str]:
     if _too_costly(g) or _too_costly(p):
         return False, "too costly to compare (huge power or factorial)"
     if threading.current_thread() is threading.main_thread():
-        try:
-            return _verify(g, p, True), "math-verify"
-        except Exception as e:  # a parser failure is a wrong answer, not a crash
-            return False, f"parse failed: {type(e).__name__}"
+        return _compare_with_alarm(g, p, timeout_s)
     # A fresh daemon thread per comparison: one that overruns is abandoned without
     # holding up later comparisons (a shared pool would fill up with abandoned work).
     box: queue.Queue = queue.Queue(maxsize=1)
@@ -169,6 +169,33 @@ def _compare(gold: str, pred: str, timeout_s: float) -> tuple[bool, str]:
     if not ok:
         return False, f"parse failed: {type(val).__name__}"
     return bool(val), "math-verify"
+
+
+class _Deadline(BaseException):
+    """Raised by SIGALRM at the deadline; a BaseException so that sympy's own
+    `except Exception` blocks cannot swallow it."""
+
+
+def _compare_with_alarm(g: str, p: str, timeout_s: float) -> tuple[bool, str]:
+    """On the main thread: a SIGALRM interval timer of exactly `timeout_s` (math-verify's
+    own limit takes whole seconds only), restoring any handler and timer set before."""
+    def on_alarm(signum, frame):
+        raise _Deadline()
+
+    old_handler = signal.signal(signal.SIGALRM, on_alarm)
+    old_delay, _ = signal.setitimer(signal.ITIMER_REAL, max(timeout_s, 1e-3))
+    t0 = time.monotonic()
+    try:
+        return _verify(g, p, False), "math-verify"
+    except _Deadline:
+        return False, "timeout"
+    except Exception as e:  # a parser failure is a wrong answer, not a crash
+        return False, f"parse failed: {type(e).__name__}"
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old_handler)
+        if old_delay:  # someone else's timer: give back what is left of it
+            signal.setitimer(signal.ITIMER_REAL, max(old_delay - (time.monotonic() - t0), 1e-3))
 
 
 def _too_costly(s: str) -> bool:

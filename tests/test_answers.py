@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -188,11 +189,26 @@ def test_model_output_is_never_evaluated(tmp_path):
 def test_deadline_off_main_thread():
     # sympy needs ~6 s to compare this with 1; the deadline is 1 s.
     with ThreadPoolExecutor(1) as ex:
-        t0 = time.monotonic()
         r = ex.submit(judge, "#### (x+y+z)^{40}", "1", 1.0).result(timeout=60)
-        elapsed = time.monotonic() - t0
-    assert elapsed < 15
     assert r["correct"] is False and r["detail"] == "timeout"
+
+
+def test_deadline_on_main_thread_is_the_one_asked():
+    """Where the CLI and job workers judge. 0.2 s asked: a timeout, although math-verify's
+    own (whole-second) limit would have let it run; a timer set by someone else survives."""
+    assert threading.current_thread() is threading.main_thread()
+    fired = []
+    old = signal.signal(signal.SIGALRM, lambda *a: fired.append(1))
+    signal.setitimer(signal.ITIMER_REAL, 3600)
+    try:
+        r = judge("#### (x+y+z)^{40}", "1", 0.2)
+        assert r["correct"] is False and r["detail"] == "timeout"
+        assert judge("#### (x+y+z)^{2}", "x^2+y^2+z^2+2*x*y+2*x*z+2*y*z", 5.0)["correct"]
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 3000 < left <= 3600 and fired == []  # the caller's timer and handler are back
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def test_exponent_tower_deadline_off_main_thread():
@@ -206,13 +222,11 @@ def test_exponent_tower_deadline_off_main_thread():
         "t.start(); t.join(60)\n"
         "print(json.dumps(out), flush=True); os._exit(0)\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    t0 = time.monotonic()
     try:
         proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=15)
     except subprocess.TimeoutExpired:
         pytest.fail("judge did not return within 15 s")
-    assert time.monotonic() - t0 < 15
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     assert r["correct"] is False and r["detail"].startswith("too costly")
     for costly in ["2^{100000}", "5000!", "10**99999"]:
