@@ -6,6 +6,11 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.sei-setup
 PORT    ?= 8501
 DEMO_N  ?= 96
+# Streamlit reads .streamlit/config.toml only from its working directory; launched from
+# anywhere else it would listen on every interface. So every launch says it explicitly.
+APP_FLAGS := --server.address 127.0.0.1 --server.port $(PORT) --server.headless true \
+             --browser.serverAddress 127.0.0.1 --browser.gatherUsageStats false
+APP     := $(CURDIR)/$(BIN)/streamlit run $(CURDIR)/dashboard/Overview.py $(APP_FLAGS)
 LLAMA_VERSION := 0.3.36
 LLAMA_CMAKE   := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
                  -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF \
@@ -42,16 +47,16 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/sei data demo
 	$(BIN)/sei quickstart --limit $(DEMO_N)
-	$(BIN)/streamlit run dashboard/Overview.py --server.port $(PORT)
+	$(APP)
 
 app: setup
-	$(BIN)/streamlit run dashboard/Overview.py --server.port $(PORT)
+	$(APP)
 
 test: setup /usr/bin/chromium
 	$(BIN)/python -m pytest -v -rs --durations=15 tests
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -x -q tests -k "not browser"
+	$(BIN)/python -m pytest -x -q -m "not slow" tests -k "not browser"
 
 bench: setup
 	$(BIN)/python benchmarks/generation.py

@@ -115,3 +115,24 @@ def clustered(clustered_db, tmp_path, monkeypatch) -> Store:
     shutil.copy(clustered_db, db)
     monkeypatch.setenv("SEI_DB", str(db))
     return Store(db)
+
+
+@pytest.fixture(autouse=True)
+def _own_settings_and_no_stray_jobs(tmp_path, monkeypatch):
+    """Each test gets its own settings file, and every job process it spawned (with its
+    whole session) is killed when it ends, whatever the outcome."""
+    import signal
+
+    from pipeline import jobs
+
+    monkeypatch.setenv("SEI_SETTINGS", str(tmp_path / "settings.json"))
+    before = {id(p) for p in jobs._children}
+    yield
+    for p in list(jobs._children):
+        if id(p) in before or p.poll() is not None:
+            continue
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait(timeout=30)

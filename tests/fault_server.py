@@ -135,3 +135,19 @@ def wait_for(pred, timeout: float = 60, poll: float = 0.1):
             return v
         time.sleep(poll)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def make_bad_cases(store, questions: list[str], run_id: str = "extract-faults") -> list[int]:
+    """A run whose every item is a wrong answer: bad cases for an analysis to work on,
+    written through the store's own methods. Returns their case ids in order."""
+    store.insert_problems([{"dataset": "f", "split": "s", "pid": f"p{i:03d}", "question": q,
+                            "answer": "60", "solution": "12 * 5 = 60\n#### 60",
+                            "source_line": i + 1} for i, q in enumerate(questions)])
+    store.upsert_run({"run_id": run_id, "kind": "extract", "model_id": "m", "dataset": "f",
+                      "split": "s", "n_items": len(questions),
+                      "gen_params": {"max_new_tokens": 64}})
+    store.record_generations(run_id, [
+        {"dataset": "f", "split": "s", "pid": f"p{i:03d}", "output": "12 * 5 = 65. #### 65",
+         "pred": "65", "correct": False, "judge": {}} for i in range(len(questions))])
+    store.finish_run(run_id)
+    return [b["case_id"] for b in store.bad_cases(run_id)]
