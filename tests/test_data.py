@@ -1,7 +1,10 @@
 """Store, migrations and importers on the real benchmark files."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import duckdb
 import pytest
@@ -9,6 +12,7 @@ from click.testing import CliRunner
 
 from pipeline.answers import answers_equal, extract_answer
 from pipeline.cli import cli
+from pipeline.config import ROOT
 from pipeline.data import ImportError_, import_demo, import_file
 from pipeline.store import MIGRATIONS, SCHEMA_VERSION, Store
 
@@ -276,3 +280,50 @@ def test_map_needs_generic_and_composes_fields(store, tmp_path):
                                      "--map", spec])
         assert r.exit_code == 1 and err in r.output, (spec, r.output)
     assert store.count("problems") == 2
+
+
+def _read_only(paths, on: bool):
+    """Make files unwritable for this user: chmod for a normal user; for root, which
+    ignores modes, the immutable attribute."""
+    for p in paths:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "+i" if on else "-i", str(p)], check=True)
+        else:
+            p.chmod((0o555 if p.is_dir() else 0o444) if on else 0o755)
+
+
+def test_a_store_the_user_cannot_write_still_opens_for_reading(tmp_path):
+    d = tmp_path / "ro"
+    d.mkdir()
+    db = d / "sei.duckdb"
+    import_demo(Store(db), 5, 2)
+    old = tmp_path / "old"
+    old.mkdir()
+    con = duckdb.connect(str(old / "sei.duckdb"))  # a store left at schema v1
+    con.execute("CREATE TABLE schema_version (version INTEGER)")
+    con.execute(MIGRATIONS[0])
+    con.execute("INSERT INTO schema_version VALUES (1)")
+    con.close()
+    locked = [db, d, old / "sei.duckdb", old]
+    _read_only(locked, True)
+    try:
+        assert not os.access(db, os.W_OK)
+        env = dict(os.environ, SEI_DB=str(db))
+        cmd = [sys.executable, "-m", "pipeline.cli"]
+        for args in (["data", "list"], ["runs"], ["jobs", "list"]):
+            r = subprocess.run(cmd + args, capture_output=True, text=True, env=env, cwd=ROOT)
+            assert r.returncode == 0 and "Traceback" not in r.stderr, (args, r.stderr)
+        r = subprocess.run(cmd + ["data", "list"], capture_output=True, text=True, env=env,
+                           cwd=ROOT)
+        assert "demo" in r.stdout and "5" in r.stdout
+        r = subprocess.run(cmd + ["data", "demo", "--n", "3", "--n-test", "1"], env=env,
+                           capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        assert f"Error: {db} is read-only for this user; reading works" in r.stderr
+        r = subprocess.run(cmd + ["runs"], capture_output=True, text=True, cwd=ROOT,
+                           env=dict(os.environ, SEI_DB=str(old / "sei.duckdb")))
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        assert f"has schema v1 and needs migrating to v{SCHEMA_VERSION}" in r.stderr
+    finally:
+        _read_only(locked, False)
+    assert Store(db).count("problems") == 7
