@@ -31,8 +31,12 @@ _OPCHARS = {"x": "*", "×": "*", "·": "*", "÷": "/", "−": "-", "–": "-", "
 # Constants a solution may use without them being in the question.
 _CONSTANTS = {Fraction(c) for c in (0, 1, 2, 3, 4, 7, 10, 12, 24, 52, 60, 100, 1000, 365)}
 _STEP = re.compile(
-    r"(?P<expr>(?:\(|\$)?\s*-?(?:" + _NUM + r")(?:\s*(?:[-+*/x×÷·−–]|\\times|\\cdot|\\div)\s*"
-    r"\(?\s*\$?-?(?:" + _NUM + r")\s*\)?)+)\s*=\s*\$?\s*(?P<val>-?(?:" + _NUM + r"))")
+    r"(?<![\d.])(?P<expr>(?:\(|\$)?\s*-?(?:" + _NUM + r")(?:\s*(?:[-+*/x×÷·−–]|\\times|\\cdot|\\div)\s*"
+    r"\(?\s*\$?-?(?:" + _NUM + r")\s*\)?)+)\s*=\s*\$?\s*(?P<val>-?(?:" + _NUM + r"))"
+    # The value is a whole number that ends the claim: in a chain "0.10*52 = 0.1*52 = 5.2"
+    # the middle is another expression, not the value of the first (a bullet on the next
+    # line is not an operator).
+    r"(?![\d,.]*\d)(?![ \t]*(?:[-+*/x×÷·−–]|\\times|\\cdot|\\div)[ \t]*\(?[ \t]*\$?-?\.?\d)")
 _ANNOT = re.compile(r"<<([^<>=]+)=([^<>]+)>>")
 _OF_FRAC = re.compile(r"(\d+\s*/\s*\d+)\s+of\s+(?=\$?\d)")
 _OF_PCT = re.compile(r"(\d+(?:\.\d+)?)\s*%\s+of\s+(?=\$?\d)")
@@ -118,11 +122,16 @@ def _ops_of(expr: str) -> list[str]:
     return [t for i, t in enumerate(toks) if t in _OPS and i > 0 and toks[i - 1] not in "+-*/("]
 
 
+def _plain(text: str) -> str:
+    """The text steps are read from: annotations dropped, and "1/5 of 70 = 14" and
+    "25% of 80 = 20" written as the products they are."""
+    return _OF_PCT.sub(r"\1/100*", _OF_FRAC.sub(r"\1*", _ANNOT.sub("", text)))
+
+
 def steps_in(text: str) -> list[dict]:
     """Arithmetic claims in a text: expr, claimed value, true value (None if unparsable)."""
     out, seen = [], set()
-    # "1/5 of 70 = 14" and "25% of 80 = 20" are products too.
-    plain = _OF_PCT.sub(r"\1/100*", _OF_FRAC.sub(r"\1*", _ANNOT.sub("", text)))
+    plain = _plain(text)
     for m in list(_ANNOT.finditer(text)) + list(_STEP.finditer(plain)):
         expr, val = m.group(1 if m.re is _ANNOT else "expr"), m.group(2 if m.re is _ANNOT else "val")
         claimed = num(val)
@@ -173,19 +182,32 @@ def evidence_span(output: str, evidence: str) -> tuple[int, int] | None:
 
 # -- checks ------------------------------------------------------------------------------
 
+def _norm_line(line: str) -> str:
+    """A line with its numbering ("3.", "Step 2:"), punctuation and case left out."""
+    line = re.sub(r"^\s*(?:\d+[.)]|[-*•]|step \d+:?)\s*", "", line.lower())
+    return " ".join(re.findall(r"[\w$%]+", line))
+
+
 def _repetition(output: str) -> tuple[str, int] | None:
-    lines = [ln.strip() for ln in output.splitlines() if len(ln.strip()) > 12]
-    if lines:
-        line, n = Counter(lines).most_common(1)[0]
-        if n >= 3:
-            return line, n
+    """A loop, not a restatement: the same line of 6 or more words twice or more (its
+    numbering and punctuation aside), or the same 12 words three times or more. A phrase
+    of 6 words seen three times ("the total cost of the jacket") is how these models
+    restate the question: flagged as a loop, it was wrong in 5 of 50 hand-checked
+    keyphrases (tests/data/analyzer_precision.json)."""
+    lines = [(ln.strip(), _norm_line(ln)) for ln in output.splitlines()]
+    counts = Counter(n for _, n in lines if len(n.split()) >= 6)
+    if counts:
+        line, n = counts.most_common(1)[0]
+        if n >= 2:
+            raw = next(r for r, x in lines if x == line)
+            return re.sub(r"^\s*(?:\d+[.)]|[-*•]|step \d+:?)\s*", "", raw, flags=re.I), n
     words = output.split()
-    for size in (12, 8, 6):
-        grams = Counter(tuple(words[i:i + size]) for i in range(0, max(0, len(words) - size)))
-        if grams:
-            g, n = grams.most_common(1)[0]
-            if n >= 3:
-                return " ".join(g), n
+    grams = Counter(tuple(w.lower().strip(".,;:!?") for w in words[i:i + 12])
+                    for i in range(0, max(0, len(words) - 11)))
+    if grams:
+        g, n = grams.most_common(1)[0]
+        if n >= 3:
+            return " ".join(g), n
     return None
 
 
@@ -267,7 +289,11 @@ def analyze(question: str, solution: str, reference: str, output: str, pred: str
     # Grounding: numbers that come from nowhere, and given numbers never used.
     if output.strip():
         known = set(q_nums) | _CONSTANTS
+        plain = _plain(output)
         for s in steps:
+            # Any number the output wrote before this step came from somewhere: a step the
+            # parser cannot read ("12 apples * $9 = $108", "20 by 20 yards: 400 yards").
+            known.update(numbers_in(plain[:s["at"]]))
             for o in s["operands"]:
                 if o not in known and o.denominator == 1 and o > 12:
                     found.append((2, f"ungrounded quantity {show(o)} used in {s['expr']} "
@@ -285,9 +311,13 @@ def analyze(question: str, solution: str, reference: str, output: str, pred: str
                              + (f" {word.group(1)}" if word else ""), ""))
 
     if not found:
+        checked = [x for x in steps if x["true"] is not None]
         if p is not None and ref is not None:
-            found.append((4, f"wrong result {show(p)} instead of {show(ref)} with no checkable "
-                             f"arithmetic" + (f" ({topic})" if topic else ""), output[-80:]))
+            how = ((f"though its {len(checked)} arithmetic steps check out" if len(checked) > 1
+                    else "though its one arithmetic step checks out") if checked
+                   else "with no checkable arithmetic")
+            found.append((4, f"wrong result {show(p)} instead of {show(ref)} {how}"
+                          + (f" ({topic})" if topic else ""), output[-80:]))
         else:
             found.append((4, "wrong final answer with no checkable steps", output[-80:]))
 
