@@ -669,6 +669,13 @@ from pipeline import cli_loop  # noqa: E402,F401
 
 
 def main():
+    def scrubbed_traceback(kind, exc, tb):  # an unexpected error still shows no secret
+        import traceback
+
+        from pipeline.redact import scrub
+
+        sys.stderr.write(scrub("".join(traceback.format_exception(kind, exc, tb))))
+    sys.excepthook = scrubbed_traceback
     cli(prog_name="sei")
 
 

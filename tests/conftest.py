@@ -136,3 +136,15 @@ def _own_settings_and_no_stray_jobs(tmp_path, monkeypatch):
         except ProcessLookupError:
             pass
         p.wait(timeout=30)
+
+
+# Fixtures that load the real target model, start a server or build a prepared store:
+# any test using one is slow (`make test-fast` runs `-m "not slow"`).
+SLOW_FIXTURES = {"target", "llama_server", "prepared", "prepared_db", "clustered",
+                 "clustered_db"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

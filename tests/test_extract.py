@@ -16,6 +16,7 @@ from pipeline.extract import extract
 from pipeline.target import GenParams, LocalTarget, ModelError, ensure_default_model
 
 
+@pytest.mark.slow
 def test_default_model_is_cached_as_safetensors():
     d = ensure_default_model()
     assert (d / "model.safetensors").stat().st_size > 100e6
@@ -60,10 +61,14 @@ def test_shared_prefix_prefill_matches_plain_left_padding(target):
     assert ours == plain
 
 
+@pytest.mark.slow
 def test_extract_records_run_generations_and_bad_cases(store):
     import_demo(store, 40, 10)
+    said = []
     run_id = extract(store, "demo", "train", limit=8,
-                     params=GenParams(max_new_tokens=64, batch_size=4))
+                     params=GenParams(max_new_tokens=64, batch_size=4),
+                     progress=lambda d, t, step, msg: said.append(msg))
+    assert "loading the target model" in said
     run = store.run(run_id)
     m = json.loads(run["manifest"])
     assert m["model_id"] == "smollm2-135m-instruct" and m["backend"] == "local"
@@ -78,16 +83,18 @@ def test_extract_records_run_generations_and_bad_cases(store):
     assert wrong >= 1  # a 135M model gets some demo problems wrong
     for b in store.bad_cases(run_id):
         assert b["output"] and b["answer"] and b["question"]
-    # Same command again: same run, nothing redone, nothing duplicated.
-    t0 = time.perf_counter()
+    # Same command again: same run, nothing to do, so the model is not even loaded.
+    said.clear()
     assert extract(store, "demo", "train", limit=8,
-                   params=GenParams(max_new_tokens=64, batch_size=4)) == run_id
-    assert time.perf_counter() - t0 < 20  # no model load: nothing to do
+                   params=GenParams(max_new_tokens=64, batch_size=4),
+                   progress=lambda d, t, step, msg: said.append(msg)) == run_id
+    assert said == [f"run {run_id}: 0 to do"]
     assert store.count("generations") == 8 and store.count("bad_cases") == wrong
     r = store.runs()[0]
     assert r["n_done"] == 8 and abs(r["accuracy"] - (8 - wrong) / 8) < 1e-9
 
 
+@pytest.mark.slow
 def test_broken_model_path_is_a_clear_error(store, tmp_path):
     import_demo(store, 5, 2)
     with pytest.raises(ModelError, match="not found"):
@@ -102,6 +109,7 @@ def test_broken_model_path_is_a_clear_error(store, tmp_path):
     assert store.count("generations") == 0
 
 
+@pytest.mark.slow
 def test_target_model_from_settings_drives_jobs_and_cli(store, tmp_path):
     """The target model saved on the Settings page is what a job (and a CLI run without
     --model) runs; a bogus one is refused when saved, naming it."""
@@ -127,6 +135,7 @@ def test_target_model_from_settings_drives_jobs_and_cli(store, tmp_path):
         settings.path().unlink()
 
 
+@pytest.mark.slow
 def test_killed_extraction_resumes_without_duplicates(store):
     import_demo(store, 40, 10)
     cmd = [sys.executable, "-m", "pipeline.cli", "--db", str(store.path), "extract",
@@ -143,6 +152,9 @@ def test_killed_extraction_resumes_without_duplicates(store):
     p.wait()
     partial = store.count("generations")
     assert 2 <= partial < 10 and partial % 2 == 0  # whole batches only
+    assert store.runs()[0]["status"] == "interrupted"  # not 'running' forever
+    out = CliRunner().invoke(cli, ["--db", str(store.path), "runs"]).output
+    assert "interrupted" in out and "running" not in out
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "extract" in r.stderr and "10/10" in r.stderr  # the tqdm bar
@@ -150,6 +162,30 @@ def test_killed_extraction_resumes_without_duplicates(store):
     assert store.scalar("SELECT count(DISTINCT (dataset, split, pid)) FROM bad_cases") == \
         store.count("bad_cases")
     assert store.count("runs") == 1
+    assert store.runs()[0]["status"] == "finished"
+
+
+def test_a_run_nobody_works_on_shows_interrupted_without_accuracy(store):
+    """A run row left 'running' by a process that died before its first item: shown as
+    interrupted with accuracy '-', not 'running' at 0.0%; while a process holds the run
+    it is running, and a second process cannot run it at the same time."""
+    m = {"run_id": "extract-x", "kind": "extract", "model_id": "m", "dataset": "d",
+         "split": "s", "n_items": 5}
+    store.upsert_run(m)
+    r = store.runs()[0]
+    assert (r["status"], r["n_done"], r["accuracy"]) == ("interrupted", 0, None)
+    line = CliRunner().invoke(cli, ["--db", str(store.path), "runs"]).output.splitlines()[1]
+    assert line.split()[-3:] == ["-", "0", "interrupted"]
+    with store.holding_run("extract-x"):
+        assert store.runs()[0]["status"] == "running"
+        other = subprocess.run(
+            [sys.executable, "-c", "import sys; from pipeline.store import Store; "
+             "s = Store(sys.argv[1]); print(s.runs()[0]['status']); "
+             "s.holding_run('extract-x').__enter__()", str(store.path)],
+            capture_output=True, text=True, timeout=120)
+        assert other.stdout.split() == ["running"]
+        assert "run extract-x is already running in another process" in other.stderr
+    assert store.runs()[0]["status"] == "interrupted"
 
 
 def test_openai_backend_against_real_server(store, llama_server):

@@ -4,11 +4,13 @@ import os
 import signal
 import time
 
-import duckdb
+import fcntl
 
+import duckdb
+import pytest
 from click.testing import CliRunner
 
-from pipeline import jobs
+from pipeline import config, jobs
 from pipeline.cli import cli
 from pipeline.data import import_demo
 
@@ -23,6 +25,7 @@ def _until(pred, timeout=120, poll=0.2):
     raise AssertionError(f"condition not met within {timeout}s")
 
 
+@pytest.mark.slow
 def test_extract_job_progress_cancel_resume(store):
     import_demo(store, 40, 10)
     params = {"limit": 12, "batch_size": 2, "max_new_tokens": 24}
@@ -73,14 +76,15 @@ def test_sigkilled_job_is_marked_failed_then_resumes(store):
     assert len(rows) == 30 and all(r["n"] == 1 for r in rows)
 
 
-def _stop_outside_a_write(store, pid):
+def _stop_outside_a_write(store, pid, read_only=True):
     """SIGSTOP the job while it holds no DuckDB lock. A job hangs in compute, not in the
     milliseconds of a write; stopping it mid-write would freeze the file for everyone,
     which is a different failure (see README, Jobs)."""
     for _ in range(100):
         os.kill(pid, signal.SIGSTOP)
         try:
-            duckdb.connect(str(store.path), read_only=True).close()
+            # read_only=False also needs the job outside its reads (they block writers)
+            duckdb.connect(str(store.path), read_only=read_only).close()
             return
         except duckdb.Error:
             os.kill(pid, signal.SIGCONT)
@@ -88,6 +92,7 @@ def _stop_outside_a_write(store, pid):
     raise AssertionError("job always held the lock")
 
 
+@pytest.mark.slow
 def test_stale_heartbeat_is_failed(store, monkeypatch):
     jid = jobs.submit(store, "ticks", {"n": 1000, "seconds": 0.05, "tag": "s"})
     _until(lambda: store.job(jid)["status"] == "running")
@@ -105,26 +110,91 @@ def test_stale_heartbeat_is_failed(store, monkeypatch):
             pass
 
 
+@pytest.mark.slow
 def test_heavy_jobs_run_one_at_a_time_light_alongside(store):
     import_demo(store, 10, 2)
-    a = jobs.submit(store, "extract", {"limit": 4, "batch_size": 2, "max_new_tokens": 16})
+    a = jobs.submit(store, "extract", {"limit": 8, "batch_size": 2, "max_new_tokens": 32})
     b = jobs.submit(store, "extract", {"limit": 4, "batch_size": 2, "max_new_tokens": 16,
                                        "seed": 1})
+    first = _until(lambda: next((j for j in (store.job(a), store.job(b))
+                                 if j["status"] == "running"), None))
+    other = b if first["job_id"] == a else a
+    # While one heavy job runs, the other waits for the slot, and a light job runs and ends.
+    _until(lambda: "heavy slot" in (store.job(other)["message"] or ""))
     light = jobs.submit(store, "ticks", {"n": 3, "seconds": 0.05, "tag": "l"})
-    # The light job finishes while the heavy ones share one slot.
-    assert jobs.wait(store, light, timeout=60)["status"] == "succeeded"
-    waited = False
-    deadline = time.monotonic() + 400
+    assert jobs.wait(store, light, timeout=120)["status"] == "succeeded"
+    assert store.job(first["job_id"])["status"] == "running"  # the heavy one still runs
+    assert store.job(other)["status"] == "queued"
+    assert len(store.ticks_done("l")) == 3
+    never_both = True
+    deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         ja, jb = store.job(a), store.job(b)
-        assert not (ja["status"] == "running" and jb["status"] == "running")
-        if "heavy slot" in (ja["message"] or "") + (jb["message"] or ""):
-            waited = True
-        if ja["status"] == jb["status"] == "succeeded":
+        never_both &= not (ja["status"] == "running" and jb["status"] == "running")
+        if ja["status"] not in jobs.ACTIVE and jb["status"] not in jobs.ACTIVE:
             break
         time.sleep(0.1)
+    assert never_both
     assert store.job(a)["status"] == store.job(b)["status"] == "succeeded"
-    assert waited
+    assert store.job(other)["started_at"] >= store.job(first["job_id"])["finished_at"]
+
+
+def test_stage_that_raises_fails_the_job_with_its_reason(store):
+    jid = jobs.submit(store, "extract", {"dataset": "nope", "limit": 2})
+    j = jobs.wait(store, jid, timeout=120)
+    assert j["status"] == "failed"
+    assert j["error"].startswith("ValueError: no problems for dataset='nope'")
+    assert "Traceback" in open(j["log_file"]).read()
+    r = CliRunner().invoke(cli, ["--db", str(store.path), "jobs", "list"])
+    assert f"error: ValueError: no problems for dataset='nope'" in r.output
+
+
+def test_forced_cancel_kills_a_job_that_does_not_reach_a_safe_point(store):
+    """One item of 600 s: the job never reaches its next safe point, so the cancel
+    forces it after the grace period, and its process is gone."""
+    jid = jobs.submit(store, "ticks", {"n": 2, "seconds": 600, "tag": "f"})
+    _until(lambda: store.job(jid)["step"] == "ticks")  # past its first safe point
+    j = jobs.cancel(store, jid, wait=1.0)
+    assert j["status"] == "cancelled" and j["message"].startswith("forced")
+    _until(lambda: not jobs.alive(store.job(jid)), timeout=10)
+    assert store.ticks_done("f") == set()
+
+
+def test_cancelling_a_queued_job(store):
+    """A heavy job waiting for the slot (held here by a real flock) is cancelled while
+    queued: it shows 'cancelling' until it ends, and never runs its stage."""
+    config.jobs_dir(store.path).mkdir(parents=True, exist_ok=True)
+    lock = open(config.jobs_dir(store.path) / "heavy.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        jid = jobs.submit(store, "extract", {"limit": 2})
+        _until(lambda: "heavy slot" in (store.job(jid)["message"] or ""))
+        pid = store.job(jid)["pid"]
+        _stop_outside_a_write(store, pid, read_only=False)  # the cancel cannot end first
+        j = jobs.cancel(store, jid, wait=0)
+        assert j["status"] == "queued" and jobs.display_status(j) == "cancelling"
+        r = CliRunner().invoke(cli, ["--db", str(store.path), "jobs", "list"])
+        assert "cancelling" in r.output
+        os.kill(pid, signal.SIGCONT)
+        j = jobs.wait(store, jid, timeout=60)
+        assert j["status"] == "cancelled" and j["started_at"] is None
+        assert jobs.display_status(j) == "cancelled"
+    finally:
+        lock.close()
+    assert store.count("runs") == 0
+
+
+def test_two_stores_in_one_folder_keep_their_logs_apart(tmp_path):
+    from pipeline.store import Store
+
+    a, b = Store(tmp_path / "a.duckdb"), Store(tmp_path / "b.duckdb")
+    ja = jobs.submit(a, "ticks", {"n": 1, "seconds": 0.01, "tag": "a"})
+    jb = jobs.submit(b, "ticks", {"n": 1, "seconds": 0.01, "tag": "b"})
+    assert ja == jb == 1
+    la, lb = jobs.wait(a, ja, 60)["log_file"], jobs.wait(b, jb, 60)["log_file"]
+    assert la != lb
+    assert "tag\": \"a\"" in open(la).read() and "tag\": \"b\"" not in open(la).read()
+    assert "tag\": \"b\"" in open(lb).read()
 
 
 def test_cli_jobs_commands(store):
@@ -142,3 +212,42 @@ def test_cli_jobs_commands(store):
     assert r.exit_code != 0 and "already succeeded" in r.output
     r = CliRunner().invoke(cli, ["--db", str(store.path), "jobs", "submit", "nope"])
     assert r.exit_code != 0 and "unknown job kind" in r.output
+    for cmd in ("wait", "cancel", "show", "logs", "resume"):
+        r = CliRunner().invoke(cli, ["--db", str(store.path), "jobs", cmd, "999"])
+        assert r.exit_code == 1 and "no job 999" in r.output, (cmd, r.output)
+        assert isinstance(r.exception, SystemExit)  # a message, not a traceback
+    # --timeout is honoured: exit 2, the job still running.
+    r = CliRunner().invoke(cli, ["--db", str(store.path), "jobs", "submit", "ticks", "n=100",
+                                 "seconds=0.2", "tag=w"])
+    jid = int(r.output.split()[-1])
+    r = CliRunner().invoke(cli, ["--db", str(store.path), "jobs", "wait", str(jid),
+                                 "--timeout", "1"])
+    assert r.exit_code == 2 and f"job {jid} still" in r.output
+    assert store.job(jid)["status"] in jobs.ACTIVE
+    pid = store.job(jid)["pid"]
+    _stop_outside_a_write(store, pid, read_only=False)
+    r = CliRunner().invoke(cli, ["--db", str(store.path), "jobs", "cancel", str(jid),
+                                 "--wait", "0"])
+    os.kill(pid, signal.SIGCONT)
+    assert r.exit_code == 0 and "cancelling" in r.output, r.output
+    assert jobs.wait(store, jid, timeout=60)["status"] == "cancelled"
+
+
+@pytest.mark.slow
+def test_quickstart_job_runs_to_completion(store):
+    """The app's quick start as one job: demo data, extraction, analysis, clustering."""
+    jid = jobs.submit(store, "quickstart", {"limit": 24, "max_new_tokens": 48,
+                                            "n_train": 40, "n_test": 10})
+    j = jobs.wait(store, jid, timeout=900)
+    assert j["status"] == "succeeded", (j["error"], open(j["log_file"]).read()[-3000:])
+    res = j["result"]
+    run = next(r for r in store.runs() if r["run_id"] == res["run_id"])
+    assert (run["n_done"], run["n_items"], run["status"]) == (24, 24, "finished")
+    assert store.count("problems") == 50
+    bad = store.bad_cases(res["run_id"])
+    assert len(bad) == 24 - run["n_correct"]
+    done = store.analysis_done(res["analysis_id"])
+    assert done == {b["case_id"] for b in bad}
+    cl = store.latest_clustering()
+    assert cl["clustering_id"] == res["clustering_id"]
+    assert cl["n_points"] == len(store.keyphrases(res["analysis_id"]))
