@@ -158,3 +158,60 @@ def result_line(result: dict) -> str:
         else:
             parts.append(f"{k} {v}")
     return " · ".join(parts)
+
+# -- the loop pages (Synthesis, Selection, Iterations) ---------------------------------------
+
+
+def duration(seconds: float | None) -> str:
+    """A rough duration: '40 s', '12 min', '2.5 h'."""
+    if seconds is None:
+        return "?"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def launch(s: Store, kind: str, params: dict, key: str) -> int | None:
+    """Submit a job of `kind`; remember it under `key` for follow_jobs. Errors shown."""
+    from pipeline import jobs
+
+    try:
+        jid = jobs.submit(s, kind, params)
+    except ValueError as e:
+        st.error(str(e))
+        return None
+    st.session_state[f"job-{key}"] = jid
+    st.success(f"Job #{jid} ({kind}) started; its progress is below and on the Jobs page.")
+    return jid
+
+
+def follow_jobs(s: Store, kinds: tuple[str, ...], key: str, latest: int = 3) -> None:
+    """Progress of this page's jobs: the one just launched and the latest of these kinds,
+    refreshed every 2 s (as on the Jobs page)."""
+    from pipeline import jobs
+
+    @st.fragment(run_every=2)
+    def _follow():
+        jobs.reap(s)
+        mine = st.session_state.get(f"job-{key}")
+        rows = [j for j in s.jobs(limit=100) if j["kind"] in kinds][:latest]
+        if mine and all(j["job_id"] != mine for j in rows):
+            j = s.job(mine)
+            rows = ([j] if j else []) + rows
+        if not rows:
+            st.caption(f"No {' / '.join(kinds)} jobs yet.")
+            return
+        for j in rows:
+            frac = min(1.0, (j["done"] or 0) / j["total"]) if j["total"] else 0.0
+            st.progress(frac, text=job_line(j))
+            line = f"{j['step'] or ''} {j['message'] or ''}".strip()
+            if j["result"]:
+                line += f" · {result_line(j['result'])}"
+            if line:
+                st.caption(line)
+            if j["error"]:
+                st.error(j["error"])
+
+    _follow()

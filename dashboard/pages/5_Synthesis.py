@@ -1,0 +1,126 @@
+"""Synthesis: new training problems per error type, with what became of each.
+
+Per type, how many proposals were generated, rejected (failed verification), near
+duplicates (Rouge-L against train problems and earlier candidates), contaminated (close
+to a test split) and kept; a type's candidates beside the bad cases they came from; and a
+launch form that shows the estimate (calls, proposals, tokens and cost, or minutes) before
+it submits a `synthesize` job. All text is shown as text."""
+
+from dataclasses import asdict
+
+import pandas as pd
+import streamlit as st
+
+import common
+from pipeline import synthesize, views_loop
+
+s = common.header("Synthesis")
+COUNTS = ["type_id", "title", "generated", "rejected", "near_duplicate", "contaminated", "kept"]
+
+its = views_loop.iteration_choices(s)
+it_n = st.selectbox("iteration", its, index=len(its) - 1, key="syn_it")
+bs = views_loop.batches(s, it_n)
+
+st.subheader("Candidates per error type")
+if not bs:
+    st.info(f"No synthesis batch for iteration {it_n} yet. Run the quick start (Overview) "
+            "so the bad cases are clustered into error types, then launch a batch below.")
+else:
+    names = {b["batch_id"]: f"{b['batch_id']} · {b['synthesizer']} · {b['status']} · "
+             f"{str(b['created_at'])[:16]}" for b in bs}
+    bid = st.selectbox("batch", list(names), format_func=names.get, key="syn_batch")
+    counts = synthesize.summary(s, bid)
+    df = pd.DataFrame(counts, columns=COUNTS)
+    st.dataframe(df, hide_index=True, width="stretch", key="syn_counts")
+    tot = {c: int(df[c].sum()) for c in COUNTS[2:]}
+    st.caption(" · ".join(f"{v} {k.replace('_', '-')}" for k, v in tot.items())
+               + (f" · {100 * tot['kept'] / tot['generated']:.0f}% kept"
+                  if tot["generated"] else ""))
+
+    if counts:
+        types = {r["type_id"]: f"{r['type_id']}: {r['title']}" for r in counts}
+        c1, c2 = st.columns([3, 1])
+        tid = c1.selectbox("error type", list(types), format_func=types.get, key="syn_type")
+        status = c2.selectbox("status", ["all", *views_loop.CAND_STATUSES], key="syn_status")
+        cands = views_loop.type_candidates(s, bid, tid, None if status == "all" else status)
+        if not cands:
+            st.info("No candidates of this type with that status.")
+        else:
+            table = pd.DataFrame([{
+                "cand_id": c["cand_id"], "status": c["status"], "reason": c["reason"],
+                "question": c["question"], "answer": c["answer"],
+                "nearest_score": c["nearest_score"],
+                "source_cases": ", ".join(str(i) for i in c["source_cases"] or [])}
+                for c in cands])
+            st.dataframe(table, hide_index=True, width="stretch", key="syn_cands")
+            pick = {c["cand_id"]: c for c in cands}
+            cid = st.selectbox(
+                "candidate", list(pick), key="syn_cand",
+                format_func=lambda i: f"#{i} · {pick[i]['status']} · "
+                                      f"{' '.join((pick[i]['question'] or '').split())[:80]}")
+            c = pick[cid]
+            left, right = st.columns(2)
+            with left:
+                st.markdown(f"**Candidate #{cid}** · {c['status']}")
+                if c["reason"]:
+                    st.text(f"reason: {c['reason']}")
+                st.caption("question")
+                st.code(c["question"] or "(none)", language=None, wrap_lines=True)
+                st.caption("solution")
+                st.code(c["solution"] or "(none)", language=None, wrap_lines=True)
+                st.text(f"answer: {c['answer']}")
+                if c["nearest"]:
+                    st.caption(f"nearest earlier problem (Rouge-L {c['nearest_score']:.2f})")
+                    st.code(c["nearest"], language=None, wrap_lines=True)
+                if c["contamination"]:
+                    st.caption("contamination check")
+                    st.json(c["contamination"], expanded=False)
+                prov = {k: c[k] for k in ("synthesizer", "model", "prompt_version", "batch_id")}
+                st.caption(" · ".join(f"{k} {v}" for k, v in prov.items() if v))
+            with right:
+                st.markdown(f"**The bad cases it came from** ({len(c['sources'])})")
+                for b in c["sources"]:
+                    with st.container(border=True):
+                        st.caption(f"case {b['case_id']} · {b['dataset']}/{b['split']} · "
+                                   f"{b['pid']}")
+                        st.code(b["question"] or "", language=None, wrap_lines=True)
+                        st.caption("the model's wrong output")
+                        st.code(b["output"] or "", language=None, wrap_lines=True)
+                        st.text(f"model's answer: {b['pred']} · reference: {b['answer']}")
+                if not c["sources"]:
+                    st.caption("(no stored bad cases)")
+
+st.subheader("Launch a synthesis batch")
+c1, c2, c3, c4, c5 = st.columns(5)
+budget = c1.number_input("budget (proposals)", 1, 100_000, 400, step=20, key="syn_budget")
+per_call = c2.number_input("per call", 1, 100, 20, key="syn_per_call")
+k = c3.number_input("bad cases shown per call (k)", 1, 20, 3, key="syn_k")
+alloc = c4.selectbox("allocation", ["share", "equal"], key="syn_alloc")
+synth = c5.selectbox("synthesizer", ["auto", "offline", "instructor"], key="syn_synth")
+p = synthesize.SynthParams(iteration=int(it_n), budget=int(budget), per_call=int(per_call),
+                           k=int(k), allocation=alloc, synthesizer=synth)
+try:
+    est = synthesize.estimate(s, p)
+except ValueError as e:
+    est = None
+    st.error(str(e))
+if est:
+    m = st.columns(4)
+    m[0].metric("synthesizer", est["synthesizer"])
+    m[1].metric("calls", est["n_calls"])
+    m[2].metric("proposals", est["n_proposals"])
+    if "minutes" in est:
+        m[3].metric("time (offline)", f"~{est['minutes']} min")
+    else:
+        cost = est.get("cost_usd")
+        m[3].metric("cost", f"${cost:.2f}" if cost is not None else "no price")
+        st.caption(f"{est['prompt_tokens']:,} prompt + {est['completion_tokens']:,} completion "
+                   "tokens (rough: ~4 characters a token); prices per million tokens from "
+                   "pipeline/prices.json, overridden by data/prices.json"
+                   + ("" if est.get("price_per_mtok") else " (none listed for this model)"))
+    if not est["n_calls"]:
+        st.warning("No error types to synthesize from: run the quick start first.")
+if st.button("Launch synthesis", key="syn_go", type="primary",
+             disabled=not est or not est["n_calls"]):
+    common.launch(s, "synthesize", asdict(p), "synthesize")
+common.follow_jobs(s, ("synthesize",), "synthesize")

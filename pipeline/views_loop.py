@@ -1,0 +1,237 @@
+"""Read-side views of the SEI loop for the app's Synthesis, Selection and Iterations pages:
+lookups that join what the stages stored, threshold previews, and rough time estimates
+for training, evaluation and a whole iteration. Nothing here writes; no SQL (the Store
+does that)."""
+
+from __future__ import annotations
+
+from pipeline import iterations
+from pipeline.store import Store
+
+# Rough CPU figures for the estimates shown before a launch (2 cores, SmolLM2-135M).
+TRAIN_TOKENS_PER_EXAMPLE = 150   # chat-formatted question + solution
+TRAIN_TOKENS_PER_S = 130         # fp32 LoRA forward + backward
+EVAL_TOKENS_PER_PROBLEM = 80     # generated, stopping at the final answer
+EVAL_TOKENS_PER_S = 200          # batched greedy decoding
+CAND_STATUSES = ("kept", "rejected", "near_duplicate", "contaminated")
+
+
+def is_empty(store: Store) -> bool:
+    """Nothing of the loop yet: no iteration, no evaluation, no training run."""
+    return not store.iterations() and not store.iteration_links() and not store.train_runs()
+
+
+def iteration_choices(store: Store) -> list[int]:
+    """Iterations the pages can show: the stored ones, else iteration 1 (to be made)."""
+    return [it["iteration"] for it in store.iterations()] or [1]
+
+
+# -- synthesis ---------------------------------------------------------------------------------
+
+
+def batches(store: Store, iteration: int | None = None) -> list[dict]:
+    """Synthesis batches (newest first), optionally of one iteration."""
+    out = [b for b in store.synth_batches() if iteration is None or b["iteration"] == iteration]
+    return list(reversed(out))
+
+
+def type_candidates(store: Store, batch_id: str, type_id: int,
+                    status: str | None = None) -> list[dict]:
+    """One type's candidates of a batch, each with `sources`: the bad cases it came from
+    (question, reference answer, the model's wrong output and answer)."""
+    cands = [c for c in store.candidates(batch_id=batch_id, status=status)
+             if c["type_id"] == type_id]
+    ids = sorted({int(i) for c in cands for i in (c["source_cases"] or [])})
+    by_id = {c["case_id"]: c for c in store.cases_by_id(ids)}
+    for c in cands:
+        c["sources"] = [by_id[int(i)] for i in (c["source_cases"] or []) if int(i) in by_id]
+    return cands
+
+
+# -- selection ---------------------------------------------------------------------------------
+
+
+def cut_preview(scores: list[dict], tops: list[float], seed: int = 0) -> list[dict]:
+    """Per type: candidates scored, selected (stored), and how many each top fraction (or
+    count) would keep, ranked exactly as selection ranks (ties broken by the seed)."""
+    from pipeline.select import n_keep, rank
+
+    per: dict = {}
+    for s in scores:
+        d = per.setdefault(s["type_id"], {"type_id": s["type_id"], "title": s["type_title"],
+                                          "scored": 0, "selected": 0})
+        d["scored"] += 1
+        d["selected"] += bool(s["selected"])
+    by_cand = {s["cand_id"]: s["type_id"] for s in scores}
+    for top in tops:
+        col = cut_label(top)
+        for d in per.values():
+            d[col] = 0
+        for cid in rank(scores, n_keep(top, len(scores)), seed):
+            per[by_cand[cid]][col] += 1
+    return sorted(per.values(), key=lambda d: (-d["scored"], d["type_id"] or 0))
+
+
+def cut_label(top: float) -> str:
+    return f"top {top:g}" if top >= 1 else f"top {100 * top:g}%"
+
+
+def cut_score(scores: list[dict], top: float, seed: int = 0) -> float | None:
+    """The lowest score a top-`top` cut keeps."""
+    from pipeline.select import n_keep, rank
+
+    keep = rank(scores, n_keep(top, len(scores)), seed)
+    sc = {s["cand_id"]: s["score"] for s in scores}
+    return min(sc[c] for c in keep) if keep else None
+
+
+def dev_changes(store: Store, selection_id: str, iteration: int, cand: dict) -> list[dict]:
+    """The dev problems a scored candidate fixed (bad half, now right) or broke (good half,
+    now wrong), with the question, the zero-shot output and the one-shot output."""
+    dev = {d["pid"]: d for d in store.dev_set(iteration)}
+    gens = {g["pid"]: g for g in store.score_generations(selection_id, cand["cand_id"])}
+    out = []
+    for change in ("fixed", "broken"):
+        for pid in cand.get(change) or []:
+            d, g = dev.get(pid, {}), gens.get(pid, {})
+            out.append({"change": change, "pid": pid, "half": d.get("half"),
+                        "question": d.get("question"), "answer": d.get("answer"),
+                        "zero_shot_output": d.get("zero_output"),
+                        "one_shot_output": g.get("output"), "one_shot_pred": g.get("pred")})
+    return out
+
+
+def proxy_vs_oneshot(store: Store, iteration: int) -> list[dict]:
+    """Per candidate scored by both the latest one-shot and the latest proxy selection of
+    an iteration: both scores (for a scatter beside the stored Spearman)."""
+    latest = {}
+    for s in store.selections(iteration):
+        latest[s["method"]] = s["selection_id"]
+    if "oneshot" not in latest or "proxy" not in latest:
+        return []
+    one = {s["cand_id"]: s for s in store.cand_scores(latest["oneshot"])}
+    out = []
+    for s in store.cand_scores(latest["proxy"]):
+        if s["cand_id"] in one:
+            out.append({"cand_id": s["cand_id"], "type_id": s["type_id"],
+                        "type_title": s["type_title"], "oneshot": one[s["cand_id"]]["score"],
+                        "proxy": s["score"]})
+    return out
+
+
+# -- estimates ----------------------------------------------------------------------------------
+
+
+def train_estimate(store: Store, p) -> dict:
+    """Examples, optimizer steps, tokens and seconds of a training run (TrainParams):
+    examples x epochs x ~150 tokens at ~130 tokens/s. `error` when there is nothing to
+    train on yet."""
+    import math
+
+    from pipeline.train import selections_for
+
+    try:
+        sel_ids = selections_for(store, p)
+    except ValueError as e:
+        return {"error": str(e)}
+    cands = {s["cand_id"] for sid in sel_ids
+             for s in store.cand_scores(sid, selected_only=True)}
+    n = len(cands)
+    tokens = n * p.epochs * TRAIN_TOKENS_PER_EXAMPLE
+    return {"selection_ids": sel_ids, "n_examples": n,
+            "steps": math.ceil(n / p.batch_size) * p.epochs if n else 0, "tokens": tokens,
+            "seconds": tokens / TRAIN_TOKENS_PER_S}
+
+
+def eval_estimate(store: Store, p) -> dict:
+    """Problems per evaluation set (EvalParams: the first `limit` of each) plus the train
+    check, and seconds: problems x ~80 tokens at ~200 tokens/s."""
+    from pipeline.evaluate import base_train_run
+
+    sizes = {f"{d['dataset']}/{d['split']}": d["n"] for d in store.datasets()}
+    per = {}
+    for s in p.sets:
+        n = sizes.get(s, 0)
+        per[s] = min(n, p.limit) if p.limit else n
+    if p.train_check and p.iteration > 0:
+        base = base_train_run(store)
+        if base:
+            per["train_check"] = base["n_items"] or base["n_done"] or 0
+    n = sum(per.values())
+    return {"problems": per, "n_problems": n,
+            "seconds": n * EVAL_TOKENS_PER_PROBLEM / EVAL_TOKENS_PER_S}
+
+
+def iterate_estimate(store: Store, p) -> dict:
+    """A rough time for `sei iterate` (LoopParams) from where the store stands: the base
+    evaluation if missing, then per iteration not yet done: extraction of the train
+    problems, synthesis, one-shot selection (assuming the share of proposals kept so far,
+    else half), training and evaluation. Minutes, with the parts."""
+    from pipeline import evaluate, select, synthesize
+    from pipeline.train import TrainParams
+
+    sets = p.eval_sets or evaluate.default_sets(store)
+    parts: dict[str, float] = {}
+    have0 = {lk["role"][5:] for lk in store.iteration_links(0) if lk["role"].startswith("eval:")}
+    missing0 = [s for s in sets if s not in have0]
+    if missing0:
+        e = eval_estimate(store, evaluate.EvalParams(iteration=0, sets=missing0,
+                                                     limit=p.eval_limit))
+        parts["evaluate base"] = e["seconds"]
+    done = {it["iteration"] for it in store.iterations() if it["status"] == "done"}
+    all_c = store.candidates()
+    kept_share = (sum(c["status"] == "kept" for c in all_c) / len(all_c)) if all_c else 0.5
+    sp = select.SelectParams.from_dict(p.select)
+    tp = TrainParams.from_dict(p.train)
+    for i in range(1, p.iterations + 1):
+        if i in done:
+            continue
+        if store.iteration(i) is None:
+            parts[f"{i}: extract"] = p.train_limit * EVAL_TOKENS_PER_PROBLEM / EVAL_TOKENS_PER_S
+        try:
+            syn = synthesize.estimate(store, synthesize.SynthParams.from_dict(
+                {**p.synth, "iteration": i}))
+        except ValueError:
+            syn = {"n_proposals": synthesize.SynthParams().budget, "minutes": 1.0}
+        parts[f"{i}: synthesize"] = 60 * (syn.get("minutes") or 0)
+        kept = store.candidates(iteration=i, status="kept")
+        n_c = len(kept) if kept else int(syn["n_proposals"] * kept_share)
+        per = (sp.n_good + sp.n_bad) * 60 / 200 + 1.0
+        parts[f"{i}: select"] = n_c * per
+        n_sel = select.n_keep(sp.top, n_c)
+        parts[f"{i}: train"] = (n_sel * tp.epochs * TRAIN_TOKENS_PER_EXAMPLE
+                                / TRAIN_TOKENS_PER_S)
+        e = eval_estimate(store, evaluate.EvalParams(iteration=i, sets=sets,
+                                                     limit=p.eval_limit))
+        parts[f"{i}: evaluate"] = e["seconds"]
+    return {"parts": {k: round(v / 60, 1) for k, v in parts.items()},
+            "minutes": round(sum(parts.values()) / 60, 1)}
+
+
+# -- results -----------------------------------------------------------------------------------
+
+
+def accuracy_rows(store: Store) -> list[dict]:
+    """evaluate.accuracy_table with the change's interval as error bars around the
+    accuracy: +(hi - diff) and -(diff - lo) (none for the base model)."""
+    from pipeline.evaluate import accuracy_table
+
+    rows = accuracy_table(store)
+    for r in rows:
+        if r.get("diff") is not None:
+            r["err_plus"], r["err_minus"] = r["hi"] - r["diff"], r["diff"] - r["lo"]
+        else:
+            r["err_plus"] = r["err_minus"] = 0.0
+    return rows
+
+
+def loss_curves(store: Store) -> list[dict]:
+    """Every training run with its loss per step."""
+    return [dict(t, steps=store.train_steps(t["train_id"])) for t in store.train_runs()]
+
+
+def next_iteration(store: Store) -> int:
+    """The iteration `run the next iteration` goes to: the first one not done."""
+    its = store.iterations()
+    done = [it["iteration"] for it in its if it["status"] == "done"]
+    return (max(done) + 1) if done else (iterations.latest(store) or 1)

@@ -1,0 +1,259 @@
+"""The loop's pages (Synthesis, Selection, Iterations) under streamlit's AppTest, on a real
+temporary DuckDB store filled through the Store's own write methods with small real data:
+a base train run with bad cases, an iteration's frozen taxonomy, a synthesis batch, one-shot
+and proxy selections with their dev set and generations, a training run's loss curve, and
+evaluation runs of iterations 0 and 1. No model is needed; the figures shown are checked
+against pipeline.stats on the same data."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from pipeline import stats
+from pipeline.config import ROOT
+from pipeline.store import Store
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+DASH = ROOT / "dashboard"
+sys.path.insert(0, str(DASH))  # as `streamlit run` does for the main script's folder
+
+TRAIN = [f"p{i:02d}" for i in range(12)]
+TRAIN_OK = [True, False, True, False, False, True, True, False, True, False, True, True]
+TEST = [f"t{i:02d}" for i in range(30)]
+# iteration 0 (base) and 1 on demo/test: 1 fixes some of 0's errors and breaks two
+EVAL0 = [i % 3 == 0 for i in range(30)]
+EVAL1 = [(i % 3 == 0 and i not in (3, 12)) or i in (1, 4, 7, 10, 13, 16, 19) for i in range(30)]
+CHECK1 = [True, True, True, False, True, True, True, True, True, False, True, True]
+
+
+def page(name: str) -> AppTest:
+    return AppTest.from_file(str(DASH / "pages" / name), default_timeout=60).run()
+
+
+def frame(at: AppTest, column: str):
+    """The first dataframe on the page with this column (AppTest exposes no dataframe keys)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def run(s: Store, run_id: str, dataset: str, split: str, pids: list[str], correct: list[bool],
+        kind: str = "extract", adapter: str | None = None) -> str:
+    s.upsert_run({"run_id": run_id, "kind": kind, "model_id": "smollm2-135m-instruct",
+                  "weights_hash": "w0000base", "adapter": adapter, "backend": "local",
+                  "dataset": dataset, "split": split, "data_hash": f"d-{dataset}-{split}",
+                  "n_items": len(pids), "prompt_template": "solve", "gen_params": {},
+                  "seed": 0, "code_version": "test"})
+    s.record_generations(run_id, [{
+        "dataset": dataset, "split": split, "pid": p, "correct": c,
+        "output": f"Step 1: ... The answer is {7 if c else 5}.", "pred": "7" if c else "5",
+        "completion_tokens": 40} for p, c in zip(pids, correct)])
+    s.finish_run(run_id)
+    return run_id
+
+
+@pytest.fixture
+def loop_store(store) -> Store:
+    s = store
+    s.insert_problems(
+        [{"dataset": "demo", "split": "train", "pid": p,
+          "question": f"Sam has {i + 3} boxes of 7 pencils. How many pencils? (train {p})",
+          "solution": f"{i + 3}*7 = {(i + 3) * 7}. The answer is {(i + 3) * 7}.",
+          "answer": "7", "meta": {}} for i, p in enumerate(TRAIN)]
+        + [{"dataset": "demo", "split": "test", "pid": p,
+            "question": f"A test problem number {p}?", "solution": "The answer is 7.",
+            "answer": "7", "meta": {}} for p in TEST])
+    base = run(s, "run-base-train", "demo", "train", TRAIN, TRAIN_OK)
+    cases = [c["case_id"] for c in s.bad_cases(base)]
+    assert len(cases) == TRAIN_OK.count(False)
+    types = [
+        {"type_id": 1, "title": "multiplication slip", "description": "a wrong product",
+         "excluded": False, "share": 0.6, "n_cases": 3, "case_ids": cases[:3],
+         "keyphrases": {"1": "multiplication error: 7*4 given as 24"}},
+        {"type_id": 2, "title": "stops early", "description": None, "excluded": False,
+         "share": 0.4, "n_cases": 2, "case_ids": cases[3:],
+         "keyphrases": {"2": "answer is an intermediate value"}}]
+    s.create_iteration(1, "scratch", None, {"types": types, "edit_ids": [1, 2],
+                                            "n_cases": len(cases)}, "cl-test", {})
+    s.link_run(1, "extract", base)
+
+    bid = "syn-1-test"
+    s.upsert_synth_batch(bid, 1, "offline", {"budget": 8}, {"n_calls": 2})
+    s.link_run(1, "synthesis", bid)
+    # type 1: 3 kept, 1 rejected, 1 near duplicate; type 2: 2 kept, 1 contaminated
+    plan = [(1, "kept", None), (1, "kept", None), (1, "rejected", "stated answer '9' disagrees"),
+            (1, "near_duplicate", "Rouge-L 0.81 >= 0.7"), (1, "kept", None),
+            (2, "kept", None), (2, "contaminated", "13-gram with demo/test"), (2, "kept", None)]
+    rows = []
+    for j, (t, st, why) in enumerate(plan):
+        rows.append({
+            "slot": f"{bid}/{t}/0/{j}", "batch_id": bid, "iteration": 1, "type_id": t,
+            "type_title": types[t - 1]["title"], "source_cases": types[t - 1]["case_ids"][:2],
+            "synthesizer": "offline", "question": f"Candidate {j}: Ann buys {j + 2} bags of "
+            f"6 apples <b>bold</b>. How many apples?", "solution": f"{j + 2}*6 = {(j + 2) * 6}."
+            f" The answer is {(j + 2) * 6}.", "answer": str((j + 2) * 6), "meta": {},
+            "status": st, "reason": why,
+            "nearest": TRAIN[0] if st == "near_duplicate" else None,
+            "nearest_score": 0.81 if st == "near_duplicate" else None,
+            "contamination": {"test_set": "demo/test", "reason": "13-gram"}
+            if st == "contaminated" else None})
+    assert s.add_candidates(rows) == len(rows)
+    s.finish_synth_batch(bid)
+    kept = s.candidates(iteration=1, status="kept")
+
+    good = [p for p, c in zip(TRAIN, TRAIN_OK) if c][:3]
+    bad = [p for p, c in zip(TRAIN, TRAIN_OK) if not c][:3]
+    s.save_dev_set(1, [{"run_id": base, "dataset": "demo", "split": "train", "pid": p,
+                        "half": h, "seed": 0} for h, ps in (("good", good), ("bad", bad))
+                       for p in ps])
+    one = "sel-1-oneshot-test"
+    s.upsert_selection(one, 1, "oneshot", {"top": 0.4, "seed": 0}, {"model": "smollm2"})
+    s.link_run(1, "selection:oneshot", one)
+    for i, c in enumerate(kept):
+        fixed, broken = bad[:i % 3], good[:1] if i == 4 else []
+        gens = [{"cand_id": c["cand_id"], "dataset": "demo", "split": "train", "pid": p,
+                 "output": f"one-shot output for {p} with cand {c['cand_id']}",
+                 "pred": "7", "correct": (p in good and p not in broken) or p in fixed}
+                for p in good + bad]
+        s.record_scores(one, [{"cand_id": c["cand_id"], "score": 0.5 + 0.1 * (i % 3) - 0.05 * i,
+                               "good_acc": 1.0 - len(broken) / 3, "bad_acc": len(fixed) / 3,
+                               "fixed": fixed, "broken": broken, "detail": {}}], gens)
+    sc = s.cand_scores(one)
+    s.finish_selection(one, [(sc[0]["cand_id"], 1), (sc[1]["cand_id"], 2)],
+                       {"n_scored": len(sc), "n_selected": 2, "score_mean": 0.5})
+    prox = "sel-1-proxy-test"
+    s.upsert_selection(prox, 1, "proxy", {"top": 0.4, "seed": 0}, {})
+    s.record_scores(prox, [{"cand_id": c["cand_id"], "score": -0.1 * i, "detail": {}}
+                           for i, c in enumerate(kept)], [])
+    s.finish_selection(prox, [(kept[0]["cand_id"], 1)],
+                       {"n_scored": len(kept), "n_selected": 1, "score_mean": -0.2,
+                        "spearman_proxy_oneshot": 0.7, "spearman_n": len(kept),
+                        "spearman_with": one})
+
+    tid = "train-1-scratch-test"
+    s.upsert_train_run({"train_id": tid, "iteration": 1, "mode": "scratch",
+                        "base_model": "smollm2-135m-instruct", "init_adapter": None,
+                        "selection_ids": [one], "data_hash": "dh1", "n_examples": 2,
+                        "params": {"method": "oneshot", "epochs": 3},
+                        "adapter_dir": "data/adapters/train-1-scratch-test", "total_steps": 3})
+    s.record_train_steps(tid, [{"step": k, "epoch": k / 1, "loss": 2.0 / k, "lr": 2e-4,
+                                "tokens": 300, "seconds": 1.5} for k in (1, 2, 3)], 3)
+    s.finish_train_run(tid, "finished", "adapterhash1", {"seconds": 4.5})
+    s.link_run(1, "train:scratch:oneshot", tid)
+
+    s.link_run(0, "eval:demo/test", run(s, "run-eval-0", "demo", "test", TEST, EVAL0,
+                                        kind="evaluate"))
+    s.link_run(1, "eval:demo/test", run(s, "run-eval-1", "demo", "test", TEST, EVAL1,
+                                        kind="evaluate", adapter="data/adapters/t1"))
+    s.link_run(1, "train_check", run(s, "run-check-1", "demo", "train", TRAIN, CHECK1,
+                                     adapter="data/adapters/t1"))
+    return s
+
+
+def test_synthesis_counts_per_type_and_candidates_beside_their_cases(loop_store):
+    at = ok(page("5_Synthesis.py"))
+    df = frame(at, "near_duplicate")
+    got = {int(r.type_id): (r.generated, r.rejected, r.near_duplicate, r.contaminated, r.kept)
+           for r in df.itertuples()}
+    assert got == {1: (5, 1, 1, 0, 3), 2: (3, 0, 0, 1, 2)}
+    cands = frame(at, "nearest_score")
+    assert sorted(cands["status"]) == ["kept", "kept", "kept", "near_duplicate", "rejected"]
+    # the candidate's question as text (its <b> not rendered) beside its source bad cases
+    codes = [c.value for c in at.code]
+    assert any("<b>bold</b>" in c for c in codes)
+    src = loop_store.cases_by_id(loop_store.candidates(batch_id="syn-1-test")[0]["source_cases"])
+    assert all(any(b["question"] == c for c in codes) for b in src)
+    assert all(any(b["output"] == c for c in codes) for b in src)
+    at.selectbox(key="syn_type").set_value(2).run()
+    at.selectbox(key="syn_status").set_value("contaminated").run()
+    assert list(frame(ok(at), "nearest_score")["status"]) == ["contaminated"]
+    # the estimate comes before the launch: 8 proposals over the frozen taxonomy's 2 types
+    at.number_input(key="syn_budget").set_value(8).run()
+    ok(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["proposals"] == "8" and metrics["synthesizer"] == "offline"
+
+
+def test_selection_scores_cut_preview_and_dev_changes(loop_store):
+    from pipeline.select import n_keep, rank
+
+    at = ok(page("6_Selection.py"))
+    sid = at.selectbox(key="sel_pick").value
+    assert sid == "sel-1-proxy-test"  # newest first
+    at.selectbox(key="sel_pick").set_value("sel-1-oneshot-test").run()
+    ok(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Spearman proxy vs one-shot"] == "0.70"
+    assert metrics["selected"] == "2"
+    scores = loop_store.cand_scores("sel-1-oneshot-test")
+    at.slider(key="sel_top").set_value(0.4).run()
+    prev = frame(ok(at), "top 40%")
+    keep = set(rank(scores, n_keep(0.4, len(scores)), 0))
+    for tid in prev["type_id"]:
+        want = sum(1 for x in scores if x["cand_id"] in keep and x["type_id"] == tid)
+        assert prev.loc[prev.type_id == tid, "top 40%"].item() == want
+    assert prev["scored"].sum() == len(scores)
+    # the chosen candidate's fixed dev problems with both outputs, as text
+    top = scores[0]
+    at.selectbox(key="sel_cand").set_value(top["cand_id"]).run()
+    codes = [c.value for c in ok(at).code]
+    dev = {d["pid"]: d for d in loop_store.dev_set(1)}
+    for pid in top["fixed"]:
+        assert dev[pid]["question"] in codes
+        assert f"one-shot output for {pid} with cand {top['cand_id']}" in codes
+    assert len(at.get("plotly_chart")) == 2  # the score distribution and proxy vs one-shot
+
+
+def test_iterations_accuracy_interval_fix_rates_loss_and_lineage(loop_store):
+    at = ok(page("7_Iterations.py"))
+    d = stats.paired_diff(EVAL0, EVAL1, n_boot=10_000, seed=0)  # pids t00..t29 in order
+    table = frame(at, "95% interval")
+    row0 = table[table.iteration == 0].iloc[0]
+    row1 = table[table.iteration == 1].iloc[0]
+    assert row0["accuracy"] == f"{100 * d.acc_a:.1f}%"
+    assert row1["accuracy"] == f"{100 * d.acc_b:.1f}%"
+    assert row1["change vs base"] == f"{100 * d.diff:+.1f} pts"
+    assert row1["95% interval"] == f"[{100 * d.lo:+.1f}, {100 * d.hi:+.1f}] pts"
+    assert row1["McNemar p"] == f"{d.mcnemar_p:.3g}"
+    assert (row1["fixed"], row1["broken"]) == (d.fixed, d.broken)
+    assert (row1["weights_hash"], row1["data_hash"], row1["seed"]) == \
+        ("w0000base", "d-demo-test", 0)
+    charts = {json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec)
+              for c in at.get("plotly_chart")}
+    assert set(charts) == {"Accuracy per iteration", "Fix rate by error type", "Loss per step"}
+    [tr] = charts["Accuracy per iteration"]["data"]
+    assert tr["y"] == pytest.approx([100 * d.acc_a, 100 * d.acc_b])
+    assert tr["error_y"]["array"] == pytest.approx([0, 100 * (d.hi - d.diff)])
+    assert tr["error_y"]["arrayminus"] == pytest.approx([0, 100 * (d.diff - d.lo)])
+    assert f"95% [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}] pts" in tr["hovertext"][1]
+    # fix rate per type: of the base run's bad cases of the type, those right in the check
+    base_ok = dict(zip(TRAIN, TRAIN_OK))
+    now = dict(zip(TRAIN, CHECK1))
+    bad = [p for p in TRAIN if not base_ok[p]]
+    hm = charts["Fix rate by error type"]["data"][0]
+    want = [100 * sum(now[p] for p in ps) / len(ps) for ps in (bad[:3], bad[3:])]
+    assert [row[0] for row in hm["z"]] == pytest.approx(want)
+    loss = charts["Loss per step"]["data"][0]
+    assert loss["y"] == pytest.approx([2.0, 1.0, 2.0 / 3])
+    texts = " ".join(t.value for t in at.text)
+    assert "2 types, 2 edits" in texts and "candidates: 5 kept of 8" in texts
+    assert "hash adapterhash1" in texts
+    assert "Estimate:" in " ".join(c.value for c in at.caption)
+
+
+def test_empty_store_says_what_to_do_first(store):
+    at = ok(page("7_Iterations.py"))
+    assert "Nothing yet: run the quick start" in at.info[0].value
+    assert "then synthesize" in at.info[0].value
+    assert not at.get("plotly_chart")
+    ok(page("5_Synthesis.py"))
+    at = ok(page("6_Selection.py"))
+    assert "No selection for iteration 1 yet" in at.info[0].value
