@@ -1,5 +1,11 @@
-"""Clustering at scale: 10,000 keyphrases through embed -> UMAP -> HDBSCAN, cold (empty
-embedding cache) and warm (embeddings cached in the store), side by side in one run.
+"""Clustering at scale: 10,000 keyphrases through embed -> UMAP -> HDBSCAN, side by side in
+one run, with each one-off cost on its own line so that the cache effect is not confused
+with them:
+
+- model load: loading MiniLM (once per process),
+- JIT: numba compiling UMAP and HDBSCAN on a small sample (once per process),
+- cold cache: every embedding computed (model loaded, code compiled),
+- warm cache: embeddings read from the store.
 
     python benchmarks/clustering.py [--n 10000]
 
@@ -49,18 +55,30 @@ def main():
     print(f"{len(texts)} keyphrases ({len(set(texts))} distinct) from {len(cases)} cases, "
           f"built in {time.perf_counter() - t0:.1f}s; {os.cpu_count()} cores")
     p = ClusterParams(min_cluster_size=15)
+    from pipeline import embed
+
+    t0 = time.perf_counter()
+    embed.model()
+    load_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()  # compile on 300 other texts, in a store of their own
+        run(Store(Path(d) / "jit.duckdb"), [f"jit warm-up phrase {i}" for i in range(300)],
+            ClusterParams(min_cluster_size=5))
+        jit_s = time.perf_counter() - t0
         store = Store(Path(d) / "bench.duckdb")
         cold = run(store, texts, p)
         warm = run(store, texts, p)
+    print(f"model load {load_s:.1f}s, JIT warm-up (300 texts, all stages) {jit_s:.1f}s; "
+          "neither is counted below")
     print(f"{'':8}{'embed':>9}{'umap':>9}{'hdbscan':>9}{'total':>9}  clusters  noise")
     for name, t in (("cold", cold), ("warm", warm)):
         print(f"{name:8}{t['embed']:8.1f}s{t['umap']:8.1f}s{t['hdbscan']:8.1f}s{t['total']:8.1f}s"
               f"  {t['clusters']:8d}  {t['noise']:.0%}")
     dom = max(("embed", "umap", "hdbscan"), key=lambda k: cold[k])
-    print(f"cold/warm = {cold['total'] / warm['total']:.2f}x; cold is dominated by {dom} "
-          f"({cold[dom] / cold['total']:.0%}); goal <= 60 s cold: "
-          f"{'met' if cold['total'] <= 60 else 'NOT met'}")
+    print(f"cold cache/warm cache = {cold['total'] / warm['total']:.2f}x (the cache alone: "
+          f"embed {cold['embed']:.1f}s -> {warm['embed']:.1f}s); cold is dominated by {dom} "
+          f"({cold[dom] / cold['total']:.0%}); goal <= 60 s cold, with model load and JIT: "
+          f"{'met' if cold['total'] + load_s + jit_s <= 60 else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """Generation throughput, side by side in one run, on the same 64 demo problems:
 
 1. one-at-a-time `generate` (batch size 1, the naive loop),
-2. the project's batched path (LocalTarget, left padding, batch 32),
-3. the llama.cpp server (bundled Q4_1 GGUF) with 8 parallel requests.
+2. plain HF left padding (`model.generate` on a left-padded batch of 32, no prefix reuse),
+3. the project's batched path (LocalTarget: left padding, shared prompt prefix run once),
+4. the llama.cpp server (bundled Q4_1 GGUF) with 8 parallel requests.
 
-Prints completion tokens/s for each and the ratios. Goal: batched >= 5x one-at-a-time.
+Prints completion tokens/s for each, the ratios, and how many outputs of each path are
+identical to the one-at-a-time outputs (greedy decoding: the fp32 paths should agree on
+every problem; llama.cpp runs a 4-bit quantization, so it is compared, not expected equal).
+Goal: batched >= 5x one-at-a-time.
 Usage: python benchmarks/generation.py [--n 64] [--max-new-tokens 64]
 """
 
@@ -28,7 +32,34 @@ def timed(fn):
     dt = time.perf_counter() - t0
     toks = sum(g.completion_tokens or 0 for g in gens)
     errs = sum(1 for g in gens if g.error)
-    return toks, dt, errs
+    return toks, dt, errs, [g.text for g in gens]
+
+
+class _Plain:
+    """Result of one plain left-padded generation, shaped like a Generation."""
+
+    def __init__(self, text: str, n: int):
+        self.text, self.completion_tokens, self.error = text, n, None
+
+
+def plain_left_padding(t: LocalTarget, msgs: list, params: GenParams, bs: int) -> list:
+    """transformers' own batched greedy decoding on a left-padded batch: no prefix reuse."""
+    import torch
+
+    tok, model = t._tok, t._model
+    out = []
+    for i in range(0, len(msgs), bs):
+        texts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+                 for m in msgs[i:i + bs]]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            ids = model.generate(**enc, max_new_tokens=params.max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)
+        new = ids[:, enc["input_ids"].shape[1]:]
+        for row in new:
+            n = int((row != tok.pad_token_id).sum())
+            out.append(_Plain(tok.decode(row, skip_special_tokens=True), n))
+    return out
 
 
 def main():
@@ -49,12 +80,15 @@ def main():
     one = timed(lambda: [t.generate([m], params)[0] for m in msgs])
     rows.append(("one-at-a-time (transformers, fp32)", *one))
 
+    rows.append((f"plain left padding x{a.batch_size} (fp32)",
+                 *timed(lambda: plain_left_padding(t, msgs, params, a.batch_size))))
+
     def batched():
         out = []
         for i in range(0, len(msgs), a.batch_size):
             out += t.generate(msgs[i:i + a.batch_size], params)
         return out
-    rows.append((f"batched x{a.batch_size} (transformers, fp32)", *timed(batched)))
+    rows.append((f"batched x{a.batch_size}, shared prefix (fp32)", *timed(batched)))
 
     with local_server(n_ctx=2048) as base:
         srv = OpenAITarget(model="smollm2-135m-instruct", base_url=base, parallel=a.parallel)
@@ -64,15 +98,18 @@ def main():
                      *timed(lambda: srv.generate(msgs, params))))
 
     print(f"\n{a.n} demo problems, max_new_tokens={a.max_new_tokens}, {os.cpu_count()} cores")
-    print(f"{'path':44} {'tokens':>7} {'seconds':>8} {'tok/s':>7} {'errors':>6}")
-    for name, toks, dt, errs in rows:
-        print(f"{name:44} {toks:7d} {dt:8.1f} {toks / dt:7.1f} {errs:6d}")
-    base_tps = rows[0][1] / rows[0][2]
-    b_tps = rows[1][1] / rows[1][2]
-    l_tps = rows[2][1] / rows[2][2]
-    print(f"\nbatched / one-at-a-time: {b_tps / base_tps:.2f}x (goal >= 5x)")
-    print(f"llama.cpp / batched:     {l_tps / b_tps:.2f}x")
-    print(f"llama.cpp / one-at-a-time: {l_tps / base_tps:.2f}x")
+    ref = rows[0][4]
+    print(f"{'path':44} {'tokens':>7} {'seconds':>8} {'tok/s':>7} {'errors':>6} "
+          f"{'same text':>10}")
+    for name, toks, dt, errs, texts in rows:
+        same = sum(x == y for x, y in zip(texts, ref))
+        print(f"{name:44} {toks:7d} {dt:8.1f} {toks / dt:7.1f} {errs:6d} "
+              f"{same:4d}/{len(ref):<5d}")
+    tps = [r[1] / r[2] for r in rows]
+    print(f"\nbatched / one-at-a-time:            {tps[2] / tps[0]:.2f}x (goal >= 5x)")
+    print(f"batched / plain left padding:       {tps[2] / tps[1]:.2f}x")
+    print(f"plain left padding / one-at-a-time: {tps[1] / tps[0]:.2f}x")
+    print(f"llama.cpp / batched:                {tps[3] / tps[2]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -129,7 +129,8 @@ def data_demo(ctx, n_train, n_test, seed):
     from pipeline.data import import_demo
 
     added = import_demo(_store(ctx), n_train, n_test, seed)
-    click.echo(f"demo: {added.get('train', 0)} train and {added.get('test', 0)} test problems added")
+    click.echo(f"demo: {added.get('train', 0)} train and {added.get('test', 0)} test "
+               "problems added")
 
 
 @data.command("list")
