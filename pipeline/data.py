@@ -223,7 +223,7 @@ def read_jsonl(path: Path, parse: Callable[[dict], dict], dataset: str,
         if not line.strip():
             continue
         try:
-            if _depth(line) > MAX_DEPTH:
+            if line.count("[") + line.count("{") > MAX_DEPTH and _depth(line) > MAX_DEPTH:
                 raise BadRecord(f"JSON nested deeper than {MAX_DEPTH} levels")
             try:
                 rec = json.loads(line)
