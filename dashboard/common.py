@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,24 @@ from pipeline.store import Store
 NOISE = "#b8b8b8"
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173",
-           "#3182bd", "#e6550d", "#31a354", "#756bb1", "#636363", "#9c9ede"]
+           "#3182bd", "#e6550d", "#31a354", "#756bb1", "#e7ba52", "#9c9ede"]
+
+
+def _extend(n: int) -> list[str]:
+    """More distinct colours after the hand-picked ones: golden-angle hues at alternating
+    saturation and value (none grey, which is noise)."""
+    import colorsys
+
+    out = []
+    for i in range(n):
+        h = (0.13 + i * 0.381966) % 1.0
+        s_, v = (0.75, 0.85) if i % 3 == 0 else (0.5, 0.7) if i % 3 == 1 else (0.9, 0.55)
+        r, g, b = colorsys.hsv_to_rgb(h, s_, v)
+        out.append(f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}")
+    return out
+
+
+COLOURS = PALETTE + _extend(60)
 
 
 def db_path() -> Path:
@@ -45,54 +63,98 @@ def colour(type_id: int | None) -> str:
     return NOISE if type_id is None else PALETTE[type_id % len(PALETTE)]
 
 
+def type_colours(tax) -> dict[int, int]:
+    """A colour index per visible type, never shared between visible types (up to
+    len(COLOURS) of them): each type asks for its id's colour and takes the next free one
+    if it is taken, so a type keeps its colour when others are merged away."""
+    out: dict[int, int] = {}
+    taken: set[int] = set()
+    for t in sorted(t.type_id for t in tax.visible_types()):
+        i = t % len(COLOURS)
+        for _ in range(len(COLOURS)):
+            if i not in taken:
+                break
+            i = (i + 1) % len(COLOURS)
+        out[t] = i
+        taken.add(i)
+        if len(taken) == len(COLOURS):
+            taken.clear()
+    return out
+
+
+def md_text(text: str) -> str:
+    """Model or user text made inert for st.markdown: every markdown character escaped
+    (no links, images, LaTeX or HTML), line breaks kept."""
+    out = re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:&=])", r"\\\1", text or "")
+    return out.replace("\n", "  \n")
+
+
+def highlighted(text: str, spans: list[tuple[int, int]]) -> str:
+    """Markdown for `text` with the given character spans highlighted (all else inert)."""
+    out, pos = [], 0
+    for a, b in sorted(set(spans)):
+        if a < pos:
+            continue
+        out.append(md_text(text[pos:a]))
+        out.append(f":orange-background[{md_text(text[a:b])}]")
+        pos = b
+    out.append(md_text(text[pos:]))
+    return "".join(out)
+
+
 def _snip(text: str | None, n: int) -> str:
+    # Plotly draws a subset of HTML: escape <, > and &, but not quotes (it would show
+    # &quot; literally).
     text = " ".join((text or "").split())
-    return html.escape(text[:n] + ("…" if len(text) > n else ""))
+    return html.escape(text[:n] + ("…" if len(text) > n else ""), quote=False)
 
 
-LEGEND_TYPES = 24  # the largest types get a trace (and legend entry) each; the rest share one
+LEGEND_TYPES = 24  # the largest types get a trace each; the rest share one
+MAP_TITLES = 16    # titles drawn on the map: the largest types
 
 
-# Hover texts per clustering (its points never change; only edits do): escaping 10k
-# snippets costs more than the rest of a redraw.
-_HOVERS: dict[tuple, dict[int, str]] = {}
+# Hover texts per clustering and dot (its points never change; only edits do): escaping
+# 10k snippets costs more than the rest of a redraw.
+_HOVERS: dict[tuple, str] = {}
 
 
-def _hovers(tax) -> dict[int, str]:
-    cl = tax.clustering or {}
-    key = (cl.get("clustering_id"), str(cl.get("created_at")), len(tax.points),
-           max((p["kp_id"] for p in tax.points), default=None))
-    if key not in _HOVERS:
-        if len(_HOVERS) > 4:
+def _hover(cl_key, d: dict) -> str:
+    key = (cl_key, d["kp_id"], len(d["kp_ids"]), len(d["cases"]))
+    h = _HOVERS.get(key)
+    if h is None:
+        if len(_HOVERS) > 50_000:
             _HOVERS.clear()
-        _HOVERS[key] = {p["kp_id"]: f"<b>{_snip(p['text'], 90)}</b><br>{_snip(p['question'], 110)}"
-                        f"<br>case {p['case_id']} · {html.escape(str(p['dataset']))}"
-                        for p in tax.points}
-    return _HOVERS[key]
+        n, nc = len(d["kp_ids"]), len(d["cases"])
+        many = f" ×{n} ({nc} case{'s' if nc != 1 else ''})" if n > 1 else ""
+        h = _HOVERS[key] = (f"<b>{_snip(d['text'], 90)}</b>{many}<br>{_snip(d['question'], 110)}"
+                            f"<br>case {d['case_id']} · {_snip(str(d['dataset']), 40)}")
+    return h
 
 
-# The long tail's colours as numbers on a stepped scale: plotly checks colour strings
-# one by one with a regex, numbers as one array.
-_STEPPED = [[(i + j) / len(PALETTE), c] for i, c in enumerate(PALETTE) for j in (0, 1)]
-
-
-def build_map_figure(tax, show_excluded: bool = False, highlight: int | None = None) -> go.Figure:
-    """The 2-D UMAP of keyphrases in WebGL, coloured by error type, noise in grey.
-    customdata carries the keyphrase id, which is what a selection hands back.
+def build_map_figure(tax, show_excluded: bool = False, highlight: int | None = None,
+                     mark: set[int] | None = None) -> go.Figure:
+    """The 2-D UMAP of keyphrases in WebGL, coloured by error type (no two visible types
+    share a colour), noise in grey, with the largest types' titles drawn on the map.
+    Identical keyphrases of one type are one dot sized by their count; customdata carries
+    the dot's first keyphrase id, which is what a selection hands back (expand it with
+    taxonomy.expand). `highlight` dims every type but one; `mark` rings the dots of
+    these keyphrase ids (a case shown on the map).
 
     Built for 10k points and hundreds of types: plotly validates every trace and every
     list element, so the largest types get a trace each, the long tail shares one trace
     with per-point colours, and columns go in as numpy arrays (validated whole)."""
+    from pipeline import taxonomy
+
+    cols = type_colours(tax)
     groups: dict[int | None, list[dict]] = {}
-    for p in tax.points:
-        if p["excluded"] and not show_excluded:
-            continue
-        groups.setdefault(p["type"], []).append(p)
-    typed = sorted((t for t in groups if t is not None), key=lambda t: -len(groups[t]))
+    for d in taxonomy.dots(tax, show_excluded):
+        groups.setdefault(d["type"], []).append(d)
+    size = {t: sum(len(d["kp_ids"]) for d in ds) for t, ds in groups.items()}
+    typed = sorted((t for t in groups if t is not None), key=lambda t: -size[t])
     head, tail = typed[:LEGEND_TYPES], typed[LEGEND_TYPES:]
     parts = ([(None, groups[None])] if None in groups else []) + [(t, groups[t]) for t in head]
     if tail:
-        parts.append(("tail", [p for t in tail for p in groups[t]]))
+        parts.append(("tail", [d for t in tail for d in groups[t]]))
 
     def name(t) -> str:
         if t is None:
@@ -105,37 +167,97 @@ def build_map_figure(tax, show_excluded: bool = False, highlight: int | None = N
     def alpha(t) -> float:
         if t is None:
             return 0.35
-        return 0.95 if highlight is None or highlight == t else 0.2
+        return 0.9 if highlight is None or highlight == t else 0.2
 
-    hovers = _hovers(tax)
+    cl = tax.clustering or {}
+    cl_key = (cl.get("clustering_id"), str(cl.get("created_at")))
     data = []
-    for t, pts in parts:
-        excl = [p["excluded"] for p in pts]
-        marker = {"size": 5 if t is None else 7, "color": colour(t) if t != "tail" else
-                  np.fromiter((p["type"] % len(PALETTE) for p in pts), float, len(pts)),
-                  "opacity": alpha(t)}
+    for t, ds in parts:
+        n = np.fromiter((len(d["kp_ids"]) for d in ds), float, len(ds))
+        marker = {"size": (5.0 if t is None else 7.0) + 4.0 * (np.sqrt(n) - 1.0),
+                  "color": NOISE if t is None else COLOURS[cols[t]] if t != "tail" else
+                  np.fromiter((cols.get(d["type"], 0) for d in ds), float, len(ds)),
+                  "opacity": alpha(t), "line": {"width": 0}}
         if t == "tail":
-            marker.update(colorscale=_STEPPED, cmin=-0.5, cmax=len(PALETTE) - 0.5,
-                          showscale=False)
+            steps = [[(i + j) / len(COLOURS), c] for i, c in enumerate(COLOURS) for j in (0, 1)]
+            marker.update(colorscale=steps, cmin=-0.5, cmax=len(COLOURS) - 0.5, showscale=False)
             if highlight is not None:
-                marker["opacity"] = np.fromiter((alpha(p["type"]) for p in pts), float, len(pts))
-        if any(excl):
-            marker["symbol"] = np.array(["x" if e else "circle" for e in excl], dtype=object)
+                marker["opacity"] = np.fromiter((alpha(d["type"]) for d in ds), float, len(ds))
+        if any(d["excluded"] for d in ds):
+            marker["symbol"] = np.array(["x" if d["excluded"] else "circle" for d in ds],
+                                        dtype=object)
         data.append({
             "type": "scattergl", "mode": "markers", "name": name(t),
-            "x": np.fromiter((p["x"] for p in pts), float, len(pts)),
-            "y": np.fromiter((p["y"] for p in pts), float, len(pts)),
-            "customdata": np.fromiter((p["kp_id"] for p in pts), np.int64, len(pts)),
-            "hovertext": np.array([hovers[p["kp_id"]] for p in pts], dtype=object),
+            "x": np.fromiter((d["x"] for d in ds), float, len(ds)),
+            "y": np.fromiter((d["y"] for d in ds), float, len(ds)),
+            "customdata": np.fromiter((d["kp_id"] for d in ds), np.int64, len(ds)),
+            "hovertext": np.array([_hover(cl_key, d) for d in ds], dtype=object),
             "hoverinfo": "text", "marker": marker})
+    if mark:
+        ring = [d for ds in groups.values() for d in ds if mark & set(d["kp_ids"])]
+        data.append({"type": "scattergl", "mode": "markers", "name": "shown case",
+                     "x": np.array([d["x"] for d in ring], float),
+                     "y": np.array([d["y"] for d in ring], float), "hoverinfo": "skip",
+                     "marker": {"size": 20, "symbol": "circle-open", "color": "#000000",
+                                "line": {"width": 3}}})
+    notes = _titles(tax, groups, [t for t in typed if not tax.types[t].excluded][:MAP_TITLES],
+                    cols)
     layout = {"height": 620, "margin": {"l": 0, "r": 0, "t": 10, "b": 0},
-              "dragmode": "lasso",
-              "legend": {"itemsizing": "constant", "font": {"size": 11},
-                         "orientation": "h", "yanchor": "top", "y": -0.02},
+              "dragmode": "lasso", "showlegend": False, "annotations": notes,
               "xaxis": {"showticklabels": False, "title": None, "zeroline": False},
               "yaxis": {"showticklabels": False, "title": None, "zeroline": False},
-              "uirevision": "map"}  # keep zoom across redraws
+              # zoom survives edits; a new clustering (a new layout) starts afresh
+              "uirevision": f"map-{cl.get('clustering_id')}"}
     return go.Figure(data=data, layout=layout)
+
+
+def _titles(tax, groups: dict, types: list[int], cols: dict[int, int],
+            w: float = 700.0, h: float = 620.0) -> list[dict]:
+    """Type titles for the map, each just above its cluster (off the densest points), moved
+    further up, or below the cluster, when it would cover a title already placed. Overlap
+    is judged in approximate pixels of a w x h plot."""
+    xs = np.array([d["x"] for ds in groups.values() for d in ds] or [0.0])
+    ys = np.array([d["y"] for ds in groups.values() for d in ds] or [0.0])
+    sx = w / ((xs.max() - xs.min()) or 1.0)
+    sy = h / ((ys.max() - ys.min()) or 1.0)
+    placed: list[tuple[float, float, float, float]] = []
+    notes = []
+    for t in types:
+        text = _snip(tax.types[t].title, 32)
+        tx = np.array([d["x"] for d in groups[t]])
+        ty = np.array([d["y"] for d in groups[t]])
+        x = float(np.median(tx))
+        half = 3.3 * len(text) + 4
+        px = (x - xs.min()) * sx
+        spots = [((ty.max() - ys.min()) * sy + 4 + 18 * i, 1, i) for i in range(4)] + \
+            [((ty.min() - ys.min()) * sy - 22 - 18 * i, -1, i) for i in range(3)]
+        for py, side, i in spots:
+            box = (px - half, px + half, py, py + 18)
+            if not any(b[0] < box[1] and box[0] < b[1] and b[2] < box[3] and box[2] < b[3]
+                       for b in placed):
+                break
+        placed.append(box)
+        top = side > 0
+        notes.append({"x": x, "y": float(ty.max() if top else ty.min()), "showarrow": False,
+                      "yanchor": "bottom" if top else "top",
+                      "yshift": (4 + 18 * i) if top else -(4 + 18 * i),
+                      "text": text, "font": {"size": 11},
+                      "bgcolor": "rgba(255,255,255,0.6)", "bordercolor": COLOURS[cols[t]],
+                      "borderwidth": 1.5, "borderpad": 2})
+    return notes
+
+
+def legend_table(tax):
+    """The compact title/share/cases table beside the map, its colour column painted."""
+    import pandas as pd
+
+    cols = type_colours(tax)
+    df = pd.DataFrame([{"colour": COLOURS[cols[t.type_id]], "id": t.type_id, "title": t.title,
+                        "share": pct(t.share), "cases": t.n_cases,
+                        "excluded": t.excluded} for t in tax.visible_types()])
+    if df.empty:
+        return df
+    return df.style.map(lambda c: f"background-color: {c}; color: {c}", subset=["colour"])
 
 
 def pct(x: float | None) -> str:
@@ -158,6 +280,20 @@ def result_line(result: dict) -> str:
         else:
             parts.append(f"{k} {v}")
     return " · ".join(parts)
+
+
+def page_link(page: str, label: str, icon: str, **query) -> None:
+    """A link to another page with query parameters (e.g. case=12). st.page_link only knows
+    pages of the running app: a page run alone (AppTest) gets a plain link instead."""
+    from streamlit.errors import StreamlitPageNotFoundError
+
+    params = {k: str(v) for k, v in query.items()}
+    try:
+        st.page_link(f"pages/{page}.py", label=label, icon=icon, query_params=params)
+    except StreamlitPageNotFoundError:
+        url = page.split("_", 1)[1] + "?" + "&".join(f"{k}={v}" for k, v in params.items())
+        st.markdown(f"[{label}]({url})")
+
 
 # -- the loop pages (Synthesis, Selection, Iterations) ---------------------------------------
 

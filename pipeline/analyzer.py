@@ -31,7 +31,8 @@ _OPCHARS = {"x": "*", "×": "*", "·": "*", "÷": "/", "−": "-", "–": "-", "
 # Constants a solution may use without them being in the question.
 _CONSTANTS = {Fraction(c) for c in (0, 1, 2, 3, 4, 7, 10, 12, 24, 52, 60, 100, 1000, 365)}
 _STEP = re.compile(
-    r"(?<![\d.])(?P<expr>(?:\(|\$)?\s*-?(?:" + _NUM + r")(?:\s*(?:[-+*/x×÷·−–]|\\times|\\cdot|\\div)\s*"
+    r"(?<![\d.])(?P<expr>(?:\(|\$)?\s*-?(?:" + _NUM + r")"
+    r"(?:\s*(?:[-+*/x×÷·−–]|\\times|\\cdot|\\div)\s*"
     r"\(?\s*\$?-?(?:" + _NUM + r")\s*\)?)+)\s*=\s*\$?\s*(?P<val>-?(?:" + _NUM + r"))"
     # The value is a whole number that ends the claim: in a chain "0.10*52 = 0.1*52 = 5.2"
     # the middle is another expression, not the value of the first (a bullet on the next
@@ -133,7 +134,8 @@ def steps_in(text: str) -> list[dict]:
     out, seen = [], set()
     plain = _plain(text)
     for m in list(_ANNOT.finditer(text)) + list(_STEP.finditer(plain)):
-        expr, val = m.group(1 if m.re is _ANNOT else "expr"), m.group(2 if m.re is _ANNOT else "val")
+        annot = m.re is _ANNOT
+        expr, val = m.group(1 if annot else "expr"), m.group(2 if annot else "val")
         claimed = num(val)
         expr = expr.strip().lstrip("$").strip()
         if claimed is None or (expr, val) in seen:
@@ -275,7 +277,8 @@ def analyze(question: str, solution: str, reference: str, output: str, pred: str
         elif p in q_nums:
             found.append((1, f"final answer copies the given quantity {show(p)} from the question",
                           f"answer {show(p)}, reference {show(ref)}"))
-        elif ref and p / ref in (10, 100, 1000, Fraction(1, 10), Fraction(1, 100), Fraction(1, 1000)):
+        elif ref and p / ref in (10, 100, 1000, Fraction(1, 10), Fraction(1, 100),
+                                 Fraction(1, 1000)):
             found.append((1, f"scale error: answer {show(p)} is {show(p / ref)} times the "
                              f"correct {show(ref)}", f"answer {show(p)}"))
         elif p == -ref:

@@ -39,6 +39,7 @@ class Taxonomy:
     types: dict[int, TypeView]
     n_cases: int                             # bad cases with a non-excluded keyphrase
     edits: list[dict]                        # active (not undone) edits
+    redoable: bool = False                   # an undo in force that redo would take back
 
     def visible_types(self) -> list[TypeView]:
         ts = [t for t in self.types.values() if t.merged_into is None and t.members]
@@ -199,7 +200,7 @@ def _current(store: Store, clustering_id: str | None) -> Taxonomy:
             xy = np.array([[by_kp[k]["x"], by_kp[k]["y"]] for k in t.members])
             d = ((xy - xy.mean(0)) ** 2).sum(1)
             t.examples = [t.members[i] for i in np.argsort(d)[:5]]
-    return Taxonomy(cl, points, types, n_cases, edits)
+    return Taxonomy(cl, points, types, n_cases, edits, bool(_redoable(all_edits)))
 
 
 # -- edits ---------------------------------------------------------------------------------
@@ -308,12 +309,18 @@ def undo(store: Store, edit_id: int | None = None, author: str | None = None) ->
 
 def redo(store: Store, author: str | None = None) -> int:
     """Take back the latest undo still in force: its edit is in force again."""
-    edits = store.edits()
-    undone = undone_ids(edits)
-    undos = [e for e in edits if e["op"] == "undo" and e["edit_id"] not in undone]
+    undos = _redoable(store.edits())
     if not undos:
         raise ValueError("nothing to redo")
     return store.add_edit("undo", {"edit_id": undos[-1]["edit_id"]}, author)
+
+
+def _redoable(edits: list[dict]) -> list[dict]:
+    """Undos in force that took back an edit (a redo is an undo of an undo: not these)."""
+    undone = undone_ids(edits)
+    by_id = {e["edit_id"]: e for e in edits}
+    return [e for e in edits if e["op"] == "undo" and e["edit_id"] not in undone
+            and by_id.get(e["payload"]["edit_id"], {}).get("op") != "undo"]
 
 
 # -- matching a new clustering to existing types ---------------------------------------------

@@ -1,7 +1,14 @@
 """End to end in a real browser: Debian's headless Chromium driven by Playwright against
-`streamlit run` on a prepared store with real clusters. Screenshots of every page go to
-artifacts/screenshots/."""
+`streamlit run` on a prepared store with real clusters. One test per page (and per
+curation flow), so a failure names the page. Every wait is on state: a text, a selector,
+a value, the app's script state or a row in the store; never on a sleep alone.
 
+One Streamlit server serves the module; each test copies a fresh clustered store over the
+file it reads (the app keeps no connection, so that is safe between tests). Screenshots
+go to artifacts/screenshots/, interaction times (edit -> redrawn map) to
+artifacts/interaction_times.json and the test output."""
+
+import json
 import os
 import re
 import shutil
@@ -12,24 +19,25 @@ import urllib.request
 
 import pytest
 
-from pipeline import taxonomy
+from pipeline import jobs, taxonomy
 from pipeline.config import ROOT
 from pipeline.serve import free_port
 from pipeline.store import Store
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "artifacts" / "screenshots"
+TIMES: dict[str, list[float]] = {}
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
                                 reason="Debian chromium not installed (make test installs it)")
 
 
-@pytest.fixture
-def app(clustered_db, tmp_path):
-    db = tmp_path / "sei.duckdb"
-    shutil.copy(clustered_db, db)
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    d = tmp_path_factory.mktemp("app")
+    db = d / "sei.duckdb"
     port = free_port()
-    env = dict(os.environ, SEI_DB=str(db), SEI_SETTINGS=str(tmp_path / "settings.json"))
-    log = open(tmp_path / "streamlit.log", "wb")
+    env = dict(os.environ, SEI_DB=str(db), SEI_SETTINGS=str(d / "settings.json"))
+    log = open(d / "streamlit.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "Overview.py"),
          "--server.port", str(port), "--server.address", "127.0.0.1",
@@ -44,44 +52,69 @@ def app(clustered_db, tmp_path):
         except OSError:
             pass
         if proc.poll() is not None or time.time() > deadline:
-            raise RuntimeError((tmp_path / "streamlit.log").read_text()[-3000:])
+            raise RuntimeError((d / "streamlit.log").read_text()[-3000:])
         time.sleep(0.5)
-    yield url, Store(db)
+    yield url, db
     proc.terminate()
     proc.wait(10)
     log.close()
+    if TIMES:
+        out = ROOT / "artifacts" / "interaction_times.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(TIMES, indent=1))
 
 
 @pytest.fixture
-def page():
+def app(server, clustered_db):
+    url, db = server
+    for f in (db, db.parent / (db.name + ".wal")):
+        f.unlink(missing_ok=True)
+    shutil.copy(clustered_db, db)
+    yield url, Store(db)
+
+
+@pytest.fixture(scope="module")
+def browser():
     sync = pytest.importorskip("playwright.sync_api")
     with sync.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--headless", "--no-sandbox", "--disable-gpu",
-                  "--disable-background-networking"])
-        pg = browser.new_page(viewport={"width": 1500, "height": 1100})
-        pg.set_default_timeout(60_000)
-        yield pg
-        browser.close()
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                              args=["--headless", "--no-sandbox", "--disable-gpu",
+                                    "--disable-background-networking"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1100})
+    pg = ctx.new_page()
+    pg.set_default_timeout(60_000)
+    yield pg
+    SHOTS.mkdir(parents=True, exist_ok=True)  # the last state, for a failure's story
+    pg.screenshot(path=str(SHOTS / f"end-{request.node.name}.png"), full_page=True)
+    ctx.close()
+
+
+def idle(page, timeout=60_000):
+    """Wait until Streamlit has finished the current script run."""
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']",
+                           state="attached", timeout=timeout)
+
+
+def no_exception(page):
+    assert page.locator("[data-testid='stException']").count() == 0, \
+        page.locator("[data-testid='stException']").first.inner_text()
 
 
 def shot(page, name):
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page.wait_for_timeout(800)  # let the last rerun paint
+    idle(page)
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def idle(page):
-    """Wait until Streamlit has finished the current run."""
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText"
-        ".includes('Running')", timeout=60_000)
-    page.wait_for_timeout(300)
-
-
 def until(cond, timeout=30.0):
+    """Poll the store (another process writes it) until cond() holds."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if cond():
@@ -90,100 +123,315 @@ def until(cond, timeout=30.0):
     return False
 
 
-def test_app_end_to_end(app, page):
-    url, store = app
-    run = store.runs()[0]
+def choose(page, box: str, option, tries: int = 6):
+    """Pick an option in a combobox. A rerun can redraw the widget under an open list, so
+    open it again until the option shows (each wait is on the option, not a sleep)."""
+    for i in range(tries):
+        idle(page)
+        page.get_by_role("combobox", name=box).click()
+        opt = page.get_by_role("option", name=option, exact=isinstance(option, str))
+        try:
+            opt.first.wait_for(state="visible", timeout=5_000)
+        except Exception:
+            page.keyboard.press("Escape")
+            if i == tries - 1:
+                raise
+            continue
+        opt.first.click()
+        page.keyboard.press("Escape")
+        # A multiselect stays open after a pick; a click while it is open only closes it.
+        page.get_by_role("listbox").wait_for(state="hidden", timeout=10_000)
+        return
 
+
+def map_ready(page):
+    page.locator(".js-plotly-plot .nsewdrag").first.wait_for()
+    idle(page)
+
+
+def map_title(page, text: str):
+    """A title drawn on the map (a plotly annotation)."""
+    return page.locator(".js-plotly-plot .annotation-text", has_text=text).first
+
+
+def timed(name: str, act, done):
+    t = time.perf_counter()
+    act()
+    done()
+    dt = time.perf_counter() - t
+    TIMES.setdefault(name, []).append(round(dt, 3))
+    print(f"{name}: {dt:.2f} s")
+    return dt
+
+
+def lasso(page, x0, y0, x1, y1):
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0 + 1)):
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+
+
+def test_overview_page(app, page):
+    url, store = app
     page.goto(url)
     page.get_by_text("Quick start on the embedded default").wait_for()
     # Dataframes draw on a canvas; their accessible cells are in the DOM but hidden.
-    page.get_by_text(run["run_id"]).first.wait_for(state="attached")
+    page.get_by_text(store.runs()[0]["run_id"]).first.wait_for(state="attached")
+    no_exception(page)
     shot(page, "1-overview")
 
+
+def test_bad_cases_select_filter_and_show_on_the_map(app, page):
+    """Issue 12: filter by a type, select the 9th row, type a word in the search box ->
+    IndexError (or another case shown). Then "show on the map" rings the case's points."""
+    url, store = app
+    tax = taxonomy.current(store)
+    t = max(tax.visible_types(), key=lambda x: x.n_cases)
+    view = taxonomy.find_generations(store.generations_view(), tax, None, "wrong only",
+                                     t.type_id)
+    row = min(8, len(view) - 1)
     page.goto(f"{url}/Bad_cases")
     page.get_by_text(re.compile(r"\d+ of \d+ generations")).wait_for()
-    shot(page, "2-bad-cases")
-
-    # Error map: a real WebGL scatter, then rename and merge through the widgets.
-    page.goto(f"{url}/Error_map")
-    page.locator(".js-plotly-plot").first.wait_for()
-    page.locator("canvas").first.wait_for()
+    choose(page, "error type", f"{t.type_id}: {t.title}")
+    page.get_by_text(f"{len(view)} of ").wait_for()
     idle(page)
-    shot(page, "3-error-map")
+    grid = page.locator("[data-testid='stDataFrame']").first
+    bb = grid.bounding_box()
+    page.mouse.click(bb["x"] + 12, bb["y"] + 35 * (row + 1) + 17)  # the row's marker cell
+    page.get_by_text(f"bad case {view[row]['case_id']}").wait_for()
+    shot(page, "2-bad-cases-detail")
+    word = "how"
+    left = taxonomy.find_generations(store.generations_view(), tax, None, "wrong only",
+                                     t.type_id, word)
+    box = page.get_by_label("keyphrase or question contains")
+    box.fill(word)
+    box.press("Enter")
+    page.get_by_text(f"{len(left)} of ").wait_for()
+    page.get_by_text("Select a row for its details.").wait_for()
+    no_exception(page)
+    assert page.get_by_text(re.compile(r"· bad case \d+")).count() == 0
+
+    # Back to all wrong answers; open the first case and show it on the map.
+    box.fill("")
+    box.press("Enter")
+    choose(page, "error type", "any")
+    page.get_by_text(re.compile(r"\d+ of \d+ generations")).wait_for()
+    idle(page)
+    first = taxonomy.find_generations(store.generations_view(), tax)[0]
+    bb = grid.bounding_box()
+    page.mouse.click(bb["x"] + 12, bb["y"] + 35 + 17)
+    page.get_by_text(f"bad case {first['case_id']}").wait_for()
+    page.get_by_role("link", name=re.compile("Show on the map")).click()
+    page.wait_for_url(re.compile(rf"Error_map\?case={first['case_id']}"))
+    map_ready(page)
+    page.get_by_text(f"Case {first['case_id']}", exact=False).first.wait_for()
+    rings = page.evaluate("() => document.querySelector('.js-plotly-plot')._fullData"
+                          ".filter(t => t.name === 'shown case').map(t => t._length)")
+    assert rings and rings[0] >= 1
+    no_exception(page)
+    shot(page, "3-case-on-the-map")
+
+
+def test_error_map_edit_bugs(app, page):
+    """Issue 12: merge 2 types with a title -> Undo -> stale chip -> Merge again gave
+    "merge needs at least two types" then a TypeError; after a titled merge the title
+    box kept the old title and Rename wrote it back. Times edit -> redrawn map."""
+    url, store = app
     ts = taxonomy.current(store).visible_types()
-    a, b = ts[0], ts[1]
+    a, b, c = ts[0], ts[1], ts[2]
+    page.goto(f"{url}/Error_map")
+    map_ready(page)
+    map_title(page, a.title[:20]).wait_for()
+    shot(page, "4-error-map")
+
+    # Rename the largest type: its title on the map changes.
     exp = page.locator("[data-testid='stExpander']").filter(has_text=f"{a.type_id}: {a.title}")
     exp.locator("summary").click()
     box = exp.get_by_label("title", exact=True)
     box.fill("renamed in the browser")
     box.press("Enter")
     idle(page)
+    timed("rename -> map redrawn",
+          lambda: exp.get_by_role("button", name="Rename").click(),
+          lambda: map_title(page, "renamed in the browser").wait_for())
+    assert taxonomy.current(store).types[a.type_id].title == "renamed in the browser"
+
+    for t in (a, b):
+        choose(page, "merge types", re.compile(rf"^{t.type_id}: "))
+    page.get_by_label("title of the merged type (optional)").fill("merged in the browser")
+    timed("merge -> map redrawn",
+          lambda: page.get_by_role("button", name="Merge", exact=True).click(),
+          lambda: map_title(page, "merged in the browser").wait_for())
+    merge = store.edits()[-1]["payload"]
+    assert merge["title"] == "merged in the browser" and set(merge["type_ids"]) == \
+        {a.type_id, b.type_id}
+    into = merge["into"]
+    # The title box of the merged type shows the new title, and Rename keeps it.
+    exp = page.locator("[data-testid='stExpander']").filter(
+        has_text=f"{into}: merged in the browser")
+    exp.locator("summary").click()
+    assert exp.get_by_label("title", exact=True).input_value() == "merged in the browser"
+    n = len(store.edits())
     exp.get_by_role("button", name="Rename").click()
-    assert until(lambda: taxonomy.current(store).types[a.type_id].title
-                 == "renamed in the browser"), "rename did not reach DuckDB"
-    page.get_by_text(f"renamed type {a.type_id}").wait_for()
+    page.get_by_text(f"renamed type {into}").wait_for()
+    assert until(lambda: len(store.edits()) == n + 1)
+    assert taxonomy.current(store).types[into].title == "merged in the browser"
 
-    for t in (a.type_id, b.type_id):
-        page.get_by_role("combobox", name="merge types").click()
-        page.get_by_role("option", name=re.compile(rf"^{t}: ")).click()
-        page.keyboard.press("Escape")
-    page.get_by_role("button", name="Merge", exact=True).click()
-    assert until(lambda: any(e["op"] == "merge" and set(e["payload"]["type_ids"])
-                             == {a.type_id, b.type_id} for e in store.edits())), "no merge"
-    page.get_by_text(re.compile(r"merged types")).wait_for()
+    # Undo (the rename), undo (the merge): the merge box holds no stale chip.
+    page.get_by_role("button", name="Undo last edit").click()
+    page.get_by_text("undid the last edit").wait_for()
     idle(page)
-    shot(page, "4-error-map-after-edits")
+    timed("undo merge -> map redrawn",
+          lambda: page.get_by_role("button", name="Undo last edit").click(),
+          lambda: map_title(page, "renamed in the browser").wait_for())
+    idle(page)
+    merge_box = page.locator("[data-testid='stMultiSelect']").filter(has_text="merge types")
+    assert f"{b.type_id}: " not in merge_box.inner_text()
+    for t in (a, c):
+        choose(page, "merge types", re.compile(rf"^{t.type_id}: "))
+    page.get_by_role("button", name="Merge", exact=True).click()
+    page.get_by_text(re.compile(r"merged types \[")).wait_for()
+    idle(page)
+    no_exception(page)
+    page.get_by_role("button", name="Undo last edit").wait_for()  # the side panel is whole
+    assert page.get_by_text("merge needs at least two types").count() == 0
+    last = store.edits()[-1]
+    assert last["op"] == "merge" and set(last["payload"]["type_ids"]) == {a.type_id, c.type_id}
+    shot(page, "5-error-map-after-edits")
 
-    # Lasso round the whole WebGL map: the selection must come back as the keyphrase ids
-    # of every drawn point, and splitting them must land in DuckDB.
-    drawn = {q["kp_id"] for q in taxonomy.current(store).points if not q["excluded"]}
+
+def test_error_map_lasso_opens_cases_and_splits(app, page):
+    url, store = app
+    tax = taxonomy.current(store)
+    page.goto(f"{url}/Error_map")
+    map_ready(page)
+    # A small lasso round the largest dot (identical keyphrases): all of them come back.
+    dots = taxonomy.dots(tax)
+    big = max(dots, key=lambda d: len(d["kp_ids"]))
+    px = page.evaluate("""([x, y]) => { const g = document.querySelector('.js-plotly-plot');
+        const L = g._fullLayout; const r = g.querySelector('.nsewdrag').getBoundingClientRect();
+        return [r.left + L.xaxis.d2p(x), r.top + L.yaxis.d2p(y)]; }""", [big["x"], big["y"]])
+    lasso(page, px[0] - 5, px[1] - 5, px[0] + 5, px[1] + 5)
+    page.get_by_text(re.compile(r"\d+ selected keyphrases")).wait_for()
+    idle(page)
+    shown = page.locator("[data-testid='stMarkdownContainer']",
+                         has_text=re.compile(r"selected keyphrases")).first.inner_text()
+    n_sel, n_dots = map(int, re.findall(r"\d+", shown)[:2])
+    assert n_sel >= len(big["kp_ids"]) and n_dots >= 1
+    # Its case opens beside the map, with the link to Bad cases.
+    case = taxonomy.cases_of(tax, big["kp_ids"])[0]
+    page.get_by_text(re.compile(r"^Case \d+")).first.wait_for()
+    shot(page, "6-lasso-one-dot")
+
+    # Lasso the whole map: every drawn keyphrase comes back; split them into a type.
+    drawn = {q["kp_id"] for q in tax.points if not q["excluded"]}
     bb = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
-    x0, y0 = bb["x"] + 3, bb["y"] + 3
-    x1, y1 = bb["x"] + bb["width"] - 3, bb["y"] + bb["height"] - 3
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0 + 1)):
-        page.mouse.move(x, y, steps=10)
-    page.mouse.up()
+    lasso(page, bb["x"] + 3, bb["y"] + 3, bb["x"] + bb["width"] - 3, bb["y"] + bb["height"] - 3)
     page.get_by_text(f"{len(drawn)} selected keyphrases").wait_for()
     idle(page)
+    # The cases behind the selection, one at a time beside the map.
+    cases = taxonomy.cases_of(tax, sorted(drawn))
+    assert case in cases
+    choose(page, re.compile(r"cases behind the selection"), re.compile(rf"^case {cases[1]}:"))
+    page.get_by_text(f"Case {cases[1]}", exact=False).first.wait_for()
+    shot(page, "7-case-beside-the-map")
     title = page.get_by_label("new type title")
     title.fill("split in the browser")
     title.press("Enter")
     idle(page)
-    page.get_by_role("button", name="Make new type (split)").click()
-    assert until(lambda: any(e["op"] == "split" for e in store.edits())), "no split"
+    timed("split -> map redrawn",
+          lambda: page.get_by_role("button", name="Make new type (split)").click(),
+          lambda: map_title(page, "split in the browser").wait_for())
     split = [e for e in store.edits() if e["op"] == "split"][-1]["payload"]
     assert set(split["kp_ids"]) == drawn
     assert taxonomy.current(store).types[split["type_id"]].title == "split in the browser"
     page.get_by_text(f"new type {split['type_id']} from {len(drawn)} keyphrases").wait_for()
-    idle(page)
-    page.get_by_role("button", name="Undo last edit").click()
-    assert until(lambda: split["type_id"] not in taxonomy.current(store).types), "undo failed"
-    page.get_by_text("undid the last edit").wait_for()
+    timed("undo split -> map redrawn",
+          lambda: page.get_by_role("button", name="Undo last edit").click(),
+          lambda: page.get_by_text("undid the last edit").wait_for())
+    assert split["type_id"] not in taxonomy.current(store).types
 
-    # Jobs: launch a re-clustering from the browser and watch its progress move.
+    # Open a case in Bad cases from the map (a fresh selection: one dot).
+    page.goto(f"{url}/Error_map?case={cases[1]}")
+    map_ready(page)
+    page.get_by_text(f"Case {cases[1]}", exact=False).first.wait_for()
+    page.get_by_role("link", name=re.compile("Open in Bad cases")).click()
+    page.wait_for_url(re.compile(rf"Bad_cases\?case={cases[1]}"))
+    page.get_by_text(f"bad case {cases[1]}").wait_for()
+    no_exception(page)
+    shot(page, "7b-case-from-the-map")
+
+
+
+def test_error_map_clusterings_switch_and_recluster(app, page):
+    """A subset clustering asks before it becomes current; the picker switches and back;
+    the map redraws by itself when a re-cluster job ends."""
+    from pipeline.cluster import ClusterParams, cluster
+    from pipeline.keyphrases import analyze
+
+    url, store = app
+    cur = taxonomy.current(store).clustering["clustering_id"]
+    aid = analyze(store, run_id=store.runs()[0]["run_id"], instructor="offline", limit=8)
+    small = cluster(store, ClusterParams(min_cluster_size=2), analysis_id=aid)["clustering_id"]
+    page.goto(f"{url}/Error_map")
+    map_ready(page)
+    page.get_by_text("so it was not made current").wait_for()
+    shot(page, "8-held-clustering")
+    page.get_by_role("button", name="Make it current").click()
+    page.get_by_text(f"clustering {small} is current").wait_for()
+    map_ready(page)
+    assert taxonomy.current(store).clustering["clustering_id"] == small
+    page.get_by_text(re.compile(rf"Clustering {small}")).first.wait_for()
+    shot(page, "9-small-clustering")
+
+    page.get_by_text(re.compile(rf"Clustering {small}")).first.click()  # the expander
+    choose(page, "clusterings", re.compile(rf"^{cur} "))
+    page.get_by_role("button", name="Make current").click()
+    page.get_by_text(f"clustering {cur} is current").wait_for()
+    map_ready(page)
+    assert taxonomy.current(store).clustering["clustering_id"] == cur
+
+    # Re-cluster from the form: the map follows when the job ends, without a reload.
+    page.get_by_label("min cluster size").fill("6")
+    t0 = time.perf_counter()
+    page.get_by_role("button", name="Re-cluster (background job)").click()
+    page.get_by_text(re.compile(r"clustering job #\d+ started")).wait_for()
+    assert until(lambda: len(store.clusterings()) == 3, 240), "no new clustering"
+    new = taxonomy.current(store).clustering["clustering_id"]
+    assert new not in (cur, small)
+    page.get_by_text(re.compile(rf"Clustering {new}")).first.wait_for(timeout=120_000)
+    TIMES.setdefault("re-cluster job -> new map drawn", []).append(
+        round(time.perf_counter() - t0, 2))
+    map_ready(page)
+    page.get_by_text("What changed against the previous clustering").wait_for()
+    no_exception(page)
+    shot(page, "10-after-recluster")
+
+
+def test_jobs_page(app, page):
+    """Progress moves without a reload; a job started from the form runs to the end."""
+    url, store = app
+    tick = jobs.submit(store, "ticks", {"n": 30, "seconds": 0.5, "tag": "browser"})
     page.goto(f"{url}/Jobs")
+    page.get_by_text(re.compile(rf"#{tick} ticks · running · [1-9]\d*/30")).wait_for()
+    page.get_by_text(re.compile(rf"#{tick} ticks · succeeded · 30/30")).wait_for()
     page.get_by_text("Start a job").click()
-    page.get_by_role("combobox", name="stage").click()
-    page.get_by_role("option", name="cluster", exact=True).click()
+    choose(page, "stage", "cluster")
     page.get_by_role("button", name="Start", exact=True).click()
-    assert until(lambda: len(store.jobs()) == 1, 30), "no job was created"
-    seen = set()
-    bar = page.locator("[data-testid='stProgress']").first
-
-    def progress_moved():
-        txt = bar.inner_text() if bar.count() else ""
-        m = re.search(r"· (\w+) · (\d+)/", txt)
-        if m:
-            seen.add((m.group(1), m.group(2)))
-        return len(seen) >= 2 and any(s == "succeeded" for s, _ in seen)
-
-    assert until(progress_moved, 240), f"progress seen: {seen}"
-    job = store.jobs()[0]
+    page.get_by_text(re.compile(r"job #\d+ started")).wait_for()
+    jid = int(re.search(r"#(\d+)", page.get_by_text(re.compile(r"job #\d+ started"))
+                        .inner_text()).group(1))
+    page.get_by_text(re.compile(rf"#{jid} cluster · succeeded · 4/4")).wait_for(timeout=240_000)
+    job = store.job(jid)
     assert job["status"] == "succeeded" and job["kind"] == "cluster"
-    shot(page, "5-jobs")
+    no_exception(page)
+    shot(page, "11-jobs")
 
+
+def test_settings_page(app, page):
+    url, _ = app
     page.goto(f"{url}/Settings")
     page.get_by_text("Keys are never stored or shown here").wait_for()
-    shot(page, "6-settings")
+    no_exception(page)
+    shot(page, "12-settings")

@@ -75,31 +75,162 @@ def _array(v):
     return v
 
 
+def w(elements, name: str):
+    """The widget whose key is `name` in its current generation (the Error map versions
+    the keys of widgets that show stored values, so every edit draws them afresh)."""
+    return next(e for e in elements if e.key and e.key.split("~")[0] == name)
+
+
+def merge_button(at: AppTest):
+    return at.button[[x.label for x in at.button].index("Merge")]
+
+
 def test_error_map_rename_merge_undo(clustered):
     at = ok(page("2_Error_map.py"))
     tax = taxonomy.current(clustered)
     ts = tax.visible_types()
     assert len(ts) >= 2
     assert len(at.get("plotly_chart")) == 1
-    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
-    n_drawn = sum(len(_array(tr["x"])) for tr in fig["data"])
-    kp_ids = {int(k) for tr in fig["data"] for k in _array(tr["customdata"])}
-    assert kp_ids == {p["kp_id"] for p in tax.points if not p["excluded"]}
-    assert n_drawn == sum(1 for p in tax.points if not p["excluded"])
     a, b = ts[0].type_id, ts[1].type_id
-    at.text_input(key=f"title-{a}").set_value("carry slip in totals")
+    w(at.text_input, f"title-{a}").set_value("carry slip in totals")
     at.button(key=f"rename-{a}").click().run()
     ok(at)
     assert taxonomy.current(clustered).types[a].title == "carry slip in totals"
     assert clustered.edits()[-1]["op"] == "rename"
-    at.multiselect(key="merge_ids").set_value([a, b])
-    at.button[[x.label for x in at.button].index("Merge")].click().run()
+    w(at.multiselect, "merge_ids").set_value([a, b])
+    merge_button(at).click().run()
     ok(at)
     now = taxonomy.current(clustered)
     assert now.types[b].merged_into == a or now.types[a].merged_into == b
     at.button(key="undo").click().run()
     ok(at)
     assert all(t.merged_into is None for t in taxonomy.current(clustered).types.values())
+
+
+def test_error_map_draws_dots_titles_and_distinct_colours(clustered):
+    import common
+
+    at = ok(page("2_Error_map.py"))
+    tax = taxonomy.current(clustered)
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    live = sorted(p["kp_id"] for p in tax.points if not p["excluded"])
+    # One dot per distinct keyphrase of a type, named by its first keyphrase id; a dot of
+    # n identical keyphrases is drawn larger than a dot of one.
+    reps = [int(k) for tr in fig["data"] for k in _array(tr["customdata"])]
+    assert sorted(reps) == sorted(d["kp_id"] for d in taxonomy.dots(tax))
+    assert len(reps) < len(live) and taxonomy.expand(reps, tax) == live
+    counts = {d["kp_id"]: len(d["kp_ids"]) for d in taxonomy.dots(tax)}
+    sizes = {int(k): float(z) for tr in fig["data"] for k, z in
+             zip(_array(tr["customdata"]), _array(tr["marker"]["size"]))}
+    one = min(sizes[k] for k in sizes if counts[k] == 1 and by_type(tax, k) is not None)
+    big = max(counts, key=counts.get)
+    assert counts[big] > 1 and sizes[big] > one
+    # Titles of the largest types drawn on the map.
+    notes = [n["text"] for n in fig["layout"]["annotations"]]
+    top = [t for t in tax.visible_types() if not t.excluded][:3]
+    assert all(common._snip(t.title, 32) in notes for t in top), notes
+    # No two types share a colour; hovers carry no HTML entities for quotes.
+    colours = [tr["marker"]["color"] for tr in fig["data"] if tr["name"] != "unassigned (noise)"]
+    assert len(set(colours)) == len(colours) == len([t for t in tax.visible_types()])
+    assert not any("&quot;" in h or "&#x27;" in h for tr in fig["data"] for h in tr["hovertext"])
+
+
+def by_type(tax, kp_id):
+    return next(p["type"] for p in tax.points if p["kp_id"] == kp_id)
+
+
+def test_type_colours_never_repeat():
+    import common
+
+    from pipeline.taxonomy import Taxonomy, TypeView
+
+    n = len(common.COLOURS)
+    ids = [5, 5 + n, 5 + 2 * n, 6, 7 + n]  # ids whose colours would collide by id alone
+    tax = Taxonomy(None, [], {i: TypeView(i, f"t{i}", None, None, members=[i]) for i in ids},
+                   0, [])
+    cols = common.type_colours(tax)
+    assert len(set(cols.values())) == len(ids)
+    assert cols[5] == 5 % n  # the smallest id keeps its own colour
+
+
+def test_merge_undo_merge_again_and_fresh_titles(clustered):
+    """Issue 12's edit bugs: a stale merge chip after undo, an old title left in the box
+    after a titled merge (and Rename writing it back), widget values kept after edits."""
+    at = ok(page("2_Error_map.py"))
+    ts = taxonomy.current(clustered).visible_types()
+    a, b, c = ts[0].type_id, ts[1].type_id, ts[2].type_id
+    w(at.text_area, f"desc-{c}").set_value("typed but not saved")
+    w(at.multiselect, "merge_ids").set_value([a, b])
+    w(at.text_input, "merge_title").set_value("merged under a new title")
+    merge_button(at).click().run()
+    ok(at)
+    into = clustered.edits()[-1]["payload"]["into"]
+    assert w(at.multiselect, "merge_ids").value == []
+    assert w(at.text_input, "merge_title").value == ""
+    assert w(at.text_input, f"title-{into}").value == "merged under a new title"
+    assert w(at.text_area, f"desc-{c}").value == (ts[2].description or "")
+    at.button(key=f"rename-{into}").click().run()  # Rename must not write an old title back
+    ok(at)
+    assert taxonomy.current(clustered).types[into].title == "merged under a new title"
+    at.button(key="undo").click().run()  # the rename
+    at.button(key="undo").click().run()  # the merge
+    ok(at)
+    assert w(at.multiselect, "merge_ids").value == []
+    assert not at.error, [e.value for e in at.error]
+    w(at.multiselect, "merge_ids").set_value([a, c])
+    merge_button(at).click().run()
+    ok(at)
+    assert not at.error, [e.value for e in at.error]
+    last = clustered.edits()[-1]
+    assert last["op"] == "merge" and set(last["payload"]["type_ids"]) == {a, c}
+    assert "merged types" in " ".join(x.value for x in at.success)
+
+
+def test_error_map_switches_clusterings(clustered):
+    from pipeline.cluster import ClusterParams, cluster
+    from pipeline.keyphrases import analyze
+
+    cur = taxonomy.current(clustered).clustering["clustering_id"]
+    aid = analyze(clustered, run_id=clustered.runs()[0]["run_id"], instructor="offline",
+                  limit=8)
+    small = cluster(clustered, ClusterParams(min_cluster_size=2), analysis_id=aid)
+    at = ok(page("2_Error_map.py"))
+    assert "was not made current" in at.warning[0].value
+    at.button(key="held_use").click().run()
+    ok(at)
+    assert taxonomy.current(clustered).clustering["clustering_id"] == small["clustering_id"]
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert sum(len(_array(tr["customdata"])) for tr in fig["data"]) == len(
+        taxonomy.dots(taxonomy.current(clustered)))
+    w(at.selectbox, "cl_pick").set_value(cur).run()
+    at.button(key="cl_use").click().run()
+    ok(at)
+    assert taxonomy.current(clustered).clustering["clustering_id"] == cur
+    assert not at.warning or "was not made current" not in at.warning[0].value
+
+
+def test_case_on_the_map_and_back(clustered):
+    tax = taxonomy.current(clustered)
+    case = next(p["case_id"] for p in tax.points if p["type"] is not None)
+    at = AppTest.from_file(str(DASH / "pages" / "1_Bad_cases.py"), default_timeout=120)
+    at.query_params["case"] = str(case)
+    ok(at.run())
+    assert f"bad case {case}" in at.subheader[0].value
+    assert f"Error_map?case={case}" in " ".join(m.value for m in at.markdown)
+    at.text_input(key="f_text").set_value("zzz-no-such-text").run()  # a filter change
+    ok(at)
+    assert not at.subheader and "0 of" in at.caption[1].value
+    at = AppTest.from_file(str(DASH / "pages" / "2_Error_map.py"), default_timeout=120)
+    at.query_params["case"] = str(case)
+    ok(at.run())
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    ring = next(tr for tr in fig["data"] if tr["name"] == "shown case")
+    kps = {p["kp_id"] for p in tax.points if p["case_id"] == case}
+    assert len(_array(ring["x"])) == len({(p["text"], p["type"]) for p in tax.points
+                                          if p["kp_id"] in kps})
+    assert f"Bad_cases?case={case}" in " ".join(m.value for m in at.markdown)
+    text = " ".join(m.value for m in at.markdown)
+    assert ":orange-background[" in text  # its evidence highlighted in the output
 
 
 def test_jobs_page_shows_progress_and_cancels(store):

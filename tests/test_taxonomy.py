@@ -3,6 +3,7 @@ an append-only log that survives re-clustering (real MiniLM, UMAP, HDBSCAN)."""
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -67,8 +68,7 @@ def test_rename_merge_split_survive_reclustering_and_undo(clustered):
     assert set(meta["diff"]) >= {"kept", "new", "gone", "split", "merged"}
     tx = taxonomy.current(clustered)
     assert set(tx.types[new_t].members) == set(moved)  # a person's split always holds
-    if a.type_id in tx.types:
-        assert tx.types[a.type_id].title == "wrong final step"
+    assert tx.types[a.type_id].title == "wrong final step"  # matched again, still renamed
     # Undo the split: its members go back to the clusters they came from.
     taxonomy.undo(clustered)
     tx = taxonomy.current(clustered)
@@ -101,11 +101,12 @@ def test_exclude_removes_from_shares_and_is_reversible(clustered):
     # Shares count only bad cases that keep a non-excluded keyphrase.
     live = {p["case_id"] for p in tx.points if not p["excluded"]}
     assert tx.n_cases == len(live)
-    for x in tx.visible_types():
-        if not x.excluded:
-            cases = {p["case_id"] for p in tx.points if p["kp_id"] in set(x.members)
-                     and not p["excluded"]}
-            assert x.share == pytest.approx(len(cases) / len(live))
+    kept = [x for x in tx.visible_types() if not x.excluded]
+    assert len(kept) == len(tax.visible_types()) - 1
+    for x in kept:
+        cases = {p["case_id"] for p in tx.points if p["kp_id"] in set(x.members)
+                 and not p["excluded"]}
+        assert x.share == pytest.approx(len(cases) / len(live))
     taxonomy.exclude(clustered, type_id=t.type_id, include=True)
     assert not taxonomy.current(clustered).types[t.type_id].excluded
     with pytest.raises(ValueError, match="no error type"):
@@ -117,11 +118,65 @@ def test_kmeans_variant_and_retitle(clustered):
     assert meta["n_clusters"] == 5 and meta["method"] == "kmeans"
     tax = taxonomy.current(clustered)
     assert all(p["type"] is not None for p in tax.points)  # k-means has no noise
-    t = tax.visible_types()[0]
+    t, u = tax.visible_types()[0], tax.visible_types()[1]
     taxonomy.rename(clustered, t.type_id, "kept by a person")
-    n = retitle(clustered)
-    assert n >= 1
+    # Stored titles gone stale (as after a change of titling method): retitle recomputes
+    # those of unedited types, leaves the renamed type's stored title alone, and the view
+    # still shows the person's title.
+    computed = clustered.error_types()
+    for x in (t, u):
+        clustered.set_type_title(x.type_id, "stale title", None, "offline-analyzer-v1")
+    with_members = [x for x in tax.types.values() if x.members]
+    assert retitle(clustered) == len(with_members) - 1
+    stored = clustered.error_types()
+    assert stored[u.type_id]["title"] == computed[u.type_id]["title"] != "stale title"
+    assert stored[t.type_id]["title"] == "stale title"
     assert taxonomy.current(clustered).types[t.type_id].title == "kept by a person"
+    # --all recomputes the renamed type's stored title too; the rename still wins.
+    assert retitle(clustered, only_unedited=False) == len(with_members)
+    assert clustered.error_types()[t.type_id]["title"] == computed[t.type_id]["title"]
+    assert taxonomy.current(clustered).types[t.type_id].title == "kept by a person"
+
+
+def _unit(i: int, dims: int = 8, eps: float = 0.0) -> np.ndarray:
+    v = np.zeros(dims)
+    v[i] = 1.0
+    v[(i + 1) % dims] = eps
+    return v / np.linalg.norm(v)
+
+
+def test_matching_reports_kept_new_gone_split_and_merged():
+    """Re-cluster matching on made-up assignments: type 1 kept; type 2 split in two (the
+    bigger part keeps its id, the other is new); types 3 and 4 merged (the bigger overlap keeps
+    its id); type 5 all noise (gone)."""
+    prev = {k: 1 for k in range(1, 7)} | {k: 2 for k in range(7, 13)} | \
+        {k: 3 for k in range(13, 17)} | {k: 4 for k in range(17, 22)} | \
+        {k: 5 for k in range(22, 26)}
+    labels = {k: 0 for k in range(1, 7)} | {7: 1, 8: 1, 9: 1, 10: 1, 11: 2, 12: 2} | \
+        {k: 3 for k in range(13, 22)} | {k: -1 for k in range(22, 26)}
+    emb = {k: _unit(t) for k, t in prev.items()}
+    assign, diff = taxonomy.match(prev, labels, emb)
+    assert assign == {0: 1, 1: 2, 2: None, 3: 4}
+    assert diff == {
+        "kept": [{"cluster": 0, "type_id": 1, "by": "overlap"},
+                 {"cluster": 1, "type_id": 2, "by": "overlap"},
+                 {"cluster": 3, "type_id": 4, "by": "overlap"}],
+        "new": [2], "gone": [3, 5],
+        "split": [{"type_id": 2, "into_clusters": [1, 2]}],
+        "merged": [{"cluster": 3, "from_types": [3, 4]}]}
+
+
+def test_matching_falls_back_to_centroids_for_new_members():
+    """A cluster of keyphrases never seen before takes the id of the free old type whose
+    centroid is close enough (cos >= 0.85), and only that one."""
+    prev = {1: 7, 2: 7, 3: 7, 4: 8, 5: 8}
+    labels = {1: -1, 2: -1, 3: -1, 4: -1, 5: -1, 10: 0, 11: 0, 12: 1}
+    emb = {1: _unit(0), 2: _unit(0), 3: _unit(0), 4: _unit(3), 5: _unit(3),
+           10: _unit(0, eps=0.2), 11: _unit(0, eps=0.3), 12: _unit(3, eps=1.0)}
+    assign, diff = taxonomy.match(prev, labels, emb)
+    assert assign == {0: 7, 1: None}  # cos(cluster 1, type 8) = 0.71 < 0.85
+    assert diff["kept"] == [{"cluster": 0, "type_id": 7, "by": "centroid"}]
+    assert (diff["new"], diff["gone"], diff["split"], diff["merged"]) == ([1], [8], [], [])
 
 
 def test_cli_analyze_cluster_types_export(prepared, tmp_path):
@@ -210,8 +265,12 @@ def test_undo_any_edit_redo_and_a_readable_log(clustered):
     taxonomy.undo(clustered, e1)  # not the latest edit
     tx = taxonomy.current(clustered)
     assert tx.types[a.type_id].title == a.title and tx.types[b.type_id].title == "second title"
+    assert taxonomy.current(clustered).redoable
     taxonomy.redo(clustered)
     assert taxonomy.current(clustered).types[a.type_id].title == "first title"
+    assert not taxonomy.current(clustered).redoable  # a redo is not itself redone
+    with pytest.raises(ValueError, match="nothing to redo"):
+        taxonomy.redo(clustered)
     taxonomy.undo(clustered)  # Undo after Redo takes back what was redone: e1
     assert taxonomy.current(clustered).types[a.type_id].title == a.title
     assert taxonomy.current(clustered).types[b.type_id].title == "second title"

@@ -1,6 +1,11 @@
-"""Bad cases: a filterable table of judged generations and a detail view of one."""
+"""Bad cases: a filterable table of judged generations and a detail view of one.
+
+A case is chosen by its id, never by its row number: a row selection belongs to the
+table it was made in, so changing a filter draws a new table and clears it. `?case=ID`
+(from the Error map) opens that case."""
 
 import json
+import zlib
 
 import pandas as pd
 import streamlit as st
@@ -9,6 +14,7 @@ import common
 from pipeline import taxonomy
 
 s = common.header("Bad cases")
+ss = st.session_state
 
 rows = s.generations_view()
 if not rows:
@@ -16,56 +22,54 @@ if not rows:
     st.stop()
 
 tax = taxonomy.current(s)
-# Error types of each bad case, through its keyphrases in the current taxonomy.
-case_types: dict[int, set[int]] = {}
-for p in tax.points:
-    if p["type"] is not None and not p["excluded"]:
-        case_types.setdefault(p["case_id"], set()).add(p["type"])
-kp_text: dict[int, list[str]] = {}
-for p in tax.points:
-    kp_text.setdefault(p["case_id"], []).append(p["text"])
-
-df = pd.DataFrame(rows)
-df["types"] = df["case_id"].map(
-    lambda c: ", ".join(tax.types[t].title for t in sorted(case_types.get(c, ())) if t in tax.types)
-    if pd.notna(c) else "")
 
 f1, f2, f3, f4 = st.columns([1, 1, 2, 2])
-datasets = f1.multiselect("dataset", sorted(df["dataset"].unique()))
-verdict = f2.selectbox("answers", ["wrong only", "correct only", "all"])
+datasets = f1.multiselect("dataset", sorted({r["dataset"] for r in rows}), key="f_dataset")
+verdict = f2.selectbox("answers", ["wrong only", "correct only", "all"], key="f_verdict")
 type_names = {f"{t.type_id}: {t.title}": t.type_id for t in tax.visible_types()}
-etype = f3.selectbox("error type", ["any"] + list(type_names))
-text = f4.text_input("keyphrase or question contains")
+# Keyed by the types on offer: when they change (an edit), the filter starts afresh.
+etype = f3.selectbox("error type", ["any"] + list(type_names),
+                     key=f"f_type~{zlib.crc32(json.dumps(list(type_names)).encode())}")
+text = f4.text_input("keyphrase or question contains", key="f_text")
 
-view = df
-if datasets:
-    view = view[view["dataset"].isin(datasets)]
-if verdict == "wrong only":
-    view = view[view["case_id"].notna()]
-elif verdict == "correct only":
-    view = view[view["correct"] == True]  # noqa: E712 (pandas)
-if etype != "any":
-    tid = type_names[etype]
-    view = view[view["case_id"].map(lambda c: tid in case_types.get(c, ()))]
-if text:
-    t = text.lower()
-    view = view[view.apply(lambda r: t in r["question"].lower() or any(
-        t in k.lower() for k in kp_text.get(r["case_id"], [])), axis=1)]
+view = taxonomy.find_generations(rows, tax, datasets, verdict,
+                                 None if etype == "any" else type_names[etype], text)
+sig = json.dumps([datasets, verdict, etype, text, len(view)])
+url_case = st.query_params.get("case")
+if ss.get("cases_sig") not in (None, sig):  # filters changed: drop the chosen case
+    ss["chosen"] = None
+    if url_case:
+        del st.query_params["case"]
+        url_case = None
+ss["cases_sig"] = sig
+if url_case != ss.get("url_case"):  # a case sent here by link
+    ss["url_case"] = url_case
+    if url_case and url_case.isdigit():
+        ss["chosen"] = next((x["key"] for x in view if x["case_id"] == int(url_case)), None)
 
-st.caption(f"{len(view)} of {len(df)} generations")
-shown = view[["case_id", "run_id", "dataset", "pid", "correct", "answer", "pred", "types",
-              "question"]].reset_index(drop=True)
-event = st.dataframe(shown, hide_index=True, width="stretch", on_select="rerun",
-                     selection_mode="single-row", key="cases")
+st.caption(f"{len(view)} of {len(rows)} generations")
+cols = ["case_id", "run_id", "dataset", "pid", "correct", "answer", "pred", "types", "question"]
+shown = pd.DataFrame(view, columns=cols + ["key"])
+event = st.dataframe(shown[cols], hide_index=True, width="stretch", on_select="rerun",
+                     selection_mode="single-row", key=f"cases-{zlib.crc32(sig.encode())}")
 sel = event.selection.rows if event and event.selection else []
-if not sel:
+if sel and sel[0] < len(shown):
+    ss["chosen"] = shown["key"].iloc[sel[0]]
+    ss["had_selection"] = True
+elif ss.pop("had_selection", False):  # the row was deselected
+    ss["chosen"] = None
+
+r = next((x for x in view if x["key"] == ss.get("chosen")), None)
+if r is None:
     st.caption("Select a row for its details.")
     st.stop()
 
-r = view.iloc[sel[0]]
 st.divider()
-st.subheader(f"{r['dataset']} / {r['pid']}" + (f" · bad case {int(r['case_id'])}"
-                                               if pd.notna(r["case_id"]) else ""))
+cid = r["case_id"]
+st.subheader(f"{r['dataset']} / {r['pid']}" + (f" · bad case {cid}" if cid is not None else ""))
+case = taxonomy.case_view(s, tax, cid) if cid is not None else None
+if case is not None and any(k["on_map"] for k in case["keyphrases"]):
+    common.page_link("2_Error_map", "Show on the map", ":material/map:", case=cid)
 a, b = st.columns(2)
 with a:
     st.markdown("**Question**")
@@ -74,24 +78,24 @@ with a:
     st.code(r["solution"] or "", language=None, wrap_lines=True)
     st.markdown(f"**Reference answer:** `{r['answer']}`")
 with b:
-    st.markdown(f"**Model output** ({r['model_id']}, run `{r['run_id']}`)")
-    st.code(r["output"] or "", language=None, wrap_lines=True)
+    st.markdown(f"**Model output** ({r['model_id']}, run `{r['run_id']}`)"
+                + (", evidence highlighted" if case else ""))
+    if case:
+        with st.container(border=True):
+            st.markdown(common.highlighted(r["output"] or "", [k["span"] for k in
+                                                               case["keyphrases"] if k["span"]]))
+    else:
+        st.code(r["output"] or "", language=None, wrap_lines=True)
     judge = json.loads(r["judge"]) if isinstance(r["judge"], str) else (r["judge"] or {})
     st.markdown("**Grading**")
     st.json({"extracted answer": r["pred"], "extraction": judge.get("method"),
              "correct": bool(r["correct"]), "detail": judge.get("detail"),
              "completion tokens": int(r["completion_tokens"] or 0), "error": r["error"]})
-if pd.notna(r["case_id"]):
-    cid = int(r["case_id"])
-    kps = s.case_keyphrases(cid)
+if case is not None:
     st.markdown("**Error keyphrases**")
-    if not kps:
+    if not case["keyphrases"]:
         st.caption("Not analysed yet (`sei analyze`).")
-    by_kp = {p["kp_id"]: p for p in tax.points}
     st.dataframe(pd.DataFrame([{
         "keyphrase": k["text"], "evidence": k["evidence"], "written by": k["analyzer"],
-        "error type": (tax.types[by_kp[k["kp_id"]]["type"]].title
-                       if k["kp_id"] in by_kp and by_kp[k["kp_id"]]["type"] in tax.types
-                       else "unassigned"),
-        "excluded": bool(by_kp.get(k["kp_id"], {}).get("excluded", False))} for k in kps]),
+        "error type": k["type"], "excluded": k["excluded"]} for k in case["keyphrases"]]),
         hide_index=True, width="stretch")
