@@ -62,7 +62,12 @@ def run(s: Store, run_id: str, dataset: str, split: str, pids: list[str], correc
 
 @pytest.fixture
 def loop_store(store) -> Store:
-    s = store
+    return fill(store)
+
+
+def fill(s: Store) -> Store:
+    """The loop's data, written as the stages write it (also used to prepare a store for
+    a look at the pages in a browser)."""
     s.insert_problems(
         [{"dataset": "demo", "split": "train", "pid": p,
           "question": f"Sam has {i + 3} boxes of 7 pencils. How many pencils? (train {p})",
@@ -186,10 +191,9 @@ def test_selection_scores_cut_preview_and_dev_changes(loop_store):
     from pipeline.select import n_keep, rank
 
     at = ok(page("6_Selection.py"))
-    sid = at.selectbox(key="sel_pick").value
-    assert sid == "sel-1-proxy-test"  # newest first
-    at.selectbox(key="sel_pick").set_value("sel-1-oneshot-test").run()
-    ok(at)
+    # the latest one-shot selection first; the proxy's too (newest first)
+    assert at.selectbox(key="sel_pick").value == "sel-1-oneshot-test"
+    assert at.selectbox(key="sel_pick").options[0].startswith("proxy · sel-1-proxy-test")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Spearman proxy vs one-shot"] == "0.70"
     assert metrics["selected"] == "2"
@@ -257,3 +261,36 @@ def test_empty_store_says_what_to_do_first(store):
     ok(page("5_Synthesis.py"))
     at = ok(page("6_Selection.py"))
     assert "No selection for iteration 1 yet" in at.info[0].value
+
+
+def test_launch_buttons_submit_real_jobs_after_the_estimate(loop_store):
+    """Offline synthesis and random selection need no model: launched from the pages, they
+    run as real job processes and write a batch and a selection."""
+    from pipeline import jobs
+
+    at = ok(page("5_Synthesis.py"))
+    at.number_input(key="syn_budget").set_value(6).run()
+    at.selectbox(key="syn_synth").set_value("offline").run()
+    assert {m.label: m.value for m in ok(at).metric}["calls"] == "2"
+    at.button(key="syn_go").click().run()
+    [j] = [j for j in loop_store.jobs() if j["kind"] == "synthesize"]
+    assert j["params"]["budget"] == 6 and j["params"]["synthesizer"] == "offline"
+    j = jobs.wait(loop_store, j["job_id"], timeout=120)
+    assert j["status"] == "succeeded", j["error"]
+    batch = j["result"]["batch_id"]
+    # these problems have no offline recipe: every proposal is rejected, with its reason
+    assert {c["status"] for c in loop_store.candidates(batch_id=batch)} == {"rejected"}
+    assert len(loop_store.candidates(batch_id=batch)) == 6
+    at.run()
+    assert any(f"#{j['job_id']} synthesize · succeeded" in p.proto.text
+               for p in ok(at).get("progress"))
+
+    at = ok(page("6_Selection.py"))
+    at.selectbox(key="sel_method").set_value("random").run()
+    assert "5 kept candidates to score with random" in " ".join(c.value for c in ok(at).caption)
+    at.button(key="sel_go").click().run()
+    [j] = [j for j in loop_store.jobs() if j["kind"] == "select"]
+    j = jobs.wait(loop_store, j["job_id"], timeout=120)
+    assert j["status"] == "succeeded", j["error"]
+    sel = loop_store.selection(j["result"]["selection_id"])
+    assert sel["method"] == "random" and j["result"]["n_scored"] == 5

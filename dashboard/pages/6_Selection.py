@@ -28,7 +28,9 @@ if not sels:
 else:
     names = {x["selection_id"]: f"{x['method']} · {x['selection_id']} · {x['n_selected']}/"
              f"{x['n_scored']} selected · {x['status']}" for x in sels}
-    sid = st.selectbox("selection", list(names), format_func=names.get, key="sel_pick")
+    first = next((i for i, x in enumerate(sels) if x["method"] == "oneshot"), 0)
+    sid = st.selectbox("selection", list(names), index=first, format_func=names.get,
+                       key="sel_pick")
     sel = s.selection(sid)
     scores = s.cand_scores(sid)
     stats = sel["stats"] or {}

@@ -56,7 +56,7 @@ else:
                 error_y={"type": "data", "symmetric": False,
                          "array": [100 * r["err_plus"] for r in rs],
                          "arrayminus": [100 * r["err_minus"] for r in rs]}))
-        fig.update_layout(title={"text": "Accuracy per iteration"}, height=380,
+        fig.update_layout(title={"text": "Accuracy per iteration"}, height=380, showlegend=True,
                           xaxis={"title": "iteration (0 = base model)", "dtick": 1},
                           yaxis={"title": "accuracy (%)"}, margin={"t": 50})
         st.plotly_chart(fig, key="it_acc")
@@ -112,11 +112,12 @@ else:
         st.plotly_chart(lf, key="it_loss")
 
     st.subheader("Lineage")
-    for it in report.iteration_table(s):
+    lineage = report.iteration_table(s)
+    for it in lineage:
         n_ = it["iteration"]
         label = (f"iteration {n_} · base model" if n_ == 0 else
                  f"iteration {n_} · {it.get('mode')} · {it.get('status')}")
-        with st.expander(label, expanded=False):
+        with st.expander(label, expanded=it is lineage[-1]):
             if n_ > 0 and "n_types" in it:
                 st.text(f"taxonomy snapshot: {it['n_types']} types, {it['n_edits']} edits "
                         f"(clustering {it['clustering_id']})")
