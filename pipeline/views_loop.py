@@ -143,12 +143,14 @@ def train_estimate(store: Store, p) -> dict:
             "seconds": tokens / TRAIN_TOKENS_PER_S}
 
 
-def eval_estimate(store: Store, p) -> dict:
+def eval_estimate(store: Store, p, assume: dict[str, int] | None = None) -> dict:
     """Problems per evaluation set (EvalParams: the first `limit` of each) plus the train
-    check, and seconds: problems x ~80 tokens at ~200 tokens/s."""
+    check, and seconds: problems x ~80 tokens at ~200 tokens/s. `assume`: sizes of sets
+    not imported yet."""
     from pipeline.evaluate import base_train_run
 
-    sizes = {f"{d['dataset']}/{d['split']}": d["n"] for d in store.datasets()}
+    sizes = dict(assume or {})
+    sizes.update({f"{d['dataset']}/{d['split']}": d["n"] for d in store.datasets()})
     per = {}
     for s in p.sets:
         n = sizes.get(s, 0)
@@ -170,13 +172,14 @@ def iterate_estimate(store: Store, p) -> dict:
     from pipeline import evaluate, select, synthesize
     from pipeline.train import TrainParams
 
-    sets = p.eval_sets or evaluate.default_sets(store)
+    sets = p.eval_sets or evaluate.default_sets(store) or ["demo/test"]
+    assume = {"demo/test": 200}  # what the loop imports into an empty store
     parts: dict[str, float] = {}
     have0 = {lk["role"][5:] for lk in store.iteration_links(0) if lk["role"].startswith("eval:")}
     missing0 = [s for s in sets if s not in have0]
     if missing0:
         e = eval_estimate(store, evaluate.EvalParams(iteration=0, sets=missing0,
-                                                     limit=p.eval_limit))
+                                                     limit=p.eval_limit), assume)
         parts["evaluate base"] = e["seconds"]
     done = {it["iteration"] for it in store.iterations() if it["status"] == "done"}
     all_c = store.candidates()
@@ -186,24 +189,38 @@ def iterate_estimate(store: Store, p) -> dict:
     for i in range(1, p.iterations + 1):
         if i in done:
             continue
+        roles = {lk["role"] for lk in store.iteration_links(i)}
         if store.iteration(i) is None:
             parts[f"{i}: extract"] = p.train_limit * EVAL_TOKENS_PER_PROBLEM / EVAL_TOKENS_PER_S
+        # what a re-run would find done (stages resume) costs next to nothing
+        synth_done = any(b["status"].startswith("finished") for b in batches(store, i))
+        sel_done = any(x["method"] == "oneshot" and x["status"] == "finished"
+                       for x in store.selections(i))
+        train_done = iterations.adapter_of(store, i) is not None
+        eval_done = all(f"eval:{x}" in roles for x in sets)
         try:
             syn = synthesize.estimate(store, synthesize.SynthParams.from_dict(
                 {**p.synth, "iteration": i}))
         except ValueError:
-            syn = {"n_proposals": synthesize.SynthParams().budget, "minutes": 1.0}
-        parts[f"{i}: synthesize"] = 60 * (syn.get("minutes") or 0)
+            syn = {"n_types": 0}
+        if not syn.get("n_types"):  # no error types yet: the loop makes them first
+            n = synthesize.SynthParams.from_dict(p.synth).budget
+            syn = {"n_proposals": n, "minutes": round(0.5 + n / 2000, 1)}
+        if not synth_done:
+            parts[f"{i}: synthesize"] = 60 * (syn.get("minutes") or 0)
         kept = store.candidates(iteration=i, status="kept")
         n_c = len(kept) if kept else int(syn["n_proposals"] * kept_share)
         per = (sp.n_good + sp.n_bad) * 60 / 200 + 1.0
-        parts[f"{i}: select"] = n_c * per
+        if not sel_done:
+            parts[f"{i}: select"] = n_c * per
         n_sel = select.n_keep(sp.top, n_c)
-        parts[f"{i}: train"] = (n_sel * tp.epochs * TRAIN_TOKENS_PER_EXAMPLE
-                                / TRAIN_TOKENS_PER_S)
-        e = eval_estimate(store, evaluate.EvalParams(iteration=i, sets=sets,
-                                                     limit=p.eval_limit))
-        parts[f"{i}: evaluate"] = e["seconds"]
+        if not train_done:
+            parts[f"{i}: train"] = (n_sel * tp.epochs * TRAIN_TOKENS_PER_EXAMPLE
+                                    / TRAIN_TOKENS_PER_S)
+        if not eval_done:
+            e = eval_estimate(store, evaluate.EvalParams(iteration=i, sets=sets,
+                                                         limit=p.eval_limit), assume)
+            parts[f"{i}: evaluate"] = e["seconds"]
     return {"parts": {k: round(v / 60, 1) for k, v in parts.items()},
             "minutes": round(sum(parts.values()) / 60, 1)}
 

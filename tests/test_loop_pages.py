@@ -250,7 +250,13 @@ def test_iterations_accuracy_interval_fix_rates_loss_and_lineage(loop_store):
     texts = " ".join(t.value for t in at.text)
     assert "2 types, 2 edits" in texts and "candidates: 5 kept of 8" in texts
     assert "hash adapterhash1" in texts
-    assert "Estimate:" in " ".join(c.value for c in at.caption)
+    caps = " ".join(c.value for c in at.caption)
+    assert "Estimate: 2 examples × 3 epochs" in caps  # the one-shot selection's 2 chosen
+    assert f"Estimate: {len(TEST) + len(TRAIN)} problems" in caps  # demo/test + train check
+    # iteration 1 is open but synthesized, selected, trained and evaluated: the next run
+    # would only resume it, so its estimate has no parts left
+    assert at.button(key="lp_go").label == "Run iteration 1"
+    assert "every stage of it has finished" in caps
 
 
 def test_empty_store_says_what_to_do_first(store):

@@ -91,13 +91,17 @@ else:
                     st.caption("(no stored bad cases)")
 
 st.subheader("Launch a synthesis batch")
-c1, c2, c3, c4, c5 = st.columns(5)
+c0, c1, c2, c3, c4, c5 = st.columns(6)
+new_it = max(its) + 1
+for_it = c0.number_input("for iteration", 1, new_it, int(it_n), key="syn_for_it",
+                         help=f"Iteration {new_it} does not exist yet: launching for it "
+                              "freezes the error types in force now as its taxonomy.")
 budget = c1.number_input("budget (proposals)", 1, 100_000, 400, step=20, key="syn_budget")
 per_call = c2.number_input("per call", 1, 100, 20, key="syn_per_call")
 k = c3.number_input("bad cases shown per call (k)", 1, 20, 3, key="syn_k")
 alloc = c4.selectbox("allocation", ["share", "equal"], key="syn_alloc")
 synth = c5.selectbox("synthesizer", ["auto", "offline", "instructor"], key="syn_synth")
-p = synthesize.SynthParams(iteration=int(it_n), budget=int(budget), per_call=int(per_call),
+p = synthesize.SynthParams(iteration=int(for_it), budget=int(budget), per_call=int(per_call),
                            k=int(k), allocation=alloc, synthesizer=synth)
 try:
     est = synthesize.estimate(s, p)

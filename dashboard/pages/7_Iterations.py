@@ -181,9 +181,13 @@ with tab_it:
     l_review = c2.checkbox("stop for review before synthesis", key="lp_review")
     lp = LoopParams(iterations=nxt, mode=l_mode, review=l_review)
     le = views_loop.iterate_estimate(s, lp)
-    st.caption(f"Runs iterations up to {nxt} (done ones are skipped). Rough estimate: "
-               f"~{le['minutes']} min ("
-               + ", ".join(f"{k} {v} min" for k, v in le["parts"].items()) + ")")
+    if le["parts"]:
+        st.caption(f"Runs iterations up to {nxt} (finished stages are skipped). Rough "
+                   f"estimate: ~{common.duration(60 * le['minutes'])} ("
+                   + ", ".join(f"{k} {v} min" for k, v in le["parts"].items()) + ")")
+    else:
+        st.caption(f"Runs iterations up to {nxt}: every stage of it has finished, so a run "
+                   "only checks that and marks it done (under a minute).")
     if st.button(f"Run iteration {nxt}", key="lp_go", type="primary"):
         common.launch(s, "iterate", asdict(lp), "iterations")
 common.follow_jobs(s, ("train", "evaluate", "iterate"), "iterations")
