@@ -206,3 +206,20 @@ def test_openai_backend_against_real_server(store, llama_server):
     # The CLI's run listing shows the run with its accuracy.
     r = CliRunner().invoke(cli, ["--db", str(store.path), "runs"])
     assert run_id in r.output and "%" in r.output and "smollm2" in r.output
+
+
+@pytest.mark.slow
+def test_progress_arrives_within_the_first_batch(store):
+    """A small first batch: the first done count comes after FIRST_BATCH items, not after
+    a whole batch of 16 (an extraction sat at 0/16 with no ETA for 80 s)."""
+    from pipeline.extract import FIRST_BATCH
+
+    import_demo(store, 12, 2)
+    seen = []
+    extract(store, "demo", "train", limit=6, params=GenParams(max_new_tokens=8, batch_size=16),
+            progress=lambda d, t, step, msg: seen.append((d, t, msg)))
+    counts = [d for d, t, _ in seen]
+    assert counts[-1] == 6 and FIRST_BATCH in counts
+    assert counts.index(FIRST_BATCH) < counts.index(6)
+    assert any(msg == f"generating 1-{FIRST_BATCH} of 6" for _, _, msg in seen), seen
+    assert store.count("generations") == 6
