@@ -120,6 +120,5 @@ def _run(store: Store, run_id: str, m: dict, target, problems: list[dict], param
         n_done += len(batch)
         n_bad = sum(1 for it in items if it.get("correct") is False)
         progress(n_done, total, "extract", f"batch of {len(batch)}: {n_bad} wrong")
-    errors = store.scalar("SELECT count(*) FROM generations WHERE run_id = ? AND error IS NOT NULL",
-                          [run_id])
+    errors = store.run_errors(run_id)
     store.finish_run(run_id, "finished" if not errors else "finished_with_errors")

@@ -150,8 +150,7 @@ def reap(store: Store) -> list[int]:
     for job in store.jobs(ACTIVE):
         jid = job["job_id"]
         if job["cancel_requested"] and job["cancel_at"] is not None:
-            age = store.scalar("SELECT epoch(current_timestamp - cancel_at) FROM jobs "
-                               "WHERE job_id = ?", [jid])
+            age = store.job_cancel_age(jid)
             if age is not None and age > CANCEL_GRACE:
                 _force(store, job, f"forced after {CANCEL_GRACE:.0f}s grace")
                 changed.append(jid)

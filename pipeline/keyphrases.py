@@ -71,8 +71,7 @@ def analyze(store: Store, run_id: str | None = None,
     cases = store.bad_cases(run_id, limit)
     done = store.analysis_done(aid)
     todo = [c for c in cases if c["case_id"] not in done]
-    max_tokens = {r["run_id"]: json.loads(r["gen_params"] or "{}").get("max_new_tokens")
-                  for r in store.rows("SELECT run_id, gen_params FROM runs")}
+    max_tokens = {rid: gp.get("max_new_tokens") for rid, gp in store.runs_gen_params().items()}
     progress(len(cases) - len(todo), len(cases), "analyze", f"{name}: {len(todo)} to do")
     failures = streak = 0
     last = ""

@@ -482,6 +482,14 @@ class Store:
     def run(self, run_id: str) -> dict | None:
         return self.one("SELECT * FROM runs WHERE run_id = ?", [run_id])
 
+    def run_errors(self, run_id: str) -> int:
+        return self.scalar("SELECT count(*) FROM generations WHERE run_id = ? "
+                           "AND error IS NOT NULL", [run_id])
+
+    def runs_gen_params(self) -> dict[str, dict]:
+        return {r["run_id"]: json.loads(r["gen_params"] or "{}")
+                for r in self.rows("SELECT run_id, gen_params FROM runs")}
+
     def bad_cases(self, run_id: str | None = None, limit: int | None = None) -> list[dict]:
         sql = """
             SELECT b.case_id, b.run_id, b.dataset, b.split, b.pid, p.question, p.solution,
@@ -570,6 +578,11 @@ class Store:
             if isinstance(r.get(k), str):
                 r[k] = json.loads(r[k])
         return r
+
+    def job_cancel_age(self, job_id: int) -> float | None:
+        """Seconds since a cancel of the job was asked (None if none was)."""
+        return self.scalar("SELECT epoch(current_timestamp - cancel_at) FROM jobs "
+                           "WHERE job_id = ?", [job_id])
 
     def job(self, job_id: int) -> dict | None:
         r = self.one("SELECT *, epoch(current_timestamp - heartbeat) AS heartbeat_age_s "
