@@ -83,7 +83,7 @@ def fill(s: Store) -> Store:
         {"type_id": 1, "title": "multiplication slip", "description": "a wrong product",
          "excluded": False, "share": 0.6, "n_cases": 3, "case_ids": cases[:3],
          "keyphrases": {"1": "multiplication error: 7*4 given as 24"}},
-        {"type_id": 2, "title": "stops early", "description": None, "excluded": False,
+        {"type_id": 2, "title": "stops <b>early</b>", "description": None, "excluded": False,
          "share": 0.4, "n_cases": 2, "case_ids": cases[3:],
          "keyphrases": {"2": "answer is an intermediate value"}}]
     s.create_iteration(1, "scratch", None, {"types": types, "edit_ids": [1, 2],
@@ -213,7 +213,11 @@ def test_selection_scores_cut_preview_and_dev_changes(loop_store):
     for pid in top["fixed"]:
         assert dev[pid]["question"] in codes
         assert f"one-shot output for {pid} with cand {top['cand_id']}" in codes
-    assert len(at.get("plotly_chart")) == 2  # the score distribution and proxy vs one-shot
+    figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert len(figs) == 2  # the score distribution and proxy vs one-shot
+    # a type title is user text: escaped for plotly, which draws a subset of HTML
+    spec = json.dumps(figs)
+    assert "stops &lt;b&gt;early&lt;/b&gt;" in spec and "<b>early" not in spec
 
 
 def test_iterations_accuracy_interval_fix_rates_loss_and_lineage(loop_store):
@@ -243,6 +247,8 @@ def test_iterations_accuracy_interval_fix_rates_loss_and_lineage(loop_store):
     now = dict(zip(TRAIN, CHECK1))
     bad = [p for p in TRAIN if not base_ok[p]]
     hm = charts["Fix rate by error type"]["data"][0]
+    assert hm["y"] == ["2: stops &lt;b&gt;early&lt;/b&gt;", "1: multiplication slip"]
+    hm["z"] = hm["z"][::-1]
     want = [100 * sum(now[p] for p in ps) / len(ps) for ps in (bad[:3], bad[3:])]
     assert [row[0] for row in hm["z"]] == pytest.approx(want)
     loss = charts["Loss per step"]["data"][0]

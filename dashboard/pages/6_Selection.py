@@ -48,7 +48,9 @@ else:
     if not scores:
         st.info("Nothing scored yet in this selection.")
     else:
-        df = pd.DataFrame([{"cand_id": x["cand_id"], "type": f"{x['type_id']}: {x['type_title']}",
+        # type titles are user text and plotly draws a subset of HTML: escaped for charts
+        df = pd.DataFrame([{"cand_id": x["cand_id"],
+                            "type": common._snip(f"{x['type_id']}: {x['type_title']}", 60),
                             "score": x["score"], "selected": bool(x["selected"])} for x in scores])
         saved_top = float((sel["params"] or {}).get("top") or 0.25)
         n = len(scores)
@@ -121,7 +123,9 @@ else:
     both = views_loop.proxy_vs_oneshot(s, it_n)
     if both:
         st.subheader("Proxy vs one-shot")
-        fig = px.scatter(pd.DataFrame(both), x="oneshot", y="proxy", color="type_title",
+        sc = pd.DataFrame(both)
+        sc["type"] = [common._snip(f"{a}: {b}", 60) for a, b in zip(sc.type_id, sc.type_title)]
+        fig = px.scatter(sc, x="oneshot", y="proxy", color="type",
                          hover_data=["cand_id"], title="Proxy score vs one-shot score")
         fig.update_layout(height=360, margin={"t": 40})
         st.plotly_chart(fig, key="sel_scatter")

@@ -7,6 +7,7 @@ lineage (taxonomy snapshot, candidates, selections, adapter, evaluation runs wit
 hashes and seed); and buttons for training, evaluation and the next iteration, each
 with a time estimate first."""
 
+import html
 from dataclasses import asdict
 
 import pandas as pd
@@ -45,14 +46,16 @@ else:
         fig = go.Figure()
         for name in sorted({r["set"] for r in acc}):
             rs = sorted((r for r in acc if r["set"] == name), key=lambda r: r["iteration"])
-            hover = [f"{name} · iteration {r['iteration']}<br>accuracy {pts(r['accuracy'], False)}%"
+            label = html.escape(name, quote=False)  # plotly draws a subset of HTML
+            hover = [f"{label} · iteration {r['iteration']}<br>"
+                     f"accuracy {pts(r['accuracy'], False)}%"
                      + (f"<br>change vs base {pts(r['diff'])} pts, 95% {interval(r)}"
                         f"<br>McNemar p {r['mcnemar_p']:.3g}" if r.get("diff") is not None
                         else "<br>base model" if r["iteration"] == 0 else "")
                      + f"<br>n {r['n']}" for r in rs]
             fig.add_trace(go.Scatter(
                 x=[r["iteration"] for r in rs], y=[100 * (r["accuracy"] or 0) for r in rs],
-                mode="lines+markers", name=name, hovertext=hover, hoverinfo="text",
+                mode="lines+markers", name=label, hovertext=hover, hoverinfo="text",
                 error_y={"type": "data", "symmetric": False,
                          "array": [100 * r["err_plus"] for r in rs],
                          "arrayminus": [100 * r["err_minus"] for r in rs]}))
@@ -63,7 +66,8 @@ else:
         st.caption("Error bars: the 95% paired-bootstrap interval of the change against the "
                    "base model on the same problems, drawn around the accuracy.")
         st.dataframe(pd.DataFrame([{
-            "iteration": r["iteration"], "set": r["set"], "accuracy": f"{pts(r['accuracy'], False)}%",
+            "iteration": r["iteration"], "set": r["set"],
+            "accuracy": f"{pts(r['accuracy'], False)}%",
             "change vs base": "–" if r.get("diff") is None else f"{pts(r['diff'])} pts",
             "95% interval": interval(r),
             "McNemar p": "–" if r.get("mcnemar_p") is None else f"{r['mcnemar_p']:.3g}",
@@ -83,6 +87,9 @@ else:
         z = df.pivot_table(index="type", columns="iteration", values="fix_rate", aggfunc="first")
         n = df.pivot_table(index="type", columns="iteration", values="n", aggfunc="first")
         fx = df.pivot_table(index="type", columns="iteration", values="fixed", aggfunc="first")
+        # by type id, the first at the top (a heatmap's rows go bottom-up)
+        order = list(dict.fromkeys(df.sort_values("type_id", ascending=False)["type"]))
+        z, n, fx = z.reindex(order), n.reindex(order), fx.reindex(order)
         text = [[f"{int(fx.loc[t, i])}/{int(n.loc[t, i])} fixed" if pd.notna(n.loc[t, i]) else ""
                  for i in z.columns] for t in z.index]
         hm = go.Figure(go.Heatmap(
