@@ -76,13 +76,14 @@ else:
                     st.caption("contamination check")
                     st.json(c["contamination"], expanded=False)
                 prov = {k: c[k] for k in ("synthesizer", "model", "prompt_version", "batch_id")}
-                st.caption(" · ".join(f"{k} {v}" for k, v in prov.items() if v))
+                st.caption(common.md_text(" · ".join(f"{k} {v}" for k, v in prov.items()
+                                                     if v)))
             with right:
                 st.markdown(f"**The bad cases it came from** ({len(c['sources'])})")
                 for b in c["sources"]:
                     with st.container(border=True):
-                        st.caption(f"case {b['case_id']} · {b['dataset']}/{b['split']} · "
-                                   f"{b['pid']}")
+                        st.caption(common.md_text(f"case {b['case_id']} · {b['dataset']}/"
+                                                  f"{b['split']} · {b['pid']}"))
                         st.code(b["question"] or "", language=None, wrap_lines=True)
                         st.caption("the model's wrong output")
                         st.code(b["output"] or "", language=None, wrap_lines=True)

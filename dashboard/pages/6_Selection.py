@@ -111,13 +111,13 @@ else:
                            f"({sel['method']} scoring keeps no verdicts)")
             for ch in changes:
                 with st.container(border=True):
-                    st.caption(f"{ch['change']} · {ch['pid']} ({ch['half']} half) · "
-                               f"reference {ch['answer']}")
+                    st.caption(common.md_text(f"{ch['change']} · {ch['pid']} ({ch['half']} "
+                                              f"half) · reference {ch['answer']}"))
                     st.code(ch["question"] or "", language=None, wrap_lines=True)
                     st.caption("zero-shot output")
                     st.code(ch["zero_shot_output"] or "", language=None, wrap_lines=True)
-                    st.caption(f"with this candidate as the example (answer "
-                               f"{ch['one_shot_pred']})")
+                    st.caption("with this candidate as the example (answer "
+                               + common.md_text(str(ch["one_shot_pred"])) + ")")
                     st.code(ch["one_shot_output"] or "", language=None, wrap_lines=True)
 
     both = views_loop.proxy_vs_oneshot(s, it_n)

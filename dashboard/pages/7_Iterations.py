@@ -178,7 +178,7 @@ with tab_ev:
     ep = EvalParams(iteration=int(e_it), sets=list(e_sets), limit=int(e_limit) or None)
     ee = views_loop.eval_estimate(s, ep)
     st.caption(f"Estimate: {ee['n_problems']} problems ("
-               + ", ".join(f"{k} {v}" for k, v in ee["problems"].items())
+               + common.md_text(", ".join(f"{k} {v}" for k, v in ee["problems"].items()))
                + f") × ~80 tokens ÷ ~200 tokens/s ≈ {common.duration(ee['seconds'])}")
     if st.button("Evaluate", key="ev_go", disabled=not e_sets):
         common.launch(s, "evaluate", asdict(ep), "iterations")
