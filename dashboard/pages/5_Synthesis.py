@@ -49,7 +49,7 @@ else:
             table = pd.DataFrame([{
                 "cand_id": c["cand_id"], "status": c["status"], "reason": c["reason"],
                 "question": c["question"], "answer": c["answer"],
-                "nearest_score": c["nearest_score"],
+                "nearest_score": c["nearest_score"], "nearest": c["nearest"],
                 "source_cases": ", ".join(str(i) for i in c["source_cases"] or [])}
                 for c in cands])
             st.dataframe(table, hide_index=True, width="stretch", key="syn_cands")

@@ -86,7 +86,8 @@ else:
             "rank": x["rank"], "selected": bool(x["selected"]), "cand_id": x["cand_id"],
             "type": f"{x['type_id']}: {x['type_title']}", "score": x["score"],
             "good_acc": x["good_acc"], "bad_acc": x["bad_acc"],
-            "fixed": len(x["fixed"] or []), "broken": len(x["broken"] or []),
+            "fixed": ", ".join(map(str, x["fixed"] or [])),
+            "broken": ", ".join(map(str, x["broken"] or [])),
             "question": x["question"]} for x in top_rows]),
             hide_index=True, width="stretch", key="sel_top_table")
         pick = {x["cand_id"]: x for x in top_rows}
