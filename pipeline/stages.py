@@ -73,10 +73,22 @@ def _quickstart(store: Store, p: dict, progress) -> dict:
 
     if not store.scalar("SELECT count(*) FROM problems WHERE dataset = 'demo'"):
         import_demo(store, p.get("n_train", 400), p.get("n_test", 200), seed=p.get("seed", 0))
-    out = _extract(store, dict(p, dataset="demo", split="train"), progress)
-    out.update(_analyze(store, {"run_id": out["run_id"]}, progress))
-    out.update(_cluster(store, {"analysis_id": out["analysis_id"]}, progress))
+    out = _extract(store, dict(p, dataset="demo", split="train"),
+                   stage_part(progress, 0, 80, "extract"))
+    out.update(_analyze(store, {"run_id": out["run_id"]}, stage_part(progress, 80, 15, "analyze")))
+    out.update(_cluster(store, {"analysis_id": out["analysis_id"]},
+                        stage_part(progress, 95, 5, "cluster")))
     return out
+
+
+def stage_part(progress: Progress, start: int, span: int, name: str) -> Progress:
+    """One stage of a multi-stage job on one bar of 100: the stage fills [start,
+    start+span) and never moves the bar back; its own count goes into the message."""
+    def inner(done: int, total: int, step: str, message: str) -> None:
+        frac = min(1.0, done / total) if total else 0.0
+        progress(start + int(frac * span), 100, name,
+                 f"{done}/{total if total else '?'}: {message}")
+    return inner
 
 
 @stage("ticks", heavy=False)

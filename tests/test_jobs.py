@@ -251,3 +251,22 @@ def test_quickstart_job_runs_to_completion(store):
     cl = store.latest_clustering()
     assert cl["clustering_id"] == res["clustering_id"]
     assert cl["n_points"] == len(store.keyphrases(res["analysis_id"]))
+
+
+def test_quickstart_stages_share_one_bar_that_never_moves_back():
+    from pipeline.stages import stage_part
+
+    seen = []
+
+    def bar(done, total, step, message):
+        seen.append((done, total, step, message))
+
+    for start, span, name, n in ((0, 80, "extract", 16), (80, 15, "analyze", 9),
+                                 (95, 5, "cluster", 4)):
+        part = stage_part(bar, start, span, name)
+        for i in range(n + 1):
+            part(i, n, name, f"item {i}")
+    assert [d for d, *_ in seen] == sorted(d for d, *_ in seen)
+    assert {t for _, t, *_ in seen} == {100} and seen[-1][0] == 100
+    assert seen[0][2:] == ("extract", "0/16: item 0")  # the stage named, its own count
+    assert ("analyze", "3/9: item 3") in [x[2:] for x in seen]
