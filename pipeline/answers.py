@@ -217,3 +217,36 @@ def judge(output: str, reference: str, timeout_s: float = 5.0) -> dict:
         return {"pred": None, "method": method, "correct": False, "detail": "no answer found"}
     ok, detail = _compare(reference, pred, timeout_s)
     return {"pred": pred, "method": method, "correct": bool(ok), "detail": detail}
+
+
+# A final answer is complete once the character after its number cannot continue it:
+# "The answer is 42." + " " or "\n", "#### 7\n", "answer is $3.50 each".
+_FINAL = re.compile(r"(?:answer\s+is|####)\s*:?\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?)",
+                    re.I)
+
+
+def final_answer_end(text: str) -> int | None:
+    """End offset of the first complete final answer ("The answer is N", "#### N"), or
+    None while it may still be growing. Generation can stop there; judging text cut at
+    this offset gives the same verdict whether or not generation went on."""
+    for m in _FINAL.finditer(text):
+        rest = text[m.end():]
+        if not rest:
+            return None
+        c = rest[0]
+        if c in "0123456789,/":
+            continue
+        if c == ".":
+            if len(rest) < 2:
+                return None
+            if rest[1].isdigit():
+                continue
+            return m.end() + 1
+        return m.end()
+    return None
+
+
+def cut_at_final_answer(text: str) -> str:
+    """The text up to its first complete final answer (all of it if there is none)."""
+    end = final_answer_end(text)
+    return text if end is None else text[:end]

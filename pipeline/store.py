@@ -148,6 +148,70 @@ MIGRATIONS: list[str] = [
     CREATE TABLE ticks (tag TEXT NOT NULL, i INTEGER NOT NULL, pid INTEGER,
                         created_at TIMESTAMP DEFAULT current_timestamp, PRIMARY KEY (tag, i));
     """,
+    # 4: the SEI loop — iterations (frozen taxonomy snapshots), synthesized candidates,
+    #    dev sets, selections with their per-candidate scores and generations, LoRA
+    #    training runs with their loss curve, and which runs evaluate which iteration
+    """
+    CREATE TABLE iterations (
+        iteration INTEGER PRIMARY KEY, mode TEXT, parent INTEGER, taxonomy JSON,
+        clustering_id TEXT, params JSON, status TEXT DEFAULT 'open',
+        created_at TIMESTAMP DEFAULT current_timestamp, finished_at TIMESTAMP
+    );
+    CREATE TABLE synth_batches (
+        batch_id TEXT PRIMARY KEY, iteration INTEGER, synthesizer TEXT, params JSON,
+        manifest JSON, status TEXT DEFAULT 'running',
+        created_at TIMESTAMP DEFAULT current_timestamp, finished_at TIMESTAMP
+    );
+    CREATE SEQUENCE cand_seq START 1;
+    CREATE TABLE candidates (
+        cand_id INTEGER PRIMARY KEY DEFAULT nextval('cand_seq'),
+        slot TEXT NOT NULL UNIQUE,  -- batch/type/index: a re-run rewrites nothing twice
+        batch_id TEXT NOT NULL, iteration INTEGER, type_id INTEGER, type_title TEXT,
+        source_cases JSON, synthesizer TEXT, model TEXT, prompt_version TEXT, call_key TEXT,
+        question TEXT, solution TEXT, answer TEXT, raw TEXT, meta JSON,
+        status TEXT NOT NULL, reason TEXT, verification JSON,
+        nearest TEXT, nearest_score DOUBLE, contamination JSON,
+        created_at TIMESTAMP DEFAULT current_timestamp
+    );
+    CREATE TABLE dev_sets (
+        iteration INTEGER NOT NULL, run_id TEXT NOT NULL, dataset TEXT NOT NULL,
+        split TEXT NOT NULL, pid TEXT NOT NULL, half TEXT NOT NULL, seed INTEGER,
+        PRIMARY KEY (iteration, dataset, split, pid)
+    );
+    CREATE TABLE selections (
+        selection_id TEXT PRIMARY KEY, iteration INTEGER, method TEXT, params JSON,
+        manifest JSON, stats JSON, status TEXT DEFAULT 'running',
+        created_at TIMESTAMP DEFAULT current_timestamp, finished_at TIMESTAMP
+    );
+    CREATE TABLE cand_scores (
+        selection_id TEXT NOT NULL, cand_id INTEGER NOT NULL, score DOUBLE,
+        good_acc DOUBLE, bad_acc DOUBLE, fixed JSON, broken JSON, detail JSON,
+        selected BOOLEAN DEFAULT false, rank INTEGER,
+        PRIMARY KEY (selection_id, cand_id)
+    );
+    CREATE TABLE score_generations (
+        selection_id TEXT NOT NULL, cand_id INTEGER NOT NULL, dataset TEXT NOT NULL,
+        split TEXT NOT NULL, pid TEXT NOT NULL, output TEXT, pred TEXT, correct BOOLEAN,
+        value DOUBLE, completion_tokens INTEGER,
+        PRIMARY KEY (selection_id, cand_id, dataset, split, pid)
+    );
+    CREATE TABLE train_runs (
+        train_id TEXT PRIMARY KEY, iteration INTEGER, mode TEXT, base_model TEXT,
+        init_adapter TEXT, selection_ids JSON, data_hash TEXT, n_examples INTEGER,
+        params JSON, adapter_dir TEXT, adapter_hash TEXT, status TEXT DEFAULT 'running',
+        step INTEGER DEFAULT 0, total_steps INTEGER, timings JSON,
+        created_at TIMESTAMP DEFAULT current_timestamp, finished_at TIMESTAMP
+    );
+    CREATE TABLE train_steps (
+        train_id TEXT NOT NULL, step INTEGER NOT NULL, epoch DOUBLE, loss DOUBLE,
+        lr DOUBLE, tokens INTEGER, seconds DOUBLE,
+        PRIMARY KEY (train_id, step)
+    );
+    CREATE TABLE iteration_runs (
+        iteration INTEGER NOT NULL, role TEXT NOT NULL, ref TEXT NOT NULL,
+        PRIMARY KEY (iteration, role, ref)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -801,6 +865,292 @@ class Store:
         for r in rows:
             r["payload"] = json.loads(r["payload"])
         return rows
+
+    # -- the SEI loop: iterations ----------------------------------------------------------------
+
+    def iteration(self, n: int) -> dict | None:
+        r = self.one("SELECT * FROM iterations WHERE iteration = ?", [n])
+        return _json_cols(r, ("taxonomy", "params")) if r else None
+
+    def iterations(self) -> list[dict]:
+        return [_json_cols(r, ("taxonomy", "params"))
+                for r in self.rows("SELECT * FROM iterations ORDER BY iteration")]
+
+    def create_iteration(self, n: int, mode: str, parent: int | None, taxonomy: dict,
+                         clustering_id: str | None, params: dict) -> None:
+        """Freeze iteration n's taxonomy; a second call leaves the first snapshot as it is."""
+        with self.write() as con:
+            con.execute("INSERT INTO iterations (iteration, mode, parent, taxonomy, "
+                        "clustering_id, params) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        [n, mode, parent, json.dumps(taxonomy), clustering_id,
+                         json.dumps(params)])
+
+    def set_iteration_status(self, n: int, status: str) -> None:
+        with self.write() as con:
+            con.execute("UPDATE iterations SET status = ?, finished_at = CASE WHEN ? = 'done' "
+                        "THEN current_timestamp END WHERE iteration = ?", [status, status, n])
+
+    def link_run(self, iteration: int, role: str, ref: str) -> None:
+        """Record that `ref` (a run, batch, selection or training id) plays `role` in n."""
+        with self.write() as con:
+            con.execute("INSERT INTO iteration_runs VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                        [iteration, role, ref])
+
+    def iteration_links(self, iteration: int | None = None) -> list[dict]:
+        return self.rows("SELECT * FROM iteration_runs WHERE (? IS NULL OR iteration = ?) "
+                         "ORDER BY iteration, role, ref", [iteration, iteration])
+
+    # -- synthesis ---------------------------------------------------------------------------
+
+    def upsert_synth_batch(self, batch_id: str, iteration: int, synthesizer: str,
+                           params: dict, manifest: dict) -> None:
+        with self.write() as con:
+            con.execute("INSERT INTO synth_batches (batch_id, iteration, synthesizer, params, "
+                        "manifest) VALUES (?, ?, ?, ?, ?) ON CONFLICT (batch_id) DO UPDATE SET "
+                        "status = 'running', finished_at = NULL",
+                        [batch_id, iteration, synthesizer, json.dumps(params),
+                         json.dumps(manifest, default=str)])
+
+    def finish_synth_batch(self, batch_id: str, status: str = "finished") -> None:
+        with self.write() as con:
+            con.execute("UPDATE synth_batches SET status = ?, finished_at = current_timestamp "
+                        "WHERE batch_id = ?", [status, batch_id])
+
+    def synth_batches(self) -> list[dict]:
+        return [_json_cols(r, ("params", "manifest"))
+                for r in self.rows("SELECT * FROM synth_batches ORDER BY created_at")]
+
+    CAND_COLS = ("slot", "batch_id", "iteration", "type_id", "type_title", "source_cases",
+                 "synthesizer", "model", "prompt_version", "call_key", "question", "solution",
+                 "answer", "raw", "meta", "status", "reason", "verification", "nearest",
+                 "nearest_score", "contamination")
+    _CAND_JSON = ("source_cases", "meta", "verification", "contamination")
+
+    def add_candidates(self, rows: list[dict]) -> int:
+        """One call's candidates, all or nothing; slots already written are left alone
+        (a killed synthesis re-run rewrites nothing). Returns how many are new."""
+        if not rows:
+            return 0
+        cols = self.CAND_COLS
+        data = {c: [json.dumps(r.get(c)) if c in self._CAND_JSON else r.get(c) for r in rows]
+                for c in cols}
+        with self.write() as con:
+            before = con.execute("SELECT count(*) FROM candidates").fetchall()[0][0]
+            con.register("incoming", _frame(data))
+            con.execute(f"INSERT INTO candidates ({', '.join(cols)}) SELECT {', '.join(cols)} "
+                        "FROM incoming ON CONFLICT (slot) DO NOTHING")
+            return con.execute("SELECT count(*) FROM candidates").fetchall()[0][0] - before
+
+    def candidate_slots(self, batch_id: str) -> set[str]:
+        return {r["slot"] for r in self.rows("SELECT slot FROM candidates WHERE batch_id = ?",
+                                             [batch_id])}
+
+    def candidates(self, batch_id: str | None = None, iteration: int | None = None,
+                   status: str | None = None, before_iteration: int | None = None) -> list[dict]:
+        rows = self.rows(
+            "SELECT * FROM candidates WHERE (? IS NULL OR batch_id = ?) "
+            "AND (? IS NULL OR iteration = ?) AND (? IS NULL OR status = ?) "
+            "AND (? IS NULL OR iteration < ?) ORDER BY cand_id",
+            [batch_id, batch_id, iteration, iteration, status, status,
+             before_iteration, before_iteration])
+        return [_json_cols(r, self._CAND_JSON) for r in rows]
+
+    def candidate_texts(self) -> list[str]:
+        """Every candidate question ever written: the novelty filter's pool."""
+        return [r["question"] for r in self.rows(
+            "SELECT question FROM candidates WHERE question IS NOT NULL ORDER BY cand_id")]
+
+    def candidate_counts(self, batch_id: str | None = None) -> list[dict]:
+        return self.rows("SELECT type_id, any_value(type_title) AS type_title, status, "
+                         "count(*) AS n FROM candidates WHERE (? IS NULL OR batch_id = ?) "
+                         "GROUP BY type_id, status ORDER BY type_id, status",
+                         [batch_id, batch_id])
+
+    def problem_texts(self, split: str | None = None, dataset: str | None = None,
+                      not_split: str | None = None) -> list[dict]:
+        return self.rows("SELECT dataset, split, pid, question FROM problems "
+                         "WHERE (? IS NULL OR split = ?) AND (? IS NULL OR dataset = ?) "
+                         "AND (? IS NULL OR split <> ?) ORDER BY dataset, split, pid",
+                         [split, split, dataset, dataset, not_split, not_split])
+
+    def problems_by_keys(self, keys: list[tuple[str, str, str]]) -> list[dict]:
+        if not keys:
+            return []
+        with self.read() as con:
+            con.register("wanted", _frame({"dataset": [k[0] for k in keys],
+                                           "split": [k[1] for k in keys],
+                                           "pid": [k[2] for k in keys]}))
+            cur = con.execute("SELECT p.* FROM wanted w JOIN problems p "
+                              "USING (dataset, split, pid)")
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    def cases_by_id(self, case_ids: list[int]) -> list[dict]:
+        """Bad cases with their problem, output and problem meta."""
+        if not case_ids:
+            return []
+        marks = ", ".join("?" * len(case_ids))
+        return self.rows(f"""
+            SELECT b.case_id, b.run_id, b.dataset, b.split, b.pid, p.question, p.solution,
+                   p.answer, p.meta, g.output, g.pred
+            FROM bad_cases b JOIN problems p USING (dataset, split, pid)
+            JOIN generations g USING (run_id, dataset, split, pid)
+            WHERE b.case_id IN ({marks}) ORDER BY b.case_id""", list(case_ids))
+
+    # -- dev sets and selections ---------------------------------------------------------------
+
+    def save_dev_set(self, iteration: int, rows: list[dict]) -> None:
+        with self.write() as con:
+            con.execute("DELETE FROM dev_sets WHERE iteration = ?", [iteration])
+            con.executemany("INSERT INTO dev_sets VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [[iteration, r["run_id"], r["dataset"], r["split"], r["pid"],
+                              r["half"], r["seed"]] for r in rows])
+
+    def dev_set(self, iteration: int) -> list[dict]:
+        return self.rows("""
+            SELECT d.*, p.question, p.solution, p.answer, g.output AS zero_output,
+                   g.correct AS zero_correct
+            FROM dev_sets d JOIN problems p USING (dataset, split, pid)
+            JOIN generations g ON g.run_id = d.run_id AND g.dataset = d.dataset
+                 AND g.split = d.split AND g.pid = d.pid
+            WHERE d.iteration = ? ORDER BY d.half DESC, d.pid""", [iteration])
+
+    def upsert_selection(self, selection_id: str, iteration: int, method: str, params: dict,
+                         manifest: dict) -> None:
+        with self.write() as con:
+            con.execute("INSERT INTO selections (selection_id, iteration, method, params, "
+                        "manifest) VALUES (?, ?, ?, ?, ?) ON CONFLICT (selection_id) DO UPDATE "
+                        "SET status = 'running', finished_at = NULL",
+                        [selection_id, iteration, method, json.dumps(params),
+                         json.dumps(manifest, default=str)])
+
+    def record_scores(self, selection_id: str, scores: list[dict], gens: list[dict]) -> None:
+        """Candidates' scores with the generations behind them, all or nothing."""
+        with self.write() as con:
+            for g in gens:
+                con.execute("INSERT OR REPLACE INTO score_generations VALUES "
+                            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            [selection_id, g["cand_id"], g["dataset"], g["split"], g["pid"],
+                             g.get("output"), g.get("pred"), g.get("correct"), g.get("value"),
+                             g.get("completion_tokens")])
+            for s in scores:
+                con.execute("INSERT OR REPLACE INTO cand_scores (selection_id, cand_id, score, "
+                            "good_acc, bad_acc, fixed, broken, detail) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            [selection_id, s["cand_id"], s["score"], s.get("good_acc"),
+                             s.get("bad_acc"), json.dumps(s.get("fixed")),
+                             json.dumps(s.get("broken")), json.dumps(s.get("detail"))])
+
+    def scored_cands(self, selection_id: str) -> set[int]:
+        return {r["cand_id"] for r in self.rows(
+            "SELECT cand_id FROM cand_scores WHERE selection_id = ?", [selection_id])}
+
+    def finish_selection(self, selection_id: str, chosen: list[tuple[int, int]],
+                         stats: dict) -> None:
+        """Mark the chosen (cand_id, rank) pairs, store the stats, close the selection."""
+        with self.write() as con:
+            con.execute("UPDATE cand_scores SET selected = false, rank = NULL "
+                        "WHERE selection_id = ?", [selection_id])
+            con.executemany("UPDATE cand_scores SET selected = true, rank = ? "
+                            "WHERE selection_id = ? AND cand_id = ?",
+                            [[rank, selection_id, cid] for cid, rank in chosen])
+            con.execute("UPDATE selections SET status = 'finished', stats = ?, "
+                        "finished_at = current_timestamp WHERE selection_id = ?",
+                        [json.dumps(stats), selection_id])
+
+    def selections(self, iteration: int | None = None) -> list[dict]:
+        rows = self.rows("""
+            SELECT s.*, (SELECT count(*) FROM cand_scores c WHERE c.selection_id = s.selection_id)
+                       AS n_scored,
+                   (SELECT count(*) FROM cand_scores c WHERE c.selection_id = s.selection_id
+                                                        AND c.selected) AS n_selected
+            FROM selections s WHERE (? IS NULL OR iteration = ?) ORDER BY created_at""",
+                         [iteration, iteration])
+        return [_json_cols(r, ("params", "manifest", "stats")) for r in rows]
+
+    def selection(self, selection_id: str) -> dict | None:
+        r = self.one("SELECT * FROM selections WHERE selection_id = ?", [selection_id])
+        return _json_cols(r, ("params", "manifest", "stats")) if r else None
+
+    def cand_scores(self, selection_id: str, selected_only: bool = False) -> list[dict]:
+        rows = self.rows("""
+            SELECT s.*, c.type_id, c.type_title, c.question, c.solution, c.answer,
+                   c.synthesizer, c.iteration AS cand_iteration
+            FROM cand_scores s JOIN candidates c USING (cand_id)
+            WHERE s.selection_id = ? AND (NOT ? OR s.selected)
+            ORDER BY s.rank NULLS LAST, s.score DESC, s.cand_id""",
+                         [selection_id, selected_only])
+        return [_json_cols(r, ("fixed", "broken", "detail")) for r in rows]
+
+    def score_generations(self, selection_id: str, cand_id: int) -> list[dict]:
+        return self.rows("SELECT * FROM score_generations WHERE selection_id = ? AND cand_id = ? "
+                         "ORDER BY dataset, split, pid", [selection_id, cand_id])
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def upsert_train_run(self, row: dict) -> None:
+        cols = ["train_id", "iteration", "mode", "base_model", "init_adapter", "selection_ids",
+                "data_hash", "n_examples", "params", "adapter_dir", "total_steps"]
+        vals = [json.dumps(row[c]) if c in ("selection_ids", "params") else row.get(c)
+                for c in cols]
+        with self.write() as con:
+            con.execute(f"INSERT INTO train_runs ({', '.join(cols)}) VALUES "
+                        f"({', '.join('?' * len(cols))}) ON CONFLICT (train_id) DO UPDATE SET "
+                        "status = 'running', finished_at = NULL", vals)
+
+    def record_train_steps(self, train_id: str, steps: list[dict], step: int) -> None:
+        """Loss rows of the steps since the last checkpoint, with the checkpointed step."""
+        with self.write() as con:
+            for s in steps:
+                con.execute("INSERT OR REPLACE INTO train_steps VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [train_id, s["step"], s["epoch"], s["loss"], s["lr"], s["tokens"],
+                             s["seconds"]])
+            con.execute("UPDATE train_runs SET step = ? WHERE train_id = ?", [step, train_id])
+
+    def finish_train_run(self, train_id: str, status: str, adapter_hash: str | None,
+                         timings: dict | None) -> None:
+        with self.write() as con:
+            con.execute("UPDATE train_runs SET status = ?, adapter_hash = ?, timings = ?, "
+                        "finished_at = current_timestamp WHERE train_id = ?",
+                        [status, adapter_hash, json.dumps(timings), train_id])
+
+    def train_runs(self, iteration: int | None = None) -> list[dict]:
+        rows = self.rows("SELECT * FROM train_runs WHERE (? IS NULL OR iteration = ?) "
+                         "ORDER BY created_at", [iteration, iteration])
+        return [_json_cols(r, ("selection_ids", "params", "timings")) for r in rows]
+
+    def train_run(self, train_id: str) -> dict | None:
+        r = self.one("SELECT * FROM train_runs WHERE train_id = ?", [train_id])
+        return _json_cols(r, ("selection_ids", "params", "timings")) if r else None
+
+    def train_steps(self, train_id: str) -> list[dict]:
+        return self.rows("SELECT * FROM train_steps WHERE train_id = ? ORDER BY step",
+                         [train_id])
+
+    def run_items(self, run_id: str) -> list[dict]:
+        """Judged items of a run (errors excluded) for paired comparisons."""
+        return self.rows("SELECT dataset, split, pid, correct, pred, output FROM generations "
+                         "WHERE run_id = ? AND error IS NULL ORDER BY dataset, split, pid",
+                         [run_id])
+
+    def latest_run(self, dataset: str, split: str, kind: str = "extract",
+                   adapter: str | None = None) -> dict | None:
+        return self.one("SELECT * FROM runs WHERE dataset = ? AND split = ? AND kind = ? "
+                        "AND adapter IS NOT DISTINCT FROM ? AND status LIKE 'finished%' "
+                        "ORDER BY created_at DESC LIMIT 1", [dataset, split, kind, adapter])
+
+    def case_types(self, case_ids: list[int], clustering_id: str) -> list[dict]:
+        """(case_id, kp_id, cluster type_id) of a clustering's points, for fix rates."""
+        return self.rows("SELECT k.case_id, c.kp_id, c.type_id FROM cluster_points c "
+                         "JOIN keyphrases k USING (kp_id) WHERE c.clustering_id = ?",
+                         [clustering_id])
+
+
+def _json_cols(row: dict, cols: Sequence[str]) -> dict:
+    for c in cols:
+        if isinstance(row.get(c), str):
+            row[c] = json.loads(row[c])
+    return row
 
 
 def _frame(cols: dict):

@@ -134,9 +134,9 @@ class InstructorSynthesizer:
 
     prompt_version = PROMPT
 
-    def __init__(self, instructor, verify_samples: int = 0):
-        # room for 20 problems with solutions in one reply
-        self.ins = replace(instructor, max_tokens=max(instructor.max_tokens, 6000))
+    def __init__(self, instructor, verify_samples: int = 0, max_tokens: int = 6000):
+        # the default leaves room for 20 problems with solutions in one reply
+        self.ins = replace(instructor, max_tokens=max_tokens)
         self.name = self.ins.name
         self.model = self.ins.model
         self.verify_samples = verify_samples
@@ -278,32 +278,40 @@ class Filters:
         from pipeline import novelty
 
         self.p = p
-        pool = [r["question"] for r in store.problem_texts(not_split="test")]
-        pool += [c["question"] for c in store.candidates(status="kept")]
-        self.index = novelty.NoveltyIndex(pool)
+        self.pool = [r["question"] for r in store.problem_texts(not_split="test")]
+        self.pool += [c["question"] for c in store.candidates(status="kept")]
+        self.index = novelty.NoveltyIndex(self.pool, threshold=p.novelty)
         tests: dict[str, list[str]] = {}
         for r in store.problem_texts(split="test"):
             tests.setdefault(f"{r['dataset']}/{r['split']}", []).append(r["question"])
         self.tests = tests
 
-    def apply(self, row: dict) -> dict:
+    def apply(self, rows: list[dict]) -> list[dict]:
+        """Outcomes of one call's verified rows, in order (each kept one joins the pool)."""
         from pipeline import novelty
 
-        hit = novelty.contamination([row["question"]], self.tests,
-                                    rouge_threshold=self.p.contamination_rouge,
-                                    ngram=self.p.contamination_ngram)[0]
-        if hit is not None:
-            h = asdict(hit)
-            h["text"] = self.tests[hit.test_set][hit.index][:300]
-            return dict(row, status="contaminated", contamination=h,
-                        reason=f"{hit.reason} with {hit.test_set}")
-        m = self.index.best_match(row["question"], self.p.novelty)
-        if m is not None:
-            idx, score = m
-            return dict(row, status="near_duplicate", nearest=self.index.text(idx)[:300],
-                        nearest_score=score, reason=f"Rouge-L {score:.2f} >= {self.p.novelty}")
-        self.index.add(row["question"])
-        return dict(row, status="kept")
+        hits = novelty.contamination([r["question"] for r in rows], self.tests,
+                                     rouge_threshold=self.p.contamination_rouge,
+                                     ngram=self.p.contamination_ngram) if rows else []
+        out = []
+        for row, hit in zip(rows, hits):
+            if hit is not None:
+                h = asdict(hit)
+                h["text"] = self.tests[hit.test_set][hit.index][:300]
+                out.append(dict(row, status="contaminated", contamination=h,
+                                reason=f"{hit.reason} with {hit.test_set}"))
+                continue
+            m = self.index.best_match(row["question"])
+            if m is not None:
+                idx, score = m
+                out.append(dict(row, status="near_duplicate", nearest=self.pool[idx][:300],
+                                nearest_score=score,
+                                reason=f"Rouge-L {score:.2f} >= {self.p.novelty}"))
+                continue
+            self.index.add(row["question"])
+            self.pool.append(row["question"])
+            out.append(dict(row, status="kept"))
+        return out
 
 
 def synthesize(store: Store, p: SynthParams, progress: Progress = no_progress,
@@ -341,8 +349,10 @@ def synthesize(store: Store, p: SynthParams, progress: Progress = no_progress,
                 failures.append(f"type {t['type_id']} call {c['call']}: {err}")
                 progress(n_done + 1, total, "synthesize", f"{len(failures)} calls failed")
                 continue
-            rows = [_row(store, bid, p.iteration, t, c["call"], j, pr, synth, key, filters)
+            rows = [_row(store, bid, p.iteration, t, c["call"], j, pr, synth, key)
                     for j, pr in enumerate(props)]
+            passed = filters.apply([r for r in rows if r.get("status") is None])
+            rows = [r if r.get("status") else passed.pop(0) for r in rows]
             store.add_candidates(rows)
             kept = sum(r["status"] == "kept" for r in rows)
             progress(n_done + 1, total, "synthesize",
@@ -353,8 +363,9 @@ def synthesize(store: Store, p: SynthParams, progress: Progress = no_progress,
             "failed_calls": failures}
 
 
-def _row(store, bid, iteration, t, call, j, pr: Proposal, synth, key,
-         filters: Filters) -> dict:
+def _row(store, bid, iteration, t, call, j, pr: Proposal, synth, key) -> dict:
+    """A proposal as a candidate row: rejected with its reason, or verified (status None,
+    for the filters to decide)."""
     row = {"slot": f"{bid}/{t['type_id']}/{call}/{j}", "batch_id": bid,
            "iteration": iteration, "type_id": t["type_id"], "type_title": t["title"],
            "source_cases": pr.source_cases, "synthesizer": synth.name, "model": synth.model,
@@ -377,7 +388,7 @@ def _row(store, bid, iteration, t, call, j, pr: Proposal, synth, key,
         if not checks["samples"]["ok"]:
             return dict(row, status="rejected", reason=f"{synth.verify_samples} extra "
                         "instructor solutions do not all agree with the stated answer")
-    return filters.apply(row)
+    return dict(row, status=None)
 
 
 def summary(store: Store, batch_id: str | None = None) -> list[dict]:

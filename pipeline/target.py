@@ -35,6 +35,9 @@ class GenParams:
     batch_size: int = 16
     temperature: float = 0.0  # greedy; recorded so that runs are comparable
     seed: int = 0
+    # Stop a row once its final answer is complete ("The answer is N."): what follows
+    # cannot change a verdict judged on text cut there (answers.cut_at_final_answer).
+    stop_at_answer: bool = False
 
 
 @dataclass
@@ -221,9 +224,11 @@ class LocalTarget:
             if n_pre:
                 model(input_ids=torch.tensor([ids[0][:n_pre]]), cache=cache, use_cache=True)
                 cache.batch_repeat_interleave(len(ids))
+            stops = _AnswerStop(tok, len(rows[0])) if params.stop_at_answer else None
             out = model.generate(input_ids=torch.tensor(rows), attention_mask=torch.tensor(mask),
                                  cache=cache, max_new_tokens=params.max_new_tokens,
-                                 do_sample=False, pad_token_id=pad)
+                                 do_sample=False, pad_token_id=pad,
+                                 stopping_criteria=[stops] if stops else None)
         dt = time.perf_counter() - t0
         new = out[:, len(rows[0]):]
         results = []
@@ -236,6 +241,59 @@ class LocalTarget:
                 prompt_tokens=len(ids[i]), completion_tokens=n,
                 latency_s=dt / len(messages)))
         return results
+
+
+    def answer_logliks(self, convs: list[list[dict]], answers: list[str]) -> list[float]:
+        """Mean log-probability per token of each answer as the assistant's reply to its
+        conversation: forward passes only. The rows' shared prefix (system prompt, a
+        demonstration) runs once and its KV cache is reused, as in generate()."""
+        import torch
+        from transformers import DynamicCache
+
+        if self._model is None:
+            self.load()
+        tok, model = self._tok, self._model
+        prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+                   for c in convs]
+        starts = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+        ids = [tok(p + a, add_special_tokens=False)["input_ids"] for p, a in zip(prompts, answers)]
+        n_pre = min(_common_prefix(ids), min(starts) - 1)
+        width = max(len(r) for r in ids) - n_pre
+        pad = tok.pad_token_id
+        rest = [r[n_pre:] + [pad] * (width - len(r) + n_pre) for r in ids]
+        mask = [[1] * n_pre + [1] * (len(r) - n_pre) + [0] * (width - len(r) + n_pre)
+                for r in ids]
+        with torch.inference_mode():
+            cache = DynamicCache(config=model.config)
+            if n_pre:
+                model(input_ids=torch.tensor([ids[0][:n_pre]]), cache=cache, use_cache=True)
+                cache.batch_repeat_interleave(len(ids))
+            logits = model(input_ids=torch.tensor(rest), attention_mask=torch.tensor(mask),
+                           past_key_values=cache, use_cache=True).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)
+        out = []
+        for i, r in enumerate(ids):
+            pos = range(starts[i], len(r))  # answer tokens, predicted one position earlier
+            lp = [float(logp[i, a - n_pre - 1, r[a]]) for a in pos]
+            out.append(sum(lp) / len(lp) if lp else float("nan"))
+        return out
+
+
+class _AnswerStop:
+    """A stopping criterion per row: done once its final answer is complete."""
+
+    def __init__(self, tok, prompt_len: int):
+        self.tok, self.prompt_len = tok, prompt_len
+
+    def __call__(self, input_ids, scores, **kw):
+        import torch
+
+        from pipeline.answers import final_answer_end
+
+        gen = input_ids[:, self.prompt_len:]
+        done = [final_answer_end(self.tok.decode(row[-32:], skip_special_tokens=True))
+                is not None for row in gen]
+        return torch.tensor(done, dtype=torch.bool)
 
 
 def _common_prefix(rows: list[list[int]]) -> int:
@@ -306,4 +364,7 @@ def make_target(backend: str = "local", model: str = config.DEFAULT_MODEL,
 
 
 def params_dict(p: GenParams) -> dict:
-    return asdict(p)
+    d = asdict(p)
+    if not d["stop_at_answer"]:
+        del d["stop_at_answer"]  # runs from before the option keep their ids
+    return d

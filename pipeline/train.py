@@ -111,7 +111,14 @@ def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dic
     ident = json.dumps([{k: v for k, v in asdict(p).items() if k != "checkpoint_every"},
                         sel_ids, data_hash, weights_hash(path), init], sort_keys=True)
     train_id = f"train-{p.iteration}-{p.mode}-" + hashlib.sha256(ident.encode()).hexdigest()[:8]
-    out_dir = config.data_dir() / "adapters" / train_id
+    prev = store.train_run(train_id)
+    if prev and prev["status"] == "finished" and \
+            (Path(prev["adapter_dir"]) / "adapter_config.json").exists():
+        progress(1, 1, "train", "already trained")
+        return {"train_id": train_id, "adapter_dir": prev["adapter_dir"],
+                "adapter_hash": prev["adapter_hash"], "resumed": True}
+    # a run resumed from another working directory keeps writing where it started
+    out_dir = Path(prev["adapter_dir"]) if prev else config.data_dir() / "adapters" / train_id
     ckpt = out_dir / "checkpoint"
 
     acc = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
@@ -126,10 +133,6 @@ def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dic
                             "n_examples": len(rows), "params": asdict(p),
                             "adapter_dir": str(out_dir), "total_steps": total})
     store.link_run(p.iteration, f"train:{p.mode}:{p.method}", train_id)
-    done_run = store.train_run(train_id)
-    if done_run["status"] == "finished" and (out_dir / "adapter_config.json").exists():
-        progress(total, total, "train", "already trained")
-        return {"train_id": train_id, "adapter_dir": str(out_dir), "resumed": True}
 
     # -- model: base + a new or the previous adapter -------------------------------------------
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)

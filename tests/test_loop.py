@@ -1,0 +1,265 @@
+"""The SEI loop on real parts: the real model, real DuckDB files, real job processes,
+a real llama.cpp server as instructor. Sizes are tiny so that the suite stays in budget;
+the demo-scale figures live in benchmarks/loop.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipeline import jobs
+from pipeline.answers import cut_at_final_answer, judge
+from pipeline.config import ROOT
+from pipeline.select import SelectParams, oneshot_score, select
+from pipeline.store import Store
+from pipeline.synthesize import SynthParams, summary, synthesize
+from pipeline.train import TrainParams
+
+pytestmark = pytest.mark.slow
+
+
+def _wait(cond, timeout=600, poll=0.2, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_offline_synthesis_covers_every_type_and_filters(clustered):
+    from pipeline import iterations
+
+    out = synthesize(clustered, SynthParams(budget=60, per_call=10, synthesizer="offline"))
+    it = clustered.iteration(1)
+    types = {t["type_id"] for t in iterations.types_of(it)}
+    counts = {r["type_id"]: r for r in summary(clustered, out["batch_id"])}
+    assert set(counts) == types  # every visible, non-excluded type got proposals
+    assert sum(r["generated"] for r in counts.values()) == 60
+    cands = clustered.candidates(batch_id=out["batch_id"])
+    kept = [c for c in cands if c["status"] == "kept"]
+    assert kept, "offline synthesis kept nothing"
+    for c in kept:  # provenance and verification on every kept candidate
+        assert c["synthesizer"] == "offline" and c["source_cases"] and c["type_title"]
+        assert c["verification"]["agrees"] is True and c["verification"]["chain"] == "ok"
+        src = clustered.cases_by_id(c["source_cases"])[0]
+        assert c["question"] != src["question"]
+        assert json.loads(src["meta"])["template"] == c["meta"]["template"]
+    for c in cands:
+        if c["status"] != "kept":
+            assert c["reason"]
+        if c["status"] == "near_duplicate":
+            assert c["nearest_score"] >= 0.7 and c["nearest"]
+    # kept candidates are novel against each other and the train problems (brute force)
+    from rouge_score import rouge_scorer
+
+    sc = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    train = [r["question"] for r in clustered.problem_texts(not_split="test")]
+    for i, c in enumerate(kept):
+        for other in train + [k["question"] for k in kept[:i]]:
+            assert sc.score(other, c["question"])["rougeL"].fmeasure < 0.7
+
+    # contamination: the kept questions become a test split; the same proposals drawn
+    # again for iteration 2 are caught as contaminated, not kept
+    rows = [{"dataset": "leak", "split": "test", "pid": f"leak-{c['cand_id']}",
+             "question": c["question"], "answer": c["answer"]} for c in kept]
+    clustered.insert_problems(rows)
+    out2 = synthesize(clustered, SynthParams(iteration=2, budget=60, per_call=10,
+                                             synthesizer="offline"))
+    again = {c["question"]: c for c in clustered.candidates(batch_id=out2["batch_id"])}
+    for c in kept:
+        assert again[c["question"]]["status"] == "contaminated"
+        assert again[c["question"]]["contamination"]["test_set"] == "leak/test"
+
+
+def test_synthesis_killed_and_rerun_leaves_no_duplicates(clustered):
+    env = dict(os.environ, SEI_DB=str(clustered.path))
+    cmd = [sys.executable, "-m", "pipeline.cli", "synthesize", "--budget", "1500",
+           "--per-call", "5", "--synthesizer", "offline", "--yes"]
+    p = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    _wait(lambda: p.poll() is not None or Store(clustered.path).count("candidates") > 0,
+          what="first candidates")
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    n_killed = clustered.count("candidates")
+    assert 0 < n_killed < 1500, "the kill did not land mid-run"
+    r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    cands = clustered.candidates()
+    assert len(cands) == 1500
+    assert len({c["slot"] for c in cands}) == 1500
+    kept = [c["question"] for c in cands if c["status"] == "kept"]
+    assert len(kept) == len(set(kept))
+
+
+def test_instructor_synthesis_against_llama_server(clustered, llama_server):
+    """The real llama.cpp server as instructor: whatever the small model writes, a call
+    either yields rows with provenance or fails whole with its reason; nothing half."""
+    from pipeline.instructor import Instructor
+    from pipeline.synthesize import InstructorSynthesizer
+
+    ins = Instructor(model="smollm2-135m-instruct", base_url=llama_server, timeout_s=120)
+    synth = InstructorSynthesizer(ins, max_tokens=300)
+    out = synthesize(clustered, SynthParams(budget=4, per_call=2, k=1, synthesizer="instructor",
+                                            parallel=2), synthesizer=synth)
+    cands = clustered.candidates(batch_id=out["batch_id"])
+    per_call: dict[str, list] = {}
+    for c in cands:
+        per_call.setdefault(c["slot"].rsplit("/", 1)[0], []).append(c)
+    assert len(per_call) + len(out["failed_calls"]) == 2
+    for rows in per_call.values():
+        assert all(c["call_key"] and c["model"] == "smollm2-135m-instruct" for c in rows)
+        assert all(c["raw"] for c in rows)
+        assert all(c["status"] == "kept" or c["reason"] for c in rows)
+    for f in out["failed_calls"]:
+        assert "schema" in f or "JSON" in f or "InstructorError" in f
+    calls = clustered.llm_calls(100)
+    assert any(c["purpose"].startswith("synthesize type") for c in calls)
+
+
+def _synth_and_select(store, method, **kw):
+    synthesize(store, SynthParams(budget=24, per_call=8, synthesizer="offline"))
+    return select(store, SelectParams(method=method, n_good=2, n_bad=2, max_new_tokens=96,
+                                      **kw))
+
+
+def test_oneshot_selection_scores_recompute_from_stored_generations(clustered):
+    res = _synth_and_select(clustered, "oneshot", limit=3, top=2)
+    sid = res["selection_id"]
+    dev = {d["pid"]: d for d in clustered.dev_set(1)}
+    assert {d["half"] for d in dev.values()} == {"good", "bad"}
+    assert all(d["split"] == "train" for d in dev.values())
+    scores = clustered.cand_scores(sid)
+    assert len(scores) == 3 and sum(s["selected"] for s in scores) == 2
+    for s in scores:
+        gens = clustered.score_generations(sid, s["cand_id"])
+        assert len(gens) == len(dev)
+        rows = [{"pid": g["pid"], "half": dev[g["pid"]]["half"],
+                 "zero_correct": dev[g["pid"]]["zero_correct"],
+                 "correct": bool(judge(cut_at_final_answer(g["output"]),
+                                       dev[g["pid"]]["answer"])["correct"])} for g in gens]
+        by_hand = oneshot_score(s["cand_id"], rows)
+        assert by_hand["score"] == pytest.approx(s["score"])
+        assert by_hand["fixed"] == s["fixed"] and by_hand["broken"] == s["broken"]
+    # a random baseline of the same size, and a proxy with its Spearman stored
+    rnd = select(clustered, SelectParams(method="random", limit=3, top=2))
+    assert rnd["n_selected"] == 2
+    prx = select(clustered, SelectParams(method="proxy", n_good=2, n_bad=2, limit=3, top=2))
+    assert prx["spearman_n"] == 3 and -1 <= prx["spearman_proxy_oneshot"] <= 1
+
+
+def test_selection_killed_and_rerun_has_no_duplicate_scores(clustered):
+    synthesize(clustered, SynthParams(budget=24, per_call=8, synthesizer="offline"))
+    jid = jobs.submit(clustered, "select", {"n_good": 2, "n_bad": 2, "limit": 6,
+                                            "max_new_tokens": 96, "top": 2})
+    _wait(lambda: clustered.count("cand_scores") >= 1, what="first score")
+    job = clustered.job(jid)
+    os.killpg(job["pid"], signal.SIGKILL)
+    jobs.reap(clustered)
+    n_killed = clustered.count("cand_scores")
+    assert n_killed < 6
+    jobs.resume(clustered, jid)
+    assert jobs.wait(clustered, jid, timeout=900)["status"] == "succeeded"
+    sel = clustered.selections()[-1]
+    assert sel["n_scored"] == 6 and sel["n_selected"] == 2
+    assert clustered.count("cand_scores") == 6
+
+
+def test_training_killed_resumes_from_checkpoint_and_adapter_changes_outputs(clustered):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _synth_and_select(clustered, "random", limit=8, top=8)
+    params = {"method": "random", "epochs": 2, "batch_size": 2, "checkpoint_every": 2,
+              "max_length": 256}
+    jid = jobs.submit(clustered, "train", params)
+    _wait(lambda: (clustered.train_runs() or [{}])[-1].get("step", 0) >= 3, what="step 3")
+    os.killpg(clustered.job(jid)["pid"], signal.SIGKILL)
+    jobs.reap(clustered)
+    run = clustered.train_runs()[-1]
+    assert run["status"] == "running"  # killed: the store says what it last knew
+    jobs.resume(clustered, jid)
+    done = jobs.wait(clustered, jid, timeout=900)
+    assert done["status"] == "succeeded", done["error"]
+    log = open(done["log_file"]).read()
+    assert "resumed at step" in log
+    run = clustered.train_run(run["train_id"])
+    assert run["status"] == "finished" and run["step"] == run["total_steps"] == 8
+    steps = clustered.train_steps(run["train_id"])
+    assert [s["step"] for s in steps] == list(range(1, 9))
+    assert all(s["loss"] > 0 for s in steps)
+    # a standard peft adapter that changes the model's outputs
+    from pipeline.target import resolve_model_path
+
+    path, _ = resolve_model_path("smollm2-135m-instruct")
+    tok = AutoTokenizer.from_pretrained(path)
+    base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    ids = tok("A box holds 12 eggs. How many eggs are in 3 boxes?", return_tensors="pt")
+    with torch.inference_mode():
+        before = base(**ids).logits
+    tuned = PeftModel.from_pretrained(base, run["adapter_dir"])
+    with torch.inference_mode():
+        after = tuned(**ids).logits
+    assert (after - before).abs().max() > 1e-3
+    # an evaluation run records the adapter and its hash
+    from pipeline.evaluate import EvalParams, evaluate
+
+    ev = evaluate(clustered, EvalParams(iteration=1, sets=["demo/test"], limit=4,
+                                        max_new_tokens=64, train_check=False))
+    r = clustered.run(ev["runs"]["demo/test"])
+    assert r["adapter"] == run["adapter_dir"]
+    assert r["weights_hash"].endswith("+" + run["adapter_hash"][:8])
+
+
+def test_iterate_one_iteration_end_to_end(looped_db, tmp_path):
+    import shutil
+
+    from pipeline.evaluate import accuracy_table
+    from pipeline.report import iteration_table
+    from pipeline.stats import pair_runs, paired_diff
+
+    db = tmp_path / "sei.duckdb"
+    shutil.copy(looped_db, db)
+    s = Store(db)
+    it = s.iteration(1)
+    assert it["status"] == "done" and it["taxonomy"]["types"]
+    roles = {lk["role"] for lk in s.iteration_links(1)}
+    assert {"extract", "synthesis", "selection:oneshot", "selection:random",
+            "train:scratch:oneshot", "eval:demo/test", "train_check"} <= roles
+    assert {lk["role"] for lk in s.iteration_links(0)} == {"eval:demo/test"}
+    rows = {(r["iteration"], r["set"]): r for r in accuracy_table(s)}
+    base, one = rows[(0, "demo/test")], rows[(1, "demo/test")]
+    assert base["n"] == one["n"] == 8
+    assert one["adapter"] and not base["adapter"]
+    a, b = pair_runs(s.run_items(base["run_id"]), s.run_items(one["run_id"]))
+    d = paired_diff(a, b)
+    assert (one["diff"], one["lo"], one["hi"]) == pytest.approx((d.diff, d.lo, d.hi))
+    table = iteration_table(s)
+    assert table[1]["adapter"] and table[1]["n_selected"] == 3
+    # the next iteration's extraction is the adapter's rerun of the base train problems
+    nxt = [lk["ref"] for lk in s.iteration_links(2) if lk["role"] == "extract"]
+    assert nxt and s.run(nxt[0])["adapter"] == table[1]["adapter"]
+    # a second call resumes: nothing new is trained or generated
+    from pipeline.loop import LoopParams, iterate
+
+    n_runs, n_steps = s.count("runs"), s.count("train_steps")
+    os.environ["SEI_DATA_DIR"] = str(db.parent)
+    try:
+        iterate(s, LoopParams(iterations=1, train_limit=48, max_new_tokens=160,
+                              eval_sets=["demo/test"], eval_limit=8,
+                              synth={"budget": 24, "per_call": 8, "synthesizer": "offline"},
+                              select={"n_good": 2, "n_bad": 2, "limit": 6, "top": 3,
+                                      "max_new_tokens": 96},
+                              train={"epochs": 1, "batch_size": 2, "max_length": 256}))
+    finally:
+        os.environ.pop("SEI_DATA_DIR", None)
+    assert (s.count("runs"), s.count("train_steps")) == (n_runs, n_steps)

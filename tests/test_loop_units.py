@@ -1,0 +1,104 @@
+"""The loop's arithmetic without a model: paired statistics, answer completion,
+budget allocation, chat formatting of solutions, ranking."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+
+from pipeline.answers import cut_at_final_answer, final_answer_end, judge
+from pipeline.select import n_keep, oneshot_score, rank
+from pipeline.stats import mcnemar_exact, pair_runs, paired_diff
+from pipeline.synthesize import allocate, chat_solution
+
+
+@pytest.mark.parametrize("b,c", [(0, 0), (3, 0), (7, 2), (12, 12), (1, 30), (25, 11)])
+def test_mcnemar_equals_exact_binomial(b, c):
+    expect = 1.0 if b + c == 0 else binomtest(b, b + c, 0.5).pvalue
+    assert mcnemar_exact(b, c) == pytest.approx(expect, rel=1e-12)
+
+
+def test_paired_bootstrap_matches_a_direct_resampling():
+    rng = random.Random(3)
+    a = [rng.random() < 0.3 for _ in range(150)]
+    b = [x or rng.random() < 0.2 for x in a]  # b fixes some of a's errors, breaks none
+    d = paired_diff(a, b, n_boot=4000, seed=7)
+    # the same resamples drawn directly: indices shared by both runs
+    idx = np.random.default_rng(7).integers(0, 150, size=(4000, 150))
+    diffs = (np.array(b, float) - np.array(a, float))[idx].mean(1)
+    assert d.lo == pytest.approx(np.quantile(diffs, 0.025))
+    assert d.hi == pytest.approx(np.quantile(diffs, 0.975))
+    assert d.diff == pytest.approx(sum(b) / 150 - sum(a) / 150)
+    assert d.broken == 0 and d.fixed == sum(1 for x, y in zip(a, b) if y and not x)
+    assert 0 < d.lo <= d.diff <= d.hi
+
+
+def test_paired_diff_of_identical_runs_is_exactly_zero():
+    a = [True, False, True, False, False]
+    d = paired_diff(a, list(a), n_boot=500)
+    assert (d.diff, d.lo, d.hi, d.fixed, d.broken, d.mcnemar_p) == (0, 0, 0, 0, 0, 1.0)
+    with pytest.raises(ValueError, match="length"):
+        paired_diff(a, a[:-1])
+
+
+def test_pair_runs_aligns_on_problem_keys():
+    a = [{"dataset": "d", "split": "test", "pid": p, "correct": c}
+         for p, c in [("x", True), ("y", False), ("z", False)]]
+    b = [{"dataset": "d", "split": "test", "pid": p, "correct": c}
+         for p, c in [("z", True), ("x", True)]]
+    assert pair_runs(a, b) == ([True, False], [True, True])
+
+
+@pytest.mark.parametrize("text,cut", [
+    ("3+4=7. The answer is 7.\nMore text", "3+4=7. The answer is 7."),
+    ("The answer is 7", None),                 # may still grow: 7 -> 72
+    ("The answer is 7.", None),                # 7. may be 7.5
+    ("The answer is 7.5 apples", "The answer is 7.5"),
+    ("The answer is $1,200.\n", "The answer is $1,200."),
+    ("so #### 42\nThe answer is 3. ", "so #### 42"),
+    ("no answer here at all. ", None),
+    ("The answer is 3/4 cup", "The answer is 3/4"),
+])
+def test_final_answer_end(text, cut):
+    end = final_answer_end(text)
+    assert (text[:end] if end is not None else None) == cut
+
+
+def test_cutting_at_the_final_answer_never_changes_the_verdict_of_the_first_answer():
+    out = "Step: 6*7 = 42.\nThe answer is 42.\nWait, the answer is 40. Let me check"
+    assert judge(cut_at_final_answer(out), "42")["correct"]
+    assert not judge(out, "42")["correct"]  # the full text ends on another answer
+
+
+def test_allocate_by_share_and_equally_sums_to_the_budget():
+    types = [{"type_id": 1, "share": 0.5}, {"type_id": 2, "share": 0.3},
+             {"type_id": 3, "share": 0.2}]
+    assert allocate(types, 10) == {1: 5, 2: 3, 3: 2}
+    assert sum(allocate(types, 7).values()) == 7
+    assert allocate(types, 9, "equal") == {1: 3, 2: 3, 3: 3}
+
+
+def test_chat_solution_drops_annotations_and_ends_like_the_solve_prompt():
+    sol = "Pens: 3*4 = <<3*4=12>>12.\nTotal: 12+5 = <<12+5=17>>17.\n#### 17"
+    assert chat_solution(sol) == "Pens: 3*4 = 12.\nTotal: 12+5 = 17.\nThe answer is 17."
+
+
+def test_oneshot_score_and_rank():
+    rows = [{"pid": "g1", "half": "good", "correct": True, "zero_correct": True},
+            {"pid": "g2", "half": "good", "correct": False, "zero_correct": True},
+            {"pid": "b1", "half": "bad", "correct": True, "zero_correct": False},
+            {"pid": "b2", "half": "bad", "correct": False, "zero_correct": False},
+            {"pid": "b3", "half": "bad", "correct": True, "zero_correct": False},
+            {"pid": "b4", "half": "bad", "correct": False, "zero_correct": False}]
+    s = oneshot_score(9, rows)
+    assert s["score"] == pytest.approx((1 / 2 + 2 / 4) / 2)
+    assert s["fixed"] == ["b1", "b3"] and s["broken"] == ["g2"]
+    scores = [{"cand_id": i, "score": x} for i, x in enumerate([0.5, 0.9, 0.5, 0.1, 0.5])]
+    top = rank(scores, 3, seed=0)
+    assert top[0] == 1 and set(top[1:]) <= {0, 2, 4}
+    assert rank(scores, 3, seed=0) == top  # ties broken by the seed, reproducibly
+    assert {tuple(rank(scores, 2, seed=s)) for s in range(20)} != {tuple(top[:2])}
+    assert (n_keep(0.05, 400), n_keep(0.05, 10), n_keep(12, 5), n_keep(0.25, 0)) == (20, 1, 5, 0)
