@@ -955,11 +955,6 @@ class Store:
              before_iteration, before_iteration])
         return [_json_cols(r, self._CAND_JSON) for r in rows]
 
-    def candidate_texts(self) -> list[str]:
-        """Every candidate question ever written: the novelty filter's pool."""
-        return [r["question"] for r in self.rows(
-            "SELECT question FROM candidates WHERE question IS NOT NULL ORDER BY cand_id")]
-
     def candidate_counts(self, batch_id: str | None = None) -> list[dict]:
         return self.rows("SELECT type_id, any_value(type_title) AS type_title, status, "
                          "count(*) AS n FROM candidates WHERE (? IS NULL OR batch_id = ?) "
@@ -972,18 +967,6 @@ class Store:
                          "WHERE (? IS NULL OR split = ?) AND (? IS NULL OR dataset = ?) "
                          "AND (? IS NULL OR split <> ?) ORDER BY dataset, split, pid",
                          [split, split, dataset, dataset, not_split, not_split])
-
-    def problems_by_keys(self, keys: list[tuple[str, str, str]]) -> list[dict]:
-        if not keys:
-            return []
-        with self.read() as con:
-            con.register("wanted", _frame({"dataset": [k[0] for k in keys],
-                                           "split": [k[1] for k in keys],
-                                           "pid": [k[2] for k in keys]}))
-            cur = con.execute("SELECT p.* FROM wanted w JOIN problems p "
-                              "USING (dataset, split, pid)")
-            cols = [d[0] for d in cur.description]
-            return [dict(zip(cols, r)) for r in cur.fetchall()]
 
     def cases_by_id(self, case_ids: list[int]) -> list[dict]:
         """Bad cases with their problem, output and problem meta."""
@@ -1132,19 +1115,6 @@ class Store:
         return self.rows("SELECT dataset, split, pid, correct, pred, output FROM generations "
                          "WHERE run_id = ? AND error IS NULL ORDER BY dataset, split, pid",
                          [run_id])
-
-    def latest_run(self, dataset: str, split: str, kind: str = "extract",
-                   adapter: str | None = None) -> dict | None:
-        return self.one("SELECT * FROM runs WHERE dataset = ? AND split = ? AND kind = ? "
-                        "AND adapter IS NOT DISTINCT FROM ? AND status LIKE 'finished%' "
-                        "ORDER BY created_at DESC LIMIT 1", [dataset, split, kind, adapter])
-
-    def case_types(self, case_ids: list[int], clustering_id: str) -> list[dict]:
-        """(case_id, kp_id, cluster type_id) of a clustering's points, for fix rates."""
-        return self.rows("SELECT k.case_id, c.kp_id, c.type_id FROM cluster_points c "
-                         "JOIN keyphrases k USING (kp_id) WHERE c.clustering_id = ?",
-                         [clustering_id])
-
 
 def _json_cols(row: dict, cols: Sequence[str]) -> dict:
     for c in cols:
