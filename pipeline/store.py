@@ -1116,6 +1116,7 @@ class Store:
                          "WHERE run_id = ? AND error IS NULL ORDER BY dataset, split, pid",
                          [run_id])
 
+
 def _json_cols(row: dict, cols: Sequence[str]) -> dict:
     for c in cols:
         if isinstance(row.get(c), str):
