@@ -112,10 +112,55 @@ def test_from_env(monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:1/v1")
     ins = from_env()
     assert ins.model == "qwen" and ins.name == "openai:qwen@http://127.0.0.1:1/v1"
-    assert "sk-test" not in repr(ins)
+    assert (ins.timeout_s, ins.case_time_s) == (60, 300)
+    monkeypatch.setenv("SEI_INSTRUCTOR_TIMEOUT_S", "7.5")
+    monkeypatch.setenv("SEI_INSTRUCTOR_CASE_S", "20")
+    assert (from_env().timeout_s, from_env().case_time_s) == (7.5, 20)
+    monkeypatch.setenv("SEI_INSTRUCTOR_TIMEOUT_S", "soon")
+    with pytest.raises(InstructorError, match="SEI_INSTRUCTOR_TIMEOUT_S='soon' is not a number"):
+        from_env()
+    # A password in the endpoint's URL never shows in its name (which is stored).
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://bob:hunter2-pw@127.0.0.1:1/v1")
+    monkeypatch.delenv("SEI_INSTRUCTOR_TIMEOUT_S")
+    assert from_env().name == "openai:qwen@http://***@127.0.0.1:1/v1"
 
 
 def test_prompts_are_versioned_files():
     text, schema = load_prompt("keyphrases_v1")
     assert "{question}" in text and "{output}" in text
     assert schema["required"] == ["keyphrases"]
+
+
+@pytest.mark.slow
+def test_instructor_analysis_end_to_end(store, llama_server):
+    """Keyphrases from the real server for real-looking bad cases; a case whose prompt
+    cannot fit the server's context fails alone (recorded, the others stored, a clear
+    summary); a rerun asks again about that case only."""
+    from fault_server import make_bad_cases
+
+    from pipeline.keyphrases import AnalysisIncomplete, analyze
+
+    ids = make_bad_cases(store, [
+        "A box holds 12 apples. How many apples are in 5 boxes?",
+        "Tom reads 15 pages a day. How many pages does he read in a week?",
+        "How many? " + "one two three " * 1500,
+        "A shirt costs $20 and is 25% off. What does it cost now?"])
+    ins = Instructor(model="smollm2-135m-instruct", base_url=llama_server, max_tokens=64,
+                     max_retries=1, backoff_s=0.05)
+    with pytest.raises(AnalysisIncomplete, match="1 of 4 bad cases failed") as e:
+        analyze(store, instructor=ins)
+    aid = e.value.analysis_id
+    errors = {r["case_id"]: r["error"] for r in
+              store.rows("SELECT case_id, error FROM analysis_done WHERE analysis_id = ?", [aid])}
+    assert sorted(errors) == sorted(ids)
+    assert [c for c, err in errors.items() if err] == [ids[2]]
+    assert "BadRequestError" in errors[ids[2]]  # the server refused the over-long prompt
+    kps = store.keyphrases(aid)
+    assert {k["case_id"] for k in kps} == {ids[0], ids[1], ids[3]}
+    assert all(k["analyzer"] == ins.name and len(k["text"]) >= 3 for k in kps)
+    n_calls = store.count("llm_calls")
+    with pytest.raises(AnalysisIncomplete, match="1 of 1 bad cases failed"):
+        analyze(store, instructor=ins)
+    again = store.llm_calls(1000)[:store.count("llm_calls") - n_calls]
+    assert again and {c["purpose"] for c in again} == {f"keyphrases case {ids[2]}"}
+    assert store.keyphrases(aid) == kps  # the finished cases are untouched
