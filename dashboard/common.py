@@ -202,11 +202,21 @@ def build_map_figure(tax, show_excluded: bool = False, highlight: int | None = N
                                 "line": {"width": 3}}})
     notes = _titles(tax, groups, [t for t in typed if not tax.types[t].excluded][:MAP_TITLES],
                     cols)
+    # The view is the whole clustering, excluded points included, so it does not jump when
+    # an edit hides or merges points. (A person's zoom does not survive an edit: Streamlit
+    # gives a changed figure a new element, so plotly's uirevision cannot keep it.)
+    def extent(k):
+        v = [q[k] for q in tax.points] or [0.0]
+        lo, hi = min(v), max(v)
+        pad = 0.04 * ((hi - lo) or 1.0)
+        return [lo - pad, hi + pad]
+
     layout = {"height": 620, "margin": {"l": 0, "r": 0, "t": 10, "b": 0},
               "dragmode": "lasso", "showlegend": False, "annotations": notes,
-              "xaxis": {"showticklabels": False, "title": None, "zeroline": False},
-              "yaxis": {"showticklabels": False, "title": None, "zeroline": False},
-              # zoom survives edits; a new clustering (a new layout) starts afresh
+              "xaxis": {"showticklabels": False, "title": None, "zeroline": False,
+                        "range": extent("x")},
+              "yaxis": {"showticklabels": False, "title": None, "zeroline": False,
+                        "range": extent("y")},
               "uirevision": f"map-{cl.get('clustering_id')}"}
     return go.Figure(data=data, layout=layout)
 

@@ -261,3 +261,31 @@ def test_settings_never_store_the_key(store, monkeypatch):
     assert "sk-test" not in shown and "OPENAI_API_KEY is set" in shown
     assert "openai:my-instructor@http://127.0.0.1:9/v1" in shown
     settings.path().unlink()
+
+
+def test_edit_log_undo_any_redo_and_retitle(clustered):
+    ts = taxonomy.current(clustered).visible_types()
+    a, b = ts[0], ts[1]
+    e1 = taxonomy.rename(clustered, a.type_id, "first by hand")
+    taxonomy.rename(clustered, b.type_id, "second by hand")
+    at = ok(page("2_Error_map.py"))
+    log = at.dataframe[-1].value
+    assert list(log["what"][:2]) == [f"renamed type {b.type_id} to “second by hand”",
+                                     f"renamed type {a.type_id} to “first by hand”"]
+    assert at.button(key="redo").disabled
+    w(at.selectbox, "undo_pick").set_value(e1).run()
+    at.button(key="undo_one").click().run()
+    ok(at)
+    now = taxonomy.current(clustered)
+    assert now.types[a.type_id].title == a.title and now.types[b.type_id].title == \
+        "second by hand"
+    assert not at.button(key="redo").disabled
+    at.button(key="redo").click().run()
+    ok(at)
+    assert taxonomy.current(clustered).types[a.type_id].title == "first by hand"
+    at.button(key="retitle").click().run()
+    ok(at)
+    assert "retitled" in at.success[0].value
+    tx = taxonomy.current(clustered)
+    assert tx.types[a.type_id].title == "first by hand"  # a person's title is kept
+    assert at.get("download_button")  # Export

@@ -98,21 +98,23 @@ if err := ss.pop("flash_error", None):
     st.error(err)
 
 cls = s.clusterings()
-with st.expander(f"Clustering `{cl['clustering_id']}` · {cl['method']} · {cl['n_points']} "
-                 f"keyphrases · {cl['n_clusters']} clusters · {len(cls)} clusterings in all"):
-    st.caption(f"analysis `{cl['analysis_id']}` · embeddings {cl['embed_model']} · min cluster "
-               f"size {p.get('min_cluster_size')} · UMAP neighbours {p.get('n_neighbors')} · "
-               f"seed {cl['seed']} · made {cl['created_at']:%Y-%m-%d %H:%M:%S}")
-    names = {c["clustering_id"]: (f"{c['clustering_id']} · {c['n_points']} keyphrases · "
-                                  f"{c['n_clusters']} clusters · {c['method']}"
-                                  + (" · held" if (c["diff"] or {}).get("held") else "")
-                                  + (" · current" if c["clustering_id"] == cl["clustering_id"]
-                                     else ""))
-             for c in reversed(cls)}
-    pick = st.selectbox("clusterings", list(names), format_func=names.get,
-                        index=list(names).index(cl["clustering_id"]), key=wk("cl_pick"))
-    st.button("Make current", key="cl_use", disabled=pick == cl["clustering_id"], on_click=use,
-              args=(pick, f"clustering {pick} is current"))
+# The clustering in use and a picker, always in view (a switch is an edit: Undo goes back).
+names = {c["clustering_id"]: (f"{c['clustering_id']} · {c['n_points']} keyphrases · "
+                              f"{c['n_clusters']} clusters · {c['method']}"
+                              + (" · held" if (c["diff"] or {}).get("held") else "")
+                              + (" · current" if c["clustering_id"] == cl["clustering_id"]
+                                 else ""))
+         for c in reversed(cls)}
+k1, k2 = st.columns([5, 1], vertical_alignment="bottom")
+pick = k1.selectbox(f"clustering ({len(cls)} in all)", list(names), format_func=names.get,
+                    index=list(names).index(cl["clustering_id"]), key=wk("cl_pick"))
+k2.button("Make current", key="cl_use", disabled=pick == cl["clustering_id"], on_click=use,
+          args=(pick, f"clustering {pick} is current"))
+st.caption(f"Current clustering `{cl['clustering_id']}`: {cl['method']} · {cl['n_points']} "
+           f"keyphrases · {cl['n_clusters']} clusters · analysis `{cl['analysis_id']}` · "
+           f"embeddings {cl['embed_model']} · min cluster size {p.get('min_cluster_size')} · "
+           f"UMAP neighbours {p.get('n_neighbors')} · seed {cl['seed']} · made "
+           f"{cl['created_at']:%Y-%m-%d %H:%M:%S}")
 
 by_kp = {q["kp_id"]: q for q in tax.points}
 visible = tax.visible_types()
@@ -186,12 +188,12 @@ with left:
                       on_click=edit, args=(taxonomy.move,),
                       kwargs={"sel": "kp_ids", "type_id": "@assign_to",
                               "msg": "moved {n} keyphrases to type {type_id}"})
-        with b:
+        with b, st.form("split-form", border=False):
             st.text_input("new type title", "new type", key=wk("split_title"))
-            st.button("Make new type (split)", key="split", on_click=edit,
-                      args=(taxonomy.split,),
-                      kwargs={"sel": "kp_ids", "title": "@split_title",
-                              "msg": "new type {out} from {n} keyphrases"})
+            st.form_submit_button("Make new type (split)", key="split", on_click=edit,
+                                  args=(taxonomy.split,),
+                                  kwargs={"sel": "kp_ids", "title": "@split_title",
+                                          "msg": "new type {out} from {n} keyphrases"})
         with c:
             st.write("")
             st.button("Exclude selection", key="exclude_sel", on_click=edit,
@@ -282,15 +284,20 @@ for t in visible:
                      + (" · excluded" if t.excluded else "")):
         c1, c2 = st.columns([2, 3])
         with c1:
-            st.text_input("title", t.title, key=wk(f"title-{t.type_id}"))
-            st.button("Rename", key=f"rename-{t.type_id}", on_click=edit,
-                      args=(taxonomy.rename, t.type_id, f"@title-{t.type_id}"),
-                      kwargs={"msg": f"renamed type {t.type_id}"})
-            st.text_area("description", t.description or "", key=wk(f"desc-{t.type_id}"),
-                         height=80)
-            st.button("Save description", key=f"describe-{t.type_id}", on_click=edit,
-                      args=(taxonomy.describe, t.type_id, f"@desc-{t.type_id}"),
-                      kwargs={"msg": f"described type {t.type_id}"})
+            # Forms: typing reruns nothing (a rerun redraws the map); the button (or Enter)
+            # sends what was typed with the click, in one rerun.
+            with st.form(f"rename-form-{t.type_id}", border=False):
+                st.text_input("title", t.title, key=wk(f"title-{t.type_id}"))
+                st.form_submit_button("Rename", key=f"rename-{t.type_id}", on_click=edit,
+                                      args=(taxonomy.rename, t.type_id, f"@title-{t.type_id}"),
+                                      kwargs={"msg": f"renamed type {t.type_id}"})
+            with st.form(f"describe-form-{t.type_id}", border=False):
+                st.text_area("description", t.description or "",
+                             key=wk(f"desc-{t.type_id}"), height=80)
+                st.form_submit_button("Save description", key=f"describe-{t.type_id}",
+                                      on_click=edit,
+                                      args=(taxonomy.describe, t.type_id, f"@desc-{t.type_id}"),
+                                      kwargs={"msg": f"described type {t.type_id}"})
             st.button("Include again" if t.excluded else "Exclude type",
                       key=f"excl-{t.type_id}", on_click=edit, args=(taxonomy.exclude,),
                       kwargs={"type_id": t.type_id, "include": t.excluded,
