@@ -357,24 +357,40 @@ class Store:
                 _local.con, _local.writing = None, False
                 con.close()
 
+    def _reading(self, fn):
+        """fn(con) in a read block. A read that finds the file shorter than its header
+        says ('Could not read enough bytes', seen once under heavy load while job
+        processes wrote) is retried on a fresh connection: reads have no side effects."""
+        nested = getattr(_local, "con", None) is not None and _local.path == self.path
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while True:
+            try:
+                with self.read() as con:
+                    return fn(con)
+            except duckdb.IOException as e:
+                if nested or "Could not read enough bytes" not in str(e) \
+                        or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05 + 0.05 * random.random())
+
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict]:
-        with self.read() as con:
+        def run(con):
             cur = con.execute(sql, list(params))
             cols = [d[0] for d in cur.description]
             return [dict(zip(cols, r)) for r in cur.fetchall()]
+        return self._reading(run)
 
     def df(self, sql: str, params: Sequence[Any] = ()):
-        with self.read() as con:
-            return con.execute(sql, list(params)).df()
+        return self._reading(lambda con: con.execute(sql, list(params)).df())
 
     def one(self, sql: str, params: Sequence[Any] = ()):
         r = self.rows(sql, params)
         return r[0] if r else None
 
     def scalar(self, sql: str, params: Sequence[Any] = ()):
-        with self.read() as con:
-            rows = con.execute(sql, list(params)).fetchall()  # whole result: DuckDB 2 forbids a half-read one
-            return rows[0][0] if rows else None
+        # the whole result: DuckDB 2 forbids a half-read one
+        rows = self._reading(lambda con: con.execute(sql, list(params)).fetchall())
+        return rows[0][0] if rows else None
 
     def version(self) -> int:
         return self.scalar("SELECT max(version) FROM schema_version")
