@@ -239,6 +239,9 @@ def _titles(tax, groups: dict, types: list[int], cols: dict[int, int],
         x = float(np.median(tx))
         half = 3.3 * len(text) + 4
         px = (x - xs.min()) * sx
+        # Near an edge a centred title would be cut off: anchor it on the inner side.
+        anchor = "left" if px < half else "right" if px > w - half else "center"
+        px += half if anchor == "left" else -half if anchor == "right" else 0.0
         spots = [((ty.max() - ys.min()) * sy + 4 + 18 * i, 1, i) for i in range(4)] + \
             [((ty.min() - ys.min()) * sy - 22 - 18 * i, -1, i) for i in range(3)]
         for py, side, i in spots:
@@ -249,7 +252,7 @@ def _titles(tax, groups: dict, types: list[int], cols: dict[int, int],
         placed.append(box)
         top = side > 0
         notes.append({"x": x, "y": float(ty.max() if top else ty.min()), "showarrow": False,
-                      "yanchor": "bottom" if top else "top",
+                      "xanchor": anchor, "yanchor": "bottom" if top else "top",
                       "yshift": (4 + 18 * i) if top else -(4 + 18 * i),
                       "text": text, "font": {"size": 11},
                       "bgcolor": "rgba(255,255,255,0.6)", "bordercolor": COLOURS[cols[t]],

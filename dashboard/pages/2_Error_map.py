@@ -329,7 +329,11 @@ with st.form("recluster"):
         st.rerun()
 
 prev_id = (cl.get("diff") or {}).get("previous")
-if prev_id and any(c["clustering_id"] == prev_id for c in cls):
+# Folding the log onto the previous clustering too costs a second taxonomy: on by default
+# for maps of demo size, a click away on large ones.
+if prev_id and any(c["clustering_id"] == prev_id for c in cls) and st.toggle(
+        "Compare with the previous clustering", value=len(tax.points) <= 5000,
+        key="compare"):
     rows = taxonomy.compare(taxonomy.current(s, prev_id), tax)
     st.markdown(f"**What changed against the previous clustering `{prev_id}`** "
                 "(both with your edits applied)")
