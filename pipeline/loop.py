@@ -80,7 +80,9 @@ def iterate(store: Store, p: LoopParams, progress: Progress = no_progress) -> di
             aid = analyze(store, run_id=rid, progress=bar(k0 + 1, "analyze"))
             cl = store.latest_clustering()
             if cl is None or cl["analysis_id"] != aid:
-                cluster(store, ClusterParams(), analysis_id=aid, progress=bar(k0 + 2, "cluster"))
+                # iteration i's own bad cases: current on purpose (not held as a subset)
+                cluster(store, ClusterParams(), analysis_id=aid, progress=bar(k0 + 2, "cluster"),
+                        make_current=True)
             if p.review and i > 1:
                 out["paused"] = (f"iteration {i}: review the error types (app: Error map; "
                                  "CLI: `sei types list`), then run `sei iterate` again")
