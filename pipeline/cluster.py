@@ -198,7 +198,8 @@ def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str 
     meta["diff"]["previous"] = meta["previous"]
     old_cases = {r["case_id"] for r in prev_pts}
     new_cases = {k["case_id"] for k in kps}
-    if prev and (make_current is False or (make_current is None and not new_cases >= old_cases)):
+    if prev and (make_current is False or (make_current is None
+                                           and len(new_cases) < len(old_cases))):
         meta["diff"]["held"] = {"n_cases": len(new_cases), "current_cases": len(old_cases),
                                 "shared_cases": len(new_cases & old_cases),
                                 "current": prev["clustering_id"]}
