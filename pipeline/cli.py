@@ -299,6 +299,11 @@ def cluster_cmd(ctx, background, analysis_id, **kw):
         d = out["diff"]
         click.echo(f"clustering {out['clustering_id']}: kept {len(d['kept'])}, new {len(d['new'])}, "
                    f"gone {len(d['gone'])}, split {len(d['split'])}, merged {len(d['merged'])}")
+        if d.get("held"):
+            h = d["held"]
+            click.echo(f"held: it covers {h['n_cases']} bad cases, the current {h['current']} "
+                       f"covers {h['current_cases']}; `sei types use {out['clustering_id']}` "
+                       "makes it current")
 
 
 @cli.group()

@@ -249,6 +249,13 @@ def test_subset_clustering_is_held_until_made_current_and_a_switch_undoes(cluste
     # A clustering that covers every current case becomes current by itself (cluster()
     # alone takes the latest analysis: the subset one, which is held again).
     assert "held" in cluster(clustered, ClusterParams(min_cluster_size=2))["diff"]
+    run = CliRunner()
+    r = run.invoke(cli, ["--db", str(clustered.path), "cluster", "--min-cluster-size", "2"])
+    assert r.exit_code == 0 and f"held: it covers 8 bad cases, the current {cur}" in r.output
+    r = run.invoke(cli, ["--db", str(clustered.path), "types", "clusterings"])
+    lines = r.output.splitlines()
+    assert next(x for x in lines if cur in x).startswith("* ")
+    assert sum("[held: 8 of" in x for x in lines) == 3, r.output
     full = cluster(clustered, ClusterParams(min_cluster_size=4),
                    analysis_id=tax0.clustering["analysis_id"])
     assert "held" not in full["diff"] and full["previous"] == cur
