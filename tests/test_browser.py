@@ -359,7 +359,8 @@ def test_error_map_lasso_opens_cases_and_splits(app, page):
     page.get_by_text(f"new type {split['type_id']} from {len(drawn)} keyphrases").wait_for()
     timed("undo split -> map redrawn",
           lambda: page.get_by_role("button", name="Undo last edit").click(),
-          lambda: page.get_by_text("undid the last edit").wait_for())
+          lambda: map_title(page, "split in the browser").wait_for(state="detached"))
+    page.get_by_text("undid the last edit").wait_for()
     assert split["type_id"] not in taxonomy.current(store).types
 
     # Open a case in Bad cases from the map (a fresh selection: one dot).
