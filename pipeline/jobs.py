@@ -27,8 +27,8 @@ import traceback
 from pathlib import Path
 
 from pipeline import config
-from pipeline.stages import HEAVY, STAGES, run_stage
 from pipeline.redact import ScrubFilter, has_credentials, scrub
+from pipeline.stages import STAGES, is_heavy, run_stage
 from pipeline.store import Store
 
 ACTIVE = ("queued", "running")
@@ -94,11 +94,11 @@ def submit(store: Store, kind: str, params: dict | None = None) -> int:
         raise ValueError(f"unknown job kind {kind!r}; one of {sorted(STAGES)}")
     params = params or {}
     json.dumps(params)  # parameters must be data
-    job_id = store.job_insert(kind, params, kind in HEAVY)
     if has_credentials(json.dumps(params)):
         raise ValueError("job parameters are stored, so they cannot carry user:password; "
                          "put the endpoint in OPENAI_BASE_URL and the key in OPENAI_API_KEY "
                          "(read from the environment, never stored)")
+    job_id = store.job_insert(kind, params, is_heavy(kind))
     _spawn(store, job_id)
     return job_id
 
