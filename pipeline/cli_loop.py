@@ -21,9 +21,9 @@ def _int_list(s: str | None) -> list[int] | None:
 
 @cli.command()
 @click.option("--iteration", default=None, type=int, help="Default: the latest, or 1.")
-@click.option("--budget", default=400, show_default=True,
+@click.option("--budget", default=64, show_default=True,
               help="Proposals this iteration (the paper: 10,000).")
-@click.option("--per-call", default=20, show_default=True, help="Problems per call.")
+@click.option("--per-call", default=16, show_default=True, help="Problems per call (paper 20).")
 @click.option("--k", default=3, show_default=True, help="Bad cases shown per call.")
 @click.option("--allocation", type=click.Choice(["share", "equal"]), default="share",
               show_default=True, help="Budget split across types.")
@@ -99,9 +99,9 @@ def candidates_cmd(ctx, batch, status, limit):
               show_default=True)
 @click.option("--n-good", default=10, show_default=True, help="Dev good cases (paper 50).")
 @click.option("--n-bad", default=10, show_default=True, help="Dev bad cases (paper 50).")
-@click.option("--top", default=0.25, show_default=True,
+@click.option("--top", default=0.5, show_default=True,
               help="Fraction kept (<1) or a count (>=1); the paper: 0.05.")
-@click.option("--max-new-tokens", default=160, show_default=True)
+@click.option("--max-new-tokens", default=128, show_default=True)
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--backend", type=click.Choice(["local", "openai"]), default="local")
 @click.option("--model", default=None)
@@ -201,7 +201,7 @@ def evaluate_cmd(ctx, iteration, sets, background, **kw):
               show_default=True)
 @click.option("--review", is_flag=True, help="Pause for curation before each synthesis.")
 @click.option("--train-limit", default=96, show_default=True)
-@click.option("--eval-limit", default=200, show_default=True)
+@click.option("--eval-limit", default=200, show_default=True, help="Problems per test set.")
 @click.option("--set", "sets", multiple=True, help="Evaluation sets (dataset/split).")
 @click.option("--budget", default=None, type=int, help="Synthesis proposals per iteration.")
 @click.option("--top", default=None, type=float, help="Selection: fraction or count kept.")

@@ -42,10 +42,11 @@ from pipeline.target import DEFAULT_PROMPT, GenParams, make_target, prompt_templ
 class SelectParams:
     iteration: int = 1
     method: str = "oneshot"        # oneshot | proxy | random
-    n_good: int = 10               # the paper: 50 + 50
+    # Demo defaults (one iteration ~20 min on 2 cores, README); the paper: 50 + 50, top 5%.
+    n_good: int = 10
     n_bad: int = 10
-    top: float = 0.25              # fraction kept (< 1) or a count (>= 1); the paper: 0.05
-    max_new_tokens: int = 160
+    top: float = 0.5               # fraction kept (< 1) or a count (>= 1)
+    max_new_tokens: int = 128
     batch_size: int = 32
     backend: str = "local"
     model: str | None = None       # default: the iteration's model

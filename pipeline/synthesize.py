@@ -41,8 +41,10 @@ PRICES = Path(__file__).parent / "prices.json"
 @dataclass
 class SynthParams:
     iteration: int = 1
-    budget: int = 400             # proposals per iteration (the paper: 10,000)
-    per_call: int = 20            # problems per synthesizer call (the paper: 20)
+    # Demo defaults, sized so that one iteration fits ~20 min on a 2-core CPU (README);
+    # the paper: budget 10,000, 20 per call.
+    budget: int = 64              # proposals per iteration
+    per_call: int = 16            # problems per synthesizer call
     k: int = 3                    # bad cases shown per call
     allocation: str = "share"     # budget split across types: "share" or "equal"
     types: list[int] | None = None

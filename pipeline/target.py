@@ -224,11 +224,16 @@ class LocalTarget:
             if n_pre:
                 model(input_ids=torch.tensor([ids[0][:n_pre]]), cache=cache, use_cache=True)
                 cache.batch_repeat_interleave(len(ids))
-            stops = _AnswerStop(tok, len(rows[0])) if params.stop_at_answer else None
+            if params.stop_at_answer:
+                gens = _greedy_until_answer(model, tok, rows, mask, n_pre, cache,
+                                            params.max_new_tokens)
+                dt = time.perf_counter() - t0
+                return [Generation(text=tok.decode(g, skip_special_tokens=True),
+                                   prompt_tokens=len(ids[i]), completion_tokens=len(g),
+                                   latency_s=dt / len(messages)) for i, g in enumerate(gens)]
             out = model.generate(input_ids=torch.tensor(rows), attention_mask=torch.tensor(mask),
                                  cache=cache, max_new_tokens=params.max_new_tokens,
-                                 do_sample=False, pad_token_id=pad,
-                                 stopping_criteria=[stops] if stops else None)
+                                 do_sample=False, pad_token_id=pad)
         dt = time.perf_counter() - t0
         new = out[:, len(rows[0]):]
         results = []
@@ -279,21 +284,48 @@ class LocalTarget:
         return out
 
 
-class _AnswerStop:
-    """A stopping criterion per row: done once its final answer is complete."""
+def _greedy_until_answer(model, tok, rows, mask, n_pre, cache, max_new) -> list[list[int]]:
+    """Greedy decoding that drops each row from the batch (and its KV cache) once its
+    final answer is complete or it emits EOS. generate() keeps a finished row in the
+    batch until the slowest row ends, so one rambling row costs a whole batch of steps;
+    here a step costs only the rows still writing. Positions and masks follow
+    generate()'s left-padding rules, so the tokens are the same greedy tokens."""
+    import torch
 
-    def __init__(self, tok, prompt_len: int):
-        self.tok, self.prompt_len = tok, prompt_len
+    from pipeline.answers import final_answer_end
 
-    def __call__(self, input_ids, scores, **kw):
-        import torch
-
-        from pipeline.answers import final_answer_end
-
-        gen = input_ids[:, self.prompt_len:]
-        done = [final_answer_end(self.tok.decode(row[-32:], skip_special_tokens=True))
-                is not None for row in gen]
-        return torch.tensor(done, dtype=torch.bool)
+    am = torch.tensor(mask)
+    pos = (am.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=torch.tensor(rows)[:, n_pre:], attention_mask=am,
+                position_ids=pos[:, n_pre:], past_key_values=cache, use_cache=True)
+    nxt = out.logits[:, -1].argmax(-1)
+    pos = pos[:, -1]
+    alive = list(range(len(rows)))
+    gens: list[list[int]] = [[] for _ in rows]
+    stop_ids = {tok.eos_token_id, tok.pad_token_id}
+    for _ in range(max_new):
+        keep = []
+        for j, i in enumerate(alive):
+            t = int(nxt[j])
+            if t in stop_ids:
+                continue
+            gens[i].append(t)
+            # only the tail can complete an answer; decoding it is cheap
+            if final_answer_end(tok.decode(gens[i][-24:], skip_special_tokens=True)) is None:
+                keep.append(j)
+        if not keep or len(gens[alive[keep[0]]]) >= max_new:
+            break
+        if len(keep) < len(alive):
+            idx = torch.tensor(keep)
+            cache.batch_select_indices(idx)
+            am, nxt, pos = am[idx], nxt[idx], pos[idx]
+            alive = [alive[j] for j in keep]
+        am = torch.cat([am, torch.ones((len(alive), 1), dtype=am.dtype)], dim=1)
+        pos = pos + 1
+        out = model(input_ids=nxt[:, None], attention_mask=am, position_ids=pos[:, None],
+                    past_key_values=cache, use_cache=True)
+        nxt = out.logits[:, -1].argmax(-1)
+    return gens
 
 
 def _common_prefix(rows: list[list[int]]) -> int:
