@@ -148,3 +148,30 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session")
+def looped_db(clustered_db, tmp_path_factory) -> Path:
+    """The clustered store after one tiny but complete SEI iteration through `iterate`:
+    base evaluation, synthesis, one-shot and random selection, LoRA training, evaluation."""
+    from pipeline.loop import LoopParams, iterate
+
+    d = tmp_path_factory.mktemp("looped")
+    db = d / "sei.duckdb"
+    shutil.copy(clustered_db, db)
+    old = os.environ.get("SEI_DATA_DIR")
+    os.environ["SEI_DATA_DIR"] = str(d)  # adapters beside this store
+    try:
+        out = iterate(Store(db), LoopParams(
+            iterations=1, train_limit=PREPARED_N, max_new_tokens=PREPARED_TOKENS,
+            eval_sets=["demo/test"], eval_limit=8,
+            synth={"budget": 24, "per_call": 8, "synthesizer": "offline"},
+            select={"n_good": 2, "n_bad": 2, "limit": 6, "top": 3, "max_new_tokens": 96},
+            train={"epochs": 1, "batch_size": 2, "max_length": 256}))
+    finally:
+        if old is None:
+            os.environ.pop("SEI_DATA_DIR", None)
+        else:
+            os.environ["SEI_DATA_DIR"] = old
+    (d / "iterate.json").write_text(__import__("json").dumps(out, default=str))
+    return db
