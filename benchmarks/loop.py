@@ -63,6 +63,9 @@ def main():
         db.unlink()
     db.parent.mkdir(parents=True, exist_ok=True)
     os.environ["SEI_DB"] = str(db)
+    from pipeline import config
+
+    os.environ.setdefault("SEI_MODELS_DIR", str(config.models_dir()))  # the model stays put
     os.environ.setdefault("SEI_DATA_DIR", str(db.parent))  # adapters beside the store
     store = Store(db)
     t0 = time.perf_counter()

@@ -159,7 +159,10 @@ def looped_db(clustered_db, tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("looped")
     db = d / "sei.duckdb"
     shutil.copy(clustered_db, db)
+    from pipeline import config
+
     old = os.environ.get("SEI_DATA_DIR")
+    os.environ.setdefault("SEI_MODELS_DIR", str(config.models_dir()))  # the model stays put
     os.environ["SEI_DATA_DIR"] = str(d)  # adapters beside this store
     try:
         out = iterate(Store(db), LoopParams(

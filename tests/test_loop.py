@@ -252,6 +252,9 @@ def test_iterate_one_iteration_end_to_end(looped_db, tmp_path):
     from pipeline.loop import LoopParams, iterate
 
     n_runs, n_steps = s.count("runs"), s.count("train_steps")
+    from pipeline import config
+
+    os.environ.setdefault("SEI_MODELS_DIR", str(config.models_dir()))
     os.environ["SEI_DATA_DIR"] = str(db.parent)
     try:
         iterate(s, LoopParams(iterations=1, train_limit=48, max_new_tokens=160,
