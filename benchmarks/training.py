@@ -1,0 +1,106 @@
+"""LoRA training throughput against this machine's ceiling, measured in the same run.
+
+1. The ceiling: fp32 matmul GFLOP/s (torch.mm on 2048x2048 blocks, best of 5), divided by
+   the training FLOPs per token of the model. With N the parameters that take part in
+   matmuls (every linear layer and the tied lm_head), a LoRA step costs ~4N FLOPs per
+   token: 2N forward, 2N for the activation gradients in backward; the frozen weights get
+   no weight gradients (full fine-tuning would add 2N more: the usual 6N). Attention adds
+   4 * layers * seq * d per token forward+backward; it is counted too.
+2. The real training loop (pipeline.train.train) on synthesized demo examples: tokens/s
+   (real tokens, padding excluded) from the stored timings.
+Prints both ceilings (4N for LoRA, 6N as commonly quoted) and the share reached.
+Goal: >= 80% of the ceiling.
+Usage: python benchmarks/training.py [--examples 48] [--epochs 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+
+def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--examples", type=int, default=48)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--db", default="/tmp/sei-bench-train/sei.duckdb")
+    a = ap.parse_args()
+
+    from pipeline import config
+    from pipeline.data import import_demo
+    from pipeline.store import Store
+
+    db = Path(a.db)
+    if db.exists():
+        db.unlink()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("SEI_MODELS_DIR", str(config.models_dir()))
+    os.environ["SEI_DATA_DIR"] = str(db.parent)
+    s = Store(db)
+    import_demo(s, 400, 50)
+    # training examples: demo problems the model never saw, as the selection would give
+    # them; written through the store as a random selection of kept candidates
+    from pipeline import demo
+    from pipeline.synthesize import chat_solution  # noqa: F401  (the training format)
+
+    probs = demo.demo_splits(400 + a.examples, 0, seed=11)["train"][400:]
+    s.create_iteration(1, "scratch", None, {"types": [], "edit_ids": [], "n_cases": 0}, None,
+                       {})
+    s.upsert_synth_batch("bench", 1, "offline", {}, {})
+    s.add_candidates([{"slot": f"bench/{i}", "batch_id": "bench", "iteration": 1,
+                       "type_id": 0, "question": p["question"], "solution": p["solution"],
+                       "answer": p["answer"], "status": "kept", "synthesizer": "offline"}
+                      for i, p in enumerate(probs)])
+    from pipeline.select import SelectParams, select
+    from pipeline.train import ALL_LINEAR, TrainParams, train
+
+    select(s, SelectParams(method="random", top=a.examples))
+    gflops = matmul_gflops()
+    res = train(s, TrainParams(method="random", epochs=a.epochs, batch_size=a.batch_size))
+
+    from transformers import AutoConfig
+
+    from pipeline.target import resolve_model_path
+
+    path, _ = resolve_model_path(config.DEFAULT_MODEL)
+    cfg = AutoConfig.from_pretrained(path)
+    d, L, ff, V = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size, cfg.vocab_size
+    kv = d // cfg.num_attention_heads * cfg.num_key_value_heads
+    n_lin = L * (2 * d * d + 2 * d * kv + 3 * d * ff) + V * d  # linears + tied lm_head
+    steps = s.train_steps(res["train_id"])
+    seq = sum(x["tokens"] for x in steps) / (len(steps) * a.batch_size)
+    attn = 4 * L * seq * d * 2  # QK^T and AV, forward and backward
+    lora_flops = 4 * n_lin + attn
+    full_flops = 6 * n_lin + attn
+    tps = res["tokens_per_s"]
+    print(f"\nmatmul fp32: {gflops:.1f} GFLOP/s ({os.cpu_count()} cores)")
+    print(f"matmul parameters N = {n_lin / 1e6:.1f}M, mean sequence {seq:.0f} tokens, "
+          f"LoRA r=16 on {', '.join(ALL_LINEAR)}")
+    print(f"ceiling LoRA (4N + attention):  {gflops * 1e9 / lora_flops:7.1f} tok/s")
+    print(f"ceiling 6N (full fine-tuning):  {gflops * 1e9 / full_flops:7.1f} tok/s")
+    print(f"measured (pipeline.train):      {tps:7.1f} tok/s over {res['tokens']} tokens, "
+          f"{len(steps)} steps")
+    print(f"share of the LoRA ceiling: {tps / (gflops * 1e9 / lora_flops):.0%}; "
+          f"of the 6N figure: {tps / (gflops * 1e9 / full_flops):.0%} (goal >= 80%)")
+
+
+if __name__ == "__main__":
+    main()
