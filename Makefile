@@ -53,6 +53,7 @@ app: setup
 	$(APP)
 
 test: setup /usr/bin/chromium
+	$(BIN)/ruff check pipeline dashboard tests benchmarks
 	$(BIN)/python -m pytest -v -rs --durations=15 tests
 
 test-fast: $(STAMP)

@@ -25,9 +25,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).parent))
 
+import corpus  # noqa: E402
 import numpy as np  # noqa: E402
 
-import corpus  # noqa: E402
 from pipeline.cluster import ClusterParams, embed_and_map, labels_for  # noqa: E402
 from pipeline.store import Store  # noqa: E402
 

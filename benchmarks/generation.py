@@ -22,8 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from pipeline.demo import generate as demo_problems  # noqa: E402
 from pipeline.serve import local_server  # noqa: E402
-from pipeline.target import (GenParams, LocalTarget, OpenAITarget,  # noqa: E402
-                             prompt_template, render)
+from pipeline.target import GenParams, LocalTarget, OpenAITarget, prompt_template, render  # noqa: E402
 
 
 def timed(fn):

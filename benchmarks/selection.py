@@ -27,8 +27,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from scipy.stats import spearmanr  # noqa: E402
 
 from pipeline.answers import cut_at_final_answer, judge  # noqa: E402
-from pipeline.select import OneShot, Proxy, SelectParams, _demo_turns, dev_set  # noqa: E402
-from pipeline.select import oneshot_score  # noqa: E402
+from pipeline.select import (  # noqa: E402
+    OneShot,
+    Proxy,
+    SelectParams,
+    _demo_turns,
+    dev_set,
+    oneshot_score,
+)
 from pipeline.store import Store  # noqa: E402
 from pipeline.target import LocalTarget, render  # noqa: E402
 

@@ -1,9 +1,9 @@
 """SEI Studio: overview of the store, the models, the runs, and a quick start."""
 
+import common
 import pandas as pd
 import streamlit as st
 
-import common
 from pipeline import jobs, settings
 from pipeline.instructor import from_env
 

@@ -244,7 +244,7 @@ def _titles(tax, groups: dict, types: list[int], cols: dict[int, int],
         px += half if anchor == "left" else -half if anchor == "right" else 0.0
         spots = [((ty.max() - ys.min()) * sy + 4 + 18 * i, 1, i) for i in range(4)] + \
             [((ty.min() - ys.min()) * sy - 22 - 18 * i, -1, i) for i in range(3)]
-        for py, side, i in spots:
+        for py, side, i in spots:  # noqa: B007 (side and i are read after the loop)
             box = (px - half, px + half, py, py + 18)
             if not any(b[0] < box[1] and box[0] < b[1] and b[2] < box[3] and box[2] < b[3]
                        for b in placed):

@@ -235,7 +235,7 @@ def analyze(question: str, solution: str, reference: str, output: str, pred: str
     steps = steps_in(output)
 
     # Arithmetic re-checked, step by step.
-    for i, s in enumerate(steps, 1):
+    for s in steps:
         if s["true"] is not None and s["true"] != s["claimed"]:
             kind = _OPS[s["ops"][0]] if len(set(s["ops"])) == 1 else "multi-operation arithmetic"
             found.append((0, f"{kind} error: {s['expr']} given as {show(s['claimed'])} "

@@ -110,7 +110,7 @@ def data_import(ctx, path, fmt, dataset, split, mapping):
         rep = import_file(_store(ctx), path, fmt, dataset, split,
                           parse_mapping(mapping) if mapping else None)
     except (ImportError_, ValueError) as e:
-        raise click.ClickException(f"{e}\n(nothing was imported)")
+        raise click.ClickException(f"{e}\n(nothing was imported)") from e
     click.echo(f"{path}: {rep.summary()} in {dataset}/{split}")
     for kind, msgs in (("same content already present", rep.same), ("id clash", rep.clash)):
         for m in msgs[:10]:
@@ -154,7 +154,7 @@ def model_prepare():
     try:
         click.echo(f"embedded default ready at {ensure_default_model()}")
     except ModelError as e:
-        raise click.ClickException(str(e))
+        raise click.ClickException(str(e)) from e
 
 
 @cli.command()
@@ -177,7 +177,8 @@ def quickstart(ctx, limit, max_new_tokens, background):
 @click.option("--dataset", default="demo", show_default=True)
 @click.option("--split", default="train", show_default=True)
 @click.option("--limit", type=int, default=None, help="First N problems.")
-@click.option("--backend", type=click.Choice(["local", "openai"]), default="local", show_default=True)
+@click.option("--backend", type=click.Choice(["local", "openai"]), default="local",
+              show_default=True)
 @click.option("--model", default=None,
               help="Embedded default (smollm2-135m-instruct), a local HF model dir, or the "
                    "endpoint's model name. Default: SEI_TARGET_MODEL, else the app's "
@@ -197,7 +198,7 @@ def extract(ctx, background, **kw):
     try:
         out = _run_or_submit(ctx, "extract", params, background)
     except (ModelError, ValueError) as e:
-        raise click.ClickException(str(e))
+        raise click.ClickException(str(e)) from e
     if out:
         r = next(r for r in _store(ctx).runs() if r["run_id"] == out["run_id"])
         acc = f"{r['accuracy']:.1%}" if r["accuracy"] is not None else "-"
@@ -270,7 +271,7 @@ def analyze(ctx, run_id, limit, instructor_model, base_url, offline, background,
     try:
         out = _run_or_submit(ctx, "analyze", params, background)
     except (InstructorError, ValueError) as e:
-        raise click.ClickException(str(e))
+        raise click.ClickException(str(e)) from e
     if out:
         a = next(a for a in _store(ctx).analyses() if a["analysis_id"] == out["analysis_id"])
         click.echo(f"analysis {a['analysis_id']} ({a['analyzer']}): {a['n_cases']} bad cases, "
@@ -278,7 +279,8 @@ def analyze(ctx, run_id, limit, instructor_model, base_url, offline, background,
 
 
 @cli.command("cluster")
-@click.option("--method", type=click.Choice(["hdbscan", "kmeans"]), default="hdbscan", show_default=True)
+@click.option("--method", type=click.Choice(["hdbscan", "kmeans"]), default="hdbscan",
+              show_default=True)
 @click.option("--min-cluster-size", default=5, show_default=True)
 @click.option("--min-samples", type=int, default=None)
 @click.option("--n-neighbors", default=15, show_default=True)
@@ -294,11 +296,12 @@ def cluster_cmd(ctx, background, analysis_id, **kw):
     try:
         out = _run_or_submit(ctx, "cluster", params, background)
     except ValueError as e:
-        raise click.ClickException(str(e))
+        raise click.ClickException(str(e)) from e
     if out:
         d = out["diff"]
-        click.echo(f"clustering {out['clustering_id']}: kept {len(d['kept'])}, new {len(d['new'])}, "
-                   f"gone {len(d['gone'])}, split {len(d['split'])}, merged {len(d['merged'])}")
+        click.echo(f"clustering {out['clustering_id']}: kept {len(d['kept'])}, "
+                   f"new {len(d['new'])}, gone {len(d['gone'])}, split {len(d['split'])}, "
+                   f"merged {len(d['merged'])}")
         if d.get("held"):
             h = d["held"]
             click.echo(f"held: it covers {h['n_cases']} bad cases, the current {h['current']} "
@@ -321,7 +324,7 @@ def _edit(fn, *a, **kw):
     try:
         return fn(*a, **kw)
     except ValueError as e:
-        raise click.ClickException(str(e))
+        raise click.ClickException(str(e)) from e
 
 
 @types.command("list")
@@ -357,7 +360,8 @@ def types_show(ctx, type_id):
     if t.description:
         click.echo(t.description)
     for k in t.examples:
-        click.echo(f"  - [{k}] {by[k]['text']}   (case {by[k]['case_id']}: {by[k]['question'][:60]})")
+        click.echo(f"  - [{k}] {by[k]['text']}   "
+                   f"(case {by[k]['case_id']}: {by[k]['question'][:60]})")
 
 
 @types.command("rename")
@@ -388,7 +392,8 @@ def types_describe(ctx, type_id, description):
 def types_merge(ctx, type_ids, into, title):
     from pipeline import taxonomy
 
-    click.echo(f"edit {_edit(taxonomy.merge, _store(ctx), list(type_ids), into, title, author='cli')}")
+    edit_id = _edit(taxonomy.merge, _store(ctx), list(type_ids), into, title, author="cli")
+    click.echo(f"edit {edit_id}")
 
 
 @types.command("split")
@@ -420,7 +425,8 @@ def types_move(ctx, type_id, kp_ids):
 def types_exclude(ctx, type_id, kp_ids, include):
     from pipeline import taxonomy
 
-    click.echo(f"edit {_edit(taxonomy.exclude, _store(ctx), type_id, list(kp_ids), include, author='cli')}")
+    edit_id = _edit(taxonomy.exclude, _store(ctx), type_id, list(kp_ids), include, author="cli")
+    click.echo(f"edit {edit_id}")
 
 
 @types.command("undo")
@@ -600,7 +606,7 @@ def jobs_resume(ctx, job_id):
     try:
         jobs.resume(_store(ctx), job_id)
     except (KeyError, ValueError) as e:
-        raise click.ClickException(str(e))
+        raise click.ClickException(str(e)) from e
     click.echo(f"resumed job {job_id}")
 
 
@@ -634,7 +640,7 @@ def jobs_submit(ctx, kind, params):
     try:
         jid = jobs.submit(_store(ctx), kind, p)
     except ValueError as e:
-        raise click.ClickException(str(e))
+        raise click.ClickException(str(e)) from e
     click.echo(f"submitted job {jid}")
 
 

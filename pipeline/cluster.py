@@ -183,7 +183,7 @@ def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str 
     texts = {i: k["text"] for i, k in zip(ids, kps)}
     new_types = []
     for c in new_clusters:
-        members = [i for i, l in zip(ids, lab) if l == c]
+        members = [i for i, label in zip(ids, lab) if label == c]
         title, desc, by = title_for(store, [texts[i] for i in members],
                                     central_texts(members, emb, texts), p, instructor)
         new_types.append({"type_id": assign[c], "title": title, "description": desc,
@@ -203,9 +203,9 @@ def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str 
         meta["diff"]["held"] = {"n_cases": len(new_cases), "current_cases": len(old_cases),
                                 "shared_cases": len(new_cases & old_cases),
                                 "current": prev["clustering_id"]}
-    points = [{"kp_id": i, "x": float(a), "y": float(b), "cluster": int(l),
-               "type_id": assign.get(int(l)) if l >= 0 else None, "prob": float(pr)}
-              for i, (a, b), l, pr in zip(ids, xy, lab, prob)]
+    points = [{"kp_id": i, "x": float(a), "y": float(b), "cluster": int(label),
+               "type_id": assign.get(int(label)) if label >= 0 else None, "prob": float(pr)}
+              for i, (a, b), label, pr in zip(ids, xy, lab, prob)]
     store.save_clustering(meta, points, new_types)
     progress(4, 4, "cluster", f"{meta['n_clusters']} clusters")
     return meta

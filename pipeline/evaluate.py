@@ -30,7 +30,7 @@ class EvalParams:
     seed: int = 0
 
     @classmethod
-    def from_dict(cls, d: dict) -> "EvalParams":
+    def from_dict(cls, d: dict) -> EvalParams:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 

@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from pipeline import config
 from pipeline.answers import judge
 from pipeline.data import data_hash
 from pipeline.store import Store
-from pipeline.target import (DEFAULT_PROMPT, GenParams, LocalTarget, make_target,
-                             params_dict, prompt_template, render, resolve_model_path,
-                             weights_hash)
+from pipeline.target import (
+    DEFAULT_PROMPT,
+    GenParams,
+    LocalTarget,
+    make_target,
+    params_dict,
+    prompt_template,
+    render,
+    resolve_model_path,
+    weights_hash,
+)
 
 # progress(done, total, step, message); may raise to stop at a safe point (between batches)
 Progress = Callable[[int, int, str, str], None]

@@ -255,7 +255,7 @@ def _wait_heavy_slot(store: Store, w: _Worker):
                                  "(another model or training job is running)")
                 said = True
             if w.cancel:
-                raise Cancelled()
+                raise Cancelled() from None
             time.sleep(0.5)
 
 

@@ -37,7 +37,7 @@ class LoopParams:
     seed: int = 0
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LoopParams":
+    def from_dict(cls, d: dict) -> LoopParams:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 

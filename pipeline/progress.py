@@ -5,7 +5,7 @@ may raise to stop the stage at a safe point (between whole items)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 Progress = Callable[[int, int, str, str], None]
 

@@ -56,7 +56,7 @@ class SelectParams:
     seed: int = 0
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SelectParams":
+    def from_dict(cls, d: dict) -> SelectParams:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 

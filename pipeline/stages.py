@@ -3,8 +3,8 @@ foreground) and the job runner (in a background process) call exactly the same c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pipeline.progress import Progress
 from pipeline.store import Store

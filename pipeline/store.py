@@ -16,10 +16,11 @@ import os
 import random
 import threading
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import duckdb
 
@@ -256,7 +257,8 @@ class Store:
         while True:
             try:
                 return duckdb.connect(str(self.path), read_only=read_only)
-            except (duckdb.IOException, duckdb.ConnectionException, duckdb.InvalidInputException) as e:
+            except (duckdb.IOException, duckdb.ConnectionException,
+                    duckdb.InvalidInputException) as e:
                 if not _transient(e) or time.monotonic() > deadline:
                     if _transient(e):
                         raise StoreBusy(f"{self.path} stayed locked for {LOCK_TIMEOUT:.0f}s "
@@ -725,7 +727,9 @@ class Store:
 
     def analyses(self) -> list[dict]:
         return self.rows("""
-            SELECT a.*, (SELECT count(*) FROM keyphrases k WHERE k.analysis_id = a.analysis_id) AS n_keyphrases,
+            SELECT a.*,
+                   (SELECT count(*) FROM keyphrases k WHERE k.analysis_id = a.analysis_id)
+                   AS n_keyphrases,
                    (SELECT count(*) FROM analysis_done d WHERE d.analysis_id = a.analysis_id
                                                          AND d.error IS NULL) AS n_cases
             FROM analyses a ORDER BY created_at""")
@@ -874,7 +878,8 @@ class Store:
     def add_edit(self, op: str, payload: dict, author: str | None = None) -> int:
         with self.write() as con:
             return con.execute("INSERT INTO type_edits (op, payload, author) VALUES (?, ?, ?) "
-                               "RETURNING edit_id", [op, json.dumps(payload), author]).fetchall()[0][0]
+                               "RETURNING edit_id",
+                               [op, json.dumps(payload), author]).fetchall()[0][0]
 
     def edits(self) -> list[dict]:
         rows = self.rows("SELECT * FROM type_edits ORDER BY edit_id")

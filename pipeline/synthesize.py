@@ -57,7 +57,7 @@ class SynthParams:
     seed: int = 0
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SynthParams":
+    def from_dict(cls, d: dict) -> SynthParams:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from pipeline import config
 
 PROMPTS = Path(__file__).parent / "prompts"
-DEFAULT_PROMPT = "solve_v1"
+DEFAULT_PROMPT = "solve_v2"
 
 
 class ModelError(RuntimeError):
@@ -105,7 +105,8 @@ def ensure_default_model(dest: Path | None = None) -> Path:
     fresh = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
     if unexpected or [m for m in missing if "lm_head" not in m]:
-        raise ModelError(f"dequantized weights do not fit: missing={missing} unexpected={unexpected}")
+        raise ModelError(f"dequantized weights do not fit: missing={missing} "
+                         f"unexpected={unexpected}")
     fresh.tie_weights()
     tmp = dest.with_name(dest.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -169,7 +170,7 @@ class LocalTarget:
     _model: object = field(default=None, repr=False)
     _tok: object = field(default=None, repr=False)
 
-    def load(self) -> "LocalTarget":
+    def load(self) -> LocalTarget:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -355,7 +356,7 @@ class OpenAITarget:
     def weights_hash(self) -> str:
         return f"endpoint:{self.base_url or 'openai'}"
 
-    def load(self) -> "OpenAITarget":
+    def load(self) -> OpenAITarget:
         from openai import OpenAI
 
         self._client = OpenAI(base_url=self.base_url or os.environ.get("OPENAI_BASE_URL"),

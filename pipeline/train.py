@@ -55,7 +55,7 @@ class TrainParams:
     model: str | None = None
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainParams":
+    def from_dict(cls, d: dict) -> TrainParams:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 

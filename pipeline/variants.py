@@ -31,9 +31,9 @@ import math
 import random
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Callable
 
 MAX_EXPR_LEN = 400  # the longest GSM8K train expression is far shorter
 MAX_DEPTH = 40
@@ -524,7 +524,7 @@ def _run(steps: list[_Step], roles: list[list[_Role]],
          new: dict[Fraction, Fraction]) -> list[Fraction] | str:
     """New step values, or why this draw is not clean."""
     out: list[Fraction] = []
-    for k, (step, row) in enumerate(zip(steps, roles)):
+    for step, row in zip(steps, roles):
         vals = []
         for lit, role in zip(step.lits, row):
             if role.kind == "given":

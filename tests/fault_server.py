@@ -116,7 +116,7 @@ class FaultServer:
     def faults(self) -> list[str | None]:
         return [r["fault"] for r in self.requests]
 
-    def __enter__(self) -> "FaultServer":
+    def __enter__(self) -> FaultServer:
         self.thread.start()
         return self
 

@@ -5,8 +5,7 @@ accuracy chart from the stored runs; Synthesis and Selection render their data."
 import shutil
 
 import pytest
-from test_browser import (CHROMIUM, browser, idle, no_exception, page, server,  # noqa: F401
-                          shot)
+from test_browser import CHROMIUM, browser, idle, no_exception, page, server, shot  # noqa: F401
 
 from pipeline.evaluate import accuracy_table
 from pipeline.store import Store

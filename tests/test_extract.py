@@ -29,7 +29,8 @@ def test_batched_generation_matches_one_at_a_time(target):
     from pipeline.target import prompt_template, render
 
     tmpl = prompt_template()
-    qs = ["What is 7 times 8?", "Tom has 3 apples and buys 4 more. How many apples does he have now?"]
+    qs = ["What is 7 times 8?",
+          "Tom has 3 apples and buys 4 more. How many apples does he have now?"]
     p = GenParams(max_new_tokens=24)
     batched = target.generate([render(tmpl, q) for q in qs], p)
     single = [target.generate([render(tmpl, q)], p)[0] for q in qs]

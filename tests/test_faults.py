@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+from fault_server import FaultServer, wait_for
+from fault_server import make_bad_cases as bad_cases
 
-from fault_server import FaultServer, make_bad_cases as bad_cases, wait_for
 from pipeline.config import ROOT
 from pipeline.instructor import Instructor
 from pipeline.keyphrases import AnalysisIncomplete, analyze
@@ -195,7 +196,8 @@ def test_kill_9_during_import_and_analysis_loses_and_duplicates_nothing(store, b
             p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "analyze"], cwd=ROOT,
                                  env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             k = store.count("analysis_done") if store.path.exists() else 0
-            wait_for(lambda: len(srv.requests) >= 2 + k or p.poll() is not None, 120)
+            # wait_for polls before the loop moves on, so the lambda sees this k and p
+            wait_for(lambda: len(srv.requests) >= 2 + k or p.poll() is not None, 120)  # noqa: B023
             p.send_signal(signal.SIGKILL)
             p.wait()
         r = sei(store, "analyze", env=env)

@@ -1,10 +1,9 @@
 """Background jobs as real OS processes: progress, cancel, resume, SIGKILL, heavy queue."""
 
+import fcntl
 import os
 import signal
 import time
-
-import fcntl
 
 import duckdb
 import pytest
@@ -146,7 +145,7 @@ def test_stage_that_raises_fails_the_job_with_its_reason(store):
     assert j["error"].startswith("ValueError: no problems for dataset='nope'")
     assert "Traceback" in open(j["log_file"]).read()
     r = CliRunner().invoke(cli, ["--db", str(store.path), "jobs", "list"])
-    assert f"error: ValueError: no problems for dataset='nope'" in r.output
+    assert "error: ValueError: no problems for dataset='nope'" in r.output
 
 
 def test_forced_cancel_kills_a_job_that_does_not_reach_a_safe_point(store):

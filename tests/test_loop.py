@@ -19,7 +19,6 @@ from pipeline.config import ROOT
 from pipeline.select import SelectParams, oneshot_score, select
 from pipeline.store import Store
 from pipeline.synthesize import SynthParams, summary, synthesize
-from pipeline.train import TrainParams
 
 pytestmark = pytest.mark.slow
 

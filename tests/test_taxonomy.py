@@ -343,9 +343,9 @@ def test_readable_diff_against_the_curated_taxonomy(clustered):
 
 
 def test_new_layout_is_drawn_in_the_previous_frame(clustered):
-    from pipeline.cluster import embed_and_map
-
     import numpy as np
+
+    from pipeline.cluster import embed_and_map
 
     before = {p["text"]: (p["x"], p["y"]) for p in taxonomy.current(clustered).points}
     texts = list(before)

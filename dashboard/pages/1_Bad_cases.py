@@ -7,10 +7,10 @@ table it was made in, so changing a filter draws a new table and clears it. `?ca
 import json
 import zlib
 
+import common
 import pandas as pd
 import streamlit as st
 
-import common
 from pipeline import taxonomy
 
 s = common.header("Bad cases")

@@ -5,10 +5,10 @@ then redrawn from the log, so what is shown is always what is stored."""
 
 import json
 
+import common
 import pandas as pd
 import streamlit as st
 
-import common
 from pipeline import jobs, taxonomy
 from pipeline.cluster import retitle
 

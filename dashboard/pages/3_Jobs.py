@@ -6,9 +6,9 @@ a manual refresh; jobs are OS processes recorded in the store, so a browser refr
 
 from pathlib import Path
 
+import common
 import streamlit as st
 
-import common
 from pipeline import jobs
 
 s = common.header("Jobs")

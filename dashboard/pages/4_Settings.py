@@ -5,9 +5,9 @@ never shows or stores it."""
 
 import os
 
+import common
 import streamlit as st
 
-import common
 from pipeline import settings
 from pipeline.instructor import from_env
 

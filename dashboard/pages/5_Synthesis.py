@@ -8,10 +8,10 @@ it submits a `synthesize` job. All text is shown as text."""
 
 from dataclasses import asdict
 
+import common
 import pandas as pd
 import streamlit as st
 
-import common
 from pipeline import synthesize, views_loop
 
 s = common.header("Synthesis")

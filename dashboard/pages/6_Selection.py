@@ -8,11 +8,11 @@ and launch buttons for one-shot / proxy / random scoring, each with a time estim
 
 from dataclasses import asdict
 
+import common
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-import common
 from pipeline import select, views_loop
 
 s = common.header("Selection")

@@ -10,11 +10,11 @@ with a time estimate first."""
 import html
 from dataclasses import asdict
 
+import common
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-import common
 from pipeline import evaluate, report, views_loop
 from pipeline.evaluate import EvalParams
 from pipeline.loop import LoopParams
