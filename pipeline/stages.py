@@ -71,7 +71,7 @@ def _quickstart(store: Store, p: dict, progress) -> dict:
     """Extraction -> analysis -> clustering on the embedded default, one job."""
     from pipeline.data import import_demo
 
-    if not store.scalar("SELECT count(*) FROM problems WHERE dataset = 'demo'"):
+    if not store.problem_count("demo"):
         import_demo(store, p.get("n_train", 400), p.get("n_test", 200), seed=p.get("seed", 0))
     out = _extract(store, dict(p, dataset="demo", split="train"),
                    stage_part(progress, 0, 80, "extract"))

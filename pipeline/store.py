@@ -461,6 +461,10 @@ class Store:
                "ORDER BY source_line NULLS LAST, pid LIMIT ? OFFSET ?")
         return self.rows(sql, [dataset, split, limit if limit is not None else 2**62, offset])
 
+    def problem_count(self, dataset: str) -> int:
+        """How many problems a dataset holds, over all its splits."""
+        return self.scalar("SELECT count(*) FROM problems WHERE dataset = ?", [dataset])
+
     def datasets(self) -> list[dict]:
         return self.rows(
             "SELECT dataset, split, count(*) AS n, any_value(source_file) AS source_file "
