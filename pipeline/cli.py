@@ -77,7 +77,10 @@ class _Cli(click.Group):
               help="DuckDB store (default data/sei.duckdb; env SEI_DB).")
 @click.pass_context
 def cli(ctx, db):
-    """SEI Studio: Self-Error-Instruct on math reasoning."""
+    """SEI Studio: Self-Error-Instruct on math reasoning.
+
+    Example: sei --db data/sei.duckdb runs
+    """
     if db:
         os.environ["SEI_DB"] = str(Path(db).resolve())  # job subprocesses inherit it
     ctx.obj = {"store": Store(db)}
@@ -88,7 +91,10 @@ def cli(ctx, db):
 
 @cli.group()
 def data():
-    """Import and list problem sets."""
+    """Import and list problem sets.
+
+    Example: sei data list
+    """
 
 
 @data.command("import")
@@ -103,7 +109,10 @@ def data():
                    "(A) .. lines")
 @click.pass_context
 def data_import(ctx, path, fmt, dataset, split, mapping):
-    """Import a JSONL file (all or nothing; skipped rows are reported)."""
+    """Import a JSONL file (all or nothing; skipped rows are reported).
+
+    Example: sei data import test.jsonl --format gsm8k --dataset gsm8k --split test
+    """
     from pipeline.data import ImportError_, import_file, parse_mapping
 
     try:
@@ -125,7 +134,10 @@ def data_import(ctx, path, fmt, dataset, split, mapping):
 @click.option("--seed", default=0, show_default=True)
 @click.pass_context
 def data_demo(ctx, n_train, n_test, seed):
-    """Generate the embedded demo dataset (GSM8K-style, exact answers)."""
+    """Generate the embedded demo dataset (GSM8K-style, exact answers).
+
+    Example: sei data demo --n 400 --n-test 200
+    """
     from pipeline.data import import_demo
 
     added = import_demo(_store(ctx), n_train, n_test, seed)
@@ -136,19 +148,28 @@ def data_demo(ctx, n_train, n_test, seed):
 @data.command("list")
 @click.pass_context
 def data_list(ctx):
-    """Datasets and splits in the store."""
+    """Datasets and splits in the store.
+
+    Example: sei data list
+    """
     for r in _store(ctx).datasets():
         click.echo(f"{r['dataset']:12} {r['split']:8} {r['n']:6}  {r['source_file']}")
 
 
 @cli.group()
 def model():
-    """The target model."""
+    """The target model.
+
+    Example: sei model prepare
+    """
 
 
 @model.command("prepare")
 def model_prepare():
-    """Dequantize the bundled SmolLM2 GGUF once and cache it as safetensors."""
+    """Dequantize the bundled SmolLM2 GGUF once and cache it as safetensors.
+
+    Example: sei model prepare
+    """
     from pipeline.target import ModelError, ensure_default_model
 
     try:
@@ -163,7 +184,10 @@ def model_prepare():
 @click.option("--background", is_flag=True)
 @click.pass_context
 def quickstart(ctx, limit, max_new_tokens, background):
-    """Demo data -> extraction -> analysis -> clustering on the embedded default."""
+    """Demo data -> extraction -> analysis -> clustering on the embedded default.
+
+    Example: sei quickstart --limit 96
+    """
     out = _run_or_submit(ctx, "quickstart", {"limit": limit, "max_new_tokens": max_new_tokens},
                          background)
     if out:
@@ -191,7 +215,10 @@ def quickstart(ctx, limit, max_new_tokens, background):
 @click.option("--background", is_flag=True, help="Run as a background job.")
 @click.pass_context
 def extract(ctx, background, **kw):
-    """Run the target model, judge answers, keep the wrong ones (resumable)."""
+    """Run the target model, judge answers, keep the wrong ones (resumable).
+
+    Example: sei extract --dataset demo --split train --limit 64
+    """
     from pipeline.target import ModelError
 
     params = {k: v for k, v in kw.items() if v is not None}
@@ -211,7 +238,10 @@ def extract(ctx, background, **kw):
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def runs(ctx, as_json):
-    """Runs with their accuracy."""
+    """Runs with their accuracy.
+
+    Example: sei runs --json
+    """
     rows = _store(ctx).runs()
     if as_json:
         click.echo(json.dumps(rows, default=str, indent=1))
@@ -230,7 +260,10 @@ def runs(ctx, as_json):
 @click.option("--full", is_flag=True, help="Show whole outputs.")
 @click.pass_context
 def bad_cases(ctx, run_id, limit, full):
-    """List bad cases (wrong answers)."""
+    """List bad cases (wrong answers).
+
+    Example: sei bad-cases --limit 5
+    """
     for b in _store(ctx).bad_cases(run_id, limit):
         out = b["output"] if full else (b["output"] or "").replace("\n", " ")[:100]
         click.echo(f"#{b['case_id']} {b['dataset']}/{b['pid']}: expected {b['answer']}, "
@@ -257,7 +290,11 @@ def bad_cases(ctx, run_id, limit, full):
 @click.pass_context
 def analyze(ctx, run_id, limit, instructor_model, base_url, offline, background, **limits):
     """Write error keyphrases for bad cases (resumable; a rerun retries failed cases).
-    Exits non-zero, saying how many, when some bad cases failed."""
+
+    Exits non-zero, saying how many, when some bad cases failed.
+
+    Example: sei analyze --offline --limit 50
+    """
     from pipeline.instructor import InstructorError
 
     params = {"run_id": run_id, "limit": limit}
@@ -291,7 +328,10 @@ def analyze(ctx, run_id, limit, instructor_model, base_url, offline, background,
 @click.option("--background", is_flag=True)
 @click.pass_context
 def cluster_cmd(ctx, background, analysis_id, **kw):
-    """Embed keyphrases, map with UMAP, cluster into error types."""
+    """Embed keyphrases, map with UMAP, cluster into error types.
+
+    Example: sei cluster --min-cluster-size 5
+    """
     params = dict(kw, analysis_id=analysis_id)
     try:
         out = _run_or_submit(ctx, "cluster", params, background)
@@ -311,7 +351,10 @@ def cluster_cmd(ctx, background, analysis_id, **kw):
 
 @cli.group()
 def types():
-    """Error types: list, show and curate (every edit is logged and undoable)."""
+    """Error types: list, show and curate (every edit is logged and undoable).
+
+    Example: sei types list
+    """
 
 
 def _tax(ctx):
@@ -331,6 +374,10 @@ def _edit(fn, *a, **kw):
 @click.option("--all", "show_all", is_flag=True, help="Include excluded types.")
 @click.pass_context
 def types_list(ctx, show_all):
+    """The current error types with their share of bad cases.
+
+    Example: sei types list --all
+    """
     tax = _tax(ctx)
     if tax.clustering is None:
         raise click.ClickException("no clustering yet: run `sei cluster`")
@@ -348,6 +395,10 @@ def types_list(ctx, show_all):
 @click.argument("type_id", type=int)
 @click.pass_context
 def types_show(ctx, type_id):
+    """One error type: title, description and example keyphrases.
+
+    Example: sei types show 3
+    """
     tax = _tax(ctx)
     t = tax.types.get(type_id)
     if t is None:
@@ -369,6 +420,10 @@ def types_show(ctx, type_id):
 @click.argument("title")
 @click.pass_context
 def types_rename(ctx, type_id, title):
+    """Give an error type a new title (an undoable edit).
+
+    Example: sei types rename 3 "Unit conversion slips"
+    """
     from pipeline import taxonomy
 
     click.echo(f"edit {_edit(taxonomy.rename, _store(ctx), type_id, title, author='cli')}")
@@ -379,6 +434,10 @@ def types_rename(ctx, type_id, title):
 @click.argument("description")
 @click.pass_context
 def types_describe(ctx, type_id, description):
+    """Give an error type a new description (an undoable edit).
+
+    Example: sei types describe 3 "Converts minutes to hours the wrong way"
+    """
     from pipeline import taxonomy
 
     click.echo(f"edit {_edit(taxonomy.describe, _store(ctx), type_id, description, author='cli')}")
@@ -390,6 +449,10 @@ def types_describe(ctx, type_id, description):
 @click.option("--title", default=None)
 @click.pass_context
 def types_merge(ctx, type_ids, into, title):
+    """Merge error types into one (the largest, or --into; an undoable edit).
+
+    Example: sei types merge 3 5 --into 3 --title "Percentages"
+    """
     from pipeline import taxonomy
 
     edit_id = _edit(taxonomy.merge, _store(ctx), list(type_ids), into, title, author="cli")
@@ -401,7 +464,10 @@ def types_merge(ctx, type_ids, into, title):
 @click.option("--title", required=True)
 @click.pass_context
 def types_split(ctx, kp_ids, title):
-    """Make the given keyphrases (ids) a new error type."""
+    """Make the given keyphrases (ids) a new error type.
+
+    Example: sei types split 12 15 40 --title "Off by one"
+    """
     from pipeline import taxonomy
 
     click.echo(f"new type {_edit(taxonomy.split, _store(ctx), list(kp_ids), title, author='cli')}")
@@ -412,6 +478,10 @@ def types_split(ctx, kp_ids, title):
 @click.argument("kp_ids", type=int, nargs=-1, required=True)
 @click.pass_context
 def types_move(ctx, type_id, kp_ids):
+    """Move keyphrases (ids) into an existing error type (an undoable edit).
+
+    Example: sei types move 3 12 15
+    """
     from pipeline import taxonomy
 
     click.echo(f"edit {_edit(taxonomy.move, _store(ctx), list(kp_ids), type_id, author='cli')}")
@@ -423,6 +493,10 @@ def types_move(ctx, type_id, kp_ids):
 @click.option("--include", is_flag=True, help="Reverse a previous exclusion.")
 @click.pass_context
 def types_exclude(ctx, type_id, kp_ids, include):
+    """Exclude an error type, or with --kp some of its members (undoable).
+
+    Example: sei types exclude 3   |   sei types exclude --kp 12 --include
+    """
     from pipeline import taxonomy
 
     edit_id = _edit(taxonomy.exclude, _store(ctx), type_id, list(kp_ids), include, author="cli")
@@ -433,6 +507,10 @@ def types_exclude(ctx, type_id, kp_ids, include):
 @click.argument("edit_id", type=int, required=False)
 @click.pass_context
 def types_undo(ctx, edit_id):
+    """Undo the latest edit in force, or the given one.
+
+    Example: sei types undo 7
+    """
     from pipeline import taxonomy
 
     click.echo(f"edit {_edit(taxonomy.undo, _store(ctx), edit_id, author='cli')}")
@@ -441,7 +519,10 @@ def types_undo(ctx, edit_id):
 @types.command("redo")
 @click.pass_context
 def types_redo(ctx):
-    """Take back the latest undo."""
+    """Take back the latest undo.
+
+    Example: sei types redo
+    """
     from pipeline import taxonomy
 
     click.echo(f"edit {_edit(taxonomy.redo, _store(ctx), author='cli')}")
@@ -450,8 +531,13 @@ def types_redo(ctx):
 @types.command("clusterings")
 @click.pass_context
 def types_clusterings(ctx):
-    """Every clustering; the current one marked, held ones (made from fewer bad cases than
-    the current one covers, waiting for `sei types use`) flagged."""
+    """Every clustering, the current one marked with *.
+
+    Held ones (made from fewer bad cases than the current one covers, waiting for `sei types use`)
+    are flagged.
+
+    Example: sei types clusterings
+    """
     from pipeline import taxonomy
 
     s = _store(ctx)
@@ -468,7 +554,10 @@ def types_clusterings(ctx):
 @click.argument("clustering_id")
 @click.pass_context
 def types_use(ctx, clustering_id):
-    """Make a clustering current (an edit: `sei types undo` switches back)."""
+    """Make a clustering current (an edit: `sei types undo` switches back).
+
+    Example: sei types use cl-20260101-120000-abc123
+    """
     from pipeline import taxonomy
 
     click.echo(f"edit {_edit(taxonomy.use_clustering, _store(ctx), clustering_id, author='cli')}")
@@ -477,7 +566,10 @@ def types_use(ctx, clustering_id):
 @types.command("log")
 @click.pass_context
 def types_log(ctx):
-    """The edit log, oldest first, one sentence per edit (undone ones marked)."""
+    """The edit log, oldest first, one sentence per edit (undone ones marked).
+
+    Example: sei types log
+    """
     from pipeline import taxonomy
 
     for e in reversed(taxonomy.edit_log(_store(ctx))):
@@ -491,7 +583,10 @@ def types_log(ctx):
 @click.option("--all", "everything", is_flag=True, help="Also types renamed by a person.")
 @click.pass_context
 def types_retitle(ctx, everything):
-    """Recompute titles and descriptions without re-clustering."""
+    """Recompute titles and descriptions without re-clustering.
+
+    Example: sei types retitle --all
+    """
     from pipeline.cluster import retitle
 
     click.echo(f"retitled {retitle(_store(ctx), only_unedited=not everything)} types")
@@ -499,7 +594,10 @@ def types_retitle(ctx, everything):
 
 @cli.group()
 def export():
-    """Export curated data."""
+    """Export curated data.
+
+    Example: sei export types -o types.jsonl
+    """
 
 
 @export.command("types")
@@ -507,8 +605,13 @@ def export():
 @click.option("--out", "-o", "out", type=click.Path(dir_okay=False), required=True)
 @click.pass_context
 def export_types(ctx, fmt, out):
-    """Current error types with their members: keyphrases, and each bad case's question,
-    model output and keyphrases of that type."""
+    """Current error types with their members, as JSONL or Parquet.
+
+    Each type carries its keyphrases, and each bad case's question, model output and keyphrases of
+    that type.
+
+    Example: sei export types --format parquet -o types.parquet
+    """
     import pandas as pd
 
     from pipeline import taxonomy
@@ -531,7 +634,10 @@ def export_types(ctx, fmt, out):
 @click.option("--port", default=8088, show_default=True)
 @click.option("--ctx", "n_ctx", default=2048, show_default=True)
 def serve_local(port, n_ctx):
-    """Serve the bundled SmolLM2 GGUF on an OpenAI-compatible endpoint (llama.cpp)."""
+    """Serve the bundled SmolLM2 GGUF on an OpenAI-compatible endpoint (llama.cpp).
+
+    Example: sei serve-local --port 8088
+    """
     from pipeline.serve import serve_forever
 
     serve_forever(port, n_ctx)
@@ -542,7 +648,10 @@ def serve_local(port, n_ctx):
 
 @cli.group("jobs")
 def jobs_group():
-    """Background jobs: list, show, cancel, logs, resume, submit."""
+    """Background jobs: list, show, cancel, logs, resume, submit, wait.
+
+    Example: sei jobs list
+    """
 
 
 def _fmt_job(j: dict) -> str:
@@ -567,6 +676,10 @@ def _job_or_fail(ctx, job_id: int) -> dict:
 @jobs_group.command("list")
 @click.pass_context
 def jobs_list(ctx):
+    """Every job with its status, progress and last message.
+
+    Example: sei jobs list
+    """
     from pipeline import jobs
 
     jobs.reap(_store(ctx))
@@ -578,6 +691,10 @@ def jobs_list(ctx):
 @click.argument("job_id", type=int)
 @click.pass_context
 def jobs_show(ctx, job_id):
+    """One job's full record as JSON.
+
+    Example: sei jobs show 4
+    """
     from pipeline import jobs
 
     jobs.reap(_store(ctx))
@@ -590,6 +707,10 @@ def jobs_show(ctx, job_id):
 @click.option("--wait", default=10.0, show_default=True, help="Seconds before forcing.")
 @click.pass_context
 def jobs_cancel(ctx, job_id, wait):
+    """Ask a job to stop at its next safe point; force it after --wait seconds.
+
+    Example: sei jobs cancel 4 --wait 30
+    """
     from pipeline import jobs
 
     _job_or_fail(ctx, job_id)
@@ -601,6 +722,10 @@ def jobs_cancel(ctx, job_id, wait):
 @click.argument("job_id", type=int)
 @click.pass_context
 def jobs_resume(ctx, job_id):
+    """Run a failed or cancelled job again; its stage resumes where it stopped.
+
+    Example: sei jobs resume 4
+    """
     from pipeline import jobs
 
     try:
@@ -615,6 +740,10 @@ def jobs_resume(ctx, job_id):
 @click.option("--tail", default=50, show_default=True)
 @click.pass_context
 def jobs_logs(ctx, job_id, tail):
+    """The last lines of a job's log.
+
+    Example: sei jobs logs 4 --tail 100
+    """
     j = _job_or_fail(ctx, job_id)
     if not j["log_file"] or not Path(j["log_file"]).exists():
         raise click.ClickException(f"no log for job {job_id}")
@@ -627,7 +756,10 @@ def jobs_logs(ctx, job_id, tail):
 @click.argument("params", nargs=-1)
 @click.pass_context
 def jobs_submit(ctx, kind, params):
-    """Submit KIND with key=value parameters (values parsed as JSON when they can be)."""
+    """Submit KIND with key=value parameters (values parsed as JSON when they can be).
+
+    Example: sei jobs submit extract dataset=demo split=train limit=64
+    """
     from pipeline import jobs
 
     p = {}
@@ -650,8 +782,13 @@ def jobs_submit(ctx, kind, params):
               help="Seconds to wait; then exit 2 with the job still running.")
 @click.pass_context
 def jobs_wait(ctx, job_id, timeout):
-    """Block until a job ends, with a progress bar. Exit 0 if it succeeded, 1 if it
-    failed or was cancelled, 2 if it is still running after --timeout."""
+    """Block until a job ends, with a progress bar.
+
+    Exit 0 if it succeeded, 1 if it failed or was cancelled, 2 if it is still running after
+    --timeout.
+
+    Example: sei jobs wait 4 --timeout 600
+    """
     import time
 
     from pipeline import jobs

@@ -104,3 +104,24 @@ def test_the_pipeline_never_imports_the_dashboard():
                       if n == "dashboard" or n.startswith("dashboard.")]
     assert not found, "the pipeline imports the dashboard:\n" + "\n".join(found)
 
+
+def _commands(cmd, path=("sei",)):
+    """(path, command) for `cmd` and every command under it."""
+    yield " ".join(path), cmd
+    for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+        yield from _commands(sub, path + (name,))
+
+
+def test_every_cli_command_has_a_one_line_help_and_an_example():
+    from pipeline.cli import cli
+
+    commands = dict(_commands(cli))
+    assert {"sei types merge", "sei jobs wait", "sei export selection", "sei iterate"} \
+        <= set(commands)
+    missing = [p for p, c in commands.items() if not (c.help or "").strip()]
+    assert not missing, f"commands without help: {missing}"
+    no_example = [p for p, c in commands.items() if "Example: sei " not in c.help]
+    assert not no_example, f"commands without an `Example: sei ...` line: {no_example}"
+    # The first line is the summary `sei --help` lists: one sentence, on one line.
+    long = [p for p, c in commands.items() if c.help.strip().split("\n\n")[0].count("\n")]
+    assert not long, f"commands whose summary spans lines: {long}"
