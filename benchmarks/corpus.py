@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import re
 
-from pipeline.analyzer import analyze
+from pipeline.analyzer import analyze_case
 from pipeline.answers import extract_answer
 from pipeline.demo import demo_splits
 
@@ -49,6 +49,6 @@ def build(n: int, seed: int = 0) -> list[dict]:
         o = wrong_output(p, r)
         pred, _ = extract_answer(o)
         out.append(dict(p, output=o, pred=pred,
-                        keyphrases=analyze(p["question"], p["solution"], p["answer"], o, pred,
+                        keyphrases=analyze_case(p["question"], p["solution"], p["answer"], o, pred,
                                            200 if "truncated" in o else 60, 200)))
     return out

@@ -43,7 +43,7 @@ def build(db: Path) -> Store:
     from pipeline.cluster import ClusterParams, cluster
     from pipeline.data import import_demo
     from pipeline.extract import extract
-    from pipeline.keyphrases import analyze
+    from pipeline.keyphrases import analyze_bad_cases
     from pipeline.synthesize import SynthParams, synthesize
     from pipeline.target import GenParams
 
@@ -51,7 +51,7 @@ def build(db: Path) -> Store:
     if not s.candidates(status="kept"):
         import_demo(s, 400, 200)
         rid = extract(s, "demo", "train", limit=64, params=GenParams(max_new_tokens=160))
-        analyze(s, run_id=rid, instructor="offline")
+        analyze_bad_cases(s, run_id=rid, instructor="offline")
         cluster(s, ClusterParams())
         synthesize(s, SynthParams(budget=80, synthesizer="offline"))
     return s

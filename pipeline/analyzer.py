@@ -221,8 +221,9 @@ def _topic(question: str) -> str:
     return m.group(1).strip() if m else ""
 
 
-def analyze(question: str, solution: str, reference: str, output: str, pred: str | None,
-            completion_tokens: int | None = None, max_new_tokens: int | None = None) -> list[dict]:
+def analyze_case(question: str, solution: str, reference: str, output: str, pred: str | None,
+                 completion_tokens: int | None = None,
+                 max_new_tokens: int | None = None) -> list[dict]:
     """One to three keyphrases with their evidence, most specific first."""
     found: list[tuple[int, str, str]] = []  # (priority, keyphrase, evidence)
     output = output or ""

@@ -113,12 +113,12 @@ def data_import(ctx, path, fmt, dataset, split, mapping):
 
     Example: sei data import test.jsonl --format gsm8k --dataset gsm8k --split test
     """
-    from pipeline.data import ImportError_, import_file, parse_mapping
+    from pipeline.data import DataFileError, import_file, parse_mapping
 
     try:
         rep = import_file(_store(ctx), path, fmt, dataset, split,
                           parse_mapping(mapping) if mapping else None)
-    except (ImportError_, ValueError) as e:
+    except (DataFileError, ValueError) as e:
         raise click.ClickException(f"{e}\n(nothing was imported)") from e
     click.echo(f"{path}: {rep.summary()} in {dataset}/{split}")
     for kind, msgs in (("same content already present", rep.same), ("id clash", rep.clash)):
@@ -288,7 +288,7 @@ def bad_cases(ctx, run_id, limit, full):
               help="Stop after this many bad cases fail in a row (default 5).")
 @click.option("--background", is_flag=True)
 @click.pass_context
-def analyze(ctx, run_id, limit, instructor_model, base_url, offline, background, **limits):
+def analyze_cmd(ctx, run_id, limit, instructor_model, base_url, offline, background, **limits):
     """Write error keyphrases for bad cases (resumable; a rerun retries failed cases).
 
     Exits non-zero, saying how many, when some bad cases failed.

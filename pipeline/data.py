@@ -26,7 +26,7 @@ MAX_DEPTH = 64  # JSON nested deeper than this is refused (and never recursed in
 FIELDS = ("question", "answer", "solution", "pid")
 
 
-class ImportError_(ValueError):
+class DataFileError(ValueError):
     """Malformed input; the message names the file and line."""
 
 
@@ -188,20 +188,20 @@ def _depth(text: str) -> int:
 def _read_text(path: Path) -> str:
     """The file as text (UTF-8, with or without a BOM); other files are refused by name."""
     if path.is_dir():
-        raise ImportError_(f"{path}: is a directory, not a JSONL file")
+        raise DataFileError(f"{path}: is a directory, not a JSONL file")
     if not path.exists():
-        raise ImportError_(f"{path}: no such file")
+        raise DataFileError(f"{path}: no such file")
     raw = path.read_bytes()
     if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or (
             len(raw) >= 4 and b"\x00\x00" in (raw[0:4:2], raw[1:4:2])):
-        raise ImportError_(f"{path}: looks like UTF-16; save it as UTF-8 JSONL")
+        raise DataFileError(f"{path}: looks like UTF-16; save it as UTF-8 JSONL")
     if b"\x00" in raw:
-        raise ImportError_(f"{path}: binary file (NUL bytes), not UTF-8 JSONL")
+        raise DataFileError(f"{path}: binary file (NUL bytes), not UTF-8 JSONL")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
-        raise ImportError_(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x}); "
+        raise DataFileError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x}); "
                            "save the file as UTF-8") from None
 
 
@@ -212,7 +212,7 @@ def content_id(split: str, question: str, answer: str) -> str:
 
 def read_jsonl(path: Path, parse: Callable[[dict], dict], dataset: str,
                split: str) -> list[dict]:
-    """Every row of a JSONL file, or ImportError_ listing every bad record by line."""
+    """Every row of a JSONL file, or DataFileError listing every bad record by line."""
     errors: list[str] = []
     n_errors = 0
     rows = []
@@ -251,9 +251,9 @@ def read_jsonl(path: Path, parse: Callable[[dict], dict], dataset: str,
         rows.append(row)
     if n_errors:
         more = f"\n... and {n_errors - len(errors)} more" if n_errors > len(errors) else ""
-        raise ImportError_(f"{n_errors} bad record(s):\n" + "\n".join(errors) + more)
+        raise DataFileError(f"{n_errors} bad record(s):\n" + "\n".join(errors) + more)
     if not rows:
-        raise ImportError_(f"{path}: no records")
+        raise DataFileError(f"{path}: no records")
     return rows
 
 
@@ -278,12 +278,12 @@ def import_file(store: Store, path: str | Path, fmt: str, dataset: str, split: s
     path = Path(path)
     if fmt == "generic":
         if not mapping:
-            raise ImportError_("--format generic needs --map question=FIELD,answer=FIELD")
+            raise DataFileError("--format generic needs --map question=FIELD,answer=FIELD")
         parse = generic(mapping)
     elif mapping:
-        raise ImportError_(f"--map applies to --format generic only, not to {fmt}")
+        raise DataFileError(f"--map applies to --format generic only, not to {fmt}")
     elif fmt not in FORMATS:
-        raise ImportError_(f"unknown format {fmt!r}; one of {sorted(FORMATS)} or generic")
+        raise DataFileError(f"unknown format {fmt!r}; one of {sorted(FORMATS)} or generic")
     else:
         parse = FORMATS[fmt]
     rows = read_jsonl(path, parse, dataset, split)

@@ -6,7 +6,7 @@ endpoint: GPT-4o, vLLM, llama.cpp's server).
   errors, a reply without choices, a cut body) is a failed attempt: logged, then retried
   with exponential backoff; a 4xx other than 408/409/429 is not retried. A request has a
   timeout (`timeout_s`), a bad case a time limit for all its attempts (`case_time_s`), and
-  keyphrases.analyze stops after `breaker_after` consecutive failed cases.
+  keyphrases.analyze_bad_cases stops after `breaker_after` consecutive failed cases.
 - Replies are cached in the store by (endpoint, model, messages, parameters, schema):
   a re-run costs nothing and gives the same result.
 - Every call, cached or not, failed or not, is logged in `llm_calls`.

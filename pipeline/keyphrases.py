@@ -49,7 +49,7 @@ class AnalysisIncomplete(InstructorError):
             f"llm_calls; run it again to retry only those. Last error: {last}")
 
 
-def analyze(store: Store, run_id: str | None = None,
+def analyze_bad_cases(store: Store, run_id: str | None = None,
             instructor: dict | Instructor | str | None = None,
             limit: int | None = None, progress=_noop) -> str:
     """Write keyphrases for bad cases (of one run, or all). Returns the analysis id.
@@ -81,7 +81,7 @@ def analyze(store: Store, run_id: str | None = None,
             if ins:
                 phrases = instructor_phrases(ins, store, c)
             else:
-                phrases = offline.analyze(c["question"], c["solution"] or "", c["answer"],
+                phrases = offline.analyze_case(c["question"], c["solution"] or "", c["answer"],
                                           c["output"] or "", c["pred"], c["completion_tokens"],
                                           max_tokens.get(c["run_id"]))
         except Exception as e:  # recorded, retried on resume; the analysis goes on

@@ -46,7 +46,7 @@ def iterate(store: Store, p: LoopParams, progress: Progress = no_progress) -> di
     from pipeline.data import import_demo
     from pipeline.evaluate import EvalParams, default_sets, evaluate
     from pipeline.extract import extract
-    from pipeline.keyphrases import analyze
+    from pipeline.keyphrases import analyze_bad_cases
     from pipeline.select import SelectParams, select
     from pipeline.synthesize import SynthParams, synthesize
     from pipeline.target import GenParams
@@ -77,7 +77,7 @@ def iterate(store: Store, p: LoopParams, progress: Progress = no_progress) -> di
                 params=GenParams(max_new_tokens=p.max_new_tokens, seed=p.seed),
                 progress=bar(k0, "extract"))
             store.link_run(i, "extract", rid)
-            aid = analyze(store, run_id=rid, progress=bar(k0 + 1, "analyze"))
+            aid = analyze_bad_cases(store, run_id=rid, progress=bar(k0 + 1, "analyze"))
             cl = store.latest_clustering()
             if cl is None or cl["analysis_id"] != aid:
                 # iteration i's own bad cases: current on purpose (not held as a subset)

@@ -50,9 +50,9 @@ def _extract(store: Store, p: dict, progress) -> dict:
 
 @stage("analyze", heavy=True)
 def _analyze(store: Store, p: dict, progress) -> dict:
-    from pipeline.keyphrases import analyze
+    from pipeline.keyphrases import analyze_bad_cases
 
-    return {"analysis_id": analyze(store, run_id=p.get("run_id"),
+    return {"analysis_id": analyze_bad_cases(store, run_id=p.get("run_id"),
                                    instructor=p.get("instructor"), limit=p.get("limit"),
                                    progress=progress)}
 

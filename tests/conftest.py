@@ -99,12 +99,12 @@ def prepared(prepared_db, tmp_path, monkeypatch) -> Store:
 def clustered_db(prepared_db, tmp_path_factory) -> Path:
     """The prepared store, analysed offline and clustered (real MiniLM, UMAP, HDBSCAN)."""
     from pipeline.cluster import ClusterParams, cluster
-    from pipeline.keyphrases import analyze
+    from pipeline.keyphrases import analyze_bad_cases
 
     db = tmp_path_factory.mktemp("clustered") / "sei.duckdb"
     shutil.copy(prepared_db, db)
     s = Store(db)
-    analyze(s, instructor="offline")
+    analyze_bad_cases(s, instructor="offline")
     cluster(s, ClusterParams(min_cluster_size=4))
     return db
 

@@ -6,9 +6,9 @@ from fractions import Fraction
 import pytest
 
 from pipeline import analyzer
-from pipeline.analyzer import analyze, evaluate, steps_in
+from pipeline.analyzer import analyze_case, evaluate, steps_in
 from pipeline.answers import extract_answer
-from pipeline.keyphrases import analyze as analyze_store
+from pipeline.keyphrases import analyze_bad_cases
 
 Q = "A ribbon is 20 yards long. Tom cuts off 9 feet. How many feet of ribbon are left?"
 SOL = ("The ribbon is 20*3 = <<20*3=60>>60 feet long.\n"
@@ -17,7 +17,7 @@ SOL = ("The ribbon is 20*3 = <<20*3=60>>60 feet long.\n"
 
 def phrases(output, tokens=40, limit=256):
     pred, _ = extract_answer(output)
-    return [k["text"] for k in analyze(Q, SOL, "51", output, pred, tokens, limit)]
+    return [k["text"] for k in analyze_case(Q, SOL, "51", output, pred, tokens, limit)]
 
 
 def test_parser_is_exact_and_refuses_code():
@@ -82,7 +82,7 @@ def test_always_one_to_three_phrases_and_deterministic():
 
 def test_real_bad_cases(prepared):
     """Every bad case of the real model gets evidence-backed, specific keyphrases."""
-    aid = analyze_store(prepared, instructor="offline")
+    aid = analyze_bad_cases(prepared, instructor="offline")
     cases = prepared.bad_cases()
     assert len(cases) >= 10
     kps = prepared.keyphrases(aid)
@@ -105,7 +105,7 @@ def test_real_bad_cases(prepared):
             assert step and step[0]["true"] != step[0]["claimed"], k
     # Resumable and idempotent: a second run adds nothing.
     n = prepared.count("keyphrases")
-    assert analyze_store(prepared, instructor="offline") == aid
+    assert analyze_bad_cases(prepared, instructor="offline") == aid
     assert prepared.count("keyphrases") == n
 
 
@@ -121,7 +121,7 @@ def test_steps_it_cannot_parse_still_ground_their_results():
     q = "Tom buys 12 apples at $9 each and a basket for $20. How much does he spend?"
     sol = "Apples: 12*9 = <<12*9=108>>108. Total: 108+20 = <<108+20=128>>128.\n#### 128"
     out = "He pays 12 apples * $9 = $108. Then 108 + 25 = 133. The answer is 133."
-    texts = [k["text"] for k in analyze(q, sol, "128", out, "133", 40, 256)]
+    texts = [k["text"] for k in analyze_case(q, sol, "128", out, "133", 40, 256)]
     assert not any(t.startswith("ungrounded quantity 108") for t in texts), texts
     out = "We multiply 20 by 20 yards: 400 yards. So 400 - 9 = 391 feet. The answer is 391."
     assert not any(p.startswith("ungrounded quantity 400") for p in phrases(out))
@@ -166,7 +166,7 @@ def test_precision_on_hand_checked_keyphrases():
     from pathlib import Path
 
     data = json.loads((Path(__file__).parent / "data" / "analyzer_precision.json").read_text())
-    now = {pid: [k["text"] for k in analyze(c["question"], c["solution"], c["reference"],
+    now = {pid: [k["text"] for k in analyze_case(c["question"], c["solution"], c["reference"],
                                             c["output"], c["pred"], c["completion_tokens"],
                                             c["max_new_tokens"])]
            for pid, c in data["cases"].items()}

@@ -379,11 +379,11 @@ def test_error_map_clusterings_switch_and_recluster(app, page):
     """A subset clustering asks before it becomes current; the picker switches and back;
     the map redraws by itself when a re-cluster job ends."""
     from pipeline.cluster import ClusterParams, cluster
-    from pipeline.keyphrases import analyze
+    from pipeline.keyphrases import analyze_bad_cases
 
     url, store = app
     cur = taxonomy.current(store).clustering["clustering_id"]
-    aid = analyze(store, run_id=store.runs()[0]["run_id"], instructor="offline", limit=8)
+    aid = analyze_bad_cases(store, run_id=store.runs()[0]["run_id"], instructor="offline", limit=8)
     small = cluster(store, ClusterParams(min_cluster_size=2), analysis_id=aid)["clustering_id"]
     page.goto(f"{url}/Error_map")
     map_ready(page)

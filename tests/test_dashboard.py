@@ -188,10 +188,10 @@ def test_merge_undo_merge_again_and_fresh_titles(clustered):
 
 def test_error_map_switches_clusterings(clustered):
     from pipeline.cluster import ClusterParams, cluster
-    from pipeline.keyphrases import analyze
+    from pipeline.keyphrases import analyze_bad_cases
 
     cur = taxonomy.current(clustered).clustering["clustering_id"]
-    aid = analyze(clustered, run_id=clustered.runs()[0]["run_id"], instructor="offline",
+    aid = analyze_bad_cases(clustered, run_id=clustered.runs()[0]["run_id"], instructor="offline",
                   limit=8)
     small = cluster(clustered, ClusterParams(min_cluster_size=2), analysis_id=aid)
     at = ok(page("2_Error_map.py"))

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from pipeline.answers import answers_equal, extract_answer
 from pipeline.cli import cli
 from pipeline.config import ROOT
-from pipeline.data import ImportError_, import_demo, import_file
+from pipeline.data import DataFileError, import_demo, import_file
 from pipeline.store import MIGRATIONS, SCHEMA_VERSION, Store
 
 FILES = [  # (path, format, rows in MANIFEST.md)
@@ -73,7 +73,7 @@ def test_malformed_jsonl_names_line_and_writes_nothing(store, bench, tmp_path):
     lines[6] = lines[6][:40]  # cut a record in half
     bad = tmp_path / "broken.jsonl"
     bad.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ImportError_, match=r"broken\.jsonl:7: not valid JSON"):
+    with pytest.raises(DataFileError, match=r"broken\.jsonl:7: not valid JSON"):
         import_file(store, bad, "gsm8k", "gsm8k", "test")
     assert store.count("problems") == before
 
@@ -82,7 +82,7 @@ def test_malformed_jsonl_names_line_and_writes_nothing(store, bench, tmp_path):
     rec["answer"] = rec["answer"].split("####")[0]
     lines[3] = json.dumps(rec)
     bad.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ImportError_, match=r"broken\.jsonl:4: .*####"):
+    with pytest.raises(DataFileError, match=r"broken\.jsonl:4: .*####"):
         import_file(store, bad, "gsm8k", "gsm8k", "test")
     assert store.count("problems") == before
 
@@ -98,7 +98,7 @@ def test_generic_mapping(store, bench):
     rep = import_file(store, bench / "svamp/test.jsonl", "generic", "svamp_g", "test",
                            {"question": ["Body"], "answer": ["Answer"], "pid": ["ID"]})
     assert rep.read == rep.added == 1000
-    with pytest.raises(ImportError_, match=r"(?s)1000 bad record.*test\.jsonl:1: missing field "
+    with pytest.raises(DataFileError, match=r"(?s)1000 bad record.*test\.jsonl:1: missing field "
                        r"'nope'.*test\.jsonl:20: missing field 'nope'.*and 980 more"):
         import_file(store, bench / "svamp/test.jsonl", "generic", "x", "y",
                     {"question": ["nope"], "answer": ["Answer"]})
@@ -201,7 +201,7 @@ def test_every_bad_record_is_named_and_nothing_is_written(store, bench, tmp_path
     import_file(store, bench / "svamp/test.jsonl", "svamp", "svamp", "test")
     before = store.count("problems")
     bad = _write(tmp_path / "bad.jsonl", [line for line, _ in BAD_RECORDS])
-    with pytest.raises(ImportError_) as e:
+    with pytest.raises(DataFileError) as e:
         import_file(store, bad, "gsm8k", "g", "t")
     msg = str(e.value)
     assert msg.startswith(f"{len(BAD_RECORDS) - 1} bad record(s):")
@@ -234,7 +234,7 @@ def test_files_that_are_not_utf8_jsonl_are_refused_by_name(store, bench, tmp_pat
         (lines[0] + "\n" + json.dumps({"question": "caf\u00e9?", "answer": "#### 1"},
                                      ensure_ascii=False) + "\n").encode("latin-1"))
     for path, reason in cases.items():
-        with pytest.raises(ImportError_) as e:
+        with pytest.raises(DataFileError) as e:
             import_file(store, path, "gsm8k", "g", "t")
         assert str(path.name) in str(e.value) and reason in str(e.value), (path, e.value)
         r = CliRunner().invoke(cli, ["--db", str(store.path), "data", "import", str(path),

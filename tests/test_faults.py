@@ -20,7 +20,7 @@ from fault_server import make_bad_cases as bad_cases
 
 from pipeline.config import ROOT
 from pipeline.instructor import Instructor
-from pipeline.keyphrases import AnalysisIncomplete, analyze
+from pipeline.keyphrases import AnalysisIncomplete, analyze_bad_cases
 from pipeline.store import Store
 
 FAULTS = ["429", "500", "nochoices", "emptychoices", "nullcontent", "cutbody", "cutcontent",
@@ -98,7 +98,7 @@ def test_circuit_breaker_stops_asking_a_dead_endpoint(store):
                          breaker_after=3)
         with pytest.raises(AnalysisIncomplete, match="3 of 8 bad cases failed; circuit "
                            "breaker opened after 3 failed cases in a row, 5 not tried") as e:
-            analyze(store, instructor=ins)
+            analyze_bad_cases(store, instructor=ins)
         assert (e.value.failed, e.value.not_tried) == (3, 5)
         assert len(srv.requests) == 3 * 2  # three cases, two attempts each, then no more
         assert store.count("analysis_done") == 3
@@ -114,7 +114,7 @@ def test_case_time_limit_bounds_a_slow_endpoint(store):
         ins = Instructor(model="m", base_url=srv.base_url, timeout_s=0.5, case_time_s=1.2,
                          max_retries=10, backoff_s=0.2)
         with pytest.raises(AnalysisIncomplete, match="1 of 2 bad cases failed"):
-            analyze(store, instructor=ins)
+            analyze_bad_cases(store, instructor=ins)
         err = store.rows("SELECT error FROM analysis_done WHERE error IS NOT NULL")
         assert len(err) == 1 and "time limit per case (1.2s) reached" in err[0]["error"]
         slow = [q for q in srv.requests if q["fault"] == "slow"]

@@ -138,7 +138,7 @@ def test_instructor_analysis_end_to_end(store, llama_server):
     summary); a rerun asks again about that case only."""
     from fault_server import make_bad_cases
 
-    from pipeline.keyphrases import AnalysisIncomplete, analyze
+    from pipeline.keyphrases import AnalysisIncomplete, analyze_bad_cases
 
     ids = make_bad_cases(store, [
         "A box holds 12 apples. How many apples are in 5 boxes?",
@@ -148,7 +148,7 @@ def test_instructor_analysis_end_to_end(store, llama_server):
     ins = Instructor(model="smollm2-135m-instruct", base_url=llama_server, max_tokens=64,
                      max_retries=1, backoff_s=0.05)
     with pytest.raises(AnalysisIncomplete, match="1 of 4 bad cases failed") as e:
-        analyze(store, instructor=ins)
+        analyze_bad_cases(store, instructor=ins)
     aid = e.value.analysis_id
     errors = {r["case_id"]: r["error"] for r in
               store.rows("SELECT case_id, error FROM analysis_done WHERE analysis_id = ?", [aid])}
@@ -160,7 +160,7 @@ def test_instructor_analysis_end_to_end(store, llama_server):
     assert all(k["analyzer"] == ins.name and len(k["text"]) >= 3 for k in kps)
     n_calls = store.count("llm_calls")
     with pytest.raises(AnalysisIncomplete, match="1 of 1 bad cases failed"):
-        analyze(store, instructor=ins)
+        analyze_bad_cases(store, instructor=ins)
     again = store.llm_calls(1000)[:store.count("llm_calls") - n_calls]
     assert again and {c["purpose"] for c in again} == {f"keyphrases case {ids[2]}"}
     assert store.keyphrases(aid) == kps  # the finished cases are untouched

@@ -216,7 +216,7 @@ def test_cli_analyze_cluster_types_export(prepared, tmp_path):
 
 
 def test_subset_clustering_is_held_until_made_current_and_a_switch_undoes(clustered):
-    from pipeline.keyphrases import analyze
+    from pipeline.keyphrases import analyze_bad_cases
 
     tax0 = taxonomy.current(clustered)
     cur = tax0.clustering["clustering_id"]
@@ -224,7 +224,7 @@ def test_subset_clustering_is_held_until_made_current_and_a_switch_undoes(cluste
     taxonomy.rename(clustered, t.type_id, "curated title")
     # A quick start on 8 problems: a new analysis of 8 bad cases, clustered.
     run = clustered.runs()[0]["run_id"]
-    aid = analyze(clustered, run_id=run, instructor="offline", limit=8)
+    aid = analyze_bad_cases(clustered, run_id=run, instructor="offline", limit=8)
     meta = cluster(clustered, ClusterParams(min_cluster_size=2), analysis_id=aid)
     held = meta["diff"]["held"]
     assert held == {"n_cases": 8, "current_cases": len({p["case_id"] for p in tax0.points}),
