@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass
 from fractions import Fraction
 
 ANALYZER = "offline-analyzer-v1"
@@ -221,110 +222,167 @@ def _topic(question: str) -> str:
     return m.group(1).strip() if m else ""
 
 
-def analyze_case(question: str, solution: str, reference: str, output: str, pred: str | None,
-                 completion_tokens: int | None = None,
-                 max_new_tokens: int | None = None) -> list[dict]:
-    """One to three keyphrases with their evidence, most specific first."""
-    found: list[tuple[int, str, str]] = []  # (priority, keyphrase, evidence)
-    output = output or ""
-    ref = num(reference) if reference else None
-    p = num(pred) if pred else None
-    topic = _topic(question)
-    q_nums = set(numbers_in(question))
-    ref_steps = steps_in(solution or "")
-    ref_vals = [s["claimed"] for s in ref_steps]
-    steps = steps_in(output)
+Finding = tuple[int, str, str]  # (priority: lower is more specific, keyphrase, evidence)
 
-    # Arithmetic re-checked, step by step.
-    for s in steps:
+
+@dataclass
+class _Case:
+    """One bad case, with what the checks read from it computed once."""
+    question: str
+    output: str
+    pred: str | None
+    p: Fraction | None                   # the predicted answer as a number
+    ref: Fraction | None                 # the reference answer as a number
+    completion_tokens: int | None
+    max_new_tokens: int | None
+    topic: str
+    q_nums: set
+    ref_steps: list[dict]
+    ref_vals: list
+    steps: list[dict]                    # the output's arithmetic steps
+
+
+def _arithmetic(c: _Case) -> list[Finding]:
+    """Arithmetic re-checked, step by step."""
+    found = []
+    for s in c.steps:
         if s["true"] is not None and s["true"] != s["claimed"]:
             kind = _OPS[s["ops"][0]] if len(set(s["ops"])) == 1 else "multi-operation arithmetic"
             found.append((0, f"{kind} error: {s['expr']} given as {show(s['claimed'])} "
                              f"instead of {show(s['true'])}",
-                          _snip(output, s["at"])))
+                          _snip(c.output, s["at"])))
+    return found
 
-    # Wrong operation on the same operands as a reference step.
-    for s in steps:
-        for r in ref_steps:
+
+def _wrong_operation(c: _Case) -> list[Finding]:
+    """Wrong operation on the same operands as a reference step."""
+    found = []
+    for s in c.steps:
+        for r in c.ref_steps:
             if (sorted(s["operands"]) == sorted(r["operands"]) and len(s["operands"]) == 2
                     and s["ops"] != r["ops"] and s["true"] is not None):
                 found.append((1, f"used {_OPS[s['ops'][0]]} instead of {_OPS[r['ops'][0]]} "
                                  f"on {show(r['operands'][0])} and {show(r['operands'][1])}",
-                              _snip(output, s["at"])))
+                              _snip(c.output, s["at"])))
                 break
+    return found
 
-    truncated = bool(completion_tokens and max_new_tokens and completion_tokens >= max_new_tokens)
+
+def _loop_or_cut(c: _Case) -> list[Finding]:
+    """A repetition loop, and an output cut at the token limit (second to a loop)."""
+    found = []
+    output, max_new = c.output, c.max_new_tokens
+    truncated = bool(c.completion_tokens and max_new and c.completion_tokens >= max_new)
     rep = _repetition(output)
     if rep:
         found.append((0, f"repetition loop: repeats \"{rep[0][:40]}\" {rep[1]} times", rep[0][:80]))
     if truncated:
         found.append((1 if rep else 0,
-                      f"output truncated at the {max_new_tokens}-token limit"
+                      f"output truncated at the {max_new}-token limit"
                       + (" before a final answer" if "answer is" not in output.lower() else ""),
                       output[-80:]))
+    return found
+
+
+def _no_answer(c: _Case) -> list[Finding]:
+    """An empty output, no final answer, or one that is not a number."""
+    if not c.output.strip():
+        return [(0, "empty output", "")]
+    if c.pred is None:
+        return [(0, "no final answer stated", c.output[-80:])]
+    if c.p is None:
+        return [(1, f"final answer \"{c.pred[:30]}\" is not a number", c.pred[:80])]
+    return []
+
+
+def _wrong_answer_shape(c: _Case) -> list[Finding]:
+    """What the wrong final answer is: an intermediate result, a given number, off by a
+    power of ten or a sign; or a wrong last step after correct intermediate values."""
+    p, ref, ref_vals = c.p, c.ref, c.ref_vals
+    if p is None or ref is None or p == ref:
+        return []
+    found = []
+    k = ref_vals.index(p) + 1 if p in ref_vals[:-1] else 0
+    if k:
+        found.append((1, f"stopped early: final answer {show(p)} is the result of step {k} "
+                         f"of {len(ref_vals)}" + (f" ({c.topic})" if c.topic else ""),
+                      f"answer {show(p)}, reference {show(ref)}"))
+    elif p in c.q_nums:
+        found.append((1, f"final answer copies the given quantity {show(p)} from the question",
+                      f"answer {show(p)}, reference {show(ref)}"))
+    elif ref and p / ref in (10, 100, 1000, Fraction(1, 10), Fraction(1, 100),
+                             Fraction(1, 1000)):
+        found.append((1, f"scale error: answer {show(p)} is {show(p / ref)} times the "
+                         f"correct {show(ref)}", f"answer {show(p)}"))
+    elif p == -ref:
+        found.append((1, f"sign error: answer {show(p)} instead of {show(ref)}", ""))
+    hit = [v for v in ref_vals[:-1] if v in set(numbers_in(c.output))]
+    if hit and not k and len(ref_vals) > 1:
+        found.append((2, f"wrong final step after correct intermediate value {show(hit[-1])}: "
+                         f"{show(p)} instead of {show(ref)}",
+                      f"intermediate {show(hit[-1])} found in output"))
+    return found
+
+
+def _grounding(c: _Case) -> list[Finding]:
+    """Numbers that come from nowhere, and given numbers never used."""
+    output = c.output
     if not output.strip():
-        found.append((0, "empty output", ""))
-    elif pred is None:
-        found.append((0, "no final answer stated", output[-80:]))
-    elif p is None:
-        found.append((1, f"final answer \"{pred[:30]}\" is not a number", pred[:80]))
+        return []
+    found = []
+    known = set(c.q_nums) | _CONSTANTS
+    plain = _plain(output)
+    for s in c.steps:
+        # Any number the output wrote before this step came from somewhere: a step the
+        # parser cannot read ("12 apples * $9 = $108", "20 by 20 yards: 400 yards").
+        known.update(numbers_in(plain[:s["at"]]))
+        for o in s["operands"]:
+            if o not in known and o.denominator == 1 and o > 12:
+                found.append((2, f"ungrounded quantity {show(o)} used in {s['expr']} "
+                                 f"(not in the question or earlier steps)",
+                              _snip(output, s["at"])))
+                break
+        known.add(s["claimed"])
+        if s["true"] is not None:
+            known.add(s["true"])
+    used = set(numbers_in(output))
+    missed = [x for x in numbers_in(c.question) if x not in used and x not in (0, 1)]
+    if missed and len(c.ref_vals) > 0:
+        word = re.search(re.escape(show(missed[0])) + r"\s+([a-z]+)", c.question)
+        found.append((3, f"ignored the given quantity {show(missed[0])}"
+                         + (f" {word.group(1)}" if word else ""), ""))
+    return found
 
-    if p is not None and ref is not None and p != ref:
-        k = ref_vals.index(p) + 1 if p in ref_vals[:-1] else 0
-        if k:
-            found.append((1, f"stopped early: final answer {show(p)} is the result of step {k} "
-                             f"of {len(ref_vals)}" + (f" ({topic})" if topic else ""),
-                          f"answer {show(p)}, reference {show(ref)}"))
-        elif p in q_nums:
-            found.append((1, f"final answer copies the given quantity {show(p)} from the question",
-                          f"answer {show(p)}, reference {show(ref)}"))
-        elif ref and p / ref in (10, 100, 1000, Fraction(1, 10), Fraction(1, 100),
-                                 Fraction(1, 1000)):
-            found.append((1, f"scale error: answer {show(p)} is {show(p / ref)} times the "
-                             f"correct {show(ref)}", f"answer {show(p)}"))
-        elif p == -ref:
-            found.append((1, f"sign error: answer {show(p)} instead of {show(ref)}", ""))
-        hit = [v for v in ref_vals[:-1] if v in set(numbers_in(output))]
-        if hit and not k and len(ref_vals) > 1:
-            found.append((2, f"wrong final step after correct intermediate value {show(hit[-1])}: "
-                             f"{show(p)} instead of {show(ref)}",
-                          f"intermediate {show(hit[-1])} found in output"))
 
-    # Grounding: numbers that come from nowhere, and given numbers never used.
-    if output.strip():
-        known = set(q_nums) | _CONSTANTS
-        plain = _plain(output)
-        for s in steps:
-            # Any number the output wrote before this step came from somewhere: a step the
-            # parser cannot read ("12 apples * $9 = $108", "20 by 20 yards: 400 yards").
-            known.update(numbers_in(plain[:s["at"]]))
-            for o in s["operands"]:
-                if o not in known and o.denominator == 1 and o > 12:
-                    found.append((2, f"ungrounded quantity {show(o)} used in {s['expr']} "
-                                     f"(not in the question or earlier steps)",
-                                  _snip(output, s["at"])))
-                    break
-            known.add(s["claimed"])
-            if s["true"] is not None:
-                known.add(s["true"])
-        used = set(numbers_in(output))
-        missed = [x for x in numbers_in(question) if x not in used and x not in (0, 1)]
-        if missed and len(ref_vals) > 0:
-            word = re.search(re.escape(show(missed[0])) + r"\s+([a-z]+)", question)
-            found.append((3, f"ignored the given quantity {show(missed[0])}"
-                             + (f" {word.group(1)}" if word else ""), ""))
+def _fallback(c: _Case) -> Finding:
+    """When no check found anything: a wrong result, with how much of it could be checked."""
+    if c.p is None or c.ref is None:
+        return (4, "wrong final answer with no checkable steps", c.output[-80:])
+    checked = [x for x in c.steps if x["true"] is not None]
+    how = ((f"though its {len(checked)} arithmetic steps check out" if len(checked) > 1
+            else "though its one arithmetic step checks out") if checked
+           else "with no checkable arithmetic")
+    return (4, f"wrong result {show(c.p)} instead of {show(c.ref)} {how}"
+            + (f" ({c.topic})" if c.topic else ""), c.output[-80:])
 
-    if not found:
-        checked = [x for x in steps if x["true"] is not None]
-        if p is not None and ref is not None:
-            how = ((f"though its {len(checked)} arithmetic steps check out" if len(checked) > 1
-                    else "though its one arithmetic step checks out") if checked
-                   else "with no checkable arithmetic")
-            found.append((4, f"wrong result {show(p)} instead of {show(ref)} {how}"
-                          + (f" ({topic})" if topic else ""), output[-80:]))
-        else:
-            found.append((4, "wrong final answer with no checkable steps", output[-80:]))
 
+# In this order; ties in priority keep it.
+CHECKS = (_arithmetic, _wrong_operation, _loop_or_cut, _no_answer, _wrong_answer_shape,
+          _grounding)
+
+
+def analyze_case(question: str, solution: str, reference: str, output: str, pred: str | None,
+                 completion_tokens: int | None = None,
+                 max_new_tokens: int | None = None) -> list[dict]:
+    """One to three keyphrases with their evidence, most specific first."""
+    output = output or ""
+    ref_steps = steps_in(solution or "")
+    c = _Case(question=question, output=output, pred=pred,
+              p=num(pred) if pred else None, ref=num(reference) if reference else None,
+              completion_tokens=completion_tokens, max_new_tokens=max_new_tokens,
+              topic=_topic(question), q_nums=set(numbers_in(question)), ref_steps=ref_steps,
+              ref_vals=[s["claimed"] for s in ref_steps], steps=steps_in(output))
+    found = [f for check in CHECKS for f in check(c)] or [_fallback(c)]
     found.sort(key=lambda f: f[0])
     out, seen = [], set()
     for _, text, ev in found:

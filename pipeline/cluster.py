@@ -179,15 +179,7 @@ def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str 
         assign[c] = tid
     diff["new"] = [{"cluster": c, "type_id": assign[c]} for c in new_clusters]
 
-    # Titles for new types; kept types keep theirs (re-title with `sei types retitle`).
-    texts = {i: k["text"] for i, k in zip(ids, kps)}
-    new_types = []
-    for c in new_clusters:
-        members = [i for i, label in zip(ids, lab) if label == c]
-        title, desc, by = title_for(store, [texts[i] for i in members],
-                                    central_texts(members, emb, texts), p, instructor)
-        new_types.append({"type_id": assign[c], "title": title, "description": desc,
-                          "titled_by": by})
+    new_types = _title_new_types(store, new_clusters, assign, kps, lab, emb, p, instructor)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     key = hashlib.sha256(json.dumps([aid, asdict(p), time.time_ns()]).encode()).hexdigest()[:6]
     meta = {"clustering_id": f"cl-{stamp}-{key}", "analysis_id": aid, "method": p.method,
@@ -196,19 +188,43 @@ def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str 
             "timings": timings, "diff": diff, "code_version": config.code_version(),
             "previous": prev["clustering_id"] if prev else None}
     meta["diff"]["previous"] = meta["previous"]
-    old_cases = {r["case_id"] for r in prev_pts}
-    new_cases = {k["case_id"] for k in kps}
-    if prev and (make_current is False or (make_current is None
-                                           and len(new_cases) < len(old_cases))):
-        meta["diff"]["held"] = {"n_cases": len(new_cases), "current_cases": len(old_cases),
-                                "shared_cases": len(new_cases & old_cases),
-                                "current": prev["clustering_id"]}
+    held = _held(prev, prev_pts, kps, make_current)
+    if held:
+        meta["diff"]["held"] = held
     points = [{"kp_id": i, "x": float(a), "y": float(b), "cluster": int(label),
                "type_id": assign.get(int(label)) if label >= 0 else None, "prob": float(pr)}
               for i, (a, b), label, pr in zip(ids, xy, lab, prob)]
     store.save_clustering(meta, points, new_types)
     progress(4, 4, "cluster", f"{meta['n_clusters']} clusters")
     return meta
+
+
+def _title_new_types(store: Store, new_clusters: list[int], assign: dict, kps: list[dict],
+                     lab, emb: dict, p: ClusterParams, instructor) -> list[dict]:
+    """Titles for new types; kept types keep theirs (re-title with `sei types retitle`)."""
+    ids = [k["kp_id"] for k in kps]
+    texts = {i: k["text"] for i, k in zip(ids, kps)}
+    new_types = []
+    for c in new_clusters:
+        members = [i for i, label in zip(ids, lab) if label == c]
+        title, desc, by = title_for(store, [texts[i] for i in members],
+                                    central_texts(members, emb, texts), p, instructor)
+        new_types.append({"type_id": assign[c], "title": title, "description": desc,
+                          "titled_by": by})
+    return new_types
+
+
+def _held(prev: dict | None, prev_pts: list[dict], kps: list[dict],
+          make_current: bool | None) -> dict | None:
+    """Why a new clustering waits instead of becoming current: it was asked to, or it
+    covers fewer bad cases than the current one. None: it becomes current."""
+    old_cases = {r["case_id"] for r in prev_pts}
+    new_cases = {k["case_id"] for k in kps}
+    if prev and (make_current is False or (make_current is None
+                                           and len(new_cases) < len(old_cases))):
+        return {"n_cases": len(new_cases), "current_cases": len(old_cases),
+                "shared_cases": len(new_cases & old_cases), "current": prev["clustering_id"]}
+    return None
 
 
 def central_texts(members: list[int], emb: dict, texts: dict, n: int = 5) -> list[str]:

@@ -41,15 +41,39 @@ class LoopParams:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def iterate(store: Store, p: LoopParams, progress: Progress = no_progress) -> dict:
+def _error_types(store: Store, i: int, p: LoopParams, extract_bar: Progress,
+                 analyze_bar: Progress, cluster_bar: Progress) -> None:
+    """Iteration i's model on the train split, its bad cases' keyphrases and their error
+    types (extract -> analyze -> cluster), each resumed or skipped when already there."""
     from pipeline.cluster import ClusterParams, cluster
-    from pipeline.data import import_demo
-    from pipeline.evaluate import EvalParams, default_sets, evaluate
     from pipeline.extract import extract
     from pipeline.keyphrases import analyze_bad_cases
+    from pipeline.target import GenParams
+
+    model, adapter = iterations.model_for(store, i)
+    if i > 1 and adapter is None:
+        raise ValueError(f"iteration {i - 1} has no trained adapter")
+    linked = [lk["ref"] for lk in store.iteration_links(i) if lk["role"] == "extract"]
+    rid = linked[-1] if linked else extract(
+        store, "demo", "train", limit=p.train_limit, model=model, adapter=adapter,
+        params=GenParams(max_new_tokens=p.max_new_tokens, seed=p.seed),
+        progress=extract_bar)
+    store.link_run(i, "extract", rid)
+    aid = analyze_bad_cases(store, run_id=rid, progress=analyze_bar)
+    cl = store.latest_clustering()
+    if cl is None or cl["analysis_id"] != aid:
+        # iteration i's own bad cases: current on purpose (not held as a subset)
+        cluster(store, ClusterParams(), analysis_id=aid, progress=cluster_bar,
+                make_current=True)
+
+
+def iterate(store: Store, p: LoopParams, progress: Progress = no_progress) -> dict:
+    """The SEI loop for p.iterations iterations, resumable: the base model's evaluation,
+    then per iteration error types, synthesis, selection, training and evaluation."""
+    from pipeline.data import import_demo
+    from pipeline.evaluate import EvalParams, default_sets, evaluate
     from pipeline.select import SelectParams, select
     from pipeline.synthesize import SynthParams, synthesize
-    from pipeline.target import GenParams
     from pipeline.train import TrainParams, train
 
     n_steps = len(STEPS) * p.iterations + 1
@@ -68,21 +92,8 @@ def iterate(store: Store, p: LoopParams, progress: Progress = no_progress) -> di
         k0 = 1 + (i - 1) * len(STEPS)
         done = store.iteration(i)
         if done is None:
-            model, adapter = iterations.model_for(store, i)
-            if i > 1 and adapter is None:
-                raise ValueError(f"iteration {i - 1} has no trained adapter")
-            linked = [lk["ref"] for lk in store.iteration_links(i) if lk["role"] == "extract"]
-            rid = linked[-1] if linked else extract(
-                store, "demo", "train", limit=p.train_limit, model=model, adapter=adapter,
-                params=GenParams(max_new_tokens=p.max_new_tokens, seed=p.seed),
-                progress=bar(k0, "extract"))
-            store.link_run(i, "extract", rid)
-            aid = analyze_bad_cases(store, run_id=rid, progress=bar(k0 + 1, "analyze"))
-            cl = store.latest_clustering()
-            if cl is None or cl["analysis_id"] != aid:
-                # iteration i's own bad cases: current on purpose (not held as a subset)
-                cluster(store, ClusterParams(), analysis_id=aid, progress=bar(k0 + 2, "cluster"),
-                        make_current=True)
+            _error_types(store, i, p, bar(k0, "extract"), bar(k0 + 1, "analyze"),
+                         bar(k0 + 2, "cluster"))
             if p.review and i > 1:
                 out["paused"] = (f"iteration {i}: review the error types (app: Error map; "
                                  "CLI: `sei types list`), then run `sei iterate` again")

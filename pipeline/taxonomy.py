@@ -126,72 +126,91 @@ def _base_points(store: Store, cl: dict) -> list[dict]:
     return [dict(p) for p in _POINTS[key]]  # callers annotate their copies
 
 
-def _current(store: Store, clustering_id: str | None) -> Taxonomy:
-    cls, all_edits = store.clusterings(), store.edits()
-    cl = (next((c for c in cls if c["clustering_id"] == clustering_id), None)
-          if clustering_id else current_clustering(store, cls, all_edits))
-    meta = store.error_types()
-    edits = active_edits(all_edits)
-    if cl is None:
-        return Taxonomy(None, [], {}, 0, edits)
-    points = _base_points(store, cl)
-    ptype = {p["kp_id"]: p["type_id"] for p in points}
-    pexcl: dict[int, bool] = {p["kp_id"]: False for p in points}
-    title = {tid: m["title"] for tid, m in meta.items()}
-    desc = {tid: m["description"] for tid, m in meta.items()}
-    by = {tid: m["titled_by"] for tid, m in meta.items()}
-    texcl: dict[int, bool] = defaultdict(bool)
-    merged_into: dict[int, int] = {}
-    edited: set[int] = set()
+@dataclass
+class _Folded:
+    """The edit log folded onto a clustering's base assignment."""
+    type_of: dict[int, int | None]           # kp_id -> type_id
+    kp_excluded: dict[int, bool]             # kp_id -> excluded by a member exclusion
+    title: dict[int, str]
+    desc: dict[int, str | None]
+    titled_by: dict[int, str | None]
+    type_excluded: dict[int, bool]
+    merged_into: dict[int, int]
+    edited: set[int]
+
+
+def _fold_edits(points: list[dict], meta: dict[int, dict], edits: list[dict]) -> _Folded:
+    """Apply the active edits, in order, to the base assignment and stored titles."""
+    f = _Folded(type_of={p["kp_id"]: p["type_id"] for p in points},
+                kp_excluded={p["kp_id"]: False for p in points},
+                title={tid: m["title"] for tid, m in meta.items()},
+                desc={tid: m["description"] for tid, m in meta.items()},
+                titled_by={tid: m["titled_by"] for tid, m in meta.items()},
+                type_excluded=defaultdict(bool), merged_into={}, edited=set())
     for e in edits:
-        p, op = e["payload"], e["op"]
+        op, pay = e["op"], e["payload"]
         if op == "rename":
-            title[p["type_id"]], by[p["type_id"]] = p["title"], "human"
-            edited.add(p["type_id"])
+            f.title[pay["type_id"]], f.titled_by[pay["type_id"]] = pay["title"], "human"
+            f.edited.add(pay["type_id"])
         elif op == "describe":
-            desc[p["type_id"]] = p["description"]
-            edited.add(p["type_id"])
+            f.desc[pay["type_id"]] = pay["description"]
+            f.edited.add(pay["type_id"])
         elif op == "merge":
-            into = p["into"]
-            for src in p["type_ids"]:
-                if src == into:
-                    continue
-                merged_into[src] = into
-                for k, t in ptype.items():
-                    if t == src:
-                        ptype[k] = into
-            if p.get("title"):
-                title[into], by[into] = p["title"], "human"
-            edited.add(into)
+            _fold_merge(f, pay)
         elif op in ("split", "move"):
-            for k in p["kp_ids"]:
-                if k in ptype:
-                    ptype[k] = p["type_id"]
-            edited.add(p["type_id"])
+            for k in pay["kp_ids"]:
+                if k in f.type_of:
+                    f.type_of[k] = pay["type_id"]
+            f.edited.add(pay["type_id"])
         elif op in ("exclude", "include"):
             flag = op == "exclude"
-            if "type_id" in p:
-                texcl[p["type_id"]] = flag
-                edited.add(p["type_id"])
-            for k in p.get("kp_ids", []):
-                if k in pexcl:
-                    pexcl[k] = flag
+            if "type_id" in pay:
+                f.type_excluded[pay["type_id"]] = flag
+                f.edited.add(pay["type_id"])
+            for k in pay.get("kp_ids", []):
+                if k in f.kp_excluded:
+                    f.kp_excluded[k] = flag
+        # "undo" is already folded into which edits are active; "use" picks the clustering
+    return f
+
+
+def _fold_merge(f: _Folded, pay: dict) -> None:
+    into = pay["into"]
+    for src in pay["type_ids"]:
+        if src == into:
+            continue
+        f.merged_into[src] = into
+        for k, t in f.type_of.items():
+            if t == src:
+                f.type_of[k] = into
+    if pay.get("title"):
+        f.title[into], f.titled_by[into] = pay["title"], "human"
+    f.edited.add(into)
+
+
+def _type_views(f: _Folded) -> dict[int, TypeView]:
+    """One view per type that has members or was merged away, without members yet."""
     types: dict[int, TypeView] = {}
-    for tid in set(ptype.values()) | set(merged_into):
+    for tid in set(f.type_of.values()) | set(f.merged_into):
         if tid is None:
             continue
-        types[tid] = TypeView(tid, title.get(tid) or f"type {tid}", desc.get(tid), by.get(tid),
-                              excluded=texcl[tid], merged_into=merged_into.get(tid),
-                              edited=tid in edited)
-    for p in points:
-        t = ptype[p["kp_id"]]
-        p["type"] = t
-        p["excluded"] = pexcl[p["kp_id"]] or (t is not None and texcl[t])
+        types[tid] = TypeView(tid, f.title.get(tid) or f"type {tid}", f.desc.get(tid),
+                              f.titled_by.get(tid), excluded=f.type_excluded[tid],
+                              merged_into=f.merged_into.get(tid), edited=tid in f.edited)
+    return types
+
+
+def _place_points(points: list[dict], f: _Folded, types: dict[int, TypeView]) -> int:
+    """Annotate each point with its type and exclusion, fill the types' members, shares
+    and examples (the members nearest their centre). Returns the bad cases still live."""
+    for pt in points:
+        t = f.type_of[pt["kp_id"]]
+        pt["type"] = t
+        pt["excluded"] = f.kp_excluded[pt["kp_id"]] or (t is not None and f.type_excluded[t])
         if t is not None:
-            types[t].members.append(p["kp_id"])
-    live_cases = {p["case_id"] for p in points if not p["excluded"]}
-    n_cases = len(live_cases)
-    by_kp = {p["kp_id"]: p for p in points}
+            types[t].members.append(pt["kp_id"])
+    n_cases = len({pt["case_id"] for pt in points if not pt["excluded"]})
+    by_kp = {pt["kp_id"]: pt for pt in points}
     for t in types.values():
         cases = {by_kp[k]["case_id"] for k in t.members if not by_kp[k]["excluded"]}
         t.n_cases = len(cases)
@@ -200,6 +219,22 @@ def _current(store: Store, clustering_id: str | None) -> Taxonomy:
             xy = np.array([[by_kp[k]["x"], by_kp[k]["y"]] for k in t.members])
             d = ((xy - xy.mean(0)) ** 2).sum(1)
             t.examples = [t.members[i] for i in np.argsort(d)[:5]]
+    return n_cases
+
+
+def _current(store: Store, clustering_id: str | None) -> Taxonomy:
+    """The taxonomy of a clustering (default: the current one) with its edits folded in."""
+    cls, all_edits = store.clusterings(), store.edits()
+    cl = (next((c for c in cls if c["clustering_id"] == clustering_id), None)
+          if clustering_id else current_clustering(store, cls, all_edits))
+    meta = store.error_types()
+    edits = active_edits(all_edits)
+    if cl is None:
+        return Taxonomy(None, [], {}, 0, edits)
+    points = _base_points(store, cl)
+    folded = _fold_edits(points, meta, edits)
+    types = _type_views(folded)
+    n_cases = _place_points(points, folded, types)
     return Taxonomy(cl, points, types, n_cases, edits, bool(_redoable(all_edits)))
 
 
@@ -336,14 +371,8 @@ def match(prev: dict[int, int], labels: dict[int, int], emb: dict[int, np.ndarra
     emb: kp_id -> unit embedding (for centroid similarity).
     Returns ({cluster: type_id or None for a new type}, diff).
     """
-    new_members: dict[int, set[int]] = defaultdict(set)
-    for k, c in labels.items():
-        if c >= 0:
-            new_members[c].add(k)
-    old_members: dict[int, set[int]] = defaultdict(set)
-    for k, t in prev.items():
-        if t is not None:
-            old_members[t].add(k)
+    new_members = _groups((k, c) for k, c in labels.items() if c >= 0)
+    old_members = _groups((k, t) for k, t in prev.items() if t is not None)
     pairs = []
     for c, m in new_members.items():
         for t, o in old_members.items():
@@ -378,6 +407,30 @@ def match(prev: dict[int, int], labels: dict[int, int], emb: dict[int, np.ndarra
         else:
             assign[c] = None
     # The diff, for people: what was kept, new, gone, split and merged.
+    split_, merged = _splits_and_merges(prev, labels, old_members, new_members)
+    diff = {
+        "kept": sorted([{"cluster": c, "type_id": t, "by": how[c]} for c, t in assign.items()
+                        if t is not None], key=lambda d: d["type_id"]),
+        "new": sorted(c for c, t in assign.items() if t is None),
+        "gone": sorted(t for t in old_members if t not in used),
+        "split": split_, "merged": merged,
+    }
+    return assign, diff
+
+
+def _groups(pairs) -> dict[int, set[int]]:
+    """(kp_id, group) pairs as group -> kp ids."""
+    out: dict[int, set[int]] = defaultdict(set)
+    for k, g in pairs:
+        out[g].add(k)
+    return out
+
+
+def _splits_and_merges(prev: dict[int, int], labels: dict[int, int],
+                       old_members: dict[int, set[int]],
+                       new_members: dict[int, set[int]]) -> tuple[list[dict], list[dict]]:
+    """Old types whose members went to two or more new clusters (a quarter each at least),
+    and new clusters made of two or more old types."""
     split_, merged = [], []
     for t, o in old_members.items():
         parts = Counter(labels.get(k, -1) for k in o if labels.get(k, -1) >= 0)
@@ -390,14 +443,7 @@ def match(prev: dict[int, int], labels: dict[int, int], emb: dict[int, np.ndarra
         big = [t for t, n in parts.items() if prevn and n >= 0.25 * prevn]
         if len(big) >= 2:
             merged.append({"cluster": c, "from_types": sorted(big)})
-    diff = {
-        "kept": sorted([{"cluster": c, "type_id": t, "by": how[c]} for c, t in assign.items()
-                        if t is not None], key=lambda d: d["type_id"]),
-        "new": sorted(c for c, t in assign.items() if t is None),
-        "gone": sorted(t for t in old_members if t not in used),
-        "split": split_, "merged": merged,
-    }
-    return assign, diff
+    return split_, merged
 
 
 # -- titles --------------------------------------------------------------------------------

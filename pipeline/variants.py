@@ -638,9 +638,33 @@ def _rewrite_text(seg: str, base: int, mapping_at: Callable[[int], dict[Fraction
     return edits
 
 
+def _prose_values(solution: str, steps: list[_Step], new: dict[Fraction, Fraction],
+                  values: list[Fraction], kept: set[Fraction], pct_keys: set[Fraction]):
+    """mapping_at(position): the values the prose may mention there, old -> new: changed
+    givens and their percents, the values of steps that start before the end of the
+    mention's line, and the numbers that stay (to themselves). A number with two targets
+    is ambiguous."""
+    def mapping_at(p: int) -> dict[Fraction, set]:
+        eol = solution.find("\n", p)
+        eol = len(solution) if eol < 0 else eol
+        out: dict[Fraction, set] = {v: {v} for v in kept}
+        for g, x in new.items():
+            out.setdefault(g, set()).add(x)
+        for g in pct_keys:
+            out.setdefault(g / 100, set()).add(new[g] / 100)
+        for j, s in enumerate(steps):
+            if s.start < eol:
+                out.setdefault(s.value, set()).add(values[j])
+        return out
+
+    return mapping_at
+
+
 def _rewrite(question: str, solution: str, steps: list[_Step], roles: list[list[_Role]],
              new: dict[Fraction, Fraction], values: list[Fraction],
              kept: set[Fraction]) -> tuple[str, str] | str:
+    """The question and solution with the new givens and step values written in, or why
+    not (a string)."""
     q_edits = [(o.start, o.end, _styled(new[o.value], o)) for o in _numbers(question)
                if not o.fixed and o.value in new]
     new_q = _replace_spans(question, q_edits)
@@ -656,23 +680,7 @@ def _rewrite(question: str, solution: str, steps: list[_Step], roles: list[list[
         return lit.value
 
     pct_keys = {r.key for row in roles for r in row if r.kind == "pct" and r.key in new}
-
-    # Values the prose may mention, old -> new: changed givens and their percents, the
-    # values of steps that start before the end of the mention's line, and the numbers that
-    # stay (to themselves). A number with two targets is ambiguous.
-    def mapping_at(p: int) -> dict[Fraction, set]:
-        eol = solution.find("\n", p)
-        eol = len(solution) if eol < 0 else eol
-        out: dict[Fraction, set] = {v: {v} for v in kept}
-        for g, x in new.items():
-            out.setdefault(g, set()).add(x)
-        for g in pct_keys:
-            out.setdefault(g / 100, set()).add(new[g] / 100)
-        for j, s in enumerate(steps):
-            if s.start < eol:
-                out.setdefault(s.value, set()).add(values[j])
-        return out
-
+    mapping_at = _prose_values(solution, steps, new, values, kept, pct_keys)
     edits: list[tuple[int, int, str]] = []
     pos = 0
     for k in range(len(steps) + 1):
