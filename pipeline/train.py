@@ -89,17 +89,23 @@ def tokenize(tok, messages: list[dict], max_length: int) -> dict:
     return {"input_ids": ids, "labels": labels}
 
 
-def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dict:
-    import torch
-    from accelerate import Accelerator
-    from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer, get_cosine_schedule_with_warmup
+@dataclass
+class _Run:
+    """What identifies a training run: its data, base model and starting adapter."""
+    train_id: str
+    sel_ids: list[str]
+    examples: list[dict]
+    path: str                        # the base model's directory
+    model_id: str
+    init: str | None                 # the adapter it starts from (iterative mode)
+    data_hash: str
 
+
+def _identify(store: Store, p: TrainParams) -> _Run:
     from pipeline.select import training_set
     from pipeline.settings import target_model
     from pipeline.target import resolve_model_path, weights_hash
 
-    # -- data and identity -------------------------------------------------------------------
     sel_ids = selections_for(store, p)
     examples = training_set(store, sel_ids)
     if not examples:
@@ -111,75 +117,79 @@ def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dic
     ident = json.dumps([{k: v for k, v in asdict(p).items() if k != "checkpoint_every"},
                         sel_ids, data_hash, weights_hash(path), init], sort_keys=True)
     train_id = f"train-{p.iteration}-{p.mode}-" + hashlib.sha256(ident.encode()).hexdigest()[:8]
-    prev = store.train_run(train_id)
-    if prev and prev["status"] == "finished" and \
-            (Path(prev["adapter_dir"]) / "adapter_config.json").exists():
-        progress(1, 1, "train", "already trained")
-        return {"train_id": train_id, "adapter_dir": prev["adapter_dir"],
-                "adapter_hash": prev["adapter_hash"], "resumed": True}
-    # a run resumed from another working directory keeps writing where it started
-    out_dir = Path(prev["adapter_dir"]) if prev else config.data_dir() / "adapters" / train_id
-    ckpt = out_dir / "checkpoint"
+    return _Run(train_id, sel_ids, examples, path, model_id, init, data_hash)
 
-    acc = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
-    torch.manual_seed(p.seed)
-    tok = AutoTokenizer.from_pretrained(path)
-    rows = [tokenize(tok, e["messages"], p.max_length) for e in examples]
-    steps_per_epoch = math.ceil(len(rows) / p.batch_size)
-    total = steps_per_epoch * p.epochs
-    store.upsert_train_run({"train_id": train_id, "iteration": p.iteration, "mode": p.mode,
-                            "base_model": model_id, "init_adapter": init,
-                            "selection_ids": sel_ids, "data_hash": data_hash[:16],
-                            "n_examples": len(rows), "params": asdict(p),
-                            "adapter_dir": str(out_dir), "total_steps": total})
-    store.link_run(p.iteration, f"train:{p.mode}:{p.method}", train_id)
 
-    # -- model: base + a new or the previous adapter -------------------------------------------
+def _load_model(path, init: str | None, p: TrainParams):
+    """The base model with a new LoRA adapter, or with `init` to train further."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     if init:
-        model = PeftModel.from_pretrained(model, init, is_trainable=True)
-    else:
-        model = get_peft_model(model, LoraConfig(
-            r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout,
-            target_modules=p.target_modules, bias="none", task_type="CAUSAL_LM"))
-    opt = torch.optim.AdamW([w for w in model.parameters() if w.requires_grad], lr=p.lr,
-                            weight_decay=0.0)
-    sched = get_cosine_schedule_with_warmup(opt, int(p.warmup * total), total)
-    model, opt = acc.prepare(model, opt)
+        return PeftModel.from_pretrained(model, init, is_trainable=True)
+    return get_peft_model(model, LoraConfig(
+        r=p.r, lora_alpha=p.alpha, lora_dropout=p.dropout,
+        target_modules=p.target_modules, bias="none", task_type="CAUSAL_LM"))
 
-    step = 0
-    if (ckpt / "state.pt").exists():  # resume from the last checkpoint
+
+@dataclass
+class _Fit:
+    """The prepared model, optimizer and scheduler, and where their checkpoint lives."""
+    acc: object
+    model: object
+    opt: object
+    sched: object
+    out_dir: Path
+
+    @property
+    def ckpt(self) -> Path:
+        return self.out_dir / "checkpoint"
+
+    def resume(self) -> int:
+        """Load the last checkpoint, if any; the step to continue from."""
+        if not (self.ckpt / "state.pt").exists():
+            return 0
+        import torch
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        state = torch.load(ckpt / "state.pt", weights_only=False)
-        set_peft_model_state_dict(acc.unwrap_model(model),
-                                  load_file(ckpt / "adapter_model.safetensors"))
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        step = state["step"]
+        state = torch.load(self.ckpt / "state.pt", weights_only=False)
+        set_peft_model_state_dict(self.acc.unwrap_model(self.model),
+                                  load_file(self.ckpt / "adapter_model.safetensors"))
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        return state["step"]
 
-    def save_checkpoint(at: int) -> None:
-        tmp = out_dir / "checkpoint.tmp"
+    def save_checkpoint(self, at: int) -> None:
+        import torch
+
+        tmp = self.out_dir / "checkpoint.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        acc.unwrap_model(model).save_pretrained(tmp)
-        torch.save({"opt": opt.state_dict(), "sched": sched.state_dict(), "step": at},
+        self.acc.unwrap_model(self.model).save_pretrained(tmp)
+        torch.save({"opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "step": at},
                    tmp / "state.pt")
-        shutil.rmtree(ckpt, ignore_errors=True)
-        tmp.rename(ckpt)  # the old checkpoint goes only once the new one is whole
+        shutil.rmtree(self.ckpt, ignore_errors=True)
+        tmp.rename(self.ckpt)  # the old checkpoint goes only once the new one is whole
 
-    # -- the loop --------------------------------------------------------------------------------
-    model.train()
-    t0, tokens_seen = time.perf_counter(), 0
-    progress(step, total, "train", f"{len(rows)} examples, {total} steps"
-             + (f", resumed at step {step}" if step else ""))
+
+def _steps(store: Store, p: TrainParams, train_id: str, fit: _Fit, rows: list[dict],
+           pad_id: int, step: int, total: int, steps_per_epoch: int,
+           progress: Progress) -> int:
+    """Optimizer steps from `step` to `total`, each recorded; checkpoints every
+    p.checkpoint_every and on a cancel. Returns the tokens seen."""
+    import torch
+
+    acc, model, opt, sched = fit.acc, fit.model, fit.opt, fit.sched
+    tokens_seen = 0
     try:
         while step < total:
             epoch, k = divmod(step, steps_per_epoch)
             order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(
                 p.seed * 1000 + epoch)).tolist()
             batch = [rows[i] for i in order[k * p.batch_size:(k + 1) * p.batch_size]]
-            ids, labels, mask = _collate(batch, tok.pad_token_id or 0)
+            ids, labels, mask = _collate(batch, pad_id)
             ts = time.perf_counter()
             with acc.autocast():
                 loss = model(input_ids=ids.to(acc.device), attention_mask=mask.to(acc.device),
@@ -196,13 +206,65 @@ def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dic
                 "lr": sched.get_last_lr()[0], "tokens": n_tok,
                 "seconds": time.perf_counter() - ts}], step)
             if step % p.checkpoint_every == 0 or step == total:
-                save_checkpoint(step)
+                fit.save_checkpoint(step)
             progress(step, total, "train", f"loss {float(loss):.3f}")
     except BaseException:
         if step and step % p.checkpoint_every:
-            save_checkpoint(step)  # a cancel keeps the work done so far
+            fit.save_checkpoint(step)  # a cancel keeps the work done so far
         store.finish_train_run(train_id, "interrupted", None, None)
         raise
+    return tokens_seen
+
+
+def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dict:
+    """LoRA on the selected data of p.iteration (resumable from its last checkpoint)."""
+    import torch
+    from accelerate import Accelerator
+    from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
+
+    from pipeline.target import weights_hash
+
+    # -- data and identity -------------------------------------------------------------------
+    run = _identify(store, p)
+    train_id = run.train_id
+    prev = store.train_run(train_id)
+    if prev and prev["status"] == "finished" and \
+            (Path(prev["adapter_dir"]) / "adapter_config.json").exists():
+        progress(1, 1, "train", "already trained")
+        return {"train_id": train_id, "adapter_dir": prev["adapter_dir"],
+                "adapter_hash": prev["adapter_hash"], "resumed": True}
+    # a run resumed from another working directory keeps writing where it started
+    out_dir = Path(prev["adapter_dir"]) if prev else config.data_dir() / "adapters" / train_id
+
+    acc = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    torch.manual_seed(p.seed)
+    tok = AutoTokenizer.from_pretrained(run.path)
+    rows = [tokenize(tok, e["messages"], p.max_length) for e in run.examples]
+    steps_per_epoch = math.ceil(len(rows) / p.batch_size)
+    total = steps_per_epoch * p.epochs
+    store.upsert_train_run({"train_id": train_id, "iteration": p.iteration, "mode": p.mode,
+                            "base_model": run.model_id, "init_adapter": run.init,
+                            "selection_ids": run.sel_ids, "data_hash": run.data_hash[:16],
+                            "n_examples": len(rows), "params": asdict(p),
+                            "adapter_dir": str(out_dir), "total_steps": total})
+    store.link_run(p.iteration, f"train:{p.mode}:{p.method}", train_id)
+
+    # -- model: base + a new or the previous adapter -------------------------------------------
+    model = _load_model(run.path, run.init, p)
+    opt = torch.optim.AdamW([w for w in model.parameters() if w.requires_grad], lr=p.lr,
+                            weight_decay=0.0)
+    sched = get_cosine_schedule_with_warmup(opt, int(p.warmup * total), total)
+    model, opt = acc.prepare(model, opt)
+    fit = _Fit(acc, model, opt, sched, out_dir)
+    step = fit.resume()
+
+    # -- the loop --------------------------------------------------------------------------------
+    model.train()
+    t0 = time.perf_counter()
+    progress(step, total, "train", f"{len(rows)} examples, {total} steps"
+             + (f", resumed at step {step}" if step else ""))
+    tokens_seen = _steps(store, p, train_id, fit, rows, tok.pad_token_id or 0, step, total,
+                         steps_per_epoch, progress)
 
     # -- the adapter -------------------------------------------------------------------------------
     acc.unwrap_model(model).save_pretrained(out_dir)

@@ -125,3 +125,16 @@ def test_every_cli_command_has_a_one_line_help_and_an_example():
     # The first line is the summary `sei --help` lists: one sentence, on one line.
     long = [p for p, c in commands.items() if c.help.strip().split("\n\n")[0].count("\n")]
     assert not long, f"commands whose summary spans lines: {long}"
+
+
+def test_no_function_in_the_pipeline_is_longer_than_60_lines():
+    """Long functions are split into named steps before they are copied into new stages."""
+    MAX = 60
+    long = []
+    for rel, path in _sources("pipeline"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX:
+                    long.append(f"{rel}:{node.lineno} {node.name}: {n} lines")
+    assert not long, f"functions over {MAX} lines:\n" + "\n".join(long)
