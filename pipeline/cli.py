@@ -829,4 +829,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    # run the package's module, on which cli_loop registered its commands, not __main__
+    from pipeline.cli import main as package_main
+
+    package_main()
