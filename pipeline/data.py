@@ -298,10 +298,12 @@ def import_file(store: Store, path: str | Path, fmt: str, dataset: str, split: s
     return ImportReport(len(rows), res["added"], same, clash)
 
 
-def import_demo(store: Store, n_train: int, n_test: int, seed: int = 0) -> dict[str, int]:
+def import_demo(store: Store, n_train: int, n_test: int, seed: int = 0,
+                mix: dict[int, float] | None = None) -> dict[str, int]:
+    """Demo problems into the store; `mix` is the share per difficulty tier."""
     from pipeline import demo
 
-    splits = demo.demo_splits(n_train, n_test, seed)
+    splits = demo.demo_splits(n_train, n_test, seed, mix=mix)
     added = {}
     for split, probs in splits.items():
         rows = [dict(p, dataset="demo", split=split, source_file=f"pipeline.demo(seed={seed})",

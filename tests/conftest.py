@@ -61,6 +61,7 @@ def llama_server(tmp_path_factory):
 # analysis, clustering and dashboard tests work on. Built once per session.
 PREPARED_N = 48
 PREPARED_TOKENS = 160
+PREPARED_MIX = {1: 0.4, 2: 0.3, 3: 0.3}
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +78,8 @@ def prepared_db(tmp_path_factory) -> Path:
         shutil.copy(cache, db)
         return db
     s = Store(db)
-    import_demo(s, 200, 50, seed=0)
+    # harder than the default mix, so that the bad cases span several error types
+    import_demo(s, 200, 50, seed=0, mix=PREPARED_MIX)
     extract(s, "demo", "train", limit=PREPARED_N,
             params=GenParams(max_new_tokens=PREPARED_TOKENS, batch_size=16))
     if cache:

@@ -102,7 +102,8 @@ def test_real_bad_cases(prepared):
         if " error: " in k["text"] and "given as" in k["text"]:
             expr = k["text"].split(": ", 1)[1].split(" given as ")[0]
             step = [s for s in steps_in(outputs[k["case_id"]]) if s["expr"] == expr]
-            assert step and step[0]["true"] != step[0]["claimed"], k
+            # the same step may be written twice, once right and once wrong
+            assert any(s["true"] != s["claimed"] for s in step), k
     # Resumable and idempotent: a second run adds nothing.
     n = prepared.count("keyphrases")
     assert analyze_bad_cases(prepared, instructor="offline") == aid

@@ -107,8 +107,11 @@ def test_instructor_synthesis_against_llama_server(clustered, llama_server):
 
     ins = Instructor(model="smollm2-135m-instruct", base_url=llama_server, timeout_s=120)
     synth = InstructorSynthesizer(ins, max_tokens=300)
+    from pipeline import iterations
+
+    tid = iterations.types_of(iterations.ensure(clustered, 1))[0]["type_id"]
     out = synthesize(clustered, SynthParams(budget=4, per_call=2, k=1, synthesizer="instructor",
-                                            parallel=2), synthesizer=synth)
+                                            parallel=2, types=[tid]), synthesizer=synth)
     cands = clustered.candidates(batch_id=out["batch_id"])
     per_call: dict[str, list] = {}
     for c in cands:
