@@ -28,6 +28,11 @@ def jobs_dir(db: Path | None = None) -> Path:
     return Path(os.environ.get("SEI_JOBS_DIR", (db or db_path()).parent / "jobs"))
 
 
+def adapters_dir(db: Path | None = None) -> Path:
+    """Trained adapters live beside the store whose runs made them."""
+    return Path(os.environ.get("SEI_ADAPTERS_DIR", (db or db_path()).parent / "adapters"))
+
+
 # The embedded default target model.
 DEFAULT_MODEL = "smollm2-135m-instruct"
 

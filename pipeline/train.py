@@ -234,7 +234,7 @@ def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dic
         return {"train_id": train_id, "adapter_dir": prev["adapter_dir"],
                 "adapter_hash": prev["adapter_hash"], "resumed": True}
     # a run resumed from another working directory keeps writing where it started
-    out_dir = Path(prev["adapter_dir"]) if prev else config.data_dir() / "adapters" / train_id
+    out_dir = Path(prev["adapter_dir"]) if prev else config.adapters_dir(store.path) / train_id
 
     acc = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
     torch.manual_seed(p.seed)
