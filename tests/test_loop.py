@@ -51,11 +51,10 @@ def test_offline_synthesis_covers_every_type_and_filters(clustered):
         src = clustered.cases_by_id(c["source_cases"])[0]
         assert c["question"] != src["question"]
         assert json.loads(src["meta"])["template"] == c["meta"]["template"]
-    for c in cands:
-        if c["status"] != "kept":
-            assert c["reason"]
-        if c["status"] == "near_duplicate":
-            assert c["nearest_score"] >= 0.7 and c["nearest"]
+    dropped = [c for c in cands if c["status"] != "kept"]
+    assert all(c["reason"] for c in dropped)
+    near = [c for c in cands if c["status"] == "near_duplicate"]
+    assert all(c["nearest_score"] >= 0.7 and c["nearest"] for c in near)
     # kept candidates are novel against each other and the train problems (brute force)
     from rouge_score import rouge_scorer
 
