@@ -122,10 +122,11 @@ def embed_and_map(store: Store, texts: list[str], p: ClusterParams, timings: dic
     timings["embed_s"] = time.perf_counter() - t0
     progress(1, 4, "cluster", f"UMAP of {len(uniq)} points")
     t = time.perf_counter()
-    xyu = umap_project(xu, 2, p)
-    if before:
-        xyu = align_to(xyu, uniq, before)
-    zu = xyu if p.cluster_dims <= 2 else umap_project(xu, p.cluster_dims, p)
+    raw = umap_project(xu, 2, p)
+    # HDBSCAN sees the raw layout: aligned coordinates differ in the last bits, which can
+    # flip ties between identical keyphrases, so the same seed would not give the same types.
+    zu = raw if p.cluster_dims <= 2 else umap_project(xu, p.cluster_dims, p)
+    xyu = align_to(raw, uniq, before) if before else raw
     timings["umap_s"] = time.perf_counter() - t
     return xu[idx], xyu[idx], zu[idx]
 
