@@ -1,4 +1,5 @@
-"""The one module that talks SQL: DuckDB schema, migrations and every query.
+"""The one module that talks SQL at run time: every query on the DuckDB store. The schema
+is built by the named steps in pipeline/migrations.py, which `Store.migrate` applies.
 
 Concurrency pattern (documented in the README, tested in tests/test_concurrency.py):
 DuckDB lets one process hold a file open for writing, and while it does, no other
@@ -24,7 +25,7 @@ from typing import Any
 
 import duckdb
 
-from pipeline import config
+from pipeline import config, migrations
 from pipeline.redact import scrub
 
 LOCK_TIMEOUT = float(os.environ.get("SEI_LOCK_TIMEOUT", "60"))
@@ -38,183 +39,7 @@ _TRANSIENT = (
     "database is locked",
 )
 
-# Forward-only migrations: index i brings the schema from version i to i+1.
-MIGRATIONS: list[str] = [
-    # 1: foundation — problems, runs, generations, bad cases
-    """
-    CREATE TABLE problems (
-        dataset TEXT NOT NULL, split TEXT NOT NULL, pid TEXT NOT NULL,
-        question TEXT NOT NULL, solution TEXT, answer TEXT NOT NULL,
-        meta JSON, source_file TEXT, source_line INTEGER,
-        imported_at TIMESTAMP DEFAULT current_timestamp,
-        PRIMARY KEY (dataset, split, pid)
-    );
-    CREATE TABLE runs (
-        run_id TEXT PRIMARY KEY, kind TEXT NOT NULL,
-        model_id TEXT, weights_hash TEXT, adapter TEXT, backend TEXT,
-        dataset TEXT, split TEXT, data_hash TEXT, n_items INTEGER,
-        prompt_template TEXT, gen_params JSON, seed INTEGER, code_version TEXT,
-        manifest JSON, status TEXT DEFAULT 'running',
-        created_at TIMESTAMP DEFAULT current_timestamp, finished_at TIMESTAMP
-    );
-    CREATE TABLE generations (
-        run_id TEXT NOT NULL, dataset TEXT NOT NULL, split TEXT NOT NULL, pid TEXT NOT NULL,
-        output TEXT, pred TEXT, correct BOOLEAN, judge JSON,
-        prompt_tokens INTEGER, completion_tokens INTEGER, latency_s DOUBLE, error TEXT,
-        created_at TIMESTAMP DEFAULT current_timestamp,
-        PRIMARY KEY (run_id, dataset, split, pid)
-    );
-    CREATE SEQUENCE case_seq START 1;
-    CREATE TABLE bad_cases (
-        case_id INTEGER PRIMARY KEY DEFAULT nextval('case_seq'),
-        run_id TEXT NOT NULL, dataset TEXT NOT NULL, split TEXT NOT NULL, pid TEXT NOT NULL,
-        created_at TIMESTAMP DEFAULT current_timestamp,
-        UNIQUE (run_id, dataset, split, pid)
-    );
-    """,
-    # 2: error analysis — instructor call log and cache, keyphrases, embeddings,
-    #    clusterings, error types and the append-only curation log
-    """
-    CREATE SEQUENCE call_seq START 1;
-    CREATE TABLE llm_calls (
-        call_id INTEGER PRIMARY KEY DEFAULT nextval('call_seq'),
-        cache_key TEXT, model TEXT, base_url TEXT, purpose TEXT,
-        messages JSON, params JSON, reply TEXT, parsed JSON,
-        prompt_tokens INTEGER, completion_tokens INTEGER, latency_s DOUBLE,
-        error TEXT, cached BOOLEAN DEFAULT false,
-        created_at TIMESTAMP DEFAULT current_timestamp
-    );
-    CREATE TABLE llm_cache (
-        cache_key TEXT PRIMARY KEY, model TEXT, reply TEXT, parsed JSON,
-        created_at TIMESTAMP DEFAULT current_timestamp
-    );
-    CREATE SEQUENCE kp_seq START 1;
-    CREATE TABLE keyphrases (
-        kp_id INTEGER PRIMARY KEY DEFAULT nextval('kp_seq'),
-        case_id INTEGER NOT NULL, analysis_id TEXT NOT NULL, rank INTEGER NOT NULL,
-        text TEXT NOT NULL, evidence TEXT, analyzer TEXT NOT NULL,
-        created_at TIMESTAMP DEFAULT current_timestamp,
-        UNIQUE (analysis_id, case_id, rank)
-    );
-    CREATE TABLE analyses (
-        analysis_id TEXT PRIMARY KEY, analyzer TEXT NOT NULL, prompt_version TEXT,
-        manifest JSON, created_at TIMESTAMP DEFAULT current_timestamp
-    );
-    CREATE TABLE analysis_done (
-        analysis_id TEXT NOT NULL, case_id INTEGER NOT NULL, error TEXT,
-        PRIMARY KEY (analysis_id, case_id)
-    );
-    CREATE TABLE embeddings (
-        model TEXT NOT NULL, text TEXT NOT NULL, vector FLOAT[] NOT NULL,
-        PRIMARY KEY (model, text)
-    );
-    CREATE TABLE clusterings (
-        clustering_id TEXT PRIMARY KEY, analysis_id TEXT, method TEXT, params JSON,
-        seed INTEGER, embed_model TEXT, n_points INTEGER, n_clusters INTEGER,
-        timings JSON, diff JSON, code_version TEXT,
-        created_at TIMESTAMP DEFAULT current_timestamp
-    );
-    CREATE TABLE cluster_points (
-        clustering_id TEXT NOT NULL, kp_id INTEGER NOT NULL,
-        x DOUBLE, y DOUBLE, cluster INTEGER, type_id INTEGER, prob DOUBLE,
-        PRIMARY KEY (clustering_id, kp_id)
-    );
-    CREATE SEQUENCE type_seq START 1;
-    CREATE TABLE error_types (
-        type_id INTEGER PRIMARY KEY DEFAULT nextval('type_seq'),
-        origin_clustering TEXT, title TEXT, description TEXT, titled_by TEXT,
-        created_at TIMESTAMP DEFAULT current_timestamp
-    );
-    CREATE SEQUENCE edit_seq START 1;
-    CREATE TABLE type_edits (
-        edit_id INTEGER PRIMARY KEY DEFAULT nextval('edit_seq'),
-        op TEXT NOT NULL, payload JSON NOT NULL, author TEXT,
-        created_at TIMESTAMP DEFAULT current_timestamp
-    );
-    """,
-    # 3: background jobs
-    """
-    CREATE SEQUENCE job_seq START 1;
-    CREATE TABLE jobs (
-        job_id INTEGER PRIMARY KEY DEFAULT nextval('job_seq'),
-        kind TEXT NOT NULL, params JSON, heavy BOOLEAN, status TEXT NOT NULL,
-        done INTEGER DEFAULT 0, total INTEGER, step TEXT, message TEXT, eta_s DOUBLE,
-        pid INTEGER, pid_start TEXT, heartbeat TIMESTAMP, log_file TEXT, error TEXT,
-        result JSON, cancel_requested BOOLEAN DEFAULT false, cancel_at TIMESTAMP,
-        attempts INTEGER DEFAULT 0,
-        created_at TIMESTAMP DEFAULT current_timestamp, started_at TIMESTAMP,
-        finished_at TIMESTAMP
-    );
-    -- rows of the 'ticks' stage: a cheap real writer for job and concurrency tests
-    CREATE TABLE ticks (tag TEXT NOT NULL, i INTEGER NOT NULL, pid INTEGER,
-                        created_at TIMESTAMP DEFAULT current_timestamp, PRIMARY KEY (tag, i));
-    """,
-    # 4: the SEI loop — iterations (frozen taxonomy snapshots), synthesized candidates,
-    #    dev sets, selections with their per-candidate scores and generations, LoRA
-    #    training runs with their loss curve, and which runs evaluate which iteration
-    """
-    CREATE TABLE iterations (
-        iteration INTEGER PRIMARY KEY, mode TEXT, parent INTEGER, taxonomy JSON,
-        clustering_id TEXT, params JSON, status TEXT DEFAULT 'open',
-        created_at TIMESTAMP DEFAULT current_timestamp, finished_at TIMESTAMP
-    );
-    CREATE TABLE synth_batches (
-        batch_id TEXT PRIMARY KEY, iteration INTEGER, synthesizer TEXT, params JSON,
-        manifest JSON, status TEXT DEFAULT 'running',
-        created_at TIMESTAMP DEFAULT current_timestamp, finished_at TIMESTAMP
-    );
-    CREATE SEQUENCE cand_seq START 1;
-    CREATE TABLE candidates (
-        cand_id INTEGER PRIMARY KEY DEFAULT nextval('cand_seq'),
-        slot TEXT NOT NULL UNIQUE,  -- batch/type/index: a re-run rewrites nothing twice
-        batch_id TEXT NOT NULL, iteration INTEGER, type_id INTEGER, type_title TEXT,
-        source_cases JSON, synthesizer TEXT, model TEXT, prompt_version TEXT, call_key TEXT,
-        question TEXT, solution TEXT, answer TEXT, raw TEXT, meta JSON,
-        status TEXT NOT NULL, reason TEXT, verification JSON,
-        nearest TEXT, nearest_score DOUBLE, contamination JSON,
-        created_at TIMESTAMP DEFAULT current_timestamp
-    );
-    CREATE TABLE dev_sets (
-        iteration INTEGER NOT NULL, run_id TEXT NOT NULL, dataset TEXT NOT NULL,
-        split TEXT NOT NULL, pid TEXT NOT NULL, half TEXT NOT NULL, seed INTEGER,
-        PRIMARY KEY (iteration, dataset, split, pid)
-    );
-    CREATE TABLE selections (
-        selection_id TEXT PRIMARY KEY, iteration INTEGER, method TEXT, params JSON,
-        manifest JSON, stats JSON, status TEXT DEFAULT 'running',
-        created_at TIMESTAMP DEFAULT current_timestamp, finished_at TIMESTAMP
-    );
-    CREATE TABLE cand_scores (
-        selection_id TEXT NOT NULL, cand_id INTEGER NOT NULL, score DOUBLE,
-        good_acc DOUBLE, bad_acc DOUBLE, fixed JSON, broken JSON, detail JSON,
-        selected BOOLEAN DEFAULT false, rank INTEGER,
-        PRIMARY KEY (selection_id, cand_id)
-    );
-    CREATE TABLE score_generations (
-        selection_id TEXT NOT NULL, cand_id INTEGER NOT NULL, dataset TEXT NOT NULL,
-        split TEXT NOT NULL, pid TEXT NOT NULL, output TEXT, pred TEXT, correct BOOLEAN,
-        value DOUBLE, completion_tokens INTEGER,
-        PRIMARY KEY (selection_id, cand_id, dataset, split, pid)
-    );
-    CREATE TABLE train_runs (
-        train_id TEXT PRIMARY KEY, iteration INTEGER, mode TEXT, base_model TEXT,
-        init_adapter TEXT, selection_ids JSON, data_hash TEXT, n_examples INTEGER,
-        params JSON, adapter_dir TEXT, adapter_hash TEXT, status TEXT DEFAULT 'running',
-        step INTEGER DEFAULT 0, total_steps INTEGER, timings JSON,
-        created_at TIMESTAMP DEFAULT current_timestamp, finished_at TIMESTAMP
-    );
-    CREATE TABLE train_steps (
-        train_id TEXT NOT NULL, step INTEGER NOT NULL, epoch DOUBLE, loss DOUBLE,
-        lr DOUBLE, tokens INTEGER, seconds DOUBLE,
-        PRIMARY KEY (train_id, step)
-    );
-    CREATE TABLE iteration_runs (
-        iteration INTEGER NOT NULL, role TEXT NOT NULL, ref TEXT NOT NULL,
-        PRIMARY KEY (iteration, role, ref)
-    );
-    """,
-]
-SCHEMA_VERSION = len(MIGRATIONS)
+SCHEMA_VERSION = len(migrations.MIGRATIONS)  # a current store has had every migration
 
 
 class StoreBusy(RuntimeError):
@@ -268,43 +93,35 @@ class Store:
                 delay = min(delay * 1.6, 0.25)
 
     def migrate(self) -> int:
-        """Bring the file to SCHEMA_VERSION. Idempotent; returns the version. A store that
-        is current is only opened read-only (so one the user cannot write still opens)."""
+        """Apply the pending migrations. Idempotent; returns how many the store has had (its
+        schema version). A store that is current is only opened read-only (so one the user
+        cannot write still opens)."""
         if self.path.exists():
             con = self._open(read_only=True)
             try:
-                has = con.execute("SELECT count(*) FROM information_schema.tables "
-                                  "WHERE table_name = 'schema_version'").fetchall()[0][0]
-                current = has and con.execute(
-                    "SELECT max(version) FROM schema_version").fetchall()[0][0] or 0
+                current = len(self._applied(con))
             finally:
                 con.close()
             if current == SCHEMA_VERSION:
                 return current
-            if current < SCHEMA_VERSION and not self._writable():
+            if not self._writable():
                 raise StoreReadOnly(f"{self.path} has schema v{current} and needs migrating to "
                                     f"v{SCHEMA_VERSION}, but it is read-only for this user")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = self._open(read_only=False)
         try:
-            con.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER)")
-            row = con.execute("SELECT max(version) FROM schema_version").fetchall()[0]
-            current = row[0] or 0
-            if current > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path} has schema v{current}, newer than this code (v{SCHEMA_VERSION})")
-            for v in range(current, SCHEMA_VERSION):
-                con.execute("BEGIN")
-                try:
-                    con.execute(MIGRATIONS[v])
-                    con.execute("INSERT INTO schema_version VALUES (?)", [v + 1])
-                    con.execute("COMMIT")
-                except Exception:
-                    con.execute("ROLLBACK")
-                    raise
-            return SCHEMA_VERSION
+            self._applied(con)  # a store newer than this code is refused before any write
+            migrations.migrate(con)
+            return len(self._applied(con))
         finally:
             con.close()
+
+    def _applied(self, con) -> list[str]:
+        """The migrations this store has had; a store newer than this code is an error."""
+        try:
+            return migrations.applied(con)
+        except migrations.NewerStore as e:
+            raise RuntimeError(f"{self.path} {e}") from None
 
     def _ensure(self) -> None:
         key = str(self.path.resolve())
@@ -395,7 +212,8 @@ class Store:
         return rows[0][0] if rows else None
 
     def version(self) -> int:
-        return self.scalar("SELECT max(version) FROM schema_version")
+        """How many migrations the store has had: its schema version."""
+        return self._reading(lambda con: len(self._applied(con)))
 
     # -- problems -----------------------------------------------------------------
 

@@ -10,11 +10,12 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
+from pipeline import migrations
 from pipeline.answers import answers_equal, extract_answer
 from pipeline.cli import cli
 from pipeline.config import ROOT
 from pipeline.data import DataFileError, import_demo, import_file
-from pipeline.store import MIGRATIONS, SCHEMA_VERSION, Store
+from pipeline.store import SCHEMA_VERSION, Store
 
 FILES = [  # (path, format, rows in MANIFEST.md)
     ("gsm8k/train.jsonl", "gsm8k", 7473),
@@ -28,10 +29,8 @@ FILES = [  # (path, format, rows in MANIFEST.md)
 def test_migrations_are_forward_and_idempotent(tmp_path):
     db = tmp_path / "m.duckdb"
     # A store left at v1 by an older version is brought forward without losing rows.
+    _legacy_store(db, 1)
     con = duckdb.connect(str(db))
-    con.execute("CREATE TABLE schema_version (version INTEGER)")
-    con.execute(MIGRATIONS[0])
-    con.execute("INSERT INTO schema_version VALUES (1)")
     con.execute("INSERT INTO problems (dataset, split, pid, question, answer) "
                 "VALUES ('d', 's', '1', 'q', '2')")
     con.close()
@@ -41,6 +40,40 @@ def test_migrations_are_forward_and_idempotent(tmp_path):
     assert s.version() == SCHEMA_VERSION
     assert s.count("problems") == 1
     assert s.count("jobs") == 0
+    con = duckdb.connect(str(db), read_only=True)
+    assert sorted(migrations.applied(con)) == migrations.names()
+    con.close()
+
+
+def _legacy_store(db, version: int) -> None:
+    """A store as the numbered migrations left it at `version` (before steps had names)."""
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE schema_version (version INTEGER)")
+    for v, step in enumerate(migrations.MIGRATIONS[:version], start=1):
+        step(con)
+        con.execute("INSERT INTO schema_version VALUES (?)", [v])
+    con.close()
+
+
+def test_a_store_of_the_numbered_scheme_is_not_migrated_again(tmp_path):
+    """Version n of the numbered scheme is the first n named steps: a store at the last
+    number is current (re-running a step would fail: its tables exist), and it is only
+    read; one further behind gets the missing steps, recorded by name."""
+    db = tmp_path / "v.duckdb"
+    _legacy_store(db, len(migrations.MIGRATIONS))
+    assert Store(db).migrate() == SCHEMA_VERSION
+    con = duckdb.connect(str(db), read_only=True)
+    assert migrations.applied(con) == migrations.names()
+    assert migrations.pending(con) == []
+    con.close()
+    db2 = tmp_path / "v2.duckdb"
+    _legacy_store(db2, 2)
+    assert Store(db2).migrate() == SCHEMA_VERSION
+    con = duckdb.connect(str(db2), read_only=True)
+    rows = con.execute("SELECT name FROM migrations ORDER BY name").fetchall()
+    con.close()
+    assert [r[0] for r in rows] == migrations.names()
+    assert Store(db2).count("iterations") == 0
 
 
 @pytest.mark.parametrize("rel,fmt,n", FILES)
@@ -299,11 +332,7 @@ def test_a_store_the_user_cannot_write_still_opens_for_reading(tmp_path):
     import_demo(Store(db), 5, 2)
     old = tmp_path / "old"
     old.mkdir()
-    con = duckdb.connect(str(old / "sei.duckdb"))  # a store left at schema v1
-    con.execute("CREATE TABLE schema_version (version INTEGER)")
-    con.execute(MIGRATIONS[0])
-    con.execute("INSERT INTO schema_version VALUES (1)")
-    con.close()
+    _legacy_store(old / "sei.duckdb", 1)  # a store left at schema v1
     locked = [db, d, old / "sei.duckdb", old]
     _read_only(locked, True)
     try:

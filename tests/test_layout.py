@@ -1,5 +1,6 @@
 """The layering the README promises, checked on the source: SQL lives only in
-pipeline/store.py, and the pipeline never imports the dashboard."""
+pipeline/store.py (and the schema's steps in pipeline/migrations.py), and the pipeline
+never imports the dashboard."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SQL_HOME = {"pipeline/store.py"}
+SQL_HOME = {"pipeline/store.py", "pipeline/migrations.py"}
 
 # Upper-case keywords in the shape of a statement, so prose ("select the rows from ...",
 # "Update the title") never matches. Our SQL is written with upper-case keywords.
@@ -64,7 +65,8 @@ def _sources(*dirs: str):
 def test_sql_lives_only_in_the_store():
     found = [hit for rel, path in _sources("pipeline", "dashboard") if rel not in SQL_HOME
              for hit in sql_in(path)]
-    assert not found, "SQL outside pipeline/store.py (add a Store method):\n" + "\n".join(found)
+    assert not found, ("SQL outside pipeline/store.py and migrations.py (add a Store "
+                       "method):\n" + "\n".join(found))
 
 
 def test_the_store_itself_is_seen_as_sql():
