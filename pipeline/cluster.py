@@ -3,7 +3,8 @@
 By default one 2-D UMAP serves both the map and the clustering, so that colours on the
 map agree with what the eye sees; `cluster_dims > 2` clusters on a separate UMAP.
 Every clustering stores its parameters, seed, timings and the diff against the
-previous one; clusters inherit type ids from it (see taxonomy.match).
+previous one; clusters inherit type ids from it (see lineage.match); new types are titled
+by pipeline/titles.py.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import numpy as np
 
 from pipeline import config, taxonomy
 from pipeline.embed import MODEL_NAME, embed
+from pipeline.lineage import match
 from pipeline.store import Store
+from pipeline.titles import central_texts, title_for
 
 
 @dataclass
@@ -173,7 +176,7 @@ def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str 
     ids = [k["kp_id"] for k in kps]
     prev_base = {r["kp_id"]: r["type_id"] for r in prev_pts}
     emb = dict(zip(ids, x))
-    assign, diff = taxonomy.match(prev_base, dict(zip(ids, map(int, lab))), emb)
+    assign, diff = match(prev_base, dict(zip(ids, map(int, lab))), emb)
     new_clusters = [c for c, tid in assign.items() if tid is None]
     fresh = store.next_type_ids(len(new_clusters))
     for c, tid in zip(new_clusters, fresh):
@@ -226,32 +229,6 @@ def _held(prev: dict | None, prev_pts: list[dict], kps: list[dict],
         return {"n_cases": len(new_cases), "current_cases": len(old_cases),
                 "shared_cases": len(new_cases & old_cases), "current": prev["clustering_id"]}
     return None
-
-
-def central_texts(members: list[int], emb: dict, texts: dict, n: int = 5) -> list[str]:
-    v = np.array([emb[i] for i in members])
-    c = v.mean(0)
-    order = np.argsort(-(v @ c))
-    return list(dict.fromkeys(texts[members[i]] for i in order))[:n]
-
-
-def title_for(store: Store, texts: list[str], central: list[str], p: ClusterParams,
-              instructor=None) -> tuple[str, str, str]:
-    """(title, description, titled_by): the instructor's when one is configured."""
-    from pipeline import analyzer
-    from pipeline.instructor import InstructorError, from_env, load_prompt
-
-    ins = instructor if instructor is not None else (from_env() if p.titles == "auto" else None)
-    if ins is not None:
-        template, schema = load_prompt("type_title_v1")
-        prompt = template.format(keyphrases="\n".join(f"- {t}" for t in central))
-        try:
-            r = ins.ask_json(store, prompt, schema, purpose="type title")
-            return r["title"].strip()[:120], r.get("description"), ins.name
-        except InstructorError:
-            pass  # fall back to the offline title; titled_by says so
-    title, desc = taxonomy.offline_title(texts, central)
-    return title, desc, analyzer.ANALYZER
 
 
 def retitle(store: Store, instructor=None, only_unedited: bool = True) -> int:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from pipeline import taxonomy
+from pipeline import lineage, taxonomy
 from pipeline.cli import cli
 from pipeline.cluster import ClusterParams, cluster, retitle
 
@@ -161,7 +161,7 @@ def test_matching_reports_kept_new_gone_split_and_merged():
     labels = {k: 0 for k in range(1, 7)} | {7: 1, 8: 1, 9: 1, 10: 1, 11: 2, 12: 2} | \
         {k: 3 for k in range(13, 22)} | {k: -1 for k in range(22, 26)}
     emb = {k: _unit(t) for k, t in prev.items()}
-    assign, diff = taxonomy.match(prev, labels, emb)
+    assign, diff = lineage.match(prev, labels, emb)
     assert assign == {0: 1, 1: 2, 2: None, 3: 4}
     assert diff == {
         "kept": [{"cluster": 0, "type_id": 1, "by": "overlap"},
@@ -179,7 +179,7 @@ def test_matching_falls_back_to_centroids_for_new_members():
     labels = {1: -1, 2: -1, 3: -1, 4: -1, 5: -1, 10: 0, 11: 0, 12: 1}
     emb = {1: _unit(0), 2: _unit(0), 3: _unit(0), 4: _unit(3), 5: _unit(3),
            10: _unit(0, eps=0.2), 11: _unit(0, eps=0.3), 12: _unit(3, eps=1.0)}
-    assign, diff = taxonomy.match(prev, labels, emb)
+    assign, diff = lineage.match(prev, labels, emb)
     assert assign == {0: 7, 1: None}  # cos(cluster 1, type 8) = 0.71 < 0.85
     assert diff["kept"] == [{"cluster": 0, "type_id": 7, "by": "centroid"}]
     assert (diff["new"], diff["gone"], diff["split"], diff["merged"]) == ([1], [8], [], [])
