@@ -13,7 +13,41 @@ from pipeline.store import Store
 
 
 def _store(ctx) -> Store:
+    """The store the command runs on (from --db or SEI_DB)."""
     return ctx.obj["store"]
+
+
+# -- options several commands share: one definition each, so a flag reads the same
+# everywhere; what differs between commands (default, help) is an argument.
+
+seed_option = click.option("--seed", default=0, show_default=True)
+json_option = click.option("--json", "as_json", is_flag=True)
+out_option = click.option("--out", "-o", "out", type=click.Path(dir_okay=False), required=True)
+format_option = click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]),
+                             default="jsonl")
+
+
+def background_option(help: str | None = None):
+    """--background: hand the stage to the job runner instead of running it here."""
+    return click.option("--background", is_flag=True, help=help)
+
+
+def iteration_option(help: str | None = None):
+    """--iteration N of the SEI loop (the command says what none means)."""
+    return click.option("--iteration", default=None, type=int, help=help)
+
+
+def limit_option(default: int | None = None, help: str | None = None):
+    """--limit: how many items; a number default is shown in --help, None means all."""
+    if default is None:
+        return click.option("--limit", type=int, default=None, help=help)
+    return click.option("--limit", default=default, show_default=True, help=help)
+
+
+def max_new_tokens_option(default: int):
+    """--max-new-tokens for the target model's generations."""
+    return click.option("--max-new-tokens", default=default, show_default=True)
+
 
 
 class TqdmProgress:
@@ -131,7 +165,7 @@ def data_import(ctx, path, fmt, dataset, split, mapping):
 @data.command("demo")
 @click.option("--n", "n_train", default=400, show_default=True, help="Train problems.")
 @click.option("--n-test", default=200, show_default=True, help="Test problems.")
-@click.option("--seed", default=0, show_default=True)
+@seed_option
 @click.pass_context
 def data_demo(ctx, n_train, n_test, seed):
     """Generate the embedded demo dataset (GSM8K-style, exact answers).
@@ -179,9 +213,9 @@ def model_prepare():
 
 
 @cli.command()
-@click.option("--limit", default=96, show_default=True, help="Demo train problems to run.")
-@click.option("--max-new-tokens", default=256, show_default=True)
-@click.option("--background", is_flag=True)
+@limit_option(96, help="Demo train problems to run.")
+@max_new_tokens_option(256)
+@background_option()
 @click.pass_context
 def quickstart(ctx, limit, max_new_tokens, background):
     """Demo data -> extraction -> analysis -> clustering on the embedded default.
@@ -200,7 +234,7 @@ def quickstart(ctx, limit, max_new_tokens, background):
 @cli.command()
 @click.option("--dataset", default="demo", show_default=True)
 @click.option("--split", default="train", show_default=True)
-@click.option("--limit", type=int, default=None, help="First N problems.")
+@limit_option(help="First N problems.")
 @click.option("--backend", type=click.Choice(["local", "openai"]), default="local",
               show_default=True)
 @click.option("--model", default=None,
@@ -209,10 +243,10 @@ def quickstart(ctx, limit, max_new_tokens, background):
                    "settings, else the embedded default.")
 @click.option("--adapter", default=None, help="A peft adapter directory (local backend).")
 @click.option("--base-url", default=None, help="OpenAI-compatible endpoint (openai backend).")
-@click.option("--max-new-tokens", default=256, show_default=True)
+@max_new_tokens_option(256)
 @click.option("--batch-size", default=16, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--background", is_flag=True, help="Run as a background job.")
+@seed_option
+@background_option(help="Run as a background job.")
 @click.pass_context
 def extract(ctx, background, **kw):
     """Run the target model, judge answers, keep the wrong ones (resumable).
@@ -235,7 +269,7 @@ def extract(ctx, background, **kw):
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_context
 def runs(ctx, as_json):
     """Runs with their accuracy.
@@ -256,7 +290,7 @@ def runs(ctx, as_json):
 
 @cli.command("bad-cases")
 @click.option("--run", "run_id", default=None)
-@click.option("--limit", default=20, show_default=True)
+@limit_option(20)
 @click.option("--full", is_flag=True, help="Show whole outputs.")
 @click.pass_context
 def bad_cases(ctx, run_id, limit, full):
@@ -275,7 +309,7 @@ def bad_cases(ctx, run_id, limit, full):
 
 @cli.command()
 @click.option("--run", "run_id", default=None, help="Only this run's bad cases (default: all).")
-@click.option("--limit", type=int, default=None)
+@limit_option()
 @click.option("--instructor-model", default=None, envvar="SEI_INSTRUCTOR_MODEL",
               help="Instructor model (env SEI_INSTRUCTOR_MODEL); none: the offline analyzer.")
 @click.option("--base-url", default=None, envvar="OPENAI_BASE_URL")
@@ -286,7 +320,7 @@ def bad_cases(ctx, run_id, limit, full):
               help="Seconds per bad case, all retries included (env SEI_INSTRUCTOR_CASE_S, 300).")
 @click.option("--breaker-after", type=int, default=None,
               help="Stop after this many bad cases fail in a row (default 5).")
-@click.option("--background", is_flag=True)
+@background_option()
 @click.pass_context
 def analyze_cmd(ctx, run_id, limit, instructor_model, base_url, offline, background, **limits):
     """Write error keyphrases for bad cases (resumable; a rerun retries failed cases).
@@ -323,9 +357,9 @@ def analyze_cmd(ctx, run_id, limit, instructor_model, base_url, offline, backgro
 @click.option("--n-neighbors", default=15, show_default=True)
 @click.option("--cluster-dims", default=2, show_default=True, help="UMAP dims to cluster in.")
 @click.option("--k", default=8, show_default=True, help="K-means clusters.")
-@click.option("--seed", default=0, show_default=True)
+@seed_option
 @click.option("--analysis", "analysis_id", default=None)
-@click.option("--background", is_flag=True)
+@background_option()
 @click.pass_context
 def cluster_cmd(ctx, background, analysis_id, **kw):
     """Embed keyphrases, map with UMAP, cluster into error types.
@@ -363,9 +397,13 @@ def _tax(ctx):
     return taxonomy.current(_store(ctx))
 
 
-def _edit(fn, *a, **kw):
+def _edit(ctx, op: str, *args) -> int:
+    """Make the taxonomy edit `op` (rename, merge, undo ...) as author 'cli'; an edit the
+    taxonomy refuses ends the command with its reason."""
+    from pipeline import taxonomy
+
     try:
-        return fn(*a, **kw)
+        return getattr(taxonomy, op)(_store(ctx), *args, author="cli")
     except ValueError as e:
         raise click.ClickException(str(e)) from e
 
@@ -424,9 +462,7 @@ def types_rename(ctx, type_id, title):
 
     Example: sei types rename 3 "Unit conversion slips"
     """
-    from pipeline import taxonomy
-
-    click.echo(f"edit {_edit(taxonomy.rename, _store(ctx), type_id, title, author='cli')}")
+    click.echo(f"edit {_edit(ctx, 'rename', type_id, title)}")
 
 
 @types.command("describe")
@@ -438,9 +474,7 @@ def types_describe(ctx, type_id, description):
 
     Example: sei types describe 3 "Converts minutes to hours the wrong way"
     """
-    from pipeline import taxonomy
-
-    click.echo(f"edit {_edit(taxonomy.describe, _store(ctx), type_id, description, author='cli')}")
+    click.echo(f"edit {_edit(ctx, 'describe', type_id, description)}")
 
 
 @types.command("merge")
@@ -453,9 +487,7 @@ def types_merge(ctx, type_ids, into, title):
 
     Example: sei types merge 3 5 --into 3 --title "Percentages"
     """
-    from pipeline import taxonomy
-
-    edit_id = _edit(taxonomy.merge, _store(ctx), list(type_ids), into, title, author="cli")
+    edit_id = _edit(ctx, "merge", list(type_ids), into, title)
     click.echo(f"edit {edit_id}")
 
 
@@ -468,9 +500,7 @@ def types_split(ctx, kp_ids, title):
 
     Example: sei types split 12 15 40 --title "Off by one"
     """
-    from pipeline import taxonomy
-
-    click.echo(f"new type {_edit(taxonomy.split, _store(ctx), list(kp_ids), title, author='cli')}")
+    click.echo(f"new type {_edit(ctx, 'split', list(kp_ids), title)}")
 
 
 @types.command("move")
@@ -482,9 +512,7 @@ def types_move(ctx, type_id, kp_ids):
 
     Example: sei types move 3 12 15
     """
-    from pipeline import taxonomy
-
-    click.echo(f"edit {_edit(taxonomy.move, _store(ctx), list(kp_ids), type_id, author='cli')}")
+    click.echo(f"edit {_edit(ctx, 'move', list(kp_ids), type_id)}")
 
 
 @types.command("exclude")
@@ -497,9 +525,7 @@ def types_exclude(ctx, type_id, kp_ids, include):
 
     Example: sei types exclude 3   |   sei types exclude --kp 12 --include
     """
-    from pipeline import taxonomy
-
-    edit_id = _edit(taxonomy.exclude, _store(ctx), type_id, list(kp_ids), include, author="cli")
+    edit_id = _edit(ctx, "exclude", type_id, list(kp_ids), include)
     click.echo(f"edit {edit_id}")
 
 
@@ -511,9 +537,7 @@ def types_undo(ctx, edit_id):
 
     Example: sei types undo 7
     """
-    from pipeline import taxonomy
-
-    click.echo(f"edit {_edit(taxonomy.undo, _store(ctx), edit_id, author='cli')}")
+    click.echo(f"edit {_edit(ctx, 'undo', edit_id)}")
 
 
 @types.command("redo")
@@ -523,9 +547,7 @@ def types_redo(ctx):
 
     Example: sei types redo
     """
-    from pipeline import taxonomy
-
-    click.echo(f"edit {_edit(taxonomy.redo, _store(ctx), author='cli')}")
+    click.echo(f"edit {_edit(ctx, 'redo')}")
 
 
 @types.command("clusterings")
@@ -558,9 +580,7 @@ def types_use(ctx, clustering_id):
 
     Example: sei types use cl-20260101-120000-abc123
     """
-    from pipeline import taxonomy
-
-    click.echo(f"edit {_edit(taxonomy.use_clustering, _store(ctx), clustering_id, author='cli')}")
+    click.echo(f"edit {_edit(ctx, 'use_clustering', clustering_id)}")
 
 
 @types.command("log")
@@ -601,8 +621,8 @@ def export():
 
 
 @export.command("types")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl")
-@click.option("--out", "-o", "out", type=click.Path(dir_okay=False), required=True)
+@format_option
+@out_option
 @click.pass_context
 def export_types(ctx, fmt, out):
     """Current error types with their members, as JSONL or Parquet.

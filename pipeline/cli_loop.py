@@ -8,19 +8,63 @@ import json
 
 import click
 
-from pipeline.cli import _run_or_submit, _store, cli, export
+from pipeline.cli import (
+    _run_or_submit,
+    _store,
+    background_option,
+    cli,
+    export,
+    format_option,
+    iteration_option,
+    json_option,
+    limit_option,
+    max_new_tokens_option,
+    out_option,
+    seed_option,
+)
 
 
 def _fail(e: Exception):
+    """End the command with the error as one clean line."""
     raise click.ClickException(str(e))
 
 
 def _int_list(s: str | None) -> list[int] | None:
+    """'3,5' as [3, 5]; nothing as None (all)."""
     return [int(x) for x in s.split(",") if x.strip()] if s else None
 
 
+def _latest_or_first(ctx, iteration: int | None) -> int:
+    """The iteration a loop command works on: the one given, else the latest, else 1."""
+    from pipeline import iterations
+
+    return iteration or max(1, iterations.latest(_store(ctx)))
+
+
+def _run_and_echo(ctx, kind: str, params: dict, background: bool,
+                  indent: int | None = None) -> None:
+    """Run (or submit) the stage; print its result as JSON, or its ValueError cleanly."""
+    try:
+        out = _run_or_submit(ctx, kind, params, background)
+    except ValueError as e:
+        _fail(e)
+    if out:
+        click.echo(json.dumps(out, default=str, indent=indent))
+
+
+# --mode: train from the base model (scratch) or further on the last adapter (iterative)
+mode_option = click.option("--mode", type=click.Choice(["scratch", "iterative"]),
+                           default="scratch", show_default=True)
+
+
+def method_option(help: str | None = None):
+    """--method of selection: oneshot | proxy | random."""
+    return click.option("--method", type=click.Choice(["oneshot", "proxy", "random"]),
+                        default="oneshot", show_default=True, help=help)
+
+
 @cli.command()
-@click.option("--iteration", default=None, type=int, help="Default: the latest, or 1.")
+@iteration_option(help="Default: the latest, or 1.")
 @click.option("--budget", default=64, show_default=True,
               help="Proposals this iteration (the paper: 10,000).")
 @click.option("--per-call", default=16, show_default=True, help="Problems per call (paper 20).")
@@ -33,20 +77,19 @@ def _int_list(s: str | None) -> list[int] | None:
 @click.option("--parallel", default=4, show_default=True, help="Instructor calls in flight.")
 @click.option("--verify-samples", default=0, show_default=True,
               help="Instructor only: extra solutions that must agree.")
-@click.option("--seed", default=0, show_default=True)
+@seed_option
 @click.option("--yes", is_flag=True, help="Skip the confirmation of the estimate.")
-@click.option("--background", is_flag=True)
+@background_option()
 @click.pass_context
 def synthesize(ctx, iteration, types_, yes, background, **kw):
     """New problems per error type, verified and filtered (resumable).
 
     Example: sei synthesize --budget 400 --yes
     """
-    from pipeline import iterations
     from pipeline.synthesize import SynthParams, estimate, summary
 
     store = _store(ctx)
-    kw["iteration"] = iteration or max(1, iterations.latest(store))
+    kw["iteration"] = _latest_or_first(ctx, iteration)
     kw["types"] = _int_list(types_)
     try:
         est = estimate(store, SynthParams.from_dict(kw))
@@ -80,7 +123,7 @@ def _print_counts(rows: list[dict]) -> None:
 @cli.command("candidates")
 @click.option("--batch", default=None)
 @click.option("--status", default=None)
-@click.option("--limit", default=10, show_default=True)
+@limit_option(10)
 @click.pass_context
 def candidates_cmd(ctx, batch, status, limit):
     """Synthesized candidates with their outcome.
@@ -94,48 +137,38 @@ def candidates_cmd(ctx, batch, status, limit):
 
 
 @cli.command("select")
-@click.option("--iteration", default=None, type=int)
-@click.option("--method", type=click.Choice(["oneshot", "proxy", "random"]), default="oneshot",
-              show_default=True)
+@iteration_option()
+@method_option()
 @click.option("--n-good", default=10, show_default=True, help="Dev good cases (paper 50).")
 @click.option("--n-bad", default=10, show_default=True, help="Dev bad cases (paper 50).")
 @click.option("--top", default=0.5, show_default=True,
               help="Fraction kept (<1) or a count (>=1); the paper: 0.05.")
-@click.option("--max-new-tokens", default=128, show_default=True)
+@max_new_tokens_option(128)
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--backend", type=click.Choice(["local", "openai"]), default="local")
 @click.option("--model", default=None)
 @click.option("--base-url", default=None)
-@click.option("--limit", type=int, default=None, help="Score only the first N candidates.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--background", is_flag=True)
+@limit_option(help="Score only the first N candidates.")
+@seed_option
+@background_option()
 @click.pass_context
 def select_cmd(ctx, iteration, background, **kw):
     """Score kept candidates on the dev set and keep the top (resumable).
 
     Example: sei select --method oneshot --top 0.05 --n-good 50 --n-bad 50
     """
-    from pipeline import iterations
     from pipeline.select import SelectParams, estimate
 
-    store = _store(ctx)
-    kw["iteration"] = iteration or max(1, iterations.latest(store))
+    kw["iteration"] = _latest_or_first(ctx, iteration)
     kw = {k: v for k, v in kw.items() if v is not None}
-    click.echo("estimate: " + json.dumps(estimate(store, SelectParams.from_dict(kw))))
-    try:
-        out = _run_or_submit(ctx, "select", kw, background)
-    except ValueError as e:
-        _fail(e)
-    if out:
-        click.echo(json.dumps(out, default=str))
+    click.echo("estimate: " + json.dumps(estimate(_store(ctx), SelectParams.from_dict(kw))))
+    _run_and_echo(ctx, "select", kw, background)
 
 
 @cli.command("train")
-@click.option("--iteration", default=None, type=int)
-@click.option("--mode", type=click.Choice(["scratch", "iterative"]), default="scratch",
-              show_default=True)
-@click.option("--method", type=click.Choice(["oneshot", "proxy", "random"]), default="oneshot",
-              show_default=True, help="Train on this selection method's picks.")
+@iteration_option()
+@mode_option
+@method_option(help="Train on this selection method's picks.")
 @click.option("--r", default=16, show_default=True)
 @click.option("--alpha", default=32, show_default=True)
 @click.option("--dropout", default=0.05, show_default=True)
@@ -145,35 +178,28 @@ def select_cmd(ctx, iteration, background, **kw):
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--max-length", default=512, show_default=True)
 @click.option("--checkpoint-every", default=10, show_default=True)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--background", is_flag=True)
+@seed_option
+@background_option()
 @click.pass_context
 def train_cmd(ctx, iteration, target_modules, background, **kw):
     """LoRA on the selected data (resumable from its last checkpoint).
 
     Example: sei train --mode scratch --epochs 3
     """
-    from pipeline import iterations
-
-    kw["iteration"] = iteration or max(1, iterations.latest(_store(ctx)))
+    kw["iteration"] = _latest_or_first(ctx, iteration)
     if target_modules:
         kw["target_modules"] = [m.strip() for m in target_modules.split(",")]
-    try:
-        out = _run_or_submit(ctx, "train", kw, background)
-    except ValueError as e:
-        _fail(e)
-    if out:
-        click.echo(json.dumps(out, default=str))
+    _run_and_echo(ctx, "train", kw, background)
 
 
 @cli.command("evaluate")
-@click.option("--iteration", default=None, type=int, help="0 is the base model.")
+@iteration_option(help="0 is the base model.")
 @click.option("--set", "sets", multiple=True, help="dataset/split (repeat); default: every "
               "test split.")
-@click.option("--limit", default=200, show_default=True, help="Problems per set.")
+@limit_option(200, help="Problems per set.")
 @click.option("--adapter", default=None)
-@click.option("--max-new-tokens", default=200, show_default=True)
-@click.option("--background", is_flag=True)
+@max_new_tokens_option(200)
+@background_option()
 @click.pass_context
 def evaluate_cmd(ctx, iteration, sets, background, **kw):
     """Run an iteration's model on held-out sets.
@@ -187,18 +213,12 @@ def evaluate_cmd(ctx, iteration, sets, background, **kw):
     kw["iteration"] = iterations.latest(store) if iteration is None else iteration
     kw["sets"] = list(sets) or default_sets(store)
     kw = {k: v for k, v in kw.items() if v is not None}
-    try:
-        out = _run_or_submit(ctx, "evaluate", kw, background)
-    except ValueError as e:
-        _fail(e)
-    if out:
-        click.echo(json.dumps(out, default=str))
+    _run_and_echo(ctx, "evaluate", kw, background)
 
 
 @cli.command("iterate")
 @click.option("--iterations", "n", default=1, show_default=True)
-@click.option("--mode", type=click.Choice(["scratch", "iterative"]), default="scratch",
-              show_default=True)
+@mode_option
 @click.option("--review", is_flag=True, help="Pause for curation before each synthesis.")
 @click.option("--train-limit", default=96, show_default=True)
 @click.option("--eval-limit", default=200, show_default=True, help="Problems per test set.")
@@ -206,8 +226,8 @@ def evaluate_cmd(ctx, iteration, sets, background, **kw):
 @click.option("--budget", default=None, type=int, help="Synthesis proposals per iteration.")
 @click.option("--top", default=None, type=float, help="Selection: fraction or count kept.")
 @click.option("--epochs", default=None, type=int)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--background", is_flag=True)
+@seed_option
+@background_option()
 @click.pass_context
 def iterate_cmd(ctx, n, mode, review, train_limit, eval_limit, sets, budget, top, epochs,
                 seed, background):
@@ -219,16 +239,11 @@ def iterate_cmd(ctx, n, mode, review, train_limit, eval_limit, sets, budget, top
          "eval_limit": eval_limit, "eval_sets": list(sets) or None, "seed": seed,
          "synth": {"budget": budget} if budget else {},
          "select": {"top": top} if top else {}, "train": {"epochs": epochs} if epochs else {}}
-    try:
-        out = _run_or_submit(ctx, "iterate", p, background)
-    except ValueError as e:
-        _fail(e)
-    if out:
-        click.echo(json.dumps(out, default=str, indent=1))
+    _run_and_echo(ctx, "iterate", p, background, indent=1)
 
 
 @cli.command("iterations")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @click.pass_context
 def iterations_cmd(ctx, as_json):
     """Accuracy per iteration and evaluation set, with the change against the base model.
@@ -251,8 +266,8 @@ def iterations_cmd(ctx, as_json):
 
 
 @export.command("candidates")
-@click.option("--out", "-o", "out", type=click.Path(dir_okay=False), required=True)
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl")
+@out_option
+@format_option
 @click.option("--all", "everything", is_flag=True, help="Every status, not only kept.")
 @click.pass_context
 def export_candidates(ctx, out, fmt, everything):
@@ -268,9 +283,9 @@ def export_candidates(ctx, out, fmt, everything):
 
 
 @export.command("selection")
-@click.option("--out", "-o", "out", type=click.Path(dir_okay=False), required=True)
+@out_option
 @click.option("--selection", "selection_id", default=None, help="Default: the latest one-shot.")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]), default="jsonl")
+@format_option
 @click.pass_context
 def export_selection(ctx, out, selection_id, fmt):
     """Selected candidates (the training set) as chat `messages` with score and method.
