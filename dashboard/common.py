@@ -15,7 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from pipeline import config
+from pipeline import config, jobs, views_loop
 from pipeline.store import Store
 
 NOISE = "#b8b8b8"
@@ -52,11 +52,20 @@ def store() -> Store:
 
 
 def header(title: str) -> Store:
+    """Every page's top: the page config, its title and the store in use."""
     st.set_page_config(page_title=f"SEI Studio · {title}", layout="wide")
     st.title(title)
     s = store()
     st.caption(f"Store: `{s.path}`")
     return s
+
+
+def iteration_header(title: str, key: str) -> tuple[Store, list[int], int]:
+    """The top of a loop page (Synthesis, Selection): the header and the iteration it
+    shows, the latest by default. Returns the store, the iterations and the one chosen."""
+    s = header(title)
+    its = views_loop.iteration_choices(s)
+    return s, its, st.selectbox("iteration", its, index=len(its) - 1, key=key)
 
 
 def colour(type_id: int | None) -> str:
@@ -277,22 +286,8 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
-def job_line(j: dict) -> str:
-    eta = f", ETA {j['eta_s']:.0f}s" if j.get("eta_s") else ""
-    return f"#{j['job_id']} {j['kind']} · {j['status']} · {j['done'] or 0}/{j['total'] or '?'}{eta}"
-
-
-def result_line(result: dict) -> str:
-    """A job's result in one line; a clustering diff as counts (the full diff is on the
-    Error map page and in `sei jobs show`)."""
-    parts = []
-    for k, v in result.items():
-        if k == "diff" and isinstance(v, dict):
-            parts.append("diff: " + ", ".join(f"{len(v.get(n) or [])} {n}" for n in
-                                              ("kept", "new", "gone", "split", "merged")))
-        else:
-            parts.append(f"{k} {v}")
-    return " · ".join(parts)
+# A job's line and result line are the pipeline's (the CLI prints the same facts).
+job_line, result_line = jobs.job_line, jobs.result_line
 
 
 def page_link(page: str, label: str, icon: str, **query) -> None:
@@ -324,8 +319,6 @@ def duration(seconds: float | None) -> str:
 
 def launch(s: Store, kind: str, params: dict, key: str) -> int | None:
     """Submit a job of `kind`; remember it under `key` for follow_jobs. Errors shown."""
-    from pipeline import jobs
-
     try:
         jid = jobs.submit(s, kind, params)
     except ValueError as e:
@@ -339,8 +332,6 @@ def launch(s: Store, kind: str, params: dict, key: str) -> int | None:
 def follow_jobs(s: Store, kinds: tuple[str, ...], key: str, latest: int = 3) -> None:
     """Progress of this page's jobs: the one just launched and the latest of these kinds,
     refreshed every 2 s (as on the Jobs page)."""
-    from pipeline import jobs
-
     @st.fragment(run_every=2)
     def _follow():
         jobs.reap(s)
@@ -353,8 +344,7 @@ def follow_jobs(s: Store, kinds: tuple[str, ...], key: str, latest: int = 3) -> 
             st.caption(f"No {' / '.join(kinds)} jobs yet.")
             return
         for j in rows:
-            frac = min(1.0, (j["done"] or 0) / j["total"]) if j["total"] else 0.0
-            st.progress(frac, text=job_line(j))
+            st.progress(jobs.fraction_done(j), text=job_line(j))
             line = f"{j['step'] or ''} {j['message'] or ''}".strip()
             if j["result"]:
                 line += f" · {result_line(j['result'])}"

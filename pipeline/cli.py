@@ -441,7 +441,7 @@ def types_show(ctx, type_id):
     t = tax.types.get(type_id)
     if t is None:
         raise click.ClickException(f"no type {type_id}")
-    by = {p["kp_id"]: p for p in tax.points}
+    by = tax.by_kp()
     click.echo(f"{t.type_id}: {t.title}  ({t.share:.1%} of bad cases, {len(t.members)} keyphrases,"
                f" titled by {t.titled_by})")
     if t.merged_into:
@@ -640,14 +640,16 @@ def export_types(ctx, fmt, out):
     tax = taxonomy.current(s)
     if tax.clustering is None:
         raise click.ClickException("no clustering yet: run `sei cluster`")
-    rows = taxonomy.export_rows(s, tax)
     if fmt == "jsonl":
+        text = taxonomy.export_jsonl(s, tax)
         with open(out, "w") as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            f.write(text)
+        n = text.count("\n")
     else:
+        rows = taxonomy.export_rows(s, tax)
         pd.DataFrame(rows).to_parquet(out)
-    click.echo(f"{len(rows)} types -> {out}")
+        n = len(rows)
+    click.echo(f"{n} types -> {out}")
 
 
 @cli.command("serve-local")
@@ -675,15 +677,9 @@ def jobs_group():
 
 
 def _fmt_job(j: dict) -> str:
-    from pipeline.jobs import display_status
+    from pipeline.jobs import job_row
 
-    prog = f"{j['done'] or 0}/{j['total']}" if j["total"] else "-"
-    eta = f" eta {j['eta_s']:.0f}s" if j.get("eta_s") and j["status"] == "running" else ""
-    line = (f"{j['job_id']:>4} {j['kind']:10} {display_status(j):10} {prog:>10}{eta}  "
-            f"{(j['step'] or '')} {(j['message'] or '')[:50]}")
-    if j["status"] == "failed" and j.get("error"):
-        line += f"\n       error: {j['error'].splitlines()[0][:200]}"
-    return line
+    return job_row(j)
 
 
 def _job_or_fail(ctx, job_id: int) -> dict:
@@ -764,11 +760,12 @@ def jobs_logs(ctx, job_id, tail):
 
     Example: sei jobs logs 4 --tail 100
     """
-    j = _job_or_fail(ctx, job_id)
-    if not j["log_file"] or not Path(j["log_file"]).exists():
+    from pipeline.jobs import log_tail
+
+    text = log_tail(_job_or_fail(ctx, job_id)["log_file"], tail)
+    if text is None:
         raise click.ClickException(f"no log for job {job_id}")
-    lines = Path(j["log_file"]).read_text(errors="replace").splitlines()
-    click.echo("\n".join(lines[-tail:]))
+    click.echo(text)
 
 
 @jobs_group.command("submit")

@@ -12,7 +12,7 @@ from pipeline.store import Store
 def snapshot(store: Store) -> tuple[dict, str | None]:
     """The taxonomy in force as plain data: per visible type its title, share and cases."""
     tax = taxonomy.current(store)
-    by_kp = {p["kp_id"]: p for p in tax.points}
+    by_kp = tax.by_kp()
     types = []
     for t in tax.visible_types():
         cases = sorted({by_kp[k]["case_id"] for k in t.members if not by_kp[k]["excluded"]})

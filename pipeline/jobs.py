@@ -74,6 +74,57 @@ def display_status(job: dict) -> str:
     return job["status"]
 
 
+# -- how a job reads to people: the same lines in `sei jobs` and on the app's pages --------
+
+
+def job_line(j: dict) -> str:
+    """A job in one short line, the label of its progress bar in the app."""
+    eta = f", ETA {j['eta_s']:.0f}s" if j.get("eta_s") else ""
+    return f"#{j['job_id']} {j['kind']} · {j['status']} · {j['done'] or 0}/{j['total'] or '?'}{eta}"
+
+
+def job_row(j: dict) -> str:
+    """A job as a row of `sei jobs list` (status, progress, ETA, step, message), with the
+    first line of its error when it failed."""
+    prog = f"{j['done'] or 0}/{j['total']}" if j["total"] else "-"
+    eta = f" eta {j['eta_s']:.0f}s" if j.get("eta_s") and j["status"] == "running" else ""
+    line = (f"{j['job_id']:>4} {j['kind']:10} {display_status(j):10} {prog:>10}{eta}  "
+            f"{(j['step'] or '')} {(j['message'] or '')[:50]}")
+    if j["status"] == "failed" and j.get("error"):
+        line += f"\n       error: {j['error'].splitlines()[0][:200]}"
+    return line
+
+
+def result_line(result: dict) -> str:
+    """A job's result in one line; a clustering diff as counts (the full diff is on the
+    Error map page and in `sei jobs show`)."""
+    parts = []
+    for k, v in result.items():
+        if k == "diff" and isinstance(v, dict):
+            parts.append("diff: " + ", ".join(f"{len(v.get(n) or [])} {n}" for n in
+                                              ("kept", "new", "gone", "split", "merged")))
+        else:
+            parts.append(f"{k} {v}")
+    return " · ".join(parts)
+
+
+def fraction_done(j: dict) -> float:
+    """How far a job is, 0..1 (0 while its total is unknown): what a progress bar shows."""
+    return min(1.0, (j["done"] or 0) / j["total"]) if j["total"] else 0.0
+
+
+def log_tail(path: str | None, n: int, max_bytes: int | None = None) -> str | None:
+    """The last n lines of a job's log; None when it has none. With max_bytes only the
+    file's end is read (logs can be long; the app polls every 2 s)."""
+    if not path or not Path(path).exists():
+        return None
+    with open(path, "rb") as f:
+        if max_bytes is not None:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - max_bytes))
+        return "\n".join(f.read().decode(errors="replace").splitlines()[-n:])
+
+
 def _spawn(store: Store, job_id: int) -> int:
     log_file = log_dir(store) / f"job-{job_id}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ replay on top of it.
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -41,7 +42,12 @@ class Taxonomy:
     edits: list[dict]                        # active (not undone) edits
     redoable: bool = False                   # an undo in force that redo would take back
 
+    def by_kp(self) -> dict[int, dict]:
+        """Points by keyphrase id: the lookup that every view of members starts from."""
+        return {p["kp_id"]: p for p in self.points}
+
     def visible_types(self) -> list[TypeView]:
+        """Types with members that were not merged away: excluded last, then largest."""
         ts = [t for t in self.types.values() if t.merged_into is None and t.members]
         return sorted(ts, key=lambda t: (t.excluded, -t.share, t.type_id))
 
@@ -462,10 +468,16 @@ def case_types(tax: Taxonomy) -> dict[int, set[int]]:
 
 
 def case_texts(tax: Taxonomy) -> dict[int, list[str]]:
+    """The keyphrase texts of each bad case (what a text filter searches)."""
     out: dict[int, list[str]] = defaultdict(list)
     for p in tax.points:
         out[p["case_id"]].append(p["text"])
     return out
+
+
+def kp_ids_of_case(tax: Taxonomy, case_id: int) -> set[int]:
+    """The keyphrases of one bad case on this map (what the map rings for a shown case)."""
+    return {p["kp_id"] for p in tax.points if p["case_id"] == case_id}
 
 
 def cases_of(tax: Taxonomy, kp_ids: list[int]) -> list[int]:
@@ -483,7 +495,7 @@ def case_view(store: Store, tax: Taxonomy, case_id: int) -> dict | None:
     case = store.bad_case(case_id)
     if case is None:
         return None
-    by_kp = {p["kp_id"]: p for p in tax.points}
+    by_kp = tax.by_kp()
     kps = []
     for k in store.case_keyphrases(case_id):
         p = by_kp.get(k["kp_id"])
@@ -499,7 +511,7 @@ def compare(old: Taxonomy, new: Taxonomy) -> list[dict]:
     """The curated taxonomy before and after a re-clustering, type by type: where the
     keyphrases of each type went (by keyphrase text, so a new analysis compares too)."""
     def members(tax):
-        by = {p["kp_id"]: p for p in tax.points}
+        by = tax.by_kp()
         return {t.type_id: [by[k]["text"] for k in t.members if not by[k]["excluded"]]
                 for t in tax.visible_types() if not t.excluded}
 
@@ -540,7 +552,7 @@ def export_rows(store: Store, tax: Taxonomy) -> list[dict]:
     """Per visible type: title, share and its bad cases with question, model output and
     the keyphrases of that type (what `sei export types` and the app's Export write)."""
     cases = {c["case_id"]: c for c in store.bad_cases()}
-    by_kp = {p["kp_id"]: p for p in tax.points}
+    by_kp = tax.by_kp()
     rows = []
     for t in tax.visible_types():
         per_case: dict[int, list[dict]] = defaultdict(list)
@@ -559,6 +571,13 @@ def export_rows(store: Store, tax: Taxonomy) -> list[dict]:
                        "keyphrases": [p["text"] for p in ps]}
                       for c, ps in sorted(per_case.items())]})
     return rows
+
+
+def export_jsonl(store: Store, tax: Taxonomy) -> str:
+    """export_rows as JSON Lines, one type a line (the file `sei export types` and the
+    app's Export button hand out)."""
+    return "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n"
+                   for r in export_rows(store, tax))
 
 
 def find_generations(rows: list[dict], tax: Taxonomy, datasets: list[str] | None = None,

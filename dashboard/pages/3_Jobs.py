@@ -4,24 +4,12 @@ The list lives in a fragment that reruns every two seconds, so progress moves wi
 a manual refresh; jobs are OS processes recorded in the store, so a browser refresh
 (or closing the tab) changes nothing about them."""
 
-from pathlib import Path
-
 import common
 import streamlit as st
 
 from pipeline import jobs
 
 s = common.header("Jobs")
-ACTIVE = ("queued", "running")
-
-
-def tail(path: str | None, n: int = 15) -> str:
-    if not path or not Path(path).exists():
-        return ""
-    with open(path, "rb") as f:  # only the end: logs can be long
-        f.seek(0, 2)
-        f.seek(max(0, f.tell() - 8000))
-        return "\n".join(f.read().decode(errors="replace").splitlines()[-n:])
 
 
 with st.expander("Start a job"):
@@ -49,13 +37,12 @@ def job_list():
     for j in rows:
         with st.container(border=True):
             top, btn = st.columns([5, 1])
-            frac = min(1.0, (j["done"] or 0) / j["total"]) if j["total"] else 0.0
-            top.progress(frac, text=common.job_line(j))
+            top.progress(jobs.fraction_done(j), text=common.job_line(j))
             top.caption(f"{j['step'] or ''} {j['message'] or ''} · params {j['params']}"
                         + (f" · {common.result_line(j['result'])}" if j["result"] else ""))
             if j["error"]:
                 top.error(j["error"])
-            if j["status"] in ACTIVE:
+            if j["status"] in jobs.ACTIVE:
                 if btn.button("Cancel", key=f"cancel-{j['job_id']}"):
                     jobs.cancel(s, j["job_id"])
                     st.rerun()
@@ -63,7 +50,7 @@ def job_list():
                 if btn.button("Resume", key=f"resume-{j['job_id']}"):
                     jobs.resume(s, j["job_id"])
                     st.rerun()
-            log = tail(j["log_file"])
+            log = jobs.log_tail(j["log_file"], 15, max_bytes=8000)
             if log:
                 with top.expander("log tail"):
                     st.code(log, language=None)

@@ -14,11 +14,9 @@ import streamlit as st
 
 from pipeline import synthesize, views_loop
 
-s = common.header("Synthesis")
+s, its, it_n = common.iteration_header("Synthesis", key="syn_it")
 COUNTS = ["type_id", "title", "generated", "rejected", "near_duplicate", "contaminated", "kept"]
 
-its = views_loop.iteration_choices(s)
-it_n = st.selectbox("iteration", its, index=len(its) - 1, key="syn_it")
 bs = views_loop.batches(s, it_n)
 
 st.subheader("Candidates per error type")

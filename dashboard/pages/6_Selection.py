@@ -15,10 +15,7 @@ import streamlit as st
 
 from pipeline import select, views_loop
 
-s = common.header("Selection")
-
-its = views_loop.iteration_choices(s)
-it_n = st.selectbox("iteration", its, index=len(its) - 1, key="sel_it")
+s, its, it_n = common.iteration_header("Selection", key="sel_it")
 sels = list(reversed(s.selections(it_n)))
 
 st.subheader("Scores")
