@@ -216,23 +216,32 @@ def _steps(store: Store, p: TrainParams, train_id: str, fit: _Fit, rows: list[di
     return tokens_seen
 
 
+def _finished(prev: dict | None) -> dict | None:
+    """The result of a run that already finished and whose adapter is still on disk."""
+    if prev and prev["status"] == "finished" and \
+            (Path(prev["adapter_dir"]) / "adapter_config.json").exists():
+        return {"train_id": prev["train_id"], "adapter_dir": prev["adapter_dir"],
+                "adapter_hash": prev["adapter_hash"], "resumed": True}
+    return None
+
+
 def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dict:
     """LoRA on the selected data of p.iteration (resumable from its last checkpoint)."""
+    # -- data and identity; a finished run returns before anything heavy is loaded ---------
+    run = _identify(store, p)
+    train_id = run.train_id
+    prev = store.train_run(train_id)
+    done = _finished(prev)
+    if done:
+        progress(1, 1, "train", "already trained")
+        return done
+
     import torch
     from accelerate import Accelerator
     from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
 
     from pipeline.target import weights_hash
 
-    # -- data and identity -------------------------------------------------------------------
-    run = _identify(store, p)
-    train_id = run.train_id
-    prev = store.train_run(train_id)
-    if prev and prev["status"] == "finished" and \
-            (Path(prev["adapter_dir"]) / "adapter_config.json").exists():
-        progress(1, 1, "train", "already trained")
-        return {"train_id": train_id, "adapter_dir": prev["adapter_dir"],
-                "adapter_hash": prev["adapter_hash"], "resumed": True}
     # a run resumed from another working directory keeps writing where it started
     out_dir = Path(prev["adapter_dir"]) if prev else config.adapters_dir(store.path) / train_id
 

@@ -102,3 +102,37 @@ def test_oneshot_score_and_rank():
     assert rank(scores, 3, seed=0) == top  # ties broken by the seed, reproducibly
     assert {tuple(rank(scores, 2, seed=s)) for s in range(20)} != {tuple(top[:2])}
     assert (n_keep(0.05, 400), n_keep(0.05, 10), n_keep(12, 5), n_keep(0.25, 0)) == (20, 1, 5, 0)
+
+
+def test_a_finished_training_run_returns_before_loading_anything(tmp_path):
+    """A rerun of a finished training run (adapter still on disk) answers from the store:
+    no tokenizer, no model, not even torch is imported for it."""
+    import subprocess
+    import sys
+
+    from pipeline import train as tr
+    from pipeline.store import Store
+
+    store = Store(tmp_path / "s.duckdb")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    store.upsert_train_run({"train_id": "train-1-scratch-x", "iteration": 1, "mode": "scratch",
+                            "selection_ids": [], "params": {}, "adapter_dir": str(adapter),
+                            "total_steps": 1})
+    store.finish_train_run("train-1-scratch-x", "finished", "h123", {})
+    script = f"""
+import sys
+from pipeline import train as tr
+from pipeline.store import Store
+tr._identify = lambda store, p: tr._Run("train-1-scratch-x", [], [], "", "m", None, "d")
+seen = []
+out = tr.train(Store({str(store.path)!r}), tr.TrainParams(), lambda *a: seen.append(a))
+assert out == {{"train_id": "train-1-scratch-x", "adapter_dir": {str(adapter)!r},
+                "adapter_hash": "h123", "resumed": True}}, out
+assert seen == [(1, 1, "train", "already trained")], seen
+assert "torch" not in sys.modules and "transformers" not in sys.modules
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert tr._finished(None) is None
