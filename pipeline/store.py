@@ -394,14 +394,18 @@ class Store:
         return {r["run_id"]: json.loads(r["gen_params"] or "{}")
                 for r in self.rows("SELECT run_id, gen_params FROM runs")}
 
-    def bad_cases(self, run_id: str | None = None, limit: int | None = None) -> list[dict]:
-        sql = """
+    # A bad case with its problem, output and grading: the rows of bad_cases and bad_case.
+    _BAD_CASES = """
             SELECT b.case_id, b.run_id, b.dataset, b.split, b.pid, p.question, p.solution,
                    p.answer, g.output, g.pred, g.judge, g.completion_tokens, r.model_id
             FROM bad_cases b
             JOIN problems p USING (dataset, split, pid)
             JOIN generations g USING (run_id, dataset, split, pid)
-            JOIN runs r USING (run_id)
+            JOIN runs r USING (run_id)"""
+
+    def bad_cases(self, run_id: str | None = None, limit: int | None = None) -> list[dict]:
+        """Bad cases (of one run, or all) in case-id order, at most `limit`."""
+        sql = self._BAD_CASES + """
             WHERE (? IS NULL OR b.run_id = ?)
             ORDER BY b.case_id LIMIT ?"""
         return self.rows(sql, [run_id, run_id, limit if limit is not None else 2**62])
@@ -622,13 +626,7 @@ class Store:
 
     def bad_case(self, case_id: int) -> dict | None:
         """One bad case with its problem, output and grading."""
-        rows = self.rows("""
-            SELECT b.case_id, b.run_id, b.dataset, b.split, b.pid, p.question, p.solution,
-                   p.answer, g.output, g.pred, g.judge, g.completion_tokens, r.model_id
-            FROM bad_cases b
-            JOIN problems p USING (dataset, split, pid)
-            JOIN generations g USING (run_id, dataset, split, pid)
-            JOIN runs r USING (run_id)
+        rows = self.rows(self._BAD_CASES + """
             WHERE b.case_id = ?""", [case_id])
         return rows[0] if rows else None
 
