@@ -45,6 +45,7 @@ _OF_PCT = re.compile(r"(\d+(?:\.\d+)?)\s*%\s+of\s+(?=\$?\d)")
 
 
 def num(s: str) -> Fraction | None:
+    """A number written in text ('$1,200', '3/4') as an exact Fraction; None if it is not one."""
     s = s.replace("$", "").replace(",", "").strip()
     try:
         return Fraction(s)
@@ -53,6 +54,7 @@ def num(s: str) -> Fraction | None:
 
 
 def show(x: Fraction) -> str:
+    """A Fraction written back for people: an integer, else a short decimal."""
     if x.denominator == 1:
         return str(x.numerator)
     f = float(x)
@@ -155,6 +157,7 @@ def steps_in(text: str) -> list[dict]:
 
 
 def numbers_in(text: str) -> list[Fraction]:
+    """Every number in a text, fractions such as '3 / 4' included, in order."""
     vals = []
     for m in re.finditer(r"(?<![\w.])-?(?:" + _NUM + r")(?:\s*/\s*\d+)?", text):
         s = m.group(0)

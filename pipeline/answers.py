@@ -136,6 +136,7 @@ def _verify(gold: str, pred: str, timeouts: bool) -> bool:
 
 
 def answers_equal(a: str, b: str, timeout_s: float = 5.0) -> bool:
+    """Whether two answers are equal (numerically or symbolically), within timeout_s."""
     return _compare(b, a, timeout_s)[0]
 
 
@@ -212,6 +213,8 @@ def _too_costly(s: str) -> bool:
 
 
 def judge(output: str, reference: str, timeout_s: float = 5.0) -> dict:
+    """Grade a model output against the reference: the extracted answer, how it was
+    extracted, whether it is correct and why."""
     pred, method = extract_answer(output or "")
     if pred is None:
         return {"pred": None, "method": method, "correct": False, "detail": "no answer found"}

@@ -69,6 +69,7 @@ class TqdmProgress:
         bar.refresh()
 
     def close(self):
+        """Close every bar (the progress of a finished or failed stage)."""
         for b in self.bars.values():
             b.close()
 
@@ -835,6 +836,7 @@ from pipeline import cli_loop  # noqa: E402,F401
 
 
 def main():
+    """The `sei` entry point: the CLI, with tracebacks scrubbed of secrets."""
     def scrubbed_traceback(kind, exc, tb):  # an unexpected error still shows no secret
         import traceback
 

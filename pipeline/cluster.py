@@ -38,6 +38,7 @@ class ClusterParams:
 
     @classmethod
     def fields(cls) -> set[str]:
+        """The parameter names (what a job's parameters may set)."""
         return {f.name for f in fields(cls)}
 
 
@@ -67,6 +68,8 @@ def exact_knn(x: np.ndarray, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.
 
 
 def umap_project(x: np.ndarray, dims: int, p: ClusterParams) -> np.ndarray:
+    """UMAP of the embeddings to `dims` dimensions on exact cosine neighbours (when
+    there are few enough points), seeded by p.seed."""
     import umap
 
     n = len(x)
@@ -135,6 +138,7 @@ def embed_and_map(store: Store, texts: list[str], p: ClusterParams, timings: dic
 
 
 def labels_for(z: np.ndarray, p: ClusterParams) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster labels (-1: noise) and membership probabilities by p.method."""
     if p.method == "kmeans":
         from sklearn.cluster import KMeans
 

@@ -12,14 +12,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def data_dir() -> Path:
+    """Where the store, models and logs live (env SEI_DATA_DIR, default data/)."""
     return Path(os.environ.get("SEI_DATA_DIR", ROOT / "data"))
 
 
 def db_path() -> Path:
+    """The DuckDB store in use (env SEI_DB, default data/sei.duckdb)."""
     return Path(os.environ.get("SEI_DB", data_dir() / "sei.duckdb"))
 
 
 def models_dir() -> Path:
+    """Where prepared models are cached (env SEI_MODELS_DIR)."""
     return Path(os.environ.get("SEI_MODELS_DIR", data_dir() / "models"))
 
 

@@ -206,6 +206,8 @@ def _read_text(path: Path) -> str:
 
 
 def content_id(split: str, question: str, answer: str) -> str:
+    """A problem id from its content, for files without ids: the same problem gets the
+    same id on every import."""
     h = hashlib.sha256(json.dumps([question, answer], ensure_ascii=False).encode())
     return f"{split}-{h.hexdigest()[:12]}"
 
@@ -265,6 +267,7 @@ class ImportReport:
     clash: list[str] = field(default_factory=list)  # skipped: id names another problem
 
     def summary(self) -> str:
+        """The import in one line: read, new, and why rows were skipped."""
         s = f"{self.read} problems read, {self.added} new"
         if self.same or self.clash:
             s += (f"; skipped {len(self.same)} with the same question and answer already "

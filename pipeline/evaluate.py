@@ -31,10 +31,12 @@ class EvalParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> EvalParams:
+        """Parameters from a job's dict (unknown keys ignored)."""
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
 def eval_gen_params(p: EvalParams) -> GenParams:
+    """Generation parameters of an evaluation run: stop at the first final answer."""
     # Every evaluation stops at the first complete final answer and is judged there: the
     # same rule for the base model and every adapter, so their runs pair item by item.
     return GenParams(max_new_tokens=p.max_new_tokens, batch_size=p.batch_size, seed=p.seed,

@@ -41,6 +41,8 @@ def _noop(done: int, total: int, step: str, message: str) -> None:
 
 def manifest_for(target, dataset: str, split: str, problems: list[dict],
                  params: GenParams, prompt: str, kind: str) -> dict:
+    """What identifies an extraction run: model and weights hash, data hash, prompt,
+    generation parameters, seed and code version."""
     if isinstance(target, LocalTarget):
         path, model_id = resolve_model_path(target.model)
         whash = weights_hash(path)

@@ -118,10 +118,12 @@ class Instructor:
 
     @property
     def name(self) -> str:
+        """The model and endpoint as recorded (no credentials in it)."""
         host = self.base_url or "api.openai.com"
         return scrub(f"openai:{self.model}@{host}")
 
     def client(self):
+        """The OpenAI client, made once (the SDK's own retries off: ours log each)."""
         if self._client is None:
             from openai import OpenAI
 
@@ -132,12 +134,15 @@ class Instructor:
         return self._client
 
     def params(self) -> dict:
+        """Sampling parameters sent with each request."""
         p = {"temperature": self.temperature, "max_tokens": self.max_tokens}
         if self.json_mode:
             p["response_format"] = {"type": "json_object"}
         return p
 
     def cache_key(self, messages: list[dict], schema: dict) -> str:
+        """The key of a request in the reply cache: endpoint, model, messages,
+        parameters and schema."""
         blob = json.dumps([self.base_url, self.model, messages, self.params(), schema],
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()

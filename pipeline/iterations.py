@@ -40,6 +40,7 @@ def ensure(store: Store, n: int, mode: str = "scratch", params: dict | None = No
 
 
 def latest(store: Store) -> int:
+    """The latest iteration's number (0 when there is none)."""
     its = store.iterations()
     return its[-1]["iteration"] if its else 0
 

@@ -58,6 +58,7 @@ def _proc_start(pid: int) -> str | None:
 
 
 def alive(job: dict) -> bool:
+    """Whether the job's own process still runs (a recycled pid is not taken for it)."""
     return bool(job.get("pid")) and _proc_start(job["pid"]) == job.get("pid_start")
 
 
@@ -141,6 +142,7 @@ def _spawn(store: Store, job_id: int) -> int:
 
 
 def submit(store: Store, kind: str, params: dict | None = None) -> int:
+    """Queue a job of a registered stage and start its process; returns the job id."""
     if kind not in STAGES:
         raise ValueError(f"unknown job kind {kind!r}; one of {sorted(STAGES)}")
     params = params or {}
@@ -220,6 +222,7 @@ def reap(store: Store) -> list[int]:
 
 
 def resume(store: Store, job_id: int) -> int:
+    """Start a failed or cancelled job again; its stage skips what it finished."""
     job = store.job(job_id)
     if job is None:
         raise KeyError(f"no job {job_id}")
@@ -237,6 +240,7 @@ def resume(store: Store, job_id: int) -> int:
 
 
 def wait(store: Store, job_id: int, timeout: float = 600, poll: float = 0.5) -> dict:
+    """Block until the job ends (or `timeout` passes); returns its row."""
     deadline = time.monotonic() + timeout
     if store.job(job_id) is None:
         raise KeyError(f"no job {job_id}")
@@ -311,6 +315,7 @@ def _wait_heavy_slot(store: Store, w: _Worker):
 
 
 def run_worker(job_id: int) -> int:
+    """Run one job in this process (`python -m pipeline.jobs run ID`); the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stdout)
     for h in logging.getLogger().handlers:

@@ -20,11 +20,13 @@ def _noop(*a):
 
 
 def analysis_id_for(analyzer: str, prompt_version: str | None, run_id: str | None) -> str:
+    """The id of an analysis: analyzer, prompt version and run, so a rerun resumes it."""
     key = json.dumps([analyzer, prompt_version, run_id])
     return "an-" + hashlib.sha256(key.encode()).hexdigest()[:10]
 
 
 def instructor_phrases(ins: Instructor, store: Store, case: dict) -> list[dict]:
+    """Up to three error keyphrases for one bad case, from the instructor model."""
     template, schema = load_prompt(PROMPT)
     prompt = template.format(question=case["question"], solution=case["solution"] or "",
                              answer=case["answer"], output=(case["output"] or "")[:4000],

@@ -38,6 +38,7 @@ class LoopParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> LoopParams:
+        """Parameters from a job's dict (unknown keys ignored)."""
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 

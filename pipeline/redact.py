@@ -49,6 +49,7 @@ class ScrubFilter:
     """A logging filter that scrubs every record a handler writes (libraries log URLs)."""
 
     def filter(self, record) -> bool:
+        """Scrub secrets from a log record's message and traceback; keeps it."""
         record.msg, record.args = scrub(record.getMessage()), None
         if record.exc_info:
             import traceback

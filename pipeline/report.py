@@ -70,6 +70,7 @@ def candidate_records(store: Store, status: str | None = "kept") -> list[dict]:
 
 
 def write_records(rows: list[dict], out: str, fmt: str = "jsonl") -> None:
+    """Rows to a JSONL file, or to Parquet with nested values as JSON text."""
     if fmt == "jsonl":
         with open(out, "w") as f:
             for r in rows:

@@ -57,6 +57,7 @@ class SelectParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> SelectParams:
+        """Parameters from a job's dict (unknown keys ignored)."""
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -127,6 +128,8 @@ class OneShot:
                             seed=params.seed, stop_at_answer=True)
 
     def score(self, cand, dev):
+        """A candidate's score with it as the one-shot example: the mean of the good and
+        bad halves' dev accuracy (oneshot_score); returns the score row and the generations."""
         demo = _demo_turns(cand, self.tmpl)
         gens = []
         for i in range(0, len(dev), self.p.batch_size):
@@ -170,6 +173,7 @@ class Proxy:
         self._zero: list[float] | None = None
 
     def zero(self, dev):
+        """Answer log-likelihoods without a demonstration, computed once per dev set."""
         if self._zero is None:  # the zero-shot pass, once per dev set
             self._zero = self._ll([], dev)
         return self._zero
@@ -184,6 +188,8 @@ class Proxy:
         return out
 
     def score(self, cand, dev):
+        """A candidate's score: the mean gain in answer log-likelihood it brings as the
+        demonstration; returns the score row and the per-problem values."""
         z = self.zero(dev)
         ll = self._ll(_demo_turns(cand, self.tmpl), dev)
         delta = [a - b for a, b in zip(ll, z)]
@@ -202,6 +208,7 @@ class RandomPick:
         self.seed = seed
 
     def score(self, cand, dev):
+        """A seeded random score (the baseline that needs no model)."""
         r = random.Random(f"{self.seed}/{cand['cand_id']}").random()
         return {"cand_id": cand["cand_id"], "score": r, "detail": {"random": True}}, []
 
@@ -210,6 +217,7 @@ class RandomPick:
 
 
 def n_keep(top: float, n: int) -> int:
+    """How many of n candidates a `top` keeps: a fraction (<1) or a count (>=1)."""
     return min(n, int(top) if top >= 1 else max(1, math.ceil(top * n))) if n else 0
 
 

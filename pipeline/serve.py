@@ -19,12 +19,14 @@ MODEL_ALIAS = "smollm2-135m-instruct"
 
 
 def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 def command(port: int, n_ctx: int = 2048, parallel: int = 1) -> list[str]:
+    """The llama.cpp server's command line for the bundled GGUF."""
     return [sys.executable, "-m", "llama_cpp.server", "--model", str(bundled_gguf()),
             "--model_alias", MODEL_ALIAS, "--host", "127.0.0.1", "--port", str(port),
             "--n_ctx", str(n_ctx * parallel), "--n_threads", str(os.cpu_count() or 2),
@@ -87,4 +89,5 @@ def local_server(port: int | None = None, n_ctx: int = 2048, log_path=None):
 
 
 def serve_forever(port: int, n_ctx: int = 2048) -> None:
+    """Replace this process with the llama.cpp server."""
     os.execv(sys.executable, command(port, n_ctx))

@@ -26,10 +26,12 @@ class Settings:
 
 
 def path() -> Path:
+    """The app's settings file (env SEI_SETTINGS, default data/settings.json)."""
     return Path(os.environ.get("SEI_SETTINGS", config.data_dir() / "settings.json"))
 
 
 def load() -> Settings:
+    """The saved settings, or the defaults; invalid JSON is an error that names the file."""
     p = path()
     if not p.exists():
         return Settings()
@@ -48,6 +50,7 @@ def target_model() -> str:
 
 
 def save(s: Settings) -> Path:
+    """Save the settings after the checks a run would make; returns the file."""
     data = asdict(s)
     if s.target_model not in ("", config.DEFAULT_MODEL, "default"):
         from pipeline.target import ModelError, resolve_model_path

@@ -30,6 +30,7 @@ def stage(name: str, heavy: bool):
 
 
 def is_heavy(kind: str) -> bool:
+    """Whether a stage loads a model or trains (one such job runs at a time)."""
     return STAGES[kind].heavy
 
 
@@ -112,6 +113,7 @@ def _ticks(store: Store, p: dict, progress) -> dict:
 
 
 def run_stage(store: Store, kind: str, params: dict, progress) -> dict:
+    """Run a registered stage by name: the CLI and the job runner both call this."""
     if kind not in STAGES:
         raise ValueError(f"unknown stage {kind!r}; one of {sorted(STAGES)}")
     return STAGES[kind].fn(store, params, progress)

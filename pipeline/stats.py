@@ -25,6 +25,7 @@ class PairedDiff:
     seed: int
 
     def as_dict(self) -> dict:
+        """The fields as a dict (for JSON and the tables)."""
         return asdict(self)
 
 

@@ -193,6 +193,7 @@ class Store:
                 time.sleep(0.05 + 0.05 * random.random())
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict]:
+        """Query results as dicts (column name -> value)."""
         def run(con):
             cur = con.execute(sql, list(params))
             cols = [d[0] for d in cur.description]
@@ -200,13 +201,16 @@ class Store:
         return self._reading(run)
 
     def df(self, sql: str, params: Sequence[Any] = ()):
+        """Query results as a pandas DataFrame."""
         return self._reading(lambda con: con.execute(sql, list(params)).df())
 
     def one(self, sql: str, params: Sequence[Any] = ()):
+        """The first row of a query as a dict, or None."""
         r = self.rows(sql, params)
         return r[0] if r else None
 
     def scalar(self, sql: str, params: Sequence[Any] = ()):
+        """The first value of a query's first row, or None."""
         # the whole result: DuckDB 2 forbids a half-read one
         rows = self._reading(lambda con: con.execute(sql, list(params)).fetchall())
         return rows[0][0] if rows else None
@@ -275,6 +279,7 @@ class Store:
 
     def problems(self, dataset: str, split: str, limit: int | None = None,
                  offset: int = 0) -> list[dict]:
+        """Problems of one dataset split in file order, `limit` of them from `offset`."""
         sql = ("SELECT * FROM problems WHERE dataset = ? AND split = ? "
                "ORDER BY source_line NULLS LAST, pid LIMIT ? OFFSET ?")
         return self.rows(sql, [dataset, split, limit if limit is not None else 2**62, offset])
@@ -284,6 +289,7 @@ class Store:
         return self.scalar("SELECT count(*) FROM problems WHERE dataset = ?", [dataset])
 
     def datasets(self) -> list[dict]:
+        """Each dataset split with its problem count and source file."""
         return self.rows(
             "SELECT dataset, split, count(*) AS n, any_value(source_file) AS source_file "
             "FROM problems GROUP BY ALL ORDER BY dataset, split")
@@ -291,6 +297,7 @@ class Store:
     # -- runs and generations ------------------------------------------------------
 
     def upsert_run(self, manifest: dict) -> None:
+        """Record a run from its manifest; a rerun of the same id is running again."""
         cols = ["run_id", "kind", "model_id", "weights_hash", "adapter", "backend", "dataset",
                 "split", "data_hash", "n_items", "prompt_template", "gen_params", "seed",
                 "code_version"]
@@ -304,6 +311,7 @@ class Store:
                 vals + [json.dumps(manifest, default=str)])
 
     def finish_run(self, run_id: str, status: str = "finished") -> None:
+        """Mark a run finished (or another final status)."""
         with self.write() as con:
             con.execute("UPDATE runs SET status = ?, finished_at = current_timestamp "
                         "WHERE run_id = ?", [status, run_id])
@@ -334,6 +342,7 @@ class Store:
                     "ON CONFLICT DO NOTHING", bad)
 
     def runs(self, kind: str | None = None) -> list[dict]:
+        """Runs with their counts and accuracy, optionally of one kind."""
         sql = """
             SELECT r.run_id, r.kind, r.model_id, r.adapter, r.backend, r.dataset, r.split,
                    r.n_items, r.seed, r.status, r.created_at, r.data_hash, r.weights_hash,
@@ -352,6 +361,7 @@ class Store:
         return rows
 
     def run_lock_path(self, run_id: str) -> Path:
+        """The lock file a process holds while it works on a run."""
         return config.jobs_dir(self.path) / self.path.stem / "runs" / f"{run_id}.lock"
 
     @contextmanager
@@ -371,6 +381,7 @@ class Store:
             yield
 
     def run_held(self, run_id: str) -> bool:
+        """Whether some process holds the run's lock (it is running now)."""
         import fcntl
 
         try:
@@ -384,13 +395,16 @@ class Store:
             return False
 
     def run(self, run_id: str) -> dict | None:
+        """One run's row, or None."""
         return self.one("SELECT * FROM runs WHERE run_id = ?", [run_id])
 
     def run_errors(self, run_id: str) -> int:
+        """How many of a run's generations failed."""
         return self.scalar("SELECT count(*) FROM generations WHERE run_id = ? "
                            "AND error IS NOT NULL", [run_id])
 
     def runs_gen_params(self) -> dict[str, dict]:
+        """Each run's generation parameters, by run id."""
         return {r["run_id"]: json.loads(r["gen_params"] or "{}")
                 for r in self.rows("SELECT run_id, gen_params FROM runs")}
 
@@ -425,10 +439,12 @@ class Store:
         return self.rows(sql, [run_id, run_id])
 
     def case_keyphrases(self, case_id: int) -> list[dict]:
+        """A bad case's keyphrases from every analysis."""
         return self.rows("SELECT kp_id, analysis_id, rank, text, evidence, analyzer "
                          "FROM keyphrases WHERE case_id = ? ORDER BY analysis_id, rank", [case_id])
 
     def count(self, table: str) -> int:
+        """Rows in a table."""
         if not table.isidentifier():
             raise ValueError(table)
         return self.scalar(f"SELECT count(*) FROM {table}")
@@ -451,6 +467,7 @@ class Store:
                   "cancel_requested", "cancel_at", "attempts", "started_at", "finished_at")
 
     def job_insert(self, kind: str, params: dict, heavy: bool) -> int:
+        """A new queued job; returns its id."""
         with self.write() as con:
             return con.execute(
                 "INSERT INTO jobs (kind, params, heavy, status) VALUES (?, ?, ?, 'queued') "
@@ -493,11 +510,13 @@ class Store:
                            "WHERE job_id = ?", [job_id])
 
     def job(self, job_id: int) -> dict | None:
+        """One job's row, or None."""
         r = self.one("SELECT *, epoch(current_timestamp - heartbeat) AS heartbeat_age_s "
                      "FROM jobs WHERE job_id = ?", [job_id])
         return self._job_row(r) if r else None
 
     def jobs(self, statuses: Sequence[str] | None = None, limit: int = 200) -> list[dict]:
+        """Jobs, newest first (at most `limit`), optionally of some statuses."""
         sql = "SELECT *, epoch(current_timestamp - heartbeat) AS heartbeat_age_s FROM jobs"
         vals: list = []
         if statuses:
@@ -507,10 +526,12 @@ class Store:
         return [self._job_row(r) for r in rows]
 
     def add_tick(self, tag: str, i: int) -> None:
+        """One row of the 'ticks' test stage."""
         with self.write() as con:
             con.execute("INSERT INTO ticks (tag, i, pid) VALUES (?, ?, ?)", [tag, i, os.getpid()])
 
     def ticks_done(self, tag: str) -> set[int]:
+        """Which ticks of a tag were written."""
         return {r["i"] for r in self.rows("SELECT i FROM ticks WHERE tag = ?", [tag])}
 
     # -- instructor log and cache ---------------------------------------------------------
@@ -518,6 +539,7 @@ class Store:
     def log_llm_call(self, cache_key, model, base_url, purpose, messages, params, reply,
                      parsed, prompt_tokens, completion_tokens, latency_s, error,
                      cached: bool = False) -> None:
+        """Log one instructor call (secrets scrubbed)."""
         with self.write() as con:
             con.execute(
                 "INSERT INTO llm_calls (cache_key, model, base_url, purpose, messages, params, "
@@ -529,29 +551,34 @@ class Store:
                  completion_tokens, latency_s, scrub(error), cached])
 
     def llm_cache_get(self, key: str) -> dict | None:
+        """A cached instructor reply by key, or None."""
         r = self.one("SELECT reply, parsed FROM llm_cache WHERE cache_key = ?", [key])
         if r:
             r["parsed"] = json.loads(r["parsed"])
         return r
 
     def llm_cache_put(self, key: str, model: str, reply: str, parsed: dict) -> None:
+        """Cache an instructor reply under its key."""
         with self.write() as con:
             con.execute("INSERT OR REPLACE INTO llm_cache (cache_key, model, reply, parsed) "
                         "VALUES (?, ?, ?, ?)", [key, model, reply, json.dumps(parsed)])
 
     def llm_calls(self, limit: int = 100) -> list[dict]:
+        """The latest instructor calls, newest first."""
         return self.rows("SELECT * FROM llm_calls ORDER BY call_id DESC LIMIT ?", [limit])
 
     # -- analyses and keyphrases ------------------------------------------------------------
 
     def upsert_analysis(self, analysis_id: str, analyzer: str, prompt_version: str | None,
                         manifest: dict) -> None:
+        """Record an analysis and its manifest."""
         with self.write() as con:
             con.execute("INSERT INTO analyses (analysis_id, analyzer, prompt_version, manifest) "
                         "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         [analysis_id, analyzer, prompt_version, json.dumps(manifest)])
 
     def analyses(self) -> list[dict]:
+        """Analyses with their counts of cases and keyphrases."""
         return self.rows("""
             SELECT a.*,
                    (SELECT count(*) FROM keyphrases k WHERE k.analysis_id = a.analysis_id)
@@ -561,6 +588,7 @@ class Store:
             FROM analyses a ORDER BY created_at""")
 
     def analysis_done(self, analysis_id: str) -> set[int]:
+        """Bad cases an analysis has finished (to resume it)."""
         return {r["case_id"] for r in self.rows(
             "SELECT case_id FROM analysis_done WHERE analysis_id = ? AND error IS NULL",
             [analysis_id])}
@@ -597,15 +625,18 @@ class Store:
                         "FROM done_cases", [analysis_id])
 
     def keyphrases(self, analysis_id: str) -> list[dict]:
+        """An analysis's keyphrases with their bad cases, in id order."""
         return self.rows("SELECT kp_id, case_id, text, evidence, analyzer FROM keyphrases "
                          "WHERE analysis_id = ? ORDER BY kp_id", [analysis_id])
 
     def latest_analysis(self) -> str | None:
+        """The newest analysis's id, or None."""
         return self.scalar("SELECT analysis_id FROM analyses ORDER BY created_at DESC LIMIT 1")
 
     # -- embeddings ---------------------------------------------------------------------------
 
     def embeddings_get(self, model: str, texts: list[str]) -> dict[str, list[float]]:
+        """Cached embeddings of these texts under a model, by text."""
         if not texts:
             return {}
         with self.read() as con:
@@ -615,6 +646,7 @@ class Store:
         return {t: v for t, v in rows}
 
     def embeddings_put(self, model: str, items: dict[str, list[float]]) -> None:
+        """Cache embeddings by text under a model."""
         if not items:
             return
         with self.write() as con:
@@ -652,10 +684,12 @@ class Store:
                         "FROM pts", [meta["clustering_id"]])
 
     def next_type_ids(self, n: int) -> list[int]:
+        """n fresh error-type ids."""
         with self.write() as con:
             return [con.execute("SELECT nextval('type_seq')").fetchall()[0][0] for _ in range(n)]
 
     def clusterings(self) -> list[dict]:
+        """Every clustering, oldest first."""
         rows = self.rows("SELECT * FROM clusterings ORDER BY created_at")
         for r in rows:
             for k in ("params", "timings", "diff"):
@@ -663,6 +697,7 @@ class Store:
         return rows
 
     def latest_clustering(self) -> dict | None:
+        """The newest clustering, or None."""
         rows = self.clusterings()
         return rows[-1] if rows else None
 
@@ -680,28 +715,33 @@ class Store:
         return tuple(self.rows("SELECT count(*) AS n, max(kp_id) AS m FROM keyphrases")[0].values())
 
     def error_types(self) -> dict[int, dict]:
+        """Stored title, description and titler of every error type, by id."""
         return {r["type_id"]: r for r in self.rows("SELECT * FROM error_types")}
 
     def set_type_title(self, type_id: int, title: str, description: str | None,
                        titled_by: str) -> None:
+        """Store a type's computed title and description."""
         with self.write() as con:
             con.execute("UPDATE error_types SET title = ?, description = ?, titled_by = ? "
                         "WHERE type_id = ?", [title, description, titled_by, type_id])
 
     def new_type(self, title: str, description: str | None, titled_by: str,
                  origin: str | None = None) -> int:
+        """A new error type (a split's); returns its id."""
         with self.write() as con:
             return con.execute("INSERT INTO error_types (origin_clustering, title, description, "
                                "titled_by) VALUES (?, ?, ?, ?) RETURNING type_id",
                                [origin, title, description, titled_by]).fetchall()[0][0]
 
     def add_edit(self, op: str, payload: dict, author: str | None = None) -> int:
+        """Append an edit to the curation log; returns its id."""
         with self.write() as con:
             return con.execute("INSERT INTO type_edits (op, payload, author) VALUES (?, ?, ?) "
                                "RETURNING edit_id",
                                [op, json.dumps(payload), author]).fetchall()[0][0]
 
     def edits(self) -> list[dict]:
+        """The curation log, oldest first."""
         rows = self.rows("SELECT * FROM type_edits ORDER BY edit_id")
         for r in rows:
             r["payload"] = json.loads(r["payload"])
@@ -710,10 +750,12 @@ class Store:
     # -- the SEI loop: iterations ----------------------------------------------------------------
 
     def iteration(self, n: int) -> dict | None:
+        """One iteration's row, or None."""
         r = self.one("SELECT * FROM iterations WHERE iteration = ?", [n])
         return _json_cols(r, ("taxonomy", "params")) if r else None
 
     def iterations(self) -> list[dict]:
+        """Every iteration, in order."""
         return [_json_cols(r, ("taxonomy", "params"))
                 for r in self.rows("SELECT * FROM iterations ORDER BY iteration")]
 
@@ -727,6 +769,7 @@ class Store:
                          json.dumps(params)])
 
     def set_iteration_status(self, n: int, status: str) -> None:
+        """Set an iteration's status ('done' records when it finished)."""
         with self.write() as con:
             con.execute("UPDATE iterations SET status = ?, finished_at = CASE WHEN ? = 'done' "
                         "THEN current_timestamp END WHERE iteration = ?", [status, status, n])
@@ -738,6 +781,7 @@ class Store:
                         [iteration, role, ref])
 
     def iteration_links(self, iteration: int | None = None) -> list[dict]:
+        """Which runs belong to which iteration, in what role."""
         return self.rows("SELECT * FROM iteration_runs WHERE (? IS NULL OR iteration = ?) "
                          "ORDER BY iteration, role, ref", [iteration, iteration])
 
@@ -745,6 +789,7 @@ class Store:
 
     def upsert_synth_batch(self, batch_id: str, iteration: int, synthesizer: str,
                            params: dict, manifest: dict) -> None:
+        """Record a synthesis batch with its parameters."""
         with self.write() as con:
             con.execute("INSERT INTO synth_batches (batch_id, iteration, synthesizer, params, "
                         "manifest) VALUES (?, ?, ?, ?, ?) ON CONFLICT (batch_id) DO UPDATE SET "
@@ -753,11 +798,13 @@ class Store:
                          json.dumps(manifest, default=str)])
 
     def finish_synth_batch(self, batch_id: str, status: str = "finished") -> None:
+        """Mark a synthesis batch finished (or another final status)."""
         with self.write() as con:
             con.execute("UPDATE synth_batches SET status = ?, finished_at = current_timestamp "
                         "WHERE batch_id = ?", [status, batch_id])
 
     def synth_batches(self) -> list[dict]:
+        """Every synthesis batch, oldest first."""
         return [_json_cols(r, ("params", "manifest"))
                 for r in self.rows("SELECT * FROM synth_batches ORDER BY created_at")]
 
@@ -783,11 +830,13 @@ class Store:
             return con.execute("SELECT count(*) FROM candidates").fetchall()[0][0] - before
 
     def candidate_slots(self, batch_id: str) -> set[str]:
+        """The slots of a batch already filled (to resume it)."""
         return {r["slot"] for r in self.rows("SELECT slot FROM candidates WHERE batch_id = ?",
                                              [batch_id])}
 
     def candidates(self, batch_id: str | None = None, iteration: int | None = None,
                    status: str | None = None, before_iteration: int | None = None) -> list[dict]:
+        """Candidates, filtered by batch, iteration and status."""
         rows = self.rows(
             "SELECT * FROM candidates WHERE (? IS NULL OR batch_id = ?) "
             "AND (? IS NULL OR iteration = ?) AND (? IS NULL OR status = ?) "
@@ -797,6 +846,7 @@ class Store:
         return [_json_cols(r, self._CAND_JSON) for r in rows]
 
     def candidate_counts(self, batch_id: str | None = None) -> list[dict]:
+        """How many candidates per type and status, optionally of one batch."""
         return self.rows("SELECT type_id, any_value(type_title) AS type_title, status, "
                          "count(*) AS n FROM candidates WHERE (? IS NULL OR batch_id = ?) "
                          "GROUP BY type_id, status ORDER BY type_id, status",
@@ -804,6 +854,8 @@ class Store:
 
     def problem_texts(self, split: str | None = None, dataset: str | None = None,
                       not_split: str | None = None) -> list[dict]:
+        """Problem questions by split and dataset, or outside a split (for novelty and
+        contamination checks)."""
         return self.rows("SELECT dataset, split, pid, question FROM problems "
                          "WHERE (? IS NULL OR split = ?) AND (? IS NULL OR dataset = ?) "
                          "AND (? IS NULL OR split <> ?) ORDER BY dataset, split, pid",
@@ -824,6 +876,7 @@ class Store:
     # -- dev sets and selections ---------------------------------------------------------------
 
     def save_dev_set(self, iteration: int, rows: list[dict]) -> None:
+        """Store an iteration's dev set (drawn once, reused by every selection)."""
         with self.write() as con:
             con.execute("DELETE FROM dev_sets WHERE iteration = ?", [iteration])
             con.executemany("INSERT INTO dev_sets VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -831,6 +884,7 @@ class Store:
                               r["half"], r["seed"]] for r in rows])
 
     def dev_set(self, iteration: int) -> list[dict]:
+        """An iteration's dev set with its problems and the base run's verdicts."""
         return self.rows("""
             SELECT d.*, p.question, p.solution, p.answer, g.output AS zero_output,
                    g.correct AS zero_correct
@@ -841,6 +895,7 @@ class Store:
 
     def upsert_selection(self, selection_id: str, iteration: int, method: str, params: dict,
                          manifest: dict) -> None:
+        """Record a selection with its parameters."""
         with self.write() as con:
             con.execute("INSERT INTO selections (selection_id, iteration, method, params, "
                         "manifest) VALUES (?, ?, ?, ?, ?) ON CONFLICT (selection_id) DO UPDATE "
@@ -866,6 +921,7 @@ class Store:
                              json.dumps(s.get("broken")), json.dumps(s.get("detail"))])
 
     def scored_cands(self, selection_id: str) -> set[int]:
+        """Candidates a selection has scored (to resume it)."""
         return {r["cand_id"] for r in self.rows(
             "SELECT cand_id FROM cand_scores WHERE selection_id = ?", [selection_id])}
 
@@ -883,6 +939,7 @@ class Store:
                         [json.dumps(stats), selection_id])
 
     def selections(self, iteration: int | None = None) -> list[dict]:
+        """Selections with their counts, optionally of one iteration."""
         rows = self.rows("""
             SELECT s.*, (SELECT count(*) FROM cand_scores c WHERE c.selection_id = s.selection_id)
                        AS n_scored,
@@ -893,10 +950,12 @@ class Store:
         return [_json_cols(r, ("params", "manifest", "stats")) for r in rows]
 
     def selection(self, selection_id: str) -> dict | None:
+        """One selection's row, or None."""
         r = self.one("SELECT * FROM selections WHERE selection_id = ?", [selection_id])
         return _json_cols(r, ("params", "manifest", "stats")) if r else None
 
     def cand_scores(self, selection_id: str, selected_only: bool = False) -> list[dict]:
+        """A selection's scores with their candidates, by rank then score."""
         rows = self.rows("""
             SELECT s.*, c.type_id, c.type_title, c.question, c.solution, c.answer,
                    c.synthesizer, c.iteration AS cand_iteration
@@ -907,12 +966,14 @@ class Store:
         return [_json_cols(r, ("fixed", "broken", "detail")) for r in rows]
 
     def score_generations(self, selection_id: str, cand_id: int) -> list[dict]:
+        """The dev generations behind one candidate's score."""
         return self.rows("SELECT * FROM score_generations WHERE selection_id = ? AND cand_id = ? "
                          "ORDER BY dataset, split, pid", [selection_id, cand_id])
 
     # -- training ---------------------------------------------------------------------------------
 
     def upsert_train_run(self, row: dict) -> None:
+        """Record a training run (a rerun of the same id is running again)."""
         cols = ["train_id", "iteration", "mode", "base_model", "init_adapter", "selection_ids",
                 "data_hash", "n_examples", "params", "adapter_dir", "total_steps"]
         vals = [json.dumps(row[c]) if c in ("selection_ids", "params") else row.get(c)
@@ -933,21 +994,25 @@ class Store:
 
     def finish_train_run(self, train_id: str, status: str, adapter_hash: str | None,
                          timings: dict | None) -> None:
+        """Mark a training run finished with its adapter hash and timings."""
         with self.write() as con:
             con.execute("UPDATE train_runs SET status = ?, adapter_hash = ?, timings = ?, "
                         "finished_at = current_timestamp WHERE train_id = ?",
                         [status, adapter_hash, json.dumps(timings), train_id])
 
     def train_runs(self, iteration: int | None = None) -> list[dict]:
+        """Training runs, optionally of one iteration, oldest first."""
         rows = self.rows("SELECT * FROM train_runs WHERE (? IS NULL OR iteration = ?) "
                          "ORDER BY created_at", [iteration, iteration])
         return [_json_cols(r, ("selection_ids", "params", "timings")) for r in rows]
 
     def train_run(self, train_id: str) -> dict | None:
+        """One training run's row, or None."""
         r = self.one("SELECT * FROM train_runs WHERE train_id = ?", [train_id])
         return _json_cols(r, ("selection_ids", "params", "timings")) if r else None
 
     def train_steps(self, train_id: str) -> list[dict]:
+        """A training run's loss curve, step by step."""
         return self.rows("SELECT * FROM train_steps WHERE train_id = ? ORDER BY step",
                          [train_id])
 

@@ -58,6 +58,7 @@ class SynthParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> SynthParams:
+        """Parameters from a job's dict (unknown keys ignored)."""
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -98,6 +99,8 @@ class OfflineSynthesizer:
     prompt_version = None
 
     def propose(self, store, type_, cases, n, rng):
+        """n new problems for a type without a model, each from one of its bad
+        cases: a redrawn demo problem, or a GSM8K step chain with new quantities."""
         from pipeline import demo, variants
 
         out = []
@@ -144,6 +147,8 @@ class InstructorSynthesizer:
         self.verify_samples = verify_samples
 
     def prompt(self, type_: dict, cases: list[dict], n: int) -> str:
+        """The synthesis prompt: the type's title, description and
+        keyphrases, and k bad cases as examples."""
         from pipeline.instructor import load_prompt
 
         template, _ = load_prompt(PROMPT)
@@ -159,6 +164,7 @@ class InstructorSynthesizer:
                                k=len(cases), examples="\n\n".join(ex), n=n)
 
     def propose(self, store, type_, cases, n, rng):
+        """n new problems for a type from the instructor model."""
         from pipeline.instructor import load_prompt
 
         _, schema = load_prompt(PROMPT)
@@ -194,6 +200,7 @@ class InstructorSynthesizer:
 
 
 def make_synthesizer(name: str = "auto", verify_samples: int = 0) -> Synthesizer:
+    """The synthesizer by name; 'auto' is the instructor when one is configured."""
     from pipeline.instructor import from_env
 
     if name == "offline":
@@ -268,6 +275,7 @@ def plan_calls(types: list[dict], p: SynthParams) -> list[dict]:
 
 
 def batch_id_for(p: SynthParams, synth_name: str) -> str:
+    """The id of a synthesis batch from its parameters, so a rerun resumes it."""
     d = {k: v for k, v in asdict(p).items() if k != "parallel"}
     key = json.dumps([d, synth_name], sort_keys=True)
     return f"syn-{p.iteration}-" + hashlib.sha256(key.encode()).hexdigest()[:8]

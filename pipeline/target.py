@@ -50,6 +50,7 @@ class Generation:
 
 
 def prompt_template(name: str = DEFAULT_PROMPT) -> str:
+    """The text of a prompt template in pipeline/prompts/."""
     path = PROMPTS / f"{name}.txt"
     if not path.exists():
         raise ModelError(f"no prompt template {path}")
@@ -57,6 +58,7 @@ def prompt_template(name: str = DEFAULT_PROMPT) -> str:
 
 
 def render(template: str, question: str) -> list[dict]:
+    """The chat messages that ask the target model a question."""
     return [{"role": "user", "content": template.format(question=question.strip())}]
 
 
@@ -78,6 +80,7 @@ def bundled_gguf() -> Path:
 
 
 def file_hash(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while b := f.read(chunk):
@@ -171,6 +174,7 @@ class LocalTarget:
     _tok: object = field(default=None, repr=False)
 
     def load(self) -> LocalTarget:
+        """Load the tokenizer, the model and its adapter, if any; returns self."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -350,13 +354,16 @@ class OpenAITarget:
 
     @property
     def model_id(self) -> str:
+        """The endpoint's model name."""
         return self.model
 
     @property
     def weights_hash(self) -> str:
+        """What stands for the weights of an endpoint: its URL."""
         return f"endpoint:{self.base_url or 'openai'}"
 
     def load(self) -> OpenAITarget:
+        """Make the client; returns self."""
         from openai import OpenAI
 
         self._client = OpenAI(base_url=self.base_url or os.environ.get("OPENAI_BASE_URL"),
@@ -380,6 +387,7 @@ class OpenAITarget:
                           latency_s=time.perf_counter() - t0)
 
     def generate(self, messages: list[list[dict]], params: GenParams) -> list[Generation]:
+        """One generation per message list, `parallel` requests at a time."""
         if not hasattr(self, "_client"):
             self.load()
         with ThreadPoolExecutor(self.parallel) as ex:
@@ -389,6 +397,8 @@ class OpenAITarget:
 def make_target(backend: str = "local", model: str = config.DEFAULT_MODEL,
                 adapter: str | None = None, base_url: str | None = None,
                 parallel: int = 8):
+    """The target model on a backend: local transformers or an OpenAI-compatible
+    endpoint."""
     if backend == "local":
         return LocalTarget(model=model, adapter=adapter)
     if backend == "openai":
@@ -397,6 +407,7 @@ def make_target(backend: str = "local", model: str = config.DEFAULT_MODEL,
 
 
 def params_dict(p: GenParams) -> dict:
+    """Generation parameters as recorded in a run's manifest."""
     d = asdict(p)
     if not d["stop_at_answer"]:
         del d["stop_at_answer"]  # runs from before the option keep their ids

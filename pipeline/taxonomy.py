@@ -85,6 +85,8 @@ def current(store: Store, clustering_id: str | None = None) -> Taxonomy:
 
 def current_clustering(store: Store, clusterings: list[dict] | None = None,
                        edits: list[dict] | None = None) -> dict | None:
+    """The clustering in force: the last one made current by a 'use' edit,
+    unless a later one was made without being held."""
     cls = clusterings if clusterings is not None else store.clusterings()
     if not cls:
         return None
@@ -259,6 +261,7 @@ def _check_types(tax: Taxonomy, ids) -> None:
 
 def rename(store: Store, type_id: int, title: str, author: str | None = None,
            tax: Taxonomy | None = None) -> int:
+    """Give a type a new title (an undoable edit); returns the edit id."""
     if not title.strip():
         raise ValueError("a title cannot be empty")
     _check_types(tax or current(store), [type_id])
@@ -267,6 +270,7 @@ def rename(store: Store, type_id: int, title: str, author: str | None = None,
 
 def describe(store: Store, type_id: int, description: str, author: str | None = None,
              tax: Taxonomy | None = None) -> int:
+    """Give a type a new description (an undoable edit); returns the edit id."""
     _check_types(tax or current(store), [type_id])
     return store.add_edit("describe", {"type_id": type_id, "description": description}, author)
 
@@ -274,6 +278,7 @@ def describe(store: Store, type_id: int, description: str, author: str | None = 
 def merge(store: Store, type_ids: list[int], into: int | None = None,
           title: str | None = None, author: str | None = None,
           tax: Taxonomy | None = None) -> int:
+    """Merge types into one, by default the largest; returns the edit id."""
     type_ids = list(dict.fromkeys(type_ids))
     if len(type_ids) < 2:
         raise ValueError("merge needs at least two types")
@@ -305,6 +310,7 @@ def split(store: Store, kp_ids: list[int], title: str, author: str | None = None
 
 def move(store: Store, kp_ids: list[int], type_id: int, author: str | None = None,
          tax: Taxonomy | None = None) -> int:
+    """Move keyphrases into an existing type; returns the edit id."""
     _check_types(tax or current(store), [type_id])
     return store.add_edit("move", {"kp_ids": list(kp_ids), "type_id": type_id}, author)
 
@@ -312,6 +318,7 @@ def move(store: Store, kp_ids: list[int], type_id: int, author: str | None = Non
 def exclude(store: Store, type_id: int | None = None, kp_ids: list[int] | None = None,
             include: bool = False, author: str | None = None,
             tax: Taxonomy | None = None) -> int:
+    """Exclude (or include again) a type or some keyphrases; returns the edit id."""
     if type_id is None and not kp_ids:
         raise ValueError("exclude needs a type or members")
     payload: dict = {}

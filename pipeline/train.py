@@ -56,6 +56,7 @@ class TrainParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainParams:
+        """Parameters from a job's dict (unknown keys ignored)."""
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 

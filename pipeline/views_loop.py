@@ -73,6 +73,7 @@ def cut_preview(scores: list[dict], tops: list[float], seed: int = 0) -> list[di
 
 
 def cut_label(top: float) -> str:
+    """A threshold as people read it: 'top 5%' or 'top 20'."""
     return f"top {top:g}" if top >= 1 else f"top {100 * top:g}%"
 
 
