@@ -67,7 +67,7 @@ if jid:
     def follow():
         j = s.job(jid)
         if j:
-            st.progress(jobs.fraction_done(j), text=common.job_line(j))
+            st.progress(jobs.fraction_done(j), text=jobs.job_line(j))
             if j["message"]:
                 st.caption(j["message"])
     follow()

@@ -141,13 +141,14 @@ def _hover(cl_key, d: dict) -> str:
 
 
 def build_map_figure(tax, show_excluded: bool = False, highlight: int | None = None,
-                     mark: set[int] | None = None) -> go.Figure:
+                     mark: set[int] | None = None,
+                     view: tuple[float, float, float, float] | None = None) -> go.Figure:
     """The 2-D UMAP of keyphrases in WebGL, coloured by error type (no two visible types
     share a colour), noise in grey, with the largest types' titles drawn on the map.
     Identical keyphrases of one type are one dot sized by their count; customdata carries
     the dot's first keyphrase id, which is what a selection hands back (expand it with
     taxonomy.expand). `highlight` dims every type but one; `mark` rings the dots of
-    these keyphrase ids (a case shown on the map).
+    these keyphrase ids (a case shown on the map); `view` sets the axis ranges.
 
     Built for 10k points and hundreds of types: plotly validates every trace and every
     list element, so the largest types get a trace each, the long tail shares one trace
@@ -212,9 +213,12 @@ def build_map_figure(tax, show_excluded: bool = False, highlight: int | None = N
     notes = _titles(tax, groups, [t for t in typed if not tax.types[t].excluded][:MAP_TITLES],
                     cols)
     # The view is the whole clustering, excluded points included, so it does not jump when
-    # an edit hides or merges points. (A person's zoom does not survive an edit: Streamlit
-    # gives a changed figure a new element, so plotly's uirevision cannot keep it.)
+    # an edit hides or merges points; or `view` (x0, x1, y0, y1), the page's zoom, which
+    # outlives edits. (Plotly's own zoom does not: Streamlit gives a changed figure a new
+    # element, so uirevision cannot keep it.)
     def extent(k):
+        if view is not None:
+            return list(view[:2]) if k == "x" else list(view[2:])
         v = [q[k] for q in tax.points] or [0.0]
         lo, hi = min(v), max(v)
         pad = 0.04 * ((hi - lo) or 1.0)
@@ -286,10 +290,6 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
-# A job's line and result line are the pipeline's (the CLI prints the same facts).
-job_line, result_line = jobs.job_line, jobs.result_line
-
-
 def page_link(page: str, label: str, icon: str, **query) -> None:
     """A link to another page with query parameters (e.g. case=12). st.page_link only knows
     pages of the running app: a page run alone (AppTest) gets a plain link instead."""
@@ -344,10 +344,10 @@ def follow_jobs(s: Store, kinds: tuple[str, ...], key: str, latest: int = 3) -> 
             st.caption(f"No {' / '.join(kinds)} jobs yet.")
             return
         for j in rows:
-            st.progress(jobs.fraction_done(j), text=job_line(j))
+            st.progress(jobs.fraction_done(j), text=jobs.job_line(j))
             line = f"{j['step'] or ''} {j['message'] or ''}".strip()
             if j["result"]:
-                line += f" · {result_line(j['result'])}"
+                line += f" · {jobs.result_line(j['result'])}"
             if line:
                 st.caption(line)
             if j["error"]:

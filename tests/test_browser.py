@@ -307,6 +307,24 @@ def test_error_map_edit_bugs(app, page):
     assert page.evaluate(ranges) == view  # and the view did not move
     shot(page, "5-error-map-after-edits")
 
+    # Zoom to a type: the view follows it, and stays through an edit of that type.
+    d = ts[3]
+    choose(page, "zoom to", re.compile(rf"^{d.type_id}: "))
+    page.wait_for_function("v => { const L = document.querySelector('.js-plotly-plot').layout;"
+                           " return [L.xaxis.range, L.yaxis.range].flat()"
+                           ".map(x => +x.toFixed(6)).join() !== v.join(); }", arg=view)
+    zoomed = page.evaluate(ranges)
+    xs = [q["x"] for q in taxonomy.current(store).points if q["type"] == d.type_id]
+    assert zoomed[0] <= min(xs) and max(xs) <= zoomed[1]
+    assert zoomed[1] - zoomed[0] < view[1] - view[0]
+    exp = page.locator("[data-testid='stExpander']").filter(has_text=f"{d.type_id}: {d.title}")
+    exp.locator("summary").click()
+    exp.get_by_label("title", exact=True).fill("zoomed and renamed")
+    exp.get_by_role("button", name="Rename").click()
+    map_title(page, "zoomed and renamed").wait_for()
+    idle(page)
+    assert page.evaluate(ranges) == zoomed
+
 
 def test_error_map_lasso_opens_cases_and_splits(app, page):
     url, store = app

@@ -3,7 +3,6 @@
 Every edit goes through pipeline.taxonomy, which appends to the edit log; the map is
 then redrawn from the log, so what is shown is always what is stored."""
 
-import json
 
 import common
 import pandas as pd
@@ -83,8 +82,8 @@ def watch_jobs(ids: list[int]) -> None:
         flash(" · ".join(f"job #{r['job_id']} {r['kind']} {r['status']}" for r in done))
         st.rerun()
     for r in rows:
-        frac = min(1.0, (r["done"] or 0) / r["total"]) if r and r["total"] else 0.0
-        st.progress(frac, text=common.job_line(r) + f" · {r['step'] or ''} {r['message'] or ''}")
+        frac = jobs.fraction_done(r) if r else 0.0
+        st.progress(frac, text=jobs.job_line(r) + f" · {r['step'] or ''} {r['message'] or ''}")
 
 
 running = [j["job_id"] for j in s.jobs(statuses=list(ACTIVE))
@@ -116,7 +115,7 @@ st.caption(f"Current clustering `{cl['clustering_id']}`: {cl['method']} · {cl['
            f"UMAP neighbours {p.get('n_neighbors')} · seed {cl['seed']} · made "
            f"{cl['created_at']:%Y-%m-%d %H:%M:%S}")
 
-by_kp = {q["kp_id"]: q for q in tax.points}
+by_kp = tax.by_kp()
 visible = tax.visible_types()
 label = {t.type_id: f"{t.type_id}: {t.title}" for t in visible}
 
@@ -125,18 +124,11 @@ def name(t) -> str:
     return label.get(t, f"{t} (gone)")
 
 
-def edit(fn, *args, msg: str = "", **kw) -> None:
-    """A button callback. Callbacks run before the rerun that the click triggers, so
-    that rerun draws the edited map once (instead of drawing, editing, drawing again).
-    Widget values are read from session_state here ("@key"), not bound when the button
-    was drawn, so text typed just before the click counts."""
-    def val(v):
-        return ss.get(f"{v[1:]}~{GEN}") if isinstance(v, str) and v.startswith("@") else v
-
-    args = [val(a) for a in args]
-    kw = {k: val(v) for k, v in kw.items()}
-    if "sel" in kw:
-        kw[kw.pop("sel")] = selected()
+def apply(fn, *args, msg: str, **kw) -> None:
+    """Run one edit from a button callback and say what it did. Callbacks run before the
+    rerun that the click triggers, so that rerun draws the edited map once (instead of
+    drawing, editing, drawing again); they read widget values from session_state, so text
+    typed just before the click counts."""
     if fn not in (taxonomy.undo, taxonomy.redo):
         kw["tax"] = tax  # what the user saw and acted on
     try:
@@ -144,9 +136,57 @@ def edit(fn, *args, msg: str = "", **kw) -> None:
     except ValueError as e:  # a refused edit is shown, never a traceback
         flash(str(e), error=True)
         return
-    text = msg.format(out=out, n=len(selected()), args=args, **kw)
     reset_widgets()
-    flash(text)
+    flash(msg.format(out=out))
+
+
+def on_assign() -> None:
+    sel, tid = selected(), ss.get(wk("assign_to"))
+    apply(taxonomy.move, kp_ids=sel, type_id=tid, msg=f"moved {len(sel)} keyphrases to type {tid}")
+
+
+def on_split() -> None:
+    sel = selected()
+    apply(taxonomy.split, kp_ids=sel, title=ss.get(wk("split_title")),
+          msg=f"new type {{out}} from {len(sel)} keyphrases")
+
+
+def on_exclude_selection() -> None:
+    sel = selected()
+    apply(taxonomy.exclude, kp_ids=sel, msg=f"excluded {len(sel)} keyphrases")
+
+
+def on_merge() -> None:
+    ids = ss.get(wk("merge_ids")) or []
+    apply(taxonomy.merge, ids, title=ss.get(wk("merge_title")) or None,
+          msg=f"merged types {ids}")
+
+
+def on_rename(tid: int) -> None:
+    apply(taxonomy.rename, tid, ss.get(wk(f"title-{tid}")), msg=f"renamed type {tid}")
+
+
+def on_describe(tid: int) -> None:
+    apply(taxonomy.describe, tid, ss.get(wk(f"desc-{tid}")), msg=f"described type {tid}")
+
+
+def on_exclude_type(tid: int, include: bool) -> None:
+    apply(taxonomy.exclude, type_id=tid, include=include,
+          msg=f"{'included' if include else 'excluded'} type {tid}")
+
+
+def on_undo(edit_id: int | None = None) -> None:
+    args = () if edit_id is None else (edit_id,)
+    apply(taxonomy.undo, *args,
+          msg="undid the last edit" if edit_id is None else f"undid edit {edit_id}")
+
+
+def on_undo_pick() -> None:
+    on_undo(ss.get(wk("undo_pick")))
+
+
+def on_redo() -> None:
+    apply(taxonomy.redo, msg="redid the last undone edit")
 
 
 def selected() -> list[int]:
@@ -164,18 +204,54 @@ def n_dots() -> int:
     return len({str(q.get("customdata")) for q in pts if q.get("customdata") is not None})
 
 
+def box_of(kp_ids, pad: float = 0.15) -> tuple[float, float, float, float] | None:
+    xs = [by_kp[k]["x"] for k in kp_ids if k in by_kp]
+    ys = [by_kp[k]["y"] for k in kp_ids if k in by_kp]
+    if not xs:
+        return None
+    dx, dy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+    return (min(xs) - pad * dx, max(xs) + pad * dx, min(ys) - pad * dy, max(ys) + pad * dy)
+
+
+def view_box(zoom) -> tuple[float, float, float, float] | None:
+    """Axis ranges of the chosen view (None: the whole map)."""
+    if zoom == "the selection":
+        return ss.get("zoom_box")
+    if isinstance(zoom, int) and zoom in tax.types:
+        return box_of(tax.types[zoom].members)
+    return None
+
+
+def zoom_to_selection() -> None:
+    ss["zoom_box"] = box_of(ss.get("map_sel") or [])
+    ss["zoom"] = "the selection" if ss["zoom_box"] else "whole map"
+
+
 # A case sent from Bad cases ("show on the map"): its keyphrases are ringed.
 shown_case = st.query_params.get("case")
 shown_case = int(shown_case) if shown_case and shown_case.isdigit() else None
-mark = {q["kp_id"] for q in tax.points if q["case_id"] == shown_case} if shown_case else None
+mark = taxonomy.kp_ids_of_case(tax, shown_case) if shown_case else None
 
 left, right = st.columns([3, 2])
 with left:
-    show_excl = st.toggle("show excluded points", value=False, key="show_excl")
-    fig = common.build_map_figure(tax, show_excluded=show_excl, mark=mark)
+    z1, z2, z3 = st.columns([2, 3, 2], vertical_alignment="bottom")
+    show_excl = z1.toggle("show excluded points", value=False, key="show_excl")
+    # The view is app state, not plotly's: Streamlit 1.67 gives a changed figure a new
+    # element (its spec is part of the id), so plotly's own zoom is lost at every edit,
+    # while this one is drawn again after it.
+    zooms = ["whole map"] + (["the selection"] if ss.get("zoom_box") else []) + \
+        [t.type_id for t in visible]
+    if ss.get("zoom") not in zooms:
+        ss["zoom"] = "whole map"
+    zoom = z2.selectbox("zoom to", zooms, key="zoom",
+                        format_func=lambda z: z if isinstance(z, str) else name(z))
+    z3.button("Zoom to the selection", key="zoom_sel", disabled=not ss.get("map_sel"),
+              on_click=zoom_to_selection)
+    fig = common.build_map_figure(tax, show_excluded=show_excl, mark=mark,
+                                  view=view_box(zoom))
     st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso", "points"),
                     key="map", width="stretch")
-    sel = selected()
+    sel = ss["map_sel"] = selected()
     if shown_case and not mark:
         st.caption(f"Case {shown_case} has no keyphrases in this clustering.")
     if sel:
@@ -184,21 +260,13 @@ with left:
         with a:
             target = st.selectbox("assign to type", list(label), format_func=name,
                                   key=wk("assign_to"))
-            st.button("Assign", key="assign", disabled=target is None,
-                      on_click=edit, args=(taxonomy.move,),
-                      kwargs={"sel": "kp_ids", "type_id": "@assign_to",
-                              "msg": "moved {n} keyphrases to type {type_id}"})
+            st.button("Assign", key="assign", disabled=target is None, on_click=on_assign)
         with b, st.form("split-form", border=False):
             st.text_input("new type title", "new type", key=wk("split_title"))
-            st.form_submit_button("Make new type (split)", key="split", on_click=edit,
-                                  args=(taxonomy.split,),
-                                  kwargs={"sel": "kp_ids", "title": "@split_title",
-                                          "msg": "new type {out} from {n} keyphrases"})
+            st.form_submit_button("Make new type (split)", key="split", on_click=on_split)
         with c:
             st.write("")
-            st.button("Exclude selection", key="exclude_sel", on_click=edit,
-                      args=(taxonomy.exclude,),
-                      kwargs={"sel": "kp_ids", "msg": "excluded {n} keyphrases"})
+            st.button("Exclude selection", key="exclude_sel", on_click=on_exclude_selection)
         st.dataframe(pd.DataFrame([{"kp": k, "keyphrase": by_kp[k]["text"],
                                     "case": by_kp[k]["case_id"],
                                     "type": name(by_kp[k]["type"])
@@ -251,19 +319,14 @@ with right:
                    "merge them.")
 
     u1, u2, u3 = st.columns(3)
-    u1.button("Undo last edit", key="undo", disabled=not tax.edits, on_click=edit,
-              args=(taxonomy.undo,), kwargs={"msg": "undid the last edit"})
-    u2.button("Redo", key="redo", disabled=not tax.redoable, on_click=edit,
-              args=(taxonomy.redo,),
-              kwargs={"msg": "redid the last undone edit"})
+    u1.button("Undo last edit", key="undo", disabled=not tax.edits, on_click=on_undo)
+    u2.button("Redo", key="redo", disabled=not tax.redoable, on_click=on_redo)
     u3.caption(f"{len(tax.edits)} edits in force")
 
     with st.form("merge"):
         st.multiselect("merge types", list(label), format_func=name, key=wk("merge_ids"))
         st.text_input("title of the merged type (optional)", key=wk("merge_title"))
-        st.form_submit_button("Merge", on_click=lambda: edit(
-            taxonomy.merge, "@merge_ids", title=ss.get(wk("merge_title")) or None,
-            msg="merged types {args[0]}"))
+        st.form_submit_button("Merge", on_click=on_merge)
 
     def do_retitle() -> None:
         n = retitle(s)
@@ -276,11 +339,12 @@ with right:
     r2.download_button(
         "Export types (JSONL)", key="export", mime="application/jsonl",
         file_name=f"types-{cl['clustering_id']}.jsonl",
-        data=lambda: "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n"
-                             for r in taxonomy.export_rows(s, taxonomy.current(s))))
+        data=lambda: taxonomy.export_jsonl(s, taxonomy.current(s)))
 
 for t in visible:
-    with st.expander(f"{label[t.type_id]} · {common.pct(t.share)} · {t.n_cases} cases"
+    # a label is markdown: a title such as "N*N given as N" must not turn italic
+    with st.expander(f"{common.md_text(label[t.type_id])} · {common.pct(t.share)} · "
+                     f"{t.n_cases} cases"
                      + (" · excluded" if t.excluded else "")):
         c1, c2 = st.columns([2, 3])
         with c1:
@@ -288,21 +352,16 @@ for t in visible:
             # sends what was typed with the click, in one rerun.
             with st.form(f"rename-form-{t.type_id}", border=False):
                 st.text_input("title", t.title, key=wk(f"title-{t.type_id}"))
-                st.form_submit_button("Rename", key=f"rename-{t.type_id}", on_click=edit,
-                                      args=(taxonomy.rename, t.type_id, f"@title-{t.type_id}"),
-                                      kwargs={"msg": f"renamed type {t.type_id}"})
+                st.form_submit_button("Rename", key=f"rename-{t.type_id}", on_click=on_rename,
+                                      args=(t.type_id,))
             with st.form(f"describe-form-{t.type_id}", border=False):
                 st.text_area("description", t.description or "",
                              key=wk(f"desc-{t.type_id}"), height=80)
                 st.form_submit_button("Save description", key=f"describe-{t.type_id}",
-                                      on_click=edit,
-                                      args=(taxonomy.describe, t.type_id, f"@desc-{t.type_id}"),
-                                      kwargs={"msg": f"described type {t.type_id}"})
+                                      on_click=on_describe, args=(t.type_id,))
             st.button("Include again" if t.excluded else "Exclude type",
-                      key=f"excl-{t.type_id}", on_click=edit, args=(taxonomy.exclude,),
-                      kwargs={"type_id": t.type_id, "include": t.excluded,
-                              "msg": f"{'included' if t.excluded else 'excluded'} type "
-                                     f"{t.type_id}"})
+                      key=f"excl-{t.type_id}", on_click=on_exclude_type,
+                      args=(t.type_id, t.excluded))
             st.caption(f"title by {t.titled_by or '?'} · {len(t.members)} keyphrases · "
                        f"{t.n_cases} bad cases")
         with c2:
@@ -351,5 +410,4 @@ with st.expander("Edit log"):
     if live:
         st.selectbox("edit to undo", list(live), key=wk("undo_pick"),
                      format_func=lambda i: f"{i}: {live.get(i, '')}"[:120])
-        st.button("Undo this edit", key="undo_one", on_click=edit,
-                  args=(taxonomy.undo, "@undo_pick"), kwargs={"msg": "undid edit {args[0]}"})
+        st.button("Undo this edit", key="undo_one", on_click=on_undo_pick)

@@ -37,9 +37,9 @@ def job_list():
     for j in rows:
         with st.container(border=True):
             top, btn = st.columns([5, 1])
-            top.progress(jobs.fraction_done(j), text=common.job_line(j))
+            top.progress(jobs.fraction_done(j), text=jobs.job_line(j))
             top.caption(f"{j['step'] or ''} {j['message'] or ''} · params {j['params']}"
-                        + (f" · {common.result_line(j['result'])}" if j["result"] else ""))
+                        + (f" · {jobs.result_line(j['result'])}" if j["result"] else ""))
             if j["error"]:
                 top.error(j["error"])
             if j["status"] in jobs.ACTIVE:
