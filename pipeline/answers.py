@@ -223,19 +223,31 @@ def judge(output: str, reference: str, timeout_s: float = 5.0) -> dict:
 
 
 # A final answer is complete once the character after its number cannot continue it:
-# "The answer is 42." + " " or "\n", "#### 7\n", "answer is $3.50 each".
+# "The answer is 42." + " " or "\n", "#### 7\n", "answer is $3.50 each". A model may also
+# write its answer as a computation ("The answer is 8 * 7 = 56."): the answer then runs to
+# the end of the expression, which the judge reads as its result (56), so a cut must not
+# fall after the "8".
 _FINAL = re.compile(r"(?:answer\s+is|####)\s*:?\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?)",
                     re.I)
+_NUM = r"\$?\s*-?\d[\d,]*(?:\.\d+)?"
+_MORE = re.compile(rf"(?:[ \t]*[-+*/×x=][ \t]*{_NUM})+")
+_GROWING = re.compile(r"[ \t]*(?:[-+*/×x=][ \t]*\$?[ \t]*-?)?")
 
 
 def final_answer_end(text: str) -> int | None:
-    """End offset of the first complete final answer ("The answer is N", "#### N"), or
-    None while it may still be growing. Generation can stop there; judging text cut at
-    this offset gives the same verdict whether or not generation went on."""
+    """End offset of the first complete final answer ("The answer is N", "#### N", "The
+    answer is 8 * 7 = 56"), or None while it may still be growing. Generation can stop
+    there; judging text cut at this offset gives the same verdict whether or not
+    generation went on."""
     for m in _FINAL.finditer(text):
-        rest = text[m.end():]
-        if not rest:
-            return None
+        end = m.end()
+        more = _MORE.match(text, end)
+        while more and more.end() > end:  # "8 * 7 = 56": the answer is the whole expression
+            end = more.end()
+            more = _MORE.match(text, end)
+        rest = text[end:]
+        if _GROWING.fullmatch(rest):
+            return None  # "8", "8 ", "8 *", "8 * -": the expression may go on
         c = rest[0]
         if c in "0123456789,/":
             continue
@@ -244,8 +256,8 @@ def final_answer_end(text: str) -> int | None:
                 return None
             if rest[1].isdigit():
                 continue
-            return m.end() + 1
-        return m.end()
+            return end + 1
+        return end
     return None
 
 

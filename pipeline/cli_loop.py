@@ -199,12 +199,21 @@ def train_cmd(ctx, iteration, target_modules, background, **kw):
 @limit_option(200, help="Problems per set.")
 @click.option("--adapter", default=None)
 @max_new_tokens_option(200)
+@click.option("--backend", type=click.Choice(["local", "openai"]), default="local",
+              show_default=True, help="openai: an OpenAI-compatible server (vLLM) answers.")
+@click.option("--base-url", default=None, help="The server's URL (openai backend).")
+@click.option("--served-model", default=None,
+              help="The name the server serves the model under (openai backend), e.g. the "
+                   "--lora-modules name of the iteration's adapter.")
 @background_option()
 @click.pass_context
 def evaluate_cmd(ctx, iteration, sets, background, **kw):
     """Run an iteration's model on held-out sets.
 
     Example: sei evaluate --iteration 1 --set demo/test --set svamp/test --limit 100
+
+    Through vLLM: vllm serve BASE --enable-lora --lora-modules it1=ADAPTER_DIR, then
+    sei evaluate --iteration 1 --backend openai --base-url URL/v1 --served-model it1
     """
     from pipeline import iterations
     from pipeline.evaluate import default_sets

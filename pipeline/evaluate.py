@@ -26,6 +26,11 @@ class EvalParams:
     # step than a narrow one and amortises the per-step overhead
     batch_size: int = 48
     adapter: str | None = None         # default: the adapter the iteration trained
+    # openai: an OpenAI-compatible server (vLLM) answers; `served_model` is the name it
+    # serves this iteration's model under (for an adapter, its --lora-modules name)
+    backend: str = "local"
+    base_url: str | None = None
+    served_model: str | None = None
     train_check: bool = True           # also rerun the base run's train problems (fix rates)
     seed: int = 0
 
@@ -60,6 +65,11 @@ def base_train_run(store: Store) -> dict | None:
 def evaluate(store: Store, p: EvalParams, progress: Progress = no_progress) -> dict:
     """Run iteration p.iteration's model (0: the base) on each set; link the runs."""
     model, _ = iterations.model_for(store, 1)
+    if p.backend == "openai":
+        if not p.served_model:
+            raise ValueError("evaluation through an OpenAI-compatible server needs the name "
+                             "it serves the model under (--served-model)")
+        model = p.served_model
     adapter = p.adapter
     if p.iteration > 0 and adapter is None:
         adapter = iterations.adapter_of(store, p.iteration)
@@ -80,8 +90,9 @@ def evaluate(store: Store, p: EvalParams, progress: Progress = no_progress) -> d
     out = {"iteration": p.iteration, "adapter": adapter, "runs": {}}
     for i, (ds, sp, limit, kind) in enumerate(jobs):
         gp = eval_gen_params(p) if kind == "evaluate" else _like_run(store, base)
-        rid = extract(store, ds, sp, limit=limit, model=model, adapter=adapter, params=gp,
-                      kind=kind, progress=scaled(progress, i * 1000, 1000, len(jobs) * 1000))
+        rid = extract(store, ds, sp, limit=limit, backend=p.backend, model=model,
+                      adapter=adapter, base_url=p.base_url, params=gp, kind=kind,
+                      progress=scaled(progress, i * 1000, 1000, len(jobs) * 1000))
         store.link_run(p.iteration, f"eval:{ds}/{sp}" if kind == "evaluate" else "train_check",
                        rid)
         if kind == "extract":

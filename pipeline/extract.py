@@ -48,8 +48,10 @@ def manifest_for(target, dataset: str, split: str, problems: list[dict],
         whash = weights_hash(path)
         if target.adapter:
             whash += "+" + weights_hash(target.adapter)[:8]
-    else:
+    else:  # an endpoint: its URL stands for the weights, plus the adapter it was told to serve
         model_id, whash = target.model_id, target.weights_hash
+        if target.adapter:
+            whash += "+" + weights_hash(target.adapter)[:8]
     m = {
         "kind": kind, "model_id": model_id, "weights_hash": whash, "adapter": target.adapter,
         "backend": target.backend, "dataset": dataset, "split": split,

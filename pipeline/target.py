@@ -402,7 +402,8 @@ def make_target(backend: str = "local", model: str = config.DEFAULT_MODEL,
     if backend == "local":
         return LocalTarget(model=model, adapter=adapter)
     if backend == "openai":
-        return OpenAITarget(model=model, base_url=base_url, parallel=parallel)
+        # the adapter is the server's to apply; it is kept here for the run's manifest
+        return OpenAITarget(model=model, base_url=base_url, parallel=parallel, adapter=adapter)
     raise ModelError(f"unknown backend {backend!r} (local or openai)")
 
 

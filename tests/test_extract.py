@@ -209,6 +209,26 @@ def test_openai_backend_against_real_server(store, llama_server):
     assert run_id in r.output and "%" in r.output and "smollm2" in r.output
 
 
+def test_evaluation_through_an_openai_compatible_server(store, llama_server):
+    """`sei evaluate --backend openai`: the scale-out path (vLLM serving an adapter under a
+    name), here against llama.cpp serving the base model as iteration 0."""
+    import_demo(store, 20, 6)
+    args = ["--db", str(store.path), "evaluate", "--iteration", "0", "--set", "demo/test",
+            "--limit", "6", "--max-new-tokens", "64", "--backend", "openai",
+            "--base-url", llama_server]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code != 0 and "--served-model" in r.output
+    r = CliRunner().invoke(cli, args + ["--served-model", "smollm2-135m-instruct"])
+    assert r.exit_code == 0, r.output
+    link = [lk for lk in store.iteration_links(0) if lk["role"] == "eval:demo/test"]
+    assert len(link) == 1
+    run = store.run(link[0]["ref"])
+    assert run["backend"] == "openai" and run["kind"] == "evaluate"
+    assert run["model_id"] == "smollm2-135m-instruct"
+    assert run["weights_hash"] == f"endpoint:{llama_server}"
+    assert run["n_done"] == 6
+
+
 @pytest.mark.slow
 def test_progress_arrives_within_the_first_batch(store):
     """A small first batch: the first done count comes after FIRST_BATCH items, not after

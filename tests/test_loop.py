@@ -267,3 +267,32 @@ def test_iterate_one_iteration_end_to_end(looped_db, tmp_path):
     finally:
         os.environ.pop("SEI_DATA_DIR", None)
     assert (s.count("runs"), s.count("train_steps")) == (n_runs, n_steps)
+
+
+def test_training_under_accelerate_launch_single_process(looped_db, tmp_path):
+    """The scale-out path, its single-process case: `accelerate launch -m pipeline.cli
+    train` runs the same training loop and stores a finished run with its adapter."""
+    import shutil
+
+    db = tmp_path / "sei.duckdb"
+    shutil.copy(looped_db, db)
+    n_before = len(Store(db).train_runs())
+    env = dict(os.environ, SEI_DB=str(db), SEI_DATA_DIR=str(tmp_path), HF_HUB_OFFLINE="1")
+    from pipeline import config
+
+    env.setdefault("SEI_MODELS_DIR", str(config.models_dir()))
+    accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
+    r = subprocess.run([accelerate, "launch", "--cpu", "--num_processes", "1",
+                        "--num_machines", "1", "--mixed_precision", "no",
+                        "--dynamo_backend", "no", "-m", "pipeline.cli", "train",
+                        "--iteration", "1", "--method", "random", "--epochs", "1",
+                        "--batch-size", "2", "--max-length", "256", "--seed", "7"],
+                       env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = Store(db).train_runs()
+    assert len(runs) == n_before + 1
+    run = runs[-1]
+    assert run["status"] == "finished" and run["params"]["seed"] == 7
+    assert run["step"] == run["total_steps"] > 0
+    assert os.path.exists(os.path.join(run["adapter_dir"], "adapter_model.safetensors"))
+    assert run["adapter_dir"].startswith(str(tmp_path))

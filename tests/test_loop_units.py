@@ -61,10 +61,23 @@ def test_pair_runs_aligns_on_problem_keys():
     ("so #### 42\nThe answer is 3. ", "so #### 42"),
     ("no answer here at all. ", None),
     ("The answer is 3/4 cup", "The answer is 3/4"),
+    # an answer written as a computation runs to its result
+    ("The answer is 8 * 7 = 56.\nNext", "The answer is 8 * 7 = 56."),
+    ("The answer is 8 *", None),
+    ("The answer is 8 ", None),
+    ("The answer is 8 * 7", None),
+    ("The answer is 12 - 4 = 8 apples", "The answer is 12 - 4 = 8"),
+    ("The answer is 5 xylophones", "The answer is 5"),
 ])
 def test_final_answer_end(text, cut):
     end = final_answer_end(text)
     assert (text[:end] if end is not None else None) == cut
+
+
+def test_an_answer_written_as_a_computation_is_judged_on_its_result():
+    out = "The answer is 8 * 7 = 56.\nThat is all."
+    assert judge(cut_at_final_answer(out), "56")["correct"]
+    assert judge(out, "56")["correct"]
 
 
 def test_cutting_at_the_final_answer_never_changes_the_verdict_of_the_first_answer():
