@@ -20,7 +20,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo app test test-fast bench clean-data
+.PHONY: bench-loop setup demo app test test-fast bench clean-data
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -63,3 +63,12 @@ bench: setup
 	$(BIN)/python benchmarks/generation.py
 	$(BIN)/python benchmarks/clustering.py
 	$(BIN)/python benchmarks/map_edit.py
+	$(BIN)/python benchmarks/novelty.py
+	$(BIN)/python benchmarks/selection.py
+	$(BIN)/python benchmarks/training.py
+
+# the demo loop (~40 min on 2 cores), then the checks that read its store
+bench-loop: setup
+	$(BIN)/python benchmarks/loop.py --iterations 2
+	$(BIN)/python benchmarks/proxy_agreement.py
+	$(BIN)/python benchmarks/judge_rule.py
