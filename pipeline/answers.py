@@ -240,11 +240,8 @@ def final_answer_end(text: str) -> int | None:
     there; judging text cut at this offset gives the same verdict whether or not
     generation went on."""
     for m in _FINAL.finditer(text):
-        end = m.end()
-        more = _MORE.match(text, end)
-        while more and more.end() > end:  # "8 * 7 = 56": the answer is the whole expression
-            end = more.end()
-            more = _MORE.match(text, end)
+        more = _MORE.match(text, m.end())  # "8 * 7 = 56": the answer is the whole expression
+        end = more.end() if more else m.end()
         rest = text[end:]
         if _GROWING.fullmatch(rest):
             return None  # "8", "8 ", "8 *", "8 * -": the expression may go on
