@@ -223,7 +223,7 @@ def view_box(zoom) -> tuple[float, float, float, float] | None:
 
 
 def zoom_to_selection() -> None:
-    ss["zoom_box"] = box_of(ss.get("map_sel") or [])
+    ss["zoom_box"] = box_of(selected())
     ss["zoom"] = "the selection" if ss["zoom_box"] else "whole map"
 
 
@@ -245,13 +245,13 @@ with left:
         ss["zoom"] = "whole map"
     zoom = z2.selectbox("zoom to", zooms, key="zoom",
                         format_func=lambda z: z if isinstance(z, str) else name(z))
-    z3.button("Zoom to the selection", key="zoom_sel", disabled=not ss.get("map_sel"),
+    z3.button("Zoom to the selection", key="zoom_sel", disabled=not selected(),
               on_click=zoom_to_selection)
     fig = common.build_map_figure(tax, show_excluded=show_excl, mark=mark,
                                   view=view_box(zoom))
     st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso", "points"),
                     key="map", width="stretch")
-    sel = ss["map_sel"] = selected()
+    sel = selected()
     if shown_case and not mark:
         st.caption(f"Case {shown_case} has no keyphrases in this clustering.")
     if sel:
