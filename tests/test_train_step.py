@@ -1,0 +1,106 @@
+"""The training step's pieces on the real model: the assistant-only loss, the length-grouped
+batches and the LoRA dropout (benchmarks/training.py measures what they buy)."""
+
+from __future__ import annotations
+
+import pytest
+from scipy.stats import binomtest
+
+from pipeline.train import TrainParams, _collate, epoch_batches, tokenize, use_fast_dropout
+
+
+@pytest.fixture(scope="module")
+def lora():
+    from transformers import AutoTokenizer
+
+    from pipeline import config
+    from pipeline.target import resolve_model_path
+    from pipeline.train import _load_model
+
+    path, _ = resolve_model_path(config.DEFAULT_MODEL)
+    return AutoTokenizer.from_pretrained(path), _load_model(path, None, TrainParams())
+
+
+def test_assistant_loss_and_its_gradients_are_the_models_own(lora):
+    """The lm_head runs on the assistant positions only, and nothing else changes: the
+    loss and the LoRA gradients equal those of the model's own `labels=` loss."""
+    import torch
+
+    from pipeline.train import assistant_loss
+
+    tok, model = lora
+    convs = [[{"role": "user", "content": "What is 17 + 25?"},
+              {"role": "assistant", "content": "17 + 25 = 42. The answer is 42."}],
+             [{"role": "user", "content": "Tom has 3 boxes of 12 eggs. How many eggs?"},
+              {"role": "assistant", "content": "3 * 12 = 36 eggs.\nThe answer is 36."}]]
+    ids, labels, mask = _collate([tokenize(tok, c, 512) for c in convs], tok.pad_token_id)
+    assert (labels != -100).sum() < mask.sum() / 2  # most positions carry no loss
+    model.eval()  # no dropout: the two passes must see the same network
+    with torch.no_grad():  # lora_B starts at zero, which would leave lora_A without gradient
+        for n, w in model.named_parameters():
+            if "lora_B" in n:
+                w.normal_(0, 0.02, generator=torch.Generator().manual_seed(0))
+
+    def grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return {n: w.grad.clone() for n, w in model.named_parameters() if w.requires_grad}
+
+    theirs = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    g_theirs = grads(theirs)
+    ours = assistant_loss(model, ids, mask, labels)
+    g_ours = grads(ours)
+    assert float(ours.detach()) == pytest.approx(float(theirs.detach()), rel=1e-5)
+    assert g_ours.keys() == g_theirs.keys() and len(g_ours) == 2 * 7 * 30
+    worst = max(float((g_ours[n] - g_theirs[n]).abs().max()) for n in g_ours)
+    scale = max(float(g.abs().max()) for g in g_theirs.values())
+    assert all(float(g.abs().max()) > 0 for g in g_theirs.values())
+    assert worst <= 1e-4 * scale
+
+
+def test_epoch_batches_cover_every_row_once_are_reproducible_and_pad_less():
+    import random
+
+    rng = random.Random(0)
+    rows = [{"input_ids": [0] * rng.randint(60, 200)} for _ in range(203)]
+    b = epoch_batches(rows, 8, seed=3, epoch=1)
+    assert sorted(i for x in b for i in x) == list(range(203))
+    assert b == epoch_batches(rows, 8, seed=3, epoch=1)  # what a resumed run relies on
+    assert b != epoch_batches(rows, 8, seed=3, epoch=2)
+
+    def padded(batches):
+        return sum(len(x) * max(len(rows[i]["input_ids"]) for i in x) for x in batches)
+
+    real = sum(len(r["input_ids"]) for r in rows)
+    chunks = list(range(203))
+    random.Random(3).shuffle(chunks)
+    plain = [chunks[i:i + 8] for i in range(0, 203, 8)]
+    assert padded(b) - real < (padded(plain) - real) / 4
+
+
+def test_fast_dropout_replaces_every_lora_dropout_and_drops_at_the_rate_p():
+    import torch
+    from transformers import AutoConfig
+
+    from pipeline import config
+    from pipeline.target import resolve_model_path
+    from pipeline.train import _load_model
+
+    path, _ = resolve_model_path(config.DEFAULT_MODEL)
+    model = _load_model(path, None, TrainParams(dropout=0.1))
+    n_layers = AutoConfig.from_pretrained(path).num_hidden_layers
+    assert use_fast_dropout(model) == 7 * n_layers
+    assert not any(isinstance(m, torch.nn.Dropout) for m in model.modules())
+    drop = next(m for m in model.modules() if type(m).__name__ == "FastDropout")
+    x = torch.ones(1000, 1000)
+    drop.train()
+    torch.manual_seed(0)
+    y = drop(x)
+    dropped = int((y == 0).sum())
+    assert binomtest(dropped, x.numel(), 0.1).pvalue > 1e-3
+    kept = torch.unique(y).tolist()
+    assert len(kept) == 2 and kept[0] == 0.0 and kept[1] == pytest.approx(1 / 0.9, rel=1e-4)
+    assert float(y.mean()) == pytest.approx(1.0, abs=0.01)  # the expectation is kept
+    assert not torch.equal(drop(x), y)                       # a new mask each call
+    drop.eval()
+    assert drop(x) is x
