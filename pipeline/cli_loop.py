@@ -144,7 +144,8 @@ def candidates_cmd(ctx, batch, status, limit):
 @click.option("--top", default=0.5, show_default=True,
               help="Fraction kept (<1) or a count (>=1); the paper: 0.05.")
 @max_new_tokens_option(128)
-@click.option("--batch-size", default=32, show_default=True)
+@click.option("--batch-size", default=160, show_default=True,
+              help="Dev rows per batch; several candidates share one (8 at 10 + 10).")
 @click.option("--backend", type=click.Choice(["local", "openai"]), default="local")
 @click.option("--model", default=None)
 @click.option("--base-url", default=None)

@@ -203,13 +203,16 @@ class LocalTarget:
     def generate(self, messages: list[list[dict]], params: GenParams) -> list[Generation]:
         """Greedy generation of a batch (the caller chunks by params.batch_size).
 
-        Every prompt starts with the same system prompt and instruction (~60% of its
-        tokens), so that shared prefix is run once and its KV cache copied to each row;
-        rows are laid out [prefix][padding][question] with the padding masked, which
-        gives the same greedy tokens as plain left padding at a fraction of the prefill.
+        Conversations that differ only in their last message (every extraction prompt
+        shares the system prompt and instruction, ~60% of its tokens; every dev row of a
+        one-shot candidate shares the demonstration too) share a prefix: it runs once and
+        its KV cache serves each of its rows. Several prefixes can share a batch. Rows
+        are laid out [prefix][padding][rest] with the padding masked, which gives the
+        same greedy tokens as plain left padding at a fraction of the prefill.
         """
         import torch
-        from transformers import DynamicCache
+
+        from pipeline.kvcache import prefix_cache
 
         if self._model is None:
             self.load()
@@ -217,20 +220,25 @@ class LocalTarget:
         ids = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
                for m in messages]
         ids = [tok(t, add_special_tokens=False)["input_ids"] for t in ids]
-        n_pre = _common_prefix(ids)
+        group = _prefix_groups(messages)
+        n_pre = [0] * len(ids)
+        prefixes = []
+        for members in _members(group):
+            k = _common_prefix([ids[i] for i in members])
+            prefixes.append(ids[members[0]][:k])
+            for i in members:
+                n_pre[i] = k
+        P = max(n_pre)
         pad = tok.pad_token_id
-        width = max(len(r) for r in ids) - n_pre
-        rows = [r[:n_pre] + [pad] * (width - len(r) + n_pre) + r[n_pre:] for r in ids]
-        mask = [[1] * n_pre + [0] * (width - len(r) + n_pre) + [1] * (len(r) - n_pre)
-                for r in ids]
+        width = max(len(r) - n for r, n in zip(ids, n_pre))
+        rows = [r[:n] + [pad] * (P - n + width - len(r) + n) + r[n:] for r, n in zip(ids, n_pre)]
+        mask = [[1] * n + [0] * (P - n + width - len(r) + n) + [1] * (len(r) - n)
+                for r, n in zip(ids, n_pre)]
         t0 = time.perf_counter()
         with torch.inference_mode():
-            cache = DynamicCache(config=model.config)
-            if n_pre:
-                model(input_ids=torch.tensor([ids[0][:n_pre]]), cache=cache, use_cache=True)
-                cache.batch_repeat_interleave(len(ids))
+            cache, _ = prefix_cache(model, prefixes, group, width + params.max_new_tokens + 1)
             if params.stop_at_answer:
-                gens = _greedy_until_answer(model, tok, rows, mask, n_pre, cache,
+                gens = _greedy_until_answer(model, tok, rows, mask, P, cache,
                                             params.max_new_tokens)
                 dt = time.perf_counter() - t0
                 return [Generation(text=tok.decode(g, skip_special_tokens=True),
@@ -278,22 +286,33 @@ class LocalTarget:
             if n_pre:
                 model(input_ids=torch.tensor([ids[0][:n_pre]]), cache=cache, use_cache=True)
                 cache.batch_repeat_interleave(len(ids))
-            logits = model(input_ids=torch.tensor(rest), attention_mask=torch.tensor(mask),
-                           past_key_values=cache, use_cache=True).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
-        out = []
+            lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+            hidden = lm.model(input_ids=torch.tensor(rest), attention_mask=torch.tensor(mask),
+                              cache=cache, use_cache=True).last_hidden_state
+            # the lm_head and log-softmax only where an answer token is predicted (one
+            # position before it): the question's positions are ~half the rows
+            where = [(i, a - n_pre - 1, r[a]) for i, r in enumerate(ids)
+                     for a in range(starts[i], len(r))]
+            rows_, cols, tgt = (torch.tensor(x) for x in zip(*where)) if where else \
+                (torch.zeros(0, dtype=torch.long),) * 3
+            lp = torch.cat([  # in slices: 2,048 positions of 49k logits are 400 MB
+                torch.log_softmax(lm.lm_head(hidden[rows_[j:j + 2048], cols[j:j + 2048]])
+                                  .float(), dim=-1).gather(1, tgt[j:j + 2048, None])[:, 0]
+                for j in range(0, len(tgt), 2048)] or [torch.zeros(0)])
+        out, k = [], 0
         for i, r in enumerate(ids):
-            pos = range(starts[i], len(r))  # answer tokens, predicted one position earlier
-            lp = [float(logp[i, a - n_pre - 1, r[a]]) for a in pos]
-            out.append(sum(lp) / len(lp) if lp else float("nan"))
+            n = max(0, len(r) - starts[i])
+            out.append(float(lp[k:k + n].mean()) if n else float("nan"))
+            k += n
         return out
 
 
 def _greedy_until_answer(model, tok, rows, mask, n_pre, cache, max_new) -> list[list[int]]:
-    """Greedy decoding that drops each row from the batch (and its KV cache) once its
-    final answer is complete or it emits EOS. generate() keeps a finished row in the
-    batch until the slowest row ends, so one rambling row costs a whole batch of steps;
-    here a step costs only the rows still writing. Positions and masks follow
+    """Greedy decoding in which a row stops once its final answer is complete or it emits
+    EOS, and finished rows leave the batch (and the KV cache): generate() keeps them until
+    the slowest row ends, so one rambling row costs a whole batch of steps. Leaving
+    copies the cache, so finished rows go in bunches (an eighth of the batch at a time);
+    until then they ride along and their tokens are ignored. Positions and masks follow
     generate()'s left-padding rules, so the tokens are the same greedy tokens."""
     import torch
 
@@ -302,35 +321,53 @@ def _greedy_until_answer(model, tok, rows, mask, n_pre, cache, max_new) -> list[
     am = torch.tensor(mask)
     pos = (am.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=torch.tensor(rows)[:, n_pre:], attention_mask=am,
-                position_ids=pos[:, n_pre:], past_key_values=cache, use_cache=True)
+                position_ids=pos[:, n_pre:], cache=cache, use_cache=True, logits_to_keep=1)
     nxt = out.logits[:, -1].argmax(-1)
     pos = pos[:, -1]
-    alive = list(range(len(rows)))
+    present = list(range(len(rows)))        # the batch's rows, in cache order
+    done = [False] * len(rows)
     gens: list[list[int]] = [[] for _ in rows]
     stop_ids = {tok.eos_token_id, tok.pad_token_id}
-    for _ in range(max_new):
-        keep = []
-        for j, i in enumerate(alive):
+    for step in range(max_new):
+        for j, i in enumerate(present):
             t = int(nxt[j])
+            if done[i]:
+                continue
             if t in stop_ids:
+                done[i] = True
                 continue
             gens[i].append(t)
             # only the tail can complete an answer; decoding it is cheap
-            if final_answer_end(tok.decode(gens[i][-24:], skip_special_tokens=True)) is None:
-                keep.append(j)
-        if not keep or len(gens[alive[keep[0]]]) >= max_new:
+            if final_answer_end(tok.decode(gens[i][-24:], skip_special_tokens=True)) is not None:
+                done[i] = True
+        live = [j for j, i in enumerate(present) if not done[i]]
+        if not live or step + 1 == max_new:
             break
-        if len(keep) < len(alive):
-            idx = torch.tensor(keep)
+        if len(present) - len(live) >= max(1, len(present) // 8):
+            idx = torch.tensor(live)
             cache.batch_select_indices(idx)
             am, nxt, pos = am[idx], nxt[idx], pos[idx]
-            alive = [alive[j] for j in keep]
-        am = torch.cat([am, torch.ones((len(alive), 1), dtype=am.dtype)], dim=1)
+            present = [present[j] for j in live]
+        am = torch.cat([am, torch.ones((len(present), 1), dtype=am.dtype)], dim=1)
         pos = pos + 1
         out = model(input_ids=nxt[:, None], attention_mask=am, position_ids=pos[:, None],
-                    past_key_values=cache, use_cache=True)
+                    cache=cache, use_cache=True)
         nxt = out.logits[:, -1].argmax(-1)
     return gens
+
+
+def _prefix_groups(messages: list[list[dict]]) -> list[int]:
+    """Each conversation's group: conversations alike but for their last message share
+    one (in order of first appearance)."""
+    seen: dict[str, int] = {}
+    return [seen.setdefault(json.dumps(m[:-1], sort_keys=True), len(seen)) for m in messages]
+
+
+def _members(group: list[int]) -> list[list[int]]:
+    out: list[list[int]] = [[] for _ in range(max(group) + 1)] if group else []
+    for i, g in enumerate(group):
+        out[g].append(i)
+    return out
 
 
 def _common_prefix(rows: list[list[int]]) -> int:
