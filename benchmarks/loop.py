@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -59,8 +60,10 @@ def main():
     a = ap.parse_args()
 
     db = Path(a.db)
-    if db.exists() and not a.keep:
-        db.unlink()
+    if not a.keep:  # a fresh store, and no adapter or checkpoint of an earlier run to resume
+        if db.exists():
+            db.unlink()
+        shutil.rmtree(db.parent / "adapters", ignore_errors=True)
     db.parent.mkdir(parents=True, exist_ok=True)
     os.environ["SEI_DB"] = str(db)
     from pipeline import config

@@ -8,10 +8,10 @@ iteration (never from a test split). Each kept candidate c is scored by a method
   worked example (user: c's question, assistant: c's solution, user: the dev question);
   score = (accuracy on the good half + accuracy on the bad half) / 2. The fixed (bad
   ones now right) and broken (good ones now wrong) dev problems are stored too, with
-  every generation behind the score. Batched per candidate: the prefix (system prompt +
-  demonstration) runs once and its KV cache serves all dev rows; a row stops once its
-  final answer is complete, and every output is judged cut there, so early stopping
-  never changes a score.
+  every generation behind the score. Batched: several candidates' dev rows share a
+  batch (`batch_size` rows), each candidate's prefix (system prompt + demonstration) runs
+  once and its KV cache serves its rows; a row stops once its final answer is complete,
+  and every output is judged cut there, so early stopping never changes a score.
 - `proxy` (after Nuggets' golden score): the mean change, over Ddev, of the per-token
   log-likelihood of the reference solution with c as the example versus without it;
   forward passes only. Its Spearman correlation with the one-shot score is stored when
@@ -346,13 +346,13 @@ def training_set(store: Store, selection_ids: list[str]) -> list[dict]:
 
 
 def estimate(store: Store, p: SelectParams) -> dict:
-    """Minutes to score the iteration's kept candidates here (2-core CPU figures:
-    ~200 generated tok/s batched, ~60 tokens per one-shot answer with early stop,
-    forward passes ~5x cheaper)."""
+    """Minutes to score the iteration's kept candidates here (2-core CPU figures from
+    benchmarks/selection.py: ~6.5 s per candidate on 20 dev rows one-shot, 8 candidates
+    per batch; ~2.5 s for the proxy)."""
     n = len(store.candidates(iteration=p.iteration, status="kept"))
     if p.limit:
         n = min(n, p.limit)
-    per = {"oneshot": (p.n_good + p.n_bad) * 60 / 200 + 1.0,
-           "proxy": (p.n_good + p.n_bad) * 250 / 1500 + 0.3, "random": 0.0}[p.method]
+    per = {"oneshot": (p.n_good + p.n_bad) * 0.3 + 0.5,
+           "proxy": (p.n_good + p.n_bad) * 0.12 + 0.1, "random": 0.0}[p.method]
     return {"n_candidates": n, "minutes": round(n * per / 60, 1),
             "n_selected": n_keep(p.top, n)}
