@@ -242,6 +242,10 @@ def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dic
 
     # a run resumed from another working directory keeps writing where it started
     out_dir = Path(prev["adapter_dir"]) if prev else config.adapters_dir(store.path) / train_id
+    if prev is None and out_dir.exists():
+        # left by a store since deleted: its checkpoint may come from other code, and a
+        # finished one would be "resumed" into a run that trains nothing
+        shutil.rmtree(out_dir)
 
     acc = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
     torch.manual_seed(p.seed)

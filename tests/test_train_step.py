@@ -104,3 +104,42 @@ def test_fast_dropout_replaces_every_lora_dropout_and_drops_at_the_rate_p():
     assert not torch.equal(drop(x), y)                       # a new mask each call
     drop.eval()
     assert drop(x) is x
+
+
+def _random_selection(store, n=4):
+    from pipeline import demo
+    from pipeline.select import SelectParams, select
+
+    store.create_iteration(1, "scratch", None, {"types": [], "edit_ids": [], "n_cases": 0},
+                           None, {})
+    store.upsert_synth_batch("t", 1, "offline", {}, {})
+    store.add_candidates([{"slot": f"t/{i}", "batch_id": "t", "iteration": 1, "type_id": 0,
+                           "question": p["question"], "solution": p["solution"],
+                           "answer": p["answer"], "status": "kept", "synthesizer": "offline"}
+                          for i, p in enumerate(demo.generate(n, seed=4))])
+    select(store, SelectParams(method="random", top=n))
+
+
+def test_a_checkpoint_left_by_a_deleted_store_is_not_resumed(tmp_path):
+    """Same data, same parameters, same train id, but the store that made the old
+    checkpoint is gone: the run trains from the start instead of "resuming" a finished
+    checkpoint into a run that trains nothing."""
+    from pipeline.store import Store
+    from pipeline.train import train
+
+    p = TrainParams(method="random", epochs=1, batch_size=4, max_length=160)
+    db = tmp_path / "sei.duckdb"
+    first = Store(db)
+    _random_selection(first)
+    r1 = train(first, p)
+    assert (first.train_run(r1["train_id"])["status"], len(first.train_steps(r1["train_id"]))) \
+        == ("finished", 1)
+    assert (tmp_path / "adapters" / r1["train_id"] / "checkpoint" / "state.pt").exists()
+    del first
+    db.unlink()
+    again = Store(db)
+    _random_selection(again)
+    r2 = train(again, p)
+    assert r2["train_id"] == r1["train_id"] and r2["steps"] == 1
+    steps = again.train_steps(r2["train_id"])
+    assert len(steps) == 1 and steps[0]["tokens"] > 0
