@@ -223,6 +223,18 @@ def _finished(prev: dict | None) -> dict | None:
     return None
 
 
+def _out_dir(store: Store, prev: dict | None, train_id: str) -> Path:
+    """Where the run writes: where it started if the store knows it (a run resumed from
+    another working directory keeps writing there), else a clean directory beside the
+    store: one left by a store since deleted may hold a checkpoint from other code, and
+    a finished one would be "resumed" into a run that trains nothing."""
+    if prev:
+        return Path(prev["adapter_dir"])
+    out = config.adapters_dir(store.path) / train_id
+    shutil.rmtree(out, ignore_errors=True)
+    return out
+
+
 def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dict:
     """LoRA on the selected data of p.iteration (resumable from its last checkpoint)."""
     # -- data and identity; a finished run returns before anything heavy is loaded ---------
@@ -240,12 +252,7 @@ def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dic
 
     from pipeline.target import weights_hash
 
-    # a run resumed from another working directory keeps writing where it started
-    out_dir = Path(prev["adapter_dir"]) if prev else config.adapters_dir(store.path) / train_id
-    if prev is None and out_dir.exists():
-        # left by a store since deleted: its checkpoint may come from other code, and a
-        # finished one would be "resumed" into a run that trains nothing
-        shutil.rmtree(out_dir)
+    out_dir = _out_dir(store, prev, train_id)
 
     acc = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
     torch.manual_seed(p.seed)
