@@ -120,24 +120,22 @@ def _random_selection(store, n=4):
     select(store, SelectParams(method="random", top=n))
 
 
-def test_a_checkpoint_left_by_a_deleted_store_is_not_resumed(tmp_path):
+def test_a_checkpoint_left_by_a_deleted_store_is_not_resumed(tmp_path, monkeypatch):
     """Same data, same parameters, same train id, but the store that made the old
-    checkpoint is gone: the run trains from the start instead of "resuming" a finished
-    checkpoint into a run that trains nothing."""
+    checkpoint is not the one training now: the run trains from the start instead of
+    "resuming" a finished checkpoint into a run that trains nothing."""
     from pipeline.store import Store
     from pipeline.train import train
 
+    monkeypatch.setenv("SEI_ADAPTERS_DIR", str(tmp_path / "adapters"))
     p = TrainParams(method="random", epochs=1, batch_size=4, max_length=160)
-    db = tmp_path / "sei.duckdb"
-    first = Store(db)
+    first = Store(tmp_path / "old" / "sei.duckdb")
     _random_selection(first)
     r1 = train(first, p)
     assert (first.train_run(r1["train_id"])["status"], len(first.train_steps(r1["train_id"]))) \
         == ("finished", 1)
     assert (tmp_path / "adapters" / r1["train_id"] / "checkpoint" / "state.pt").exists()
-    del first
-    db.unlink()
-    again = Store(db)
+    again = Store(tmp_path / "new" / "sei.duckdb")
     _random_selection(again)
     r2 = train(again, p)
     assert r2["train_id"] == r1["train_id"] and r2["steps"] == 1
