@@ -159,8 +159,10 @@ def test_oneshot_selection_scores_recompute_from_stored_generations(clustered):
 
 def test_selection_killed_and_rerun_has_no_duplicate_scores(clustered):
     synthesize(clustered, SynthParams(budget=24, per_call=8, synthesizer="offline"))
+    # one candidate per batch (4 dev rows): candidates are stored as their batch ends,
+    # and the kill must land between two of them
     jid = jobs.submit(clustered, "select", {"n_good": 2, "n_bad": 2, "limit": 6,
-                                            "max_new_tokens": 96, "top": 2})
+                                            "max_new_tokens": 96, "top": 2, "batch_size": 4})
     _wait(lambda: clustered.count("cand_scores") >= 1, what="first score")
     job = clustered.job(jid)
     os.killpg(job["pid"], signal.SIGKILL)
