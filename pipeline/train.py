@@ -200,12 +200,12 @@ def _steps(store: Store, p: TrainParams, train_id: str, fit: _Fit, rows: list[di
             n_tok = int(mask.sum())
             tokens_seen += n_tok
             store.record_train_steps(train_id, [{
-                "step": step, "epoch": step / steps_per_epoch, "loss": float(loss),
+                "step": step, "epoch": step / steps_per_epoch, "loss": float(loss.detach()),
                 "lr": sched.get_last_lr()[0], "tokens": n_tok,
                 "seconds": time.perf_counter() - ts}], step)
             if step % p.checkpoint_every == 0 or step == total:
                 fit.save_checkpoint(step)
-            progress(step, total, "train", f"loss {float(loss):.3f}")
+            progress(step, total, "train", f"loss {float(loss.detach()):.3f}")
     except BaseException:
         if step and step % p.checkpoint_every:
             fit.save_checkpoint(step)  # a cancel keeps the work done so far
@@ -250,6 +250,7 @@ def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dic
     from accelerate import Accelerator
     from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
 
+    from pipeline.fastlora import fuse_lora
     from pipeline.target import weights_hash
 
     out_dir = _out_dir(store, prev, train_id)
@@ -269,7 +270,7 @@ def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dic
 
     # -- model: base + a new or the previous adapter -------------------------------------------
     model = _load_model(run.path, run.init, p)
-    use_fast_dropout(model)
+    fuse_lora(model)
     opt = torch.optim.AdamW([w for w in model.parameters() if w.requires_grad], lr=p.lr,
                             weight_decay=0.0)
     sched = get_cosine_schedule_with_warmup(opt, int(p.warmup * total), total)
@@ -327,41 +328,6 @@ def assistant_loss(model, ids, mask, labels):
     keep = target != -100
     logits = lm.lm_head(hidden[:, :-1][keep])
     return F.cross_entropy(logits.float(), target[keep])
-
-
-def use_fast_dropout(model) -> int:
-    """Swap the LoRA layers' nn.Dropout for one that takes four 16-bit draws from each
-    64-bit random integer: torch's bernoulli_ draws per element, and on a 2-core CPU
-    that cost as much as the layer's own matmul (~15% of a training step). Same
-    distribution (drop probability rounded to 1/65536), same scaling. Returns how
-    many were swapped."""
-    import torch
-
-    class FastDropout(torch.nn.Module):
-        def __init__(self, p: float):
-            super().__init__()
-            self.p = p
-            self.cut = round(p * 65536) - 32768     # drop a draw below this
-            self.scale = 1 / (1 - (self.cut + 32768) / 65536)
-
-        def forward(self, x):
-            if not self.training or self.p == 0:
-                return x
-            n = x.numel()
-            words = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64,
-                                  device=x.device)
-            draws = words.view(torch.int16)[:n].view(x.shape)
-            return torch.where(draws >= self.cut, x * self.scale, 0.0)
-
-    n = 0
-    for mod in model.modules():
-        drops = getattr(mod, "lora_dropout", None)
-        if isinstance(drops, torch.nn.ModuleDict):
-            for name, d in list(drops.items()):
-                if isinstance(d, torch.nn.Dropout):
-                    drops[name] = FastDropout(d.p)
-                    n += 1
-    return n
 
 
 def _collate(batch: list[dict], pad: int):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 from scipy.stats import binomtest
 
-from pipeline.train import TrainParams, _collate, epoch_batches, tokenize, use_fast_dropout
+from pipeline.fastlora import fuse_lora
+from pipeline.train import TrainParams, _collate, epoch_batches, tokenize
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_fast_dropout_replaces_every_lora_dropout_and_drops_at_the_rate_p():
     path, _ = resolve_model_path(config.DEFAULT_MODEL)
     model = _load_model(path, None, TrainParams(dropout=0.1))
     n_layers = AutoConfig.from_pretrained(path).num_hidden_layers
-    assert use_fast_dropout(model) == 7 * n_layers
+    assert fuse_lora(model) == 7 * n_layers
     assert not any(isinstance(m, torch.nn.Dropout) for m in model.modules())
     drop = next(m for m in model.modules() if type(m).__name__ == "FastDropout")
     x = torch.ones(1000, 1000)
@@ -104,6 +105,82 @@ def test_fast_dropout_replaces_every_lora_dropout_and_drops_at_the_rate_p():
     assert not torch.equal(drop(x), y)                       # a new mask each call
     drop.eval()
     assert drop(x) is x
+
+
+def _fresh_lora(dropout):
+    from pipeline import config
+    from pipeline.target import resolve_model_path
+    from pipeline.train import _load_model
+
+    path, _ = resolve_model_path(config.DEFAULT_MODEL)
+    return _load_model(path, None, TrainParams(dropout=dropout))
+
+
+def test_fused_lora_layer_is_peft_formula_with_the_same_mask_values_and_gradients():
+    """With dropout on: the fused forward equals x W^T + s * (mask(x)/(1-p)) A^T B^T
+    computed the plain way from the same random draws, and so do the gradients of x,
+    A and B (the scales ride in addmm_'s alpha, the add is in place)."""
+    import torch
+
+    model = _fresh_lora(0.1)
+    fuse_lora(model)
+    model.train()
+    mod = model.base_model.model.model.layers[3].mlp.up_proj
+    a, b = mod.lora_A["default"].weight, mod.lora_B["default"].weight
+    with torch.no_grad():
+        b.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+    drop, s = mod.lora_dropout["default"], mod.scaling["default"]
+    x = torch.randn(3, 7, a.shape[1], requires_grad=True)
+    g = torch.randn(3, 7, b.shape[0])
+
+    def run(f):
+        for t in (x, a, b):
+            t.grad = None
+        torch.manual_seed(5)
+        y = f()
+        (y * g).sum().backward()
+        return y.detach(), x.grad.clone(), a.grad.clone(), b.grad.clone()
+
+    ours = run(lambda: mod(x))
+    plain = run(lambda: x @ mod.base_layer.weight.t()
+                + ((drop.keep(x) * drop.scale) @ a.t() @ b.t()) * s)
+    for o, p in zip(ours, plain):
+        assert torch.allclose(o, p, rtol=1e-4, atol=1e-5)
+    torch.manual_seed(5)
+    assert (drop.keep(x) == 0).any()  # the mask did drop something
+
+
+def test_fused_lora_model_loss_and_gradients_equal_peft_own_forward(lora):
+    """The whole model, fused and not, on the same batch (dropout off, so both see the same
+    network): same loss, same gradient for every LoRA weight."""
+    import torch
+
+    from pipeline.train import assistant_loss
+
+    tok, _ = lora
+    model = _fresh_lora(0.1)
+    model.eval()
+    with torch.no_grad():
+        for n, w in model.named_parameters():
+            if "lora_B" in n:
+                w.normal_(0, 0.02, generator=torch.Generator().manual_seed(1))
+    convs = [[{"role": "user", "content": "What is 6 * 7?"},
+              {"role": "assistant", "content": "6 * 7 = 42. The answer is 42."}]]
+    ids, labels, mask = _collate([tokenize(tok, c, 512) for c in convs], tok.pad_token_id)
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = assistant_loss(model, ids, mask, labels)
+        loss.backward()
+        return float(loss), {n: w.grad.clone() for n, w in model.named_parameters()
+                             if w.requires_grad}
+
+    l0, g0 = loss_and_grads()
+    assert fuse_lora(model) == 7 * 30
+    l1, g1 = loss_and_grads()
+    assert l1 == pytest.approx(l0, rel=1e-5)
+    scale = max(float(g.abs().max()) for g in g0.values())
+    assert max(float((g1[n] - g0[n]).abs().max()) for n in g0) <= 1e-4 * scale
 
 
 def _random_selection(store, n=4):
