@@ -6,6 +6,7 @@ import streamlit as st
 
 from pipeline import jobs, settings
 from pipeline.instructor import from_env
+from pipeline.target import GenParams
 
 s = common.header("SEI Studio")
 cfg = settings.load()
@@ -53,7 +54,7 @@ with st.form("quickstart"):
     a, b, c = st.columns(3)
     limit = a.number_input("problems", 8, 5000, 96, step=8)
     max_tokens = b.number_input("max new tokens", 32, 1024, 256, step=32)
-    batch = c.number_input("batch size", 1, 64, 16)
+    batch = c.number_input("batch size", 1, 512, GenParams.batch_size)
     go = st.form_submit_button("Launch quick start")
 if go:
     jid = jobs.submit(s, "quickstart", {"limit": int(limit), "max_new_tokens": int(max_tokens),

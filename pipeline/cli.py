@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from pipeline.store import Store
+from pipeline.target import GenParams
 
 
 def _store(ctx) -> Store:
@@ -245,7 +246,8 @@ def quickstart(ctx, limit, max_new_tokens, background):
 @click.option("--adapter", default=None, help="A peft adapter directory (local backend).")
 @click.option("--base-url", default=None, help="OpenAI-compatible endpoint (openai backend).")
 @max_new_tokens_option(256)
-@click.option("--batch-size", default=16, show_default=True)
+@click.option("--batch-size", default=GenParams.batch_size, show_default=True,
+              help="Rows per batch (finished rows leave it).")
 @seed_option
 @background_option(help="Run as a background job.")
 @click.pass_context

@@ -41,7 +41,7 @@ def _extract(store: Store, p: dict, progress) -> dict:
     from pipeline.target import GenParams
 
     gp = GenParams(max_new_tokens=p.get("max_new_tokens", 256),
-                   batch_size=p.get("batch_size", 16), seed=p.get("seed", 0))
+                   batch_size=p.get("batch_size", GenParams.batch_size), seed=p.get("seed", 0))
     run_id = extract(store, p.get("dataset", "demo"), p.get("split", "train"),
                      limit=p.get("limit"), backend=p.get("backend", "local"),
                      model=p.get("model") or target_model(), adapter=p.get("adapter"),

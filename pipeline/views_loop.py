@@ -10,7 +10,7 @@ from pipeline.store import Store
 
 # Rough CPU figures for the estimates shown before a launch (2 cores, SmolLM2-135M).
 TRAIN_TOKENS_PER_EXAMPLE = 150   # chat-formatted question + solution
-TRAIN_TOKENS_PER_S = 170         # fp32 LoRA forward + backward (benchmarks/training.py)
+TRAIN_TOKENS_PER_S = 200         # fp32 LoRA forward + backward (benchmarks/training.py)
 EVAL_TOKENS_PER_PROBLEM = 80     # generated, stopping at the final answer
 EVAL_TOKENS_PER_S = 200          # batched greedy decoding
 CAND_STATUSES = ("kept", "rejected", "near_duplicate", "contaminated")
