@@ -46,7 +46,8 @@ class FastDropout(torch.nn.Module):
 
 
 def _fused_forward(layer, name: str):
-    """peft's Linear.forward for one plain LoRA adapter, in two GEMMs and one addmm_."""
+    """peft's Linear.forward for one plain LoRA adapter: the base GEMM, A's GEMM on the
+    masked input, and B's product added into the base output in place (addmm_)."""
     plain = layer.forward
     base, a, b = layer.base_layer, layer.lora_A[name], layer.lora_B[name]
     drop = layer.lora_dropout[name]
