@@ -6,6 +6,8 @@ The chat template is applied to each (user: question, assistant: solution) pair 
 loss is taken on the assistant's tokens only. fp32 on a CPU (bf16 is ~400x slower on
 this class of CPU and gradient checkpointing only costs time at this size); bf16
 autocast on a GPU, through accelerate, which also runs it under `accelerate launch`.
+On a CPU the LoRA layers run fused (pipeline/fastlora.py: the same function, fewer passes
+over memory).
 
 Every step's loss goes into the store (the app draws it live). Every `checkpoint_every`
 steps the adapter, optimizer, scheduler and step are saved atomically; a cancel saves
