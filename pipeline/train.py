@@ -201,13 +201,14 @@ def _steps(store: Store, p: TrainParams, train_id: str, fit: _Fit, rows: list[di
             step += 1
             n_tok = int(mask.sum())
             tokens_seen += n_tok
+            loss_v = float(loss.detach())
             store.record_train_steps(train_id, [{
-                "step": step, "epoch": step / steps_per_epoch, "loss": float(loss.detach()),
+                "step": step, "epoch": step / steps_per_epoch, "loss": loss_v,
                 "lr": sched.get_last_lr()[0], "tokens": n_tok,
                 "seconds": time.perf_counter() - ts}], step)
             if step % p.checkpoint_every == 0 or step == total:
                 fit.save_checkpoint(step)
-            progress(step, total, "train", f"loss {float(loss.detach()):.3f}")
+            progress(step, total, "train", f"loss {loss_v:.3f}")
     except BaseException:
         if step and step % p.checkpoint_every:
             fit.save_checkpoint(step)  # a cancel keeps the work done so far

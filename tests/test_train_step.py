@@ -10,16 +10,25 @@ from pipeline.fastlora import fuse_lora
 from pipeline.train import TrainParams, _collate, epoch_batches, tokenize
 
 
+def _model_path():
+    from pipeline import config
+    from pipeline.target import resolve_model_path
+
+    return resolve_model_path(config.DEFAULT_MODEL)[0]
+
+
+def _fresh_lora(dropout=TrainParams.dropout):
+    """The embedded model with a new LoRA adapter, as train() builds it."""
+    from pipeline.train import _load_model
+
+    return _load_model(_model_path(), None, TrainParams(dropout=dropout))
+
+
 @pytest.fixture(scope="module")
 def lora():
     from transformers import AutoTokenizer
 
-    from pipeline import config
-    from pipeline.target import resolve_model_path
-    from pipeline.train import _load_model
-
-    path, _ = resolve_model_path(config.DEFAULT_MODEL)
-    return AutoTokenizer.from_pretrained(path), _load_model(path, None, TrainParams())
+    return AutoTokenizer.from_pretrained(_model_path()), _fresh_lora()
 
 
 def test_assistant_loss_and_its_gradients_are_the_models_own(lora):
@@ -81,16 +90,9 @@ def test_epoch_batches_cover_every_row_once_are_reproducible_and_pad_less():
 
 def test_fast_dropout_replaces_every_lora_dropout_and_drops_at_the_rate_p():
     import torch
-    from transformers import AutoConfig
 
-    from pipeline import config
-    from pipeline.target import resolve_model_path
-    from pipeline.train import _load_model
-
-    path, _ = resolve_model_path(config.DEFAULT_MODEL)
-    model = _load_model(path, None, TrainParams(dropout=0.1))
-    n_layers = AutoConfig.from_pretrained(path).num_hidden_layers
-    assert fuse_lora(model) == 7 * n_layers
+    model = _fresh_lora(0.1)
+    assert fuse_lora(model) == 7 * model.config.num_hidden_layers
     assert not any(isinstance(m, torch.nn.Dropout) for m in model.modules())
     drop = next(m for m in model.modules() if type(m).__name__ == "FastDropout")
     x = torch.ones(1000, 1000)
@@ -105,15 +107,6 @@ def test_fast_dropout_replaces_every_lora_dropout_and_drops_at_the_rate_p():
     assert not torch.equal(drop(x), y)                       # a new mask each call
     drop.eval()
     assert drop(x) is x
-
-
-def _fresh_lora(dropout):
-    from pipeline import config
-    from pipeline.target import resolve_model_path
-    from pipeline.train import _load_model
-
-    path, _ = resolve_model_path(config.DEFAULT_MODEL)
-    return _load_model(path, None, TrainParams(dropout=dropout))
 
 
 def test_fused_lora_layer_is_peft_formula_with_the_same_mask_values_and_gradients():
@@ -176,7 +169,7 @@ def test_fused_lora_model_loss_and_gradients_equal_peft_own_forward(lora):
                              if w.requires_grad}
 
     l0, g0 = loss_and_grads()
-    assert fuse_lora(model) == 7 * 30
+    assert fuse_lora(model) == 7 * model.config.num_hidden_layers
     l1, g1 = loss_and_grads()
     assert l1 == pytest.approx(l0, rel=1e-5)
     scale = max(float(g.abs().max()) for g in g0.values())
