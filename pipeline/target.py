@@ -181,6 +181,9 @@ class LocalTarget:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from pipeline.heap import keep_freed_memory
+
+        keep_freed_memory()  # batches reuse the heap instead of page-faulting it in anew
         path, self.model_id = resolve_model_path(self.model)
         try:
             tok = AutoTokenizer.from_pretrained(path)

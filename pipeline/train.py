@@ -9,7 +9,8 @@ autocast on a GPU, through accelerate, which also runs it under `accelerate laun
 On a CPU the LoRA layers run fused (pipeline/fastlora.py: the same function, fewer passes
 over memory).
 
-Every step's loss goes into the store (the app draws it live). Every `checkpoint_every`
+Every step's loss goes into the store (the app draws it live; rows are written at least
+every FLUSH_S = 10 s). Every `checkpoint_every`
 steps the adapter, optimizer, scheduler and step are saved atomically; a cancel saves
 one more; a resumed run loads the last and continues where it stopped: the data order
 of each epoch is a function of (seed, epoch), so the skipped steps are the same steps.
@@ -177,6 +178,12 @@ class _Fit:
         tmp.rename(self.ckpt)  # the old checkpoint goes only once the new one is whole
 
 
+# Loss rows reach the store in bunches, at most every FLUSH_S seconds (and at every
+# checkpoint, cancel and the end): each DuckDB connection that closes trims this process's
+# heap (malloc_trim), and the next step then faults ~2 GB of activations back in, ~0.5 s.
+FLUSH_S = 10.0
+
+
 def _steps(store: Store, p: TrainParams, train_id: str, fit: _Fit, rows: list[dict],
            pad_id: int, step: int, total: int, steps_per_epoch: int,
            progress: Progress) -> int:
@@ -185,6 +192,15 @@ def _steps(store: Store, p: TrainParams, train_id: str, fit: _Fit, rows: list[di
 
     acc, model, opt, sched = fit.acc, fit.model, fit.opt, fit.sched
     tokens_seen = 0
+    pending: list[dict] = []          # loss rows not yet in the store
+    flushed = time.monotonic()
+
+    def flush():
+        nonlocal pending, flushed
+        if pending:
+            store.record_train_steps(train_id, pending, step)
+        pending, flushed = [], time.monotonic()
+
     try:
         while step < total:
             epoch, k = divmod(step, steps_per_epoch)
@@ -202,16 +218,19 @@ def _steps(store: Store, p: TrainParams, train_id: str, fit: _Fit, rows: list[di
             n_tok = int(mask.sum())
             tokens_seen += n_tok
             loss_v = float(loss.detach())
-            store.record_train_steps(train_id, [{
-                "step": step, "epoch": step / steps_per_epoch, "loss": loss_v,
-                "lr": sched.get_last_lr()[0], "tokens": n_tok,
-                "seconds": time.perf_counter() - ts}], step)
+            pending.append({"step": step, "epoch": step / steps_per_epoch, "loss": loss_v,
+                            "lr": sched.get_last_lr()[0], "tokens": n_tok,
+                            "seconds": time.perf_counter() - ts})
             if step % p.checkpoint_every == 0 or step == total:
                 fit.save_checkpoint(step)
+                flush()
+            elif time.monotonic() - flushed >= FLUSH_S:
+                flush()
             progress(step, total, "train", f"loss {loss_v:.3f}")
     except BaseException:
         if step and step % p.checkpoint_every:
             fit.save_checkpoint(step)  # a cancel keeps the work done so far
+        flush()
         store.finish_train_run(train_id, "interrupted", None, None)
         raise
     return tokens_seen
@@ -254,11 +273,13 @@ def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dic
     from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
 
     from pipeline.fastlora import fuse_lora
+    from pipeline.heap import keep_freed_memory
     from pipeline.target import weights_hash
 
     out_dir = _out_dir(store, prev, train_id)
 
     acc = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    keep_freed_memory()  # activations reuse the heap instead of page-faulting it in anew
     torch.manual_seed(p.seed)
     tok = AutoTokenizer.from_pretrained(run.path)
     rows = [tokenize(tok, e["messages"], p.max_length) for e in run.examples]

@@ -143,6 +143,55 @@ def test_fused_lora_layer_is_peft_formula_with_the_same_mask_values_and_gradient
     assert (drop.keep(x) == 0).any()  # the mask did drop something
 
 
+def test_sibling_layers_share_one_mask_and_one_a_gemm_and_stay_exact():
+    """q/k/v read the same tensor: one mask and one GEMM over the stacked A matrices serve
+    all three. Each output (and the gradients of x and every A and B) equals the plain
+    formula with that one mask; a sibling called on another tensor computes afresh."""
+    import torch
+
+    model = _fresh_lora(0.1)
+    fuse_lora(model)
+    model.train()
+    attn = model.base_model.model.model.layers[5].self_attn
+    mods = [attn.q_proj, attn.k_proj, attn.v_proj]
+    with torch.no_grad():
+        for i, m in enumerate(mods):
+            m.lora_B["default"].weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(i))
+    x = torch.randn(2, 9, mods[0].in_features, requires_grad=True)
+    gs = [torch.randn(2, 9, m.out_features) for m in mods]
+    params = [x] + [m.lora_A["default"].weight for m in mods] \
+        + [m.lora_B["default"].weight for m in mods]
+
+    def run(outputs):
+        for t in params:
+            t.grad = None
+        torch.manual_seed(7)
+        ys = outputs()
+        sum((y * g).sum() for y, g in zip(ys, gs)).backward()
+        return [y.detach() for y in ys] + [t.grad.clone() for t in params]
+
+    drop = mods[0].lora_dropout["default"]
+
+    def plain():
+        kept = drop.keep(x) * drop.scale  # one draw, used by all three
+        return [x @ m.base_layer.weight.t() + kept @ m.lora_A["default"].weight.t()
+                @ m.lora_B["default"].weight.t() * m.scaling["default"] for m in mods]
+
+    ours = run(lambda: [m(x) for m in mods])
+    for o, p in zip(ours, run(plain)):
+        assert torch.allclose(o, p, rtol=1e-4, atol=1e-5)
+    # another tensor for k alone: not q's cached product
+    x2 = torch.randn(2, 9, mods[0].in_features)
+    mods[0](x)
+    torch.manual_seed(8)
+    got = mods[1](x2)
+    torch.manual_seed(8)
+    want = x2 @ mods[1].base_layer.weight.t() + (drop.keep(x2) * drop.scale) \
+        @ mods[1].lora_A["default"].weight.t() @ mods[1].lora_B["default"].weight.t() \
+        * mods[1].scaling["default"]
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_fused_lora_model_loss_and_gradients_equal_peft_own_forward(lora):
     """The whole model, fused and not, on the same batch (dropout off, so both see the same
     network): same loss, same gradient for every LoRA weight."""
