@@ -30,6 +30,7 @@ from pipeline import config
 from pipeline.redact import ScrubFilter, has_credentials, scrub
 from pipeline.stages import STAGES, is_heavy, run_stage
 from pipeline.store import Store
+from pipeline.store_process import StoreProcess
 
 ACTIVE = ("queued", "running")
 HEARTBEAT_S = 2.0
@@ -320,7 +321,8 @@ def run_worker(job_id: int) -> int:
                         stream=sys.stdout)
     for h in logging.getLogger().handlers:
         h.addFilter(ScrubFilter())
-    store = Store()
+    # DuckDB trims the heap on every connection close: keep it out of the heavy process
+    store = StoreProcess()
     job = store.job(job_id)
     if job is None:
         log.error("no job %s in %s", job_id, store.path)

@@ -32,3 +32,62 @@ def test_freed_blocks_are_reused_without_page_faults():
     plain, kept = _faults("plain"), _faults("keep")
     assert plain > pages / 2        # glibc's default hands the blocks back and faults them in
     assert kept < pages / 5         # kept in the heap: reused as they are
+
+
+TRIMMED = """
+import resource, sys, torch
+from pipeline.heap import keep_freed_memory
+from pipeline.store import Store
+from pipeline.store_process import StoreProcess
+assert keep_freed_memory()
+path = sys.argv[2]
+store = StoreProcess(path) if sys.argv[1] == "child" else Store(path)
+store.migrate()
+def churn():
+    f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    xs = [torch.ones(1 << 20) for _ in range(100)]
+    del xs
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f
+churn()
+store.add_tick("probe", 1)  # a write: a DuckDB connection opened and closed
+print(churn())
+"""
+
+
+def _faults_after_a_write(mode: str, db) -> int:
+    out = subprocess.run([sys.executable, "-c", TRIMMED, mode, str(db)], capture_output=True,
+                         text=True, check=True)
+    return int(out.stdout.split()[-1])
+
+
+def test_a_store_write_trims_the_heap_unless_duckdb_runs_in_a_child_process(tmp_path):
+    """DuckDB calls malloc_trim when a connection closes: in the same process, the
+    freed blocks go back to the kernel and fault in again; through StoreProcess (the
+    job worker's store) they stay."""
+    pages = 100 * (4 << 20) // 4096
+    assert _faults_after_a_write("same", tmp_path / "a.duckdb") > pages / 2
+    assert _faults_after_a_write("child", tmp_path / "b.duckdb") < pages / 5
+
+
+def test_store_process_forwards_calls_results_and_errors(tmp_path):
+    import pytest
+
+    from pipeline.store import Store
+    from pipeline.store_process import StoreProcess
+
+    db = tmp_path / "sei.duckdb"
+    Store(db).migrate()
+    sp = StoreProcess(db)
+    try:
+        sp.add_tick("probe", 42)
+        assert Store(db).ticks_done("probe") == {42}    # written by the child, durable
+        assert sp.ticks_done("probe") == {42}           # and read back through it
+        with pytest.raises(TypeError):                  # the child's error, re-raised here
+            sp.ticks_done()
+        with sp.read():                                 # a no-op block, calls still work
+            assert sp.ticks_done("probe") == {42}
+        with sp.holding_run("r1"):                      # file locks stay in this process
+            assert sp.run_held("r1") and Store(db).run_held("r1")
+    finally:
+        sp.close()
+    assert sp._proc.exitcode == 0
