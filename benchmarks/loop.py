@@ -75,7 +75,10 @@ def main():
     import_demo(store, 400, 200, seed=0)
     import_file(store, SVAMP, "svamp", "svamp", "test")
     clock = Clock()
-    out = iterate(store, LoopParams(iterations=a.iterations, mode=a.mode,
+    from pipeline.store_process import StoreProcess
+
+    # through a store process, as `sei iterate` and the job runner call it
+    out = iterate(StoreProcess(db), LoopParams(iterations=a.iterations, mode=a.mode,
                                     eval_sets=["demo/test", "svamp/test"],
                                     eval_limit=a.eval_limit), clock)
     clock.close()

@@ -78,7 +78,11 @@ def main():
 
     sel = select(s, SelectParams(method="random", top=a.examples))
     gflops = matmul_gflops()
-    res = train(s, TrainParams(method="random", epochs=a.epochs, batch_size=a.batch_size))
+    from pipeline.store_process import StoreProcess
+
+    # through a store process, as `sei train` and the job runner call it
+    res = train(StoreProcess(db), TrainParams(method="random", epochs=a.epochs,
+                                              batch_size=a.batch_size))
 
     from transformers import AutoConfig
 
