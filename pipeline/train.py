@@ -130,6 +130,9 @@ def _load_model(path, init: str | None, p: TrainParams):
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from pipeline.heap import keep_freed_memory
+
+    keep_freed_memory()  # activations reuse the heap instead of page-faulting it in anew
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     if init:
         return PeftModel.from_pretrained(model, init, is_trainable=True)
@@ -273,13 +276,11 @@ def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dic
     from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
 
     from pipeline.fastlora import fuse_lora
-    from pipeline.heap import keep_freed_memory
     from pipeline.target import weights_hash
 
     out_dir = _out_dir(store, prev, train_id)
 
     acc = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
-    keep_freed_memory()  # activations reuse the heap instead of page-faulting it in anew
     torch.manual_seed(p.seed)
     tok = AutoTokenizer.from_pretrained(run.path)
     rows = [tokenize(tok, e["messages"], p.max_length) for e in run.examples]

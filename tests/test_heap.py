@@ -90,4 +90,4 @@ def test_store_process_forwards_calls_results_and_errors(tmp_path):
             assert sp.run_held("r1") and Store(db).run_held("r1")
     finally:
         sp.close()
-    assert sp._proc.exitcode == 0
+    assert sp._proc.returncode == 0
