@@ -84,16 +84,16 @@ def _run_or_submit(ctx, kind: str, params: dict, background: bool):
         jid = jobs.submit(store, kind, params)
         click.echo(f"submitted job {jid} ({kind}); follow it with `sei jobs show {jid}`")
         return None
-    if stages.is_heavy(kind):  # as a job does: DuckDB's heap trims stay out of this process
-        from pipeline.store_process import StoreProcess
+    from pipeline.store_process import StoreProcess
 
+    if stages.is_heavy(kind):  # as a job does: DuckDB's heap trims stay out of this process
         store = StoreProcess(store.path)
     bar = TqdmProgress()
     try:
         return stages.run_stage(store, kind, params, bar)
     finally:
         bar.close()
-        if store is not _store(ctx):
+        if isinstance(store, StoreProcess):
             store.close()
 
 

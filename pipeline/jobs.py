@@ -321,12 +321,13 @@ def run_worker(job_id: int) -> int:
                         stream=sys.stdout)
     for h in logging.getLogger().handlers:
         h.addFilter(ScrubFilter())
-    # DuckDB trims the heap on every connection close: keep it out of the heavy process
-    store = StoreProcess()
+    store = Store()
     job = store.job(job_id)
     if job is None:
         log.error("no job %s in %s", job_id, store.path)
         return 2
+    if job["heavy"]:  # DuckDB trims the heap at every connection close: not in this process
+        store = StoreProcess(store.path)
     w = _Worker(store, job_id)
 
     def on_term(signum, frame):
