@@ -9,8 +9,8 @@ autocast on a GPU, through accelerate, which also runs it under `accelerate laun
 On a CPU the LoRA layers run fused (pipeline/fastlora.py: the same function, fewer passes
 over memory).
 
-Every step's loss goes into the store (the app draws it live; rows are written at least
-every FLUSH_S = 10 s). Every `checkpoint_every`
+Every step's loss goes into the store (the app draws it live; a row lands at most
+FLUSH_S = 10 s after its step). Every `checkpoint_every`
 steps the adapter, optimizer, scheduler and step are saved atomically; a cancel saves
 one more; a resumed run loads the last and continues where it stopped: the data order
 of each epoch is a function of (seed, epoch), so the skipped steps are the same steps.
@@ -182,8 +182,9 @@ class _Fit:
 
 
 # Loss rows reach the store in bunches, at most every FLUSH_S seconds (and at every
-# checkpoint, cancel and the end): each DuckDB connection that closes trims this process's
-# heap (malloc_trim), and the next step then faults ~2 GB of activations back in, ~0.5 s.
+# checkpoint, cancel and the end): where this process holds the DuckDB connections itself
+# (a direct call; jobs and the CLI use pipeline/store_process.py), each one that closes
+# trims the heap (malloc_trim) and the next step faults ~2 GB back in, ~0.5 s.
 FLUSH_S = 10.0
 
 
