@@ -124,10 +124,10 @@ def _groups(model, layers: dict) -> dict:
     out = {}
     for parent in model.modules():
         for names in SIBLINGS:
-            members = [(getattr(parent, n, None), None) for n in names]
-            members = [(m, layers.get(m)) for m, _ in members]
-            if any(m is None or n is None for m, n in members):
+            mods = [getattr(parent, n, None) for n in names]
+            if not all(m in layers for m in mods):
                 continue
+            members = [(m, layers[m]) for m in mods]
             firsts = {(m.lora_dropout[n].p, m.lora_A[n].weight.shape[1], m.lora_A[n].weight.dtype)
                       for m, n in members}
             if len(firsts) == 1:

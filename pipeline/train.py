@@ -9,8 +9,7 @@ autocast on a GPU, through accelerate, which also runs it under `accelerate laun
 On a CPU the LoRA layers run fused (pipeline/fastlora.py: the same function, fewer passes
 over memory).
 
-Every step's loss goes into the store (the app draws it live; a row lands at most
-FLUSH_S = 10 s after its step). Every `checkpoint_every`
+Every step's loss goes into the store (the app draws it live). Every `checkpoint_every`
 steps the adapter, optimizer, scheduler and step are saved atomically; a cancel saves
 one more; a resumed run loads the last and continues where it stopped: the data order
 of each epoch is a function of (seed, epoch), so the skipped steps are the same steps.
@@ -181,13 +180,6 @@ class _Fit:
         tmp.rename(self.ckpt)  # the old checkpoint goes only once the new one is whole
 
 
-# Loss rows reach the store in bunches, at most every FLUSH_S seconds (and at every
-# checkpoint, cancel and the end): where this process holds the DuckDB connections itself
-# (a direct call; jobs and the CLI use pipeline/store_process.py), each one that closes
-# trims the heap (malloc_trim) and the next step faults ~2 GB back in, ~0.5 s.
-FLUSH_S = 10.0
-
-
 def _steps(store: Store, p: TrainParams, train_id: str, fit: _Fit, rows: list[dict],
            pad_id: int, step: int, total: int, steps_per_epoch: int,
            progress: Progress) -> int:
@@ -196,15 +188,6 @@ def _steps(store: Store, p: TrainParams, train_id: str, fit: _Fit, rows: list[di
 
     acc, model, opt, sched = fit.acc, fit.model, fit.opt, fit.sched
     tokens_seen = 0
-    pending: list[dict] = []          # loss rows not yet in the store
-    flushed = time.monotonic()
-
-    def flush():
-        nonlocal pending, flushed
-        if pending:
-            store.record_train_steps(train_id, pending, step)
-        pending, flushed = [], time.monotonic()
-
     try:
         while step < total:
             epoch, k = divmod(step, steps_per_epoch)
@@ -222,19 +205,16 @@ def _steps(store: Store, p: TrainParams, train_id: str, fit: _Fit, rows: list[di
             n_tok = int(mask.sum())
             tokens_seen += n_tok
             loss_v = float(loss.detach())
-            pending.append({"step": step, "epoch": step / steps_per_epoch, "loss": loss_v,
-                            "lr": sched.get_last_lr()[0], "tokens": n_tok,
-                            "seconds": time.perf_counter() - ts})
+            store.record_train_steps(train_id, [{
+                "step": step, "epoch": step / steps_per_epoch, "loss": loss_v,
+                "lr": sched.get_last_lr()[0], "tokens": n_tok,
+                "seconds": time.perf_counter() - ts}], step)
             if step % p.checkpoint_every == 0 or step == total:
                 fit.save_checkpoint(step)
-                flush()
-            elif time.monotonic() - flushed >= FLUSH_S:
-                flush()
             progress(step, total, "train", f"loss {loss_v:.3f}")
     except BaseException:
         if step and step % p.checkpoint_every:
             fit.save_checkpoint(step)  # a cancel keeps the work done so far
-        flush()
         store.finish_train_run(train_id, "interrupted", None, None)
         raise
     return tokens_seen

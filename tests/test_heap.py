@@ -1,72 +1,58 @@
 """keep_freed_memory: freed activations are reused without faulting pages in again
-(pipeline/heap.py says why that is worth 12-16% of a training step)."""
+(pipeline/heap.py says why that is worth 12-16% of a training step), and DuckDB's trim
+at each connection close stays out of a process that talks to it through StoreProcess."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 
+PAGES = 100 * (4 << 20) // 4096  # what one churn touches
+
+# Modes: plain (glibc's defaults), keep (keep_freed_memory), and with it a store write in
+# between through a Store in this process (same) or through a StoreProcess (child).
 CHURN = """
 import resource, sys, torch
 from pipeline.heap import keep_freed_memory
-if sys.argv[1] == "keep":
+mode = sys.argv[1]
+if mode != "plain":
     assert keep_freed_memory()
+store = None
+if mode in ("same", "child"):
+    from pipeline.store import Store
+    from pipeline.store_process import StoreProcess
+    store = (StoreProcess if mode == "child" else Store)(sys.argv[2])
+    store.migrate()
 def churn():
     f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     xs = [torch.ones(1 << 20) for _ in range(100)]  # 400 MB in 4 MB blocks, touched
     del xs
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f
 churn()
+if store is not None:
+    store.add_tick("probe", 1)  # a write: a DuckDB connection opened and closed
 print(churn())
 """
 
 
-def _faults(mode: str) -> int:
-    out = subprocess.run([sys.executable, "-c", CHURN, mode], capture_output=True, text=True,
-                         check=True)
+def _faults(mode: str, db="") -> int:
+    """Minor page faults of the second of two 400 MB churns."""
+    out = subprocess.run([sys.executable, "-c", CHURN, mode, str(db)], capture_output=True,
+                         text=True, check=True)
     return int(out.stdout.split()[-1])
 
 
 def test_freed_blocks_are_reused_without_page_faults():
-    pages = 100 * (4 << 20) // 4096
-    plain, kept = _faults("plain"), _faults("keep")
-    assert plain > pages / 2        # glibc's default hands the blocks back and faults them in
-    assert kept < pages / 5         # kept in the heap: reused as they are
-
-
-TRIMMED = """
-import resource, sys, torch
-from pipeline.heap import keep_freed_memory
-from pipeline.store import Store
-from pipeline.store_process import StoreProcess
-assert keep_freed_memory()
-path = sys.argv[2]
-store = StoreProcess(path) if sys.argv[1] == "child" else Store(path)
-store.migrate()
-def churn():
-    f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    xs = [torch.ones(1 << 20) for _ in range(100)]
-    del xs
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f
-churn()
-store.add_tick("probe", 1)  # a write: a DuckDB connection opened and closed
-print(churn())
-"""
-
-
-def _faults_after_a_write(mode: str, db) -> int:
-    out = subprocess.run([sys.executable, "-c", TRIMMED, mode, str(db)], capture_output=True,
-                         text=True, check=True)
-    return int(out.stdout.split()[-1])
+    assert _faults("plain") > PAGES / 2  # glibc's default hands the blocks back
+    assert _faults("keep") < PAGES / 5   # kept in the heap: reused as they are
 
 
 def test_a_store_write_trims_the_heap_unless_duckdb_runs_in_a_child_process(tmp_path):
     """DuckDB calls malloc_trim when a connection closes: in the same process, the
     freed blocks go back to the kernel and fault in again; through StoreProcess (the
-    job worker's store) they stay."""
-    pages = 100 * (4 << 20) // 4096
-    assert _faults_after_a_write("same", tmp_path / "a.duckdb") > pages / 2
-    assert _faults_after_a_write("child", tmp_path / "b.duckdb") < pages / 5
+    heavy job's store) they stay."""
+    assert _faults("same", tmp_path / "a.duckdb") > PAGES / 2
+    assert _faults("child", tmp_path / "b.duckdb") < PAGES / 5
 
 
 def test_store_process_forwards_calls_results_and_errors(tmp_path):
