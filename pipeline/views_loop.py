@@ -10,7 +10,7 @@ from pipeline.store import Store
 
 # Rough CPU figures for the estimates shown before a launch (2 cores, SmolLM2-135M).
 TRAIN_TOKENS_PER_EXAMPLE = 150   # chat-formatted question + solution
-TRAIN_TOKENS_PER_S = 200         # fp32 LoRA forward + backward (benchmarks/training.py)
+TRAIN_TOKENS_PER_S = 300         # fp32 LoRA, shared prefixes once (benchmarks/training.py: 343)
 # generation, 100 rows a batch: 200 demo test problems (evaluation, stopping at the
 # final answer) took 54 s, 96 train problems (extraction, up to 256 tokens) 30 s
 GEN_S_PER_PROBLEM = 0.3

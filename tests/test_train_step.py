@@ -32,11 +32,12 @@ def lora():
 
 
 def test_assistant_loss_and_its_gradients_are_the_models_own(lora):
-    """The lm_head runs on the assistant positions only, and nothing else changes: the
-    loss and the LoRA gradients equal those of the model's own `labels=` loss."""
+    """The lm_head runs on the assistant positions only and the shared prefix runs once,
+    and nothing else changes: the loss and the LoRA gradients equal those of the model's
+    own `labels=` loss."""
     import torch
 
-    from pipeline.train import assistant_loss
+    from pipeline.train import assistant_loss, shared_prefix
 
     tok, model = lora
     convs = [[{"role": "user", "content": "What is 17 + 25?"},
@@ -45,6 +46,8 @@ def test_assistant_loss_and_its_gradients_are_the_models_own(lora):
               {"role": "assistant", "content": "3 * 12 = 36 eggs.\nThe answer is 36."}]]
     ids, labels, mask = _collate([tokenize(tok, c, 512) for c in convs], tok.pad_token_id)
     assert (labels != -100).sum() < mask.sum() / 2  # most positions carry no loss
+    # the system prompt and the user turn's opening are shared: they run once
+    assert shared_prefix(ids, labels) >= 10
     model.eval()  # no dropout: the two passes must see the same network
     with torch.no_grad():  # lora_B starts at zero, which would leave lora_A without gradient
         for n, w in model.named_parameters():
@@ -66,6 +69,26 @@ def test_assistant_loss_and_its_gradients_are_the_models_own(lora):
     scale = max(float(g.abs().max()) for g in g_theirs.values())
     assert all(float(g.abs().max()) > 0 for g in g_theirs.values())
     assert worst <= 1e-4 * scale
+
+
+def test_shared_prefix_stops_at_the_first_difference_and_before_the_first_label():
+    import torch
+
+    from pipeline.train import shared_prefix
+
+    ids = torch.tensor([[5, 6, 7, 8, 9, 1], [5, 6, 7, 8, 2, 0]])
+    none = torch.full_like(ids, -100)
+    late = none.clone()
+    late[:, 5] = 3
+    assert shared_prefix(ids, late) == 4          # rows differ from position 4
+    early = none.clone()
+    early[1, 3] = 8                               # position 2's output predicts it
+    assert shared_prefix(ids, early) == 2
+    assert shared_prefix(ids[:1], late[:1]) == 0  # one row: nothing to share
+    assert shared_prefix(ids, none) == 0          # no loss anywhere
+    other = ids.clone()
+    other[1, 0] = 4
+    assert shared_prefix(other, late) == 0
 
 
 def test_epoch_batches_cover_every_row_once_are_reproducible_and_pad_less():
