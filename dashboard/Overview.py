@@ -6,6 +6,7 @@ import streamlit as st
 
 from pipeline import jobs, settings
 from pipeline.instructor import from_env
+from pipeline.loop import LoopParams
 from pipeline.target import GenParams
 
 s = common.header("SEI Studio")
@@ -52,9 +53,11 @@ st.write("Demo problems → extraction with the target model → error keyphrase
          "clustering into error types, as one background job.")
 with st.form("quickstart"):
     a, b, c = st.columns(3)
-    limit = a.number_input("problems", 8, 5000, 96, step=8)
-    max_tokens = b.number_input("max new tokens", 32, 1024, 256, step=32)
-    batch = c.number_input("batch size", 1, 512, GenParams.batch_size)
+    limit = common.param_input(a, LoopParams, "limit_train", "problems", "qs_limit", 8, 5000,
+                               step=8)
+    max_tokens = common.param_input(b, GenParams, "max_new_tokens", "max new tokens",
+                                    "qs_tokens", 32, 1024, step=32)
+    batch = common.param_input(c, GenParams, "batch_size", "batch size", "qs_batch", 1, 512)
     go = st.form_submit_button("Launch quick start")
 if go:
     jid = jobs.submit(s, "quickstart", {"limit": int(limit), "max_new_tokens": int(max_tokens),

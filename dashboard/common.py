@@ -354,3 +354,20 @@ def follow_jobs(s: Store, kinds: tuple[str, ...], key: str, latest: int = 3) -> 
                 st.error(j["error"])
 
     _follow()
+
+
+def param_input(container, cls, name: str, label: str, key: str, lo=None, hi=None,
+                step=None):
+    """A form widget for one stage parameter: its default, help and choices come from
+    the stage's Params (pipeline/params.py), never typed into a page."""
+    default, text, choices = cls.default(name), cls.help(name), cls.choices(name)
+    if choices:
+        opts = list(choices)
+        return container.selectbox(label, opts, index=opts.index(default), key=key,
+                                   help=text)
+    if isinstance(default, bool):
+        return container.checkbox(label, value=default, key=key, help=text)
+    if isinstance(default, float):
+        return container.number_input(label, float(lo), float(hi), float(default), step=step,
+                                      key=key, help=text)
+    return container.number_input(label, lo, hi, default, step=step, key=key, help=text)

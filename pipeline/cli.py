@@ -9,13 +9,19 @@ from pathlib import Path
 
 import click
 
+from pipeline.cluster import ClusterParams
+from pipeline.options import params_options
 from pipeline.store import Store
 from pipeline.target import GenParams
 
 
-def _store(ctx) -> Store:
-    """The store the command runs on (from --db or SEI_DB)."""
-    return ctx.obj["store"]
+def _store(ctx, create: bool = False) -> Store:
+    """The store the command runs on (from --db or SEI_DB). A command reading a store that
+    does not exist says so; one that makes a store (create=True) makes it."""
+    store = ctx.find_root().obj["store"]
+    if create:
+        store.create = True
+    return store
 
 
 # -- options several commands share: one definition each, so a flag reads the same
@@ -23,7 +29,57 @@ def _store(ctx) -> Store:
 
 seed_option = click.option("--seed", default=0, show_default=True)
 json_option = click.option("--json", "as_json", is_flag=True)
-out_option = click.option("--out", "-o", "out", type=click.Path(dir_okay=False), required=True)
+
+
+def _owned(store: Store) -> list[Path]:
+    """What the store owns: its file and WAL, and the folders of its jobs, adapters and
+    models. An export never writes there."""
+    from pipeline import config
+
+    db = store.path.resolve()
+    return [db, Path(f"{db}.wal"), config.jobs_dir(store.path).resolve(),
+            config.adapters_dir(store.path).resolve(), config.models_dir().resolve(),
+            db.parent / "models"]
+
+
+def _export_path(ctx, param, value: str | None) -> str | None:
+    """--out of an export, checked before anything is written: never onto the store or
+    what it owns, never over an existing file without --force; a missing folder is made."""
+    if value is None:
+        return value
+    out = Path(value)
+    target = out.resolve()
+    store = _store(ctx)
+    db, wal, *folders = _owned(store)
+    for owned in (db, wal, *folders):
+        if target == owned or owned in target.parents or \
+                (out.exists() and owned.exists() and os.path.samefile(out, owned)):
+            what = ("the store itself" if owned == db else "the store's write-ahead log"
+                    if owned == wal else f"inside {owned}, which the store owns")
+            raise click.ClickException(f"{value} is {what} ({store.path}): refusing to "
+                                       "write there; export somewhere else")
+    if out.exists() and not ctx.meta.get("sei_export_force"):
+        raise click.ClickException(f"{value} exists; pass --force to overwrite it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise click.ClickException(f"cannot make the folder {out.parent} for {value}: "
+                                   f"{e.strerror}") from None
+    return value
+
+
+def _force_flag(ctx, param, value: bool) -> bool:
+    ctx.meta["sei_export_force"] = value  # read by --out's check (this option is eager)
+    return value
+
+
+def out_option(fn):
+    """--out/-o of an export (checked: see _export_path), with its --force."""
+    fn = click.option("--out", "-o", "out", type=click.Path(dir_okay=False), required=True,
+                      callback=_export_path,
+                      help="The file to write (its folder is made if missing).")(fn)
+    return click.option("--force", is_flag=True, is_eager=True, expose_value=False,
+                        callback=_force_flag, help="Overwrite --out if it exists.")(fn)
 format_option = click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]),
                              default="jsonl")
 
@@ -80,6 +136,8 @@ def _run_or_submit(ctx, kind: str, params: dict, background: bool):
     from pipeline import jobs, stages
 
     store = _store(ctx)
+    # before any lock or file: a read-only or missing store is one line, not a traceback
+    store.check_writable()
     if background:
         jid = jobs.submit(store, kind, params)
         click.echo(f"submitted job {jid} ({kind}); follow it with `sei jobs show {jid}`")
@@ -103,15 +161,19 @@ class _Cli(click.Group):
 
     def invoke(self, ctx):
         from pipeline.redact import scrub
-        from pipeline.store import StoreBusy, StoreReadOnly
+        from pipeline.store import StoreBusy, StoreReadOnly, StoreUnusable, StoreWriteFailed
 
         try:
             return super().invoke(ctx)
         except click.ClickException as e:
             e.message = scrub(e.message)
             raise
-        except (StoreBusy, StoreReadOnly) as e:
+        except (StoreBusy, StoreReadOnly, StoreUnusable, StoreWriteFailed) as e:
             raise click.ClickException(scrub(str(e))) from None
+        except PermissionError as e:  # a file or folder this user cannot write
+            raise click.ClickException(scrub(f"{e.filename or ''}: {e.strerror} (read-only "
+                                             "for this user? use a copy, or --db/SEI_DB "
+                                             "elsewhere)")) from None
 
 
 @click.group(cls=_Cli)
@@ -125,7 +187,7 @@ def cli(ctx, db):
     """
     if db:
         os.environ["SEI_DB"] = str(Path(db).resolve())  # job subprocesses inherit it
-    ctx.obj = {"store": Store(db)}
+    ctx.obj = {"store": Store(db, create=False)}  # a read never makes a store
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -141,29 +203,48 @@ def data():
 
 @data.command("import")
 @click.argument("path", type=click.Path())
-@click.option("--format", "fmt", type=click.Choice(["gsm8k", "math", "svamp", "generic"]),
-              required=True)
+@click.option("--format", "fmt", required=True,
+              type=click.Choice(["gsm8k", "math", "math500", "svamp", "college_math",
+                                 "gaokao2023en", "sat_math", "generic"]),
+              help="The file's layout: one of the shared benchmarks' by name, or generic "
+                   "with --map.")
 @click.option("--dataset", required=True, help="Name to store it under, e.g. gsm8k.")
 @click.option("--split", required=True, help="train, test, dev ...")
 @click.option("--map", "mapping", default="",
-              help="generic: question=FIELD[+FIELD..],answer=FIELD[,solution=..,pid=FIELD]; "
-                   "text fields are joined with a space, a list of options is appended as "
-                   "(A) .. lines")
+              help="generic: question=FIELD[+FIELD..],answer=FIELD[,solution=..,pid=FIELD,"
+                   "options=FIELD,meta=FIELD+..]; text fields are joined with a space, a list "
+                   "of options (or options=FIELD, also a text 'A) .. B) ..') is appended as "
+                   "(A) .. lines, meta fields are kept with the problem")
+@click.option("--exclude", "exclude", multiple=True, metavar="DATASET:SPLIT",
+              help="Leave out problems already in this imported split (same problem text, "
+                   "ignoring spacing and case); repeatable. The count left out is reported.")
 @click.pass_context
-def data_import(ctx, path, fmt, dataset, split, mapping):
+def data_import(ctx, path, fmt, dataset, split, mapping, exclude):
     """Import a JSONL file (all or nothing; skipped rows are reported).
 
+    Every reference answer is judged against itself written as a model would ("The
+    answer is X."); any that cannot match are reported by file:line (and imported).
+
     Example: sei data import test.jsonl --format gsm8k --dataset gsm8k --split test
+
+    MATH as a train pool (MATH test minus the MATH-500 test problems, 4,500 left):
+
+    \b
+      sei data import math500/test.jsonl --format math500 --dataset math500 --split test
+      sei data import math/test.jsonl --format math --dataset math --split train \\
+          --exclude math500:test
     """
-    from pipeline.data import DataFileError, import_file, parse_mapping
+    from pipeline.data import DataFileError, import_file, parse_exclude, parse_mapping
 
     try:
-        rep = import_file(_store(ctx), path, fmt, dataset, split,
-                          parse_mapping(mapping) if mapping else None)
+        rep = import_file(_store(ctx, create=True), path, fmt, dataset, split,
+                          parse_mapping(mapping) if mapping else None,
+                          exclude=[parse_exclude(e) for e in exclude])
     except (DataFileError, ValueError) as e:
         raise click.ClickException(f"{e}\n(nothing was imported)") from e
     click.echo(f"{path}: {rep.summary()} in {dataset}/{split}")
-    for kind, msgs in (("same content already present", rep.same), ("id clash", rep.clash)):
+    for kind, msgs in (("same content already present", rep.same), ("id clash", rep.clash),
+                       ("references that cannot match themselves", rep.unmatched)):
         for m in msgs[:10]:
             click.echo(f"  {m}")
         if len(msgs) > 10:
@@ -182,7 +263,7 @@ def data_demo(ctx, n_train, n_test, seed):
     """
     from pipeline.data import import_demo
 
-    added = import_demo(_store(ctx), n_train, n_test, seed)
+    added = import_demo(_store(ctx, create=True), n_train, n_test, seed)
     click.echo(f"demo: {added.get('train', 0)} train and {added.get('test', 0)} test "
                "problems added")
 
@@ -230,6 +311,7 @@ def quickstart(ctx, limit, max_new_tokens, background):
 
     Example: sei quickstart --limit 96
     """
+    _store(ctx, create=True)  # quickstart makes the store it needs
     out = _run_or_submit(ctx, "quickstart", {"limit": limit, "max_new_tokens": max_new_tokens},
                          background)
     if out:
@@ -251,10 +333,7 @@ def quickstart(ctx, limit, max_new_tokens, background):
                    "settings, else the embedded default.")
 @click.option("--adapter", default=None, help="A peft adapter directory (local backend).")
 @click.option("--base-url", default=None, help="OpenAI-compatible endpoint (openai backend).")
-@max_new_tokens_option(256)
-@click.option("--batch-size", default=GenParams.batch_size, show_default=True,
-              help="Rows per batch (finished rows leave it).")
-@seed_option
+@params_options(GenParams)
 @background_option(help="Run as a background job.")
 @click.pass_context
 def extract(ctx, background, **kw):
@@ -317,7 +396,10 @@ def bad_cases(ctx, run_id, limit, full):
 
 
 @cli.command()
-@click.option("--run", "run_id", default=None, help="Only this run's bad cases (default: all).")
+@click.option("--run", "run_ids", multiple=True,
+              help="A train-split extraction run whose bad cases are analysed (repeat: "
+                   "analysed together). Default: the base model's train-split runs; an "
+                   "evaluation run or a test split is refused.")
 @limit_option()
 @click.option("--instructor-model", default=None, envvar="SEI_INSTRUCTOR_MODEL",
               help="Instructor model (env SEI_INSTRUCTOR_MODEL); none: the offline analyzer.")
@@ -331,7 +413,7 @@ def bad_cases(ctx, run_id, limit, full):
               help="Stop after this many bad cases fail in a row (default 5).")
 @background_option()
 @click.pass_context
-def analyze_cmd(ctx, run_id, limit, instructor_model, base_url, offline, background, **limits):
+def analyze_cmd(ctx, run_ids, limit, instructor_model, base_url, offline, background, **limits):
     """Write error keyphrases for bad cases (resumable; a rerun retries failed cases).
 
     Exits non-zero, saying how many, when some bad cases failed.
@@ -340,7 +422,7 @@ def analyze_cmd(ctx, run_id, limit, instructor_model, base_url, offline, backgro
     """
     from pipeline.instructor import InstructorError
 
-    params = {"run_id": run_id, "limit": limit}
+    params = {"run_ids": list(run_ids) or None, "limit": limit}
     if instructor_model and not offline:
         params["instructor"] = dict({"model": instructor_model},
                                     **{k: v for k, v in limits.items() if v is not None})
@@ -359,14 +441,7 @@ def analyze_cmd(ctx, run_id, limit, instructor_model, base_url, offline, backgro
 
 
 @cli.command("cluster")
-@click.option("--method", type=click.Choice(["hdbscan", "kmeans"]), default="hdbscan",
-              show_default=True)
-@click.option("--min-cluster-size", default=5, show_default=True)
-@click.option("--min-samples", type=int, default=None)
-@click.option("--n-neighbors", default=15, show_default=True)
-@click.option("--cluster-dims", default=2, show_default=True, help="UMAP dims to cluster in.")
-@click.option("--k", default=8, show_default=True, help="K-means clusters.")
-@seed_option
+@params_options(ClusterParams)
 @click.option("--analysis", "analysis_id", default=None)
 @background_option()
 @click.pass_context

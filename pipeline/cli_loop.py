@@ -18,10 +18,15 @@ from pipeline.cli import (
     iteration_option,
     json_option,
     limit_option,
-    max_new_tokens_option,
     out_option,
-    seed_option,
 )
+from pipeline.evaluate import EvalParams
+from pipeline.loop import LoopParams
+from pipeline.options import params_options
+from pipeline.presets import PRESETS
+from pipeline.select import SelectParams
+from pipeline.synthesize import SynthParams
+from pipeline.train import TrainParams
 
 
 def _fail(e: Exception):
@@ -65,19 +70,8 @@ def method_option(help: str | None = None):
 
 @cli.command()
 @iteration_option(help="Default: the latest, or 1.")
-@click.option("--budget", default=64, show_default=True,
-              help="Proposals this iteration (the paper: 10,000).")
-@click.option("--per-call", default=16, show_default=True, help="Problems per call (paper 20).")
-@click.option("--k", default=3, show_default=True, help="Bad cases shown per call.")
-@click.option("--allocation", type=click.Choice(["share", "equal"]), default="share",
-              show_default=True, help="Budget split across types.")
+@params_options(SynthParams)
 @click.option("--types", "types_", default=None, help="Comma-separated type ids (default all).")
-@click.option("--synthesizer", type=click.Choice(["auto", "offline", "instructor"]),
-              default="auto", show_default=True)
-@click.option("--parallel", default=4, show_default=True, help="Instructor calls in flight.")
-@click.option("--verify-samples", default=0, show_default=True,
-              help="Instructor only: extra solutions that must agree.")
-@seed_option
 @click.option("--yes", is_flag=True, help="Skip the confirmation of the estimate.")
 @background_option()
 @click.pass_context
@@ -86,7 +80,7 @@ def synthesize(ctx, iteration, types_, yes, background, **kw):
 
     Example: sei synthesize --budget 400 --yes
     """
-    from pipeline.synthesize import SynthParams, estimate, summary
+    from pipeline.synthesize import estimate, summary
 
     store = _store(ctx)
     kw["iteration"] = _latest_or_first(ctx, iteration)
@@ -138,19 +132,7 @@ def candidates_cmd(ctx, batch, status, limit):
 
 @cli.command("select")
 @iteration_option()
-@method_option()
-@click.option("--n-good", default=10, show_default=True, help="Dev good cases (paper 50).")
-@click.option("--n-bad", default=10, show_default=True, help="Dev bad cases (paper 50).")
-@click.option("--top", default=0.5, show_default=True,
-              help="Fraction kept (<1) or a count (>=1); the paper: 0.05.")
-@max_new_tokens_option(128)
-@click.option("--batch-size", default=160, show_default=True,
-              help="Dev rows per batch; several candidates share one (8 at 10 + 10).")
-@click.option("--backend", type=click.Choice(["local", "openai"]), default="local")
-@click.option("--model", default=None)
-@click.option("--base-url", default=None)
-@limit_option(help="Score only the first N candidates.")
-@seed_option
+@params_options(SelectParams)
 @background_option()
 @click.pass_context
 def select_cmd(ctx, iteration, background, **kw):
@@ -158,7 +140,7 @@ def select_cmd(ctx, iteration, background, **kw):
 
     Example: sei select --method oneshot --top 0.05 --n-good 50 --n-bad 50
     """
-    from pipeline.select import SelectParams, estimate
+    from pipeline.select import estimate
 
     kw["iteration"] = _latest_or_first(ctx, iteration)
     kw = {k: v for k, v in kw.items() if v is not None}
@@ -168,28 +150,15 @@ def select_cmd(ctx, iteration, background, **kw):
 
 @cli.command("train")
 @iteration_option()
-@mode_option
-@method_option(help="Train on this selection method's picks.")
-@click.option("--r", default=16, show_default=True)
-@click.option("--alpha", default=32, show_default=True)
-@click.option("--dropout", default=0.05, show_default=True)
-@click.option("--target-modules", default=None, help="Comma-separated (default all linear).")
-@click.option("--lr", default=2e-4, show_default=True)
-@click.option("--epochs", default=3, show_default=True)
-@click.option("--batch-size", default=8, show_default=True)
-@click.option("--max-length", default=512, show_default=True)
-@click.option("--checkpoint-every", default=10, show_default=True)
-@seed_option
+@params_options(TrainParams)
 @background_option()
 @click.pass_context
-def train_cmd(ctx, iteration, target_modules, background, **kw):
+def train_cmd(ctx, iteration, background, **kw):
     """LoRA on the selected data (resumable from its last checkpoint).
 
     Example: sei train --mode scratch --epochs 3
     """
     kw["iteration"] = _latest_or_first(ctx, iteration)
-    if target_modules:
-        kw["target_modules"] = [m.strip() for m in target_modules.split(",")]
     _run_and_echo(ctx, "train", kw, background)
 
 
@@ -197,15 +166,9 @@ def train_cmd(ctx, iteration, target_modules, background, **kw):
 @iteration_option(help="0 is the base model.")
 @click.option("--set", "sets", multiple=True, help="dataset/split (repeat); default: every "
               "test split.")
-@limit_option(200, help="Problems per set.")
-@click.option("--adapter", default=None)
-@max_new_tokens_option(200)
-@click.option("--backend", type=click.Choice(["local", "openai"]), default="local",
-              show_default=True, help="openai: an OpenAI-compatible server (vLLM) answers.")
-@click.option("--base-url", default=None, help="The server's URL (openai backend).")
-@click.option("--served-model", default=None,
-              help="The name the server serves the model under (openai backend), e.g. the "
-                   "--lora-modules name of the iteration's adapter.")
+@params_options(EvalParams)
+@click.option("--arm", type=click.Choice(["sei", "random", "all"]), default=EvalParams.arm,
+              show_default=True, help=EvalParams.help("arm"))
 @background_option()
 @click.pass_context
 def evaluate_cmd(ctx, iteration, sets, background, **kw):
@@ -221,35 +184,116 @@ def evaluate_cmd(ctx, iteration, sets, background, **kw):
 
     store = _store(ctx)
     kw["iteration"] = iterations.latest(store) if iteration is None else iteration
-    kw["sets"] = list(sets) or default_sets(store)
+    from pipeline.sets import norm
+
+    kw["sets"] = [norm(s) for s in sets] or default_sets(store)
     kw = {k: v for k, v in kw.items() if v is not None}
     _run_and_echo(ctx, "evaluate", kw, background)
 
 
 @cli.command("iterate")
-@click.option("--iterations", "n", default=1, show_default=True)
-@mode_option
-@click.option("--review", is_flag=True, help="Pause for curation before each synthesis.")
-@click.option("--train-limit", default=96, show_default=True)
-@click.option("--eval-limit", default=200, show_default=True, help="Problems per test set.")
-@click.option("--set", "sets", multiple=True, help="Evaluation sets (dataset/split).")
-@click.option("--budget", default=None, type=int, help="Synthesis proposals per iteration.")
-@click.option("--top", default=None, type=float, help="Selection: fraction or count kept.")
-@click.option("--epochs", default=None, type=int)
-@seed_option
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
+              help="Named values over the stage defaults [default: demo, or the config's].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="An experiment file (TOML or YAML): a preset, loop values and one section "
+                   "per stage ([synthesize], [select], [train], ...).")
+@click.option("--train", "train_sets", multiple=True,
+              help="A train set, dataset:split (repeat). " + LoopParams.help("train_sets") +
+              f" [default: {','.join(LoopParams.default('train_sets'))}]")
+@click.option("--eval", "eval_sets", multiple=True,
+              help="An evaluation set, dataset:split (repeat) [default: every test split].")
+@click.option("--set", "eval_sets_old", multiple=True, hidden=True)
+@params_options(LoopParams, "iterations", "mode", "review", "limit_train", "eval_limit",
+                "arms", "max_new_tokens", "seed", default_none=True)
+@click.option("--budget", default=None, type=int, help=SynthParams.help("budget"))
+@click.option("--top", default=None, type=float, help=SelectParams.help("top"))
+@click.option("--epochs", default=None, type=int, help=TrainParams.help("epochs"))
+@click.option("--param", "-p", "params", multiple=True,
+              help="Any stage parameter, STAGE.NAME=VALUE (repeat), e.g. -p train.lr=1e-4; "
+                   "VALUE is read as JSON, else as text.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the resolved plan (every parameter, the estimated generations, "
+                   "tokens and time) and run nothing.")
+@json_option
 @background_option()
 @click.pass_context
-def iterate_cmd(ctx, n, mode, review, train_limit, eval_limit, sets, budget, top, epochs,
-                seed, background):
-    """The SEI loop end to end for N iterations (resumable).
+def iterate_cmd(ctx, preset, config_path, train_sets, eval_sets, eval_sets_old, budget, top,
+                epochs, params, dry_run, as_json, background, **loop):
+    """The SEI loop end to end for N iterations over any train and evaluation sets,
+    arms side by side (resumable).
 
-    Example: sei iterate --iterations 2
+    Example: sei iterate --iterations 2 --train gsm8k:train --train math:train
+    --eval gsm8k:test --eval math500:test --limit-train 64 --eval-limit 100
+
+    \b
+    sei iterate --preset paper --dry-run      # the paper's protocol, priced
+    sei iterate --config exp.toml             # an experiment file
     """
-    p = {"iterations": n, "mode": mode, "review": review, "train_limit": train_limit,
-         "eval_limit": eval_limit, "eval_sets": list(sets) or None, "seed": seed,
-         "synth": {"budget": budget} if budget else {},
-         "select": {"top": top} if top else {}, "train": {"epochs": epochs} if epochs else {}}
-    _run_and_echo(ctx, "iterate", p, background, indent=1)
+    from pipeline.costs import plan
+    from pipeline.presets import load_config, resolve
+
+    over: dict = {k: v for k, v in loop.items() if v is not None}
+    if loop.get("limit_train") == 0:
+        over["limit_train"] = None
+    if train_sets:
+        over["train_sets"] = list(train_sets)
+    if eval_sets or eval_sets_old:
+        over["eval_sets"] = list(eval_sets) + list(eval_sets_old)
+    for section, key, v in (("synthesize", "budget", budget), ("select", "top", top),
+                            ("train", "epochs", epochs)):
+        if v is not None:
+            over.setdefault(section, {})[key] = v
+    try:
+        for spec in params:
+            section, key, v = _stage_param(spec)
+            over.setdefault(section, {})[key] = v
+        cfg = load_config(config_path) if config_path else {}
+        p = resolve(preset, cfg, over)
+        if dry_run:  # reads the store if there is one, creates nothing
+            st = _store(ctx)
+            out = plan(st if st.path.exists() else None, p)
+            click.echo(json.dumps(out, default=str, indent=1) if as_json else
+                       _format_plan(out))
+            return
+    except ValueError as e:
+        _fail(e)
+    _store(ctx, create=True)  # the loop imports its sets into a new store if need be
+    _run_and_echo(ctx, "iterate", p.resolved(), background, indent=1)
+
+
+def _stage_param(spec: str) -> tuple[str, str, object]:
+    """'train.lr=1e-4' as ('train', 'lr', 0.0001)."""
+    from pipeline.loop import SECTIONS
+
+    key, eq, raw = spec.partition("=")
+    section, dot, name = key.partition(".")
+    if not eq or not dot or section not in SECTIONS:
+        raise ValueError(f"--param {spec!r}: expected STAGE.NAME=VALUE with STAGE one of "
+                         f"{sorted(SECTIONS)}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return section, name, value
+
+
+def _format_plan(out: dict) -> str:
+    """The dry-run plan as text: parameters, then the estimate."""
+    from pipeline.presets import flat
+
+    lines = [f"preset {out['config']['preset']}; deviations: "
+             + (", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in out["deviations"].items())
+                or "none")]
+    lines += [f"  {k} = {v!r}" for k, v in flat(out["config"]).items()]
+    e = out["estimate"]
+    lines.append("estimate per iteration (assumptions below):")
+    for k, v in e["per_iteration"].items():
+        lines.append(f"  {k:28} {v}")
+    lines.append("total:")
+    for k, v in e["total"].items():
+        lines.append(f"  {k:28} {v}")
+    lines += [f"  assumes: {a}" for a in e["assumptions"]]
+    return "\n".join(lines)
 
 
 @cli.command("iterations")

@@ -13,33 +13,32 @@ import hashlib
 import json
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from pipeline import config, taxonomy
 from pipeline.embed import MODEL_NAME, embed
 from pipeline.lineage import match
+from pipeline.params import Params, param
 from pipeline.store import Store
 from pipeline.titles import central_texts, title_for
 
 
 @dataclass
-class ClusterParams:
-    method: str = "hdbscan"          # or "kmeans" (the paper's variant)
-    min_cluster_size: int = 5
-    min_samples: int | None = None
-    n_neighbors: int = 15
-    min_dist: float = 0.05
-    cluster_dims: int = 2
-    k: int = 8                       # kmeans only
-    seed: int = 0
-    titles: str = "auto"             # auto: instructor if configured, else offline
-
-    @classmethod
-    def fields(cls) -> set[str]:
-        """The parameter names (what a job's parameters may set)."""
-        return {f.name for f in fields(cls)}
+class ClusterParams(Params):
+    method: str = param("hdbscan", "hdbscan, or kmeans (the paper's variant).",
+                        choices=("hdbscan", "kmeans"))
+    min_cluster_size: int = param(5, "HDBSCAN: the smallest error type.")
+    min_samples: int | None = param(None, "HDBSCAN: min_samples (default: min cluster "
+                                          "size).")
+    n_neighbors: int = param(15, "UMAP neighbours.")
+    min_dist: float = param(0.05, "UMAP min_dist.")
+    cluster_dims: int = param(2, "UMAP dimensions to cluster in (2: the map itself).")
+    k: int = param(8, "K-means clusters.")
+    seed: int = param(0, "Seed of UMAP and K-means.")
+    titles: str = param("auto", "Type titles: auto (the instructor if configured), "
+                                "offline.", choices=("auto", "offline", "instructor"))
 
 
 def _noop(*a):

@@ -6,10 +6,11 @@ which records its model, adapter hash, data hash, generation parameters and seed
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pipeline import iterations
 from pipeline.extract import extract
+from pipeline.params import Params, param
 from pipeline.progress import Progress, no_progress, scaled
 from pipeline.stats import pair_runs, paired_diff
 from pipeline.store import Store
@@ -17,28 +18,30 @@ from pipeline.target import GenParams
 
 
 @dataclass
-class EvalParams:
-    iteration: int = 1                 # 0: the base model
-    sets: list[str] = field(default_factory=lambda: ["demo/test"])  # dataset/split
-    limit: int | None = 200            # per set: the first N problems, the same every time
-    max_new_tokens: int = 200
+class EvalParams(Params):
+    iteration: int = param(1, "The iteration whose model answers (0: the base model).",
+                           cli=False)
+    sets: list[str] = param(help="Evaluation sets, dataset/split (default: every test "
+                                 "split).", factory=lambda: ["demo/test"], cli=False)
+    limit: int | None = param(200, "Per set: the first N problems, the same every time.")
+    max_new_tokens: int = param(200, "Generation limit per answer.")
     # finished rows leave the batch (early stop), so a wide batch costs little more per
     # step than a narrow one (200 demo test problems: 73 s at 48 rows, 54 s at 100, 50 s
     # at 200, identical outputs; 100 keeps the KV cache at half of 200's)
-    batch_size: int = 100
-    adapter: str | None = None         # default: the adapter the iteration trained
+    batch_size: int = param(100, "Rows per generation batch (local backend).")
+    adapter: str | None = param(None, "Adapter (default: the iteration's trained one).")
+    arm: str = param("sei", "Which arm's adapter answers: sei (one-shot selection), "
+                            "random, all.", choices=("sei", "random", "all"), cli=False)
     # openai: an OpenAI-compatible server (vLLM) answers; `served_model` is the name it
     # serves this iteration's model under (for an adapter, its --lora-modules name)
-    backend: str = "local"
-    base_url: str | None = None
-    served_model: str | None = None
-    train_check: bool = True           # also rerun the base run's train problems (fix rates)
-    seed: int = 0
-
-    @classmethod
-    def from_dict(cls, d: dict) -> EvalParams:
-        """Parameters from a job's dict (unknown keys ignored)."""
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+    backend: str = param("local", "openai: an OpenAI-compatible server (vLLM) answers.",
+                         choices=("local", "openai"))
+    base_url: str | None = param(None, "The server's URL (openai backend).")
+    served_model: str | None = param(None, "The name the server serves the model under "
+                                           "(openai backend), e.g. the --lora-modules name.")
+    train_check: bool = param(True, "Also rerun the base run's train problems (fix rates).",
+                              cli=False)
+    seed: int = param(0, "Seed recorded with the runs (decoding is greedy).")
 
 
 def eval_gen_params(p: EvalParams) -> GenParams:
@@ -72,11 +75,13 @@ def evaluate(store: Store, p: EvalParams, progress: Progress = no_progress) -> d
                              "it serves the model under (--served-model)")
         model = p.served_model
     adapter = p.adapter
+    method = {"sei": "oneshot"}.get(p.arm, p.arm)
     if p.iteration > 0 and adapter is None:
-        adapter = iterations.adapter_of(store, p.iteration)
+        adapter = iterations.adapter_of(store, p.iteration, method)
         if adapter is None:
-            raise ValueError(f"iteration {p.iteration} has no trained adapter: run "
-                             "`sei train` first (or evaluate iteration 0, the base model)")
+            raise ValueError(f"iteration {p.iteration} has no adapter trained on {method} "
+                             "selections: train it first (or evaluate iteration 0, the "
+                             "base model)")
     jobs = []
     for s in p.sets:
         if "/" not in s:
@@ -94,12 +99,28 @@ def evaluate(store: Store, p: EvalParams, progress: Progress = no_progress) -> d
         rid = extract(store, ds, sp, limit=limit, backend=p.backend, model=model,
                       adapter=adapter, base_url=p.base_url, params=gp, kind=kind,
                       progress=scaled(progress, i * 1000, 1000, len(jobs) * 1000))
-        store.link_run(p.iteration, f"eval:{ds}/{sp}" if kind == "evaluate" else "train_check",
-                       rid)
+        store.link_run(p.iteration, eval_role(p.arm if p.iteration else "sei", f"{ds}/{sp}")
+                       if kind == "evaluate" else "train_check", rid)
         if kind == "extract":
             store.link_run(p.iteration + 1, "extract", rid)
         out["runs"][f"{ds}/{sp}" if kind == "evaluate" else "train_check"] = rid
     return out
+
+
+def eval_role(arm: str, set_: str) -> str:
+    """The link role of an evaluation run: `eval:SET` for the SEI arm (and the base
+    model), `eval@ARM:SET` for a baseline arm."""
+    return f"eval:{set_}" if arm == "sei" else f"eval@{arm}:{set_}"
+
+
+def parse_eval_role(role: str) -> tuple[str, str] | None:
+    """(arm, set) of an evaluation link role, None for any other role."""
+    if role.startswith("eval:"):
+        return "sei", role[5:]
+    if role.startswith("eval@"):
+        arm, _, s = role[5:].partition(":")
+        return arm, s
+    return None
 
 
 def _like_run(store: Store, run: dict) -> GenParams:
@@ -115,23 +136,29 @@ def _like_run(store: Store, run: dict) -> GenParams:
 # -- the numbers the app shows ---------------------------------------------------------------
 
 
-def accuracy_table(store: Store, n_boot: int = 10_000) -> list[dict]:
-    """Per iteration and evaluation set: accuracy, and the paired change against the
-    base model (iteration 0) with its 95% bootstrap interval and McNemar p."""
-    links = store.iteration_links()
+def eval_runs(store: Store) -> dict[tuple[int, str, str], str]:
+    """{(iteration, arm, set): run id} of every linked evaluation run."""
     runs = {}
-    for lk in links:
-        if lk["role"].startswith("eval:"):
-            runs[(lk["iteration"], lk["role"][5:])] = lk["ref"]
+    for lk in store.iteration_links():
+        parsed = parse_eval_role(lk["role"])
+        if parsed:
+            runs[(lk["iteration"], *parsed)] = lk["ref"]
+    return runs
+
+
+def accuracy_table(store: Store, n_boot: int = 10_000) -> list[dict]:
+    """Per iteration, arm and evaluation set: accuracy, and the paired change against
+    the base model (iteration 0) with its 95% bootstrap interval and McNemar p."""
+    runs = eval_runs(store)
     rows = []
-    for (it, s), rid in sorted(runs.items()):
+    for (it, arm, s), rid in sorted(runs.items()):
         items = store.run_items(rid)
         r = store.run(rid)
-        row = {"iteration": it, "set": s, "run_id": rid, "n": len(items),
+        row = {"iteration": it, "arm": arm, "set": s, "run_id": rid, "n": len(items),
                "accuracy": sum(x["correct"] for x in items) / len(items) if items else None,
                "adapter": r["adapter"], "weights_hash": r["weights_hash"],
-               "data_hash": r["data_hash"], "seed": r["seed"]}
-        base = runs.get((0, s))
+               "data_hash": r["data_hash"], "seed": r["seed"], "model_id": r["model_id"]}
+        base = runs.get((0, "sei", s))
         if it > 0 and base:
             a, b = pair_runs(store.run_items(base), items)
             if a:

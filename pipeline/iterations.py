@@ -57,9 +57,11 @@ def types_of(it: dict, type_ids: list[int] | None = None) -> list[dict]:
     return ts
 
 
-def adapter_of(store: Store, iteration: int) -> str | None:
-    """The adapter directory that iteration's finished training run wrote, if any."""
-    runs = [r for r in store.train_runs(iteration) if r["status"] == "finished"]
+def adapter_of(store: Store, iteration: int, method: str = "oneshot") -> str | None:
+    """The adapter directory that iteration's finished training run on `method`'s
+    selections wrote (oneshot: the SEI arm, the model the next iteration works on)."""
+    runs = [r for r in store.train_runs(iteration) if r["status"] == "finished"
+            and (r["params"] or {}).get("method", "oneshot") == method]
     return runs[-1]["adapter_dir"] if runs else None
 
 

@@ -51,10 +51,37 @@ class AnalysisIncomplete(InstructorError):
             f"llm_calls; run it again to retry only those. Last error: {last}")
 
 
+def analysis_runs(store: Store, run_ids: list[str] | None) -> list[str]:
+    """The runs whose bad cases an analysis may read: those named, each checked, or by
+    default the base model's train-split extraction runs. An evaluation run, or any run
+    on a test split, is refused by name: no test item ever reaches analysis."""
+    from pipeline.sets import is_test_split
+
+    if not run_ids:
+        run_ids = [r["run_id"] for r in store.runs("extract")
+                   if not r["adapter"] and not is_test_split(r["split"]) and r["n_done"]]
+        if not run_ids:
+            raise ValueError("no extraction run on a train split to analyse: run "
+                             "`sei extract --dataset NAME --split train` first")
+        return run_ids
+    for rid in run_ids:
+        r = store.run(rid)
+        if r is None:
+            raise ValueError(f"run {rid} does not exist (see `sei runs`)")
+        if r["kind"] != "extract" or is_test_split(r["split"]):
+            what = "an evaluation run" if r["kind"] != "extract" else "a run"
+            raise ValueError(f"run {rid} is {what} "
+                             f"on {r['dataset']}/{r['split']}: bad cases for analysis come "
+                             "only from extraction runs on train splits (never test items)")
+    return list(run_ids)
+
+
 def analyze_bad_cases(store: Store, run_id: str | None = None,
             instructor: dict | Instructor | str | None = None,
-            limit: int | None = None, progress=_noop) -> str:
-    """Write keyphrases for bad cases (of one run, or all). Returns the analysis id.
+            limit: int | None = None, progress=_noop,
+            run_ids: list[str] | None = None) -> str:
+    """Write keyphrases for the bad cases of train-split extraction runs (`run_id`, or
+    several `run_ids`, or by default the base model's). Returns the analysis id.
 
     Any exception while analysing one case is that case's failure: recorded (scrubbed)
     in analysis_done.error and retried by the next run; the analysis goes on, unless
@@ -66,11 +93,14 @@ def analyze_bad_cases(store: Store, run_id: str | None = None,
     ins = None if instructor == "offline" else (instructor or from_env())
     name = ins.name if ins else offline.ANALYZER
     prompt_version = PROMPT if ins else None
-    aid = analysis_id_for(name, prompt_version, run_id)
-    manifest = {"analyzer": name, "prompt": prompt_version, "run_id": run_id,
+    runs = analysis_runs(store, run_ids or ([run_id] if run_id else None))
+    # one run keeps the id it always had; several are one analysis, clustered together
+    key = runs[0] if len(runs) == 1 else "+".join(sorted(runs))
+    aid = analysis_id_for(name, prompt_version, key)
+    manifest = {"analyzer": name, "prompt": prompt_version, "run_id": key, "run_ids": runs,
                 "prompt_text": load_prompt(PROMPT)[0] if ins else None}
     store.upsert_analysis(aid, name, prompt_version, manifest)
-    cases = store.bad_cases(run_id, limit)
+    cases = store.bad_cases_of(runs, limit)
     done = store.analysis_done(aid)
     todo = [c for c in cases if c["case_id"] not in done]
     max_tokens = {rid: gp.get("max_new_tokens") for rid, gp in store.runs_gen_params().items()}

@@ -1,120 +1,207 @@
-"""The SEI loop end to end: `sei iterate --iterations N`.
+"""The SEI loop end to end: `sei iterate`, over any train and evaluation sets.
 
-Iteration 1 works on the base model's bad cases (the quick start's extraction, analysis
-and clustering, run here if missing). Iteration i+1 works on iteration i's model: its
-rerun of the train problems (made by evaluation) is analysed and re-clustered, which
-keeps every curation edit. Then, per iteration: freeze the taxonomy, synthesize, select
-(one-shot, plus the random baseline of the same size), train, evaluate. Every step is an
-idempotent, resumable stage, so a killed loop re-run continues where it stopped; with
-`review`, the loop stops before synthesis of each iteration after the first so that a
-person can curate the new error types, and the next `sei iterate` goes on."""
+Per iteration i (the model of iteration 1 is the base; of i+1 the SEI arm's adapter of i):
+  1. extract: the model on every train set (the first `limit_train` problems of each);
+  2. analyze: keyphrases of all their bad cases together (train splits only, never an
+     evaluation run), then cluster them, with the current clustering's parameters;
+  3. freeze the taxonomy (the iteration's record, with the resolved experiment config);
+  4. synthesize: the budget split across the train datasets, then across types;
+  5. select: one-shot on a dev set drawn stratified across the train sets; the arms'
+     baselines: `random` takes exactly as many of the same kept candidates, `all` every one;
+  6. train each arm the same way, and 7. evaluate each arm on the same sets.
+The base model is evaluated first (iteration 0): every change is paired against it.
+Every step is an idempotent, resumable stage, so a killed loop re-run continues where it
+stopped; with `review`, the loop stops before synthesis of each iteration after the first
+so that a person can curate the new error types, and the next `sei iterate` goes on."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
-from pipeline import iterations
+from pipeline import iterations, sets
+from pipeline.cluster import ClusterParams, cluster
+from pipeline.evaluate import EvalParams, evaluate
+from pipeline.extract import extract
+from pipeline.keyphrases import analyze_bad_cases
+from pipeline.params import Params, param
 from pipeline.progress import Progress, no_progress, scaled
+from pipeline.select import SelectParams, select
 from pipeline.store import Store
+from pipeline.synthesize import SynthParams, synthesize
+from pipeline.target import GenParams
+from pipeline.train import TrainParams, train
 
-STEPS = ("extract", "analyze", "cluster", "synthesize", "select", "baseline", "train",
-         "evaluate")
+# arm -> the selection method whose picks it trains on
+ARMS = {"sei": "oneshot", "random": "random", "all": "all"}
+# section of an experiment file -> the stage's parameters
+SECTIONS: dict[str, type[Params]] = {"extract": GenParams, "cluster": ClusterParams,
+                                     "synthesize": SynthParams, "select": SelectParams,
+                                     "train": TrainParams, "evaluate": EvalParams}
+# what the loop decides itself in each stage (shown nowhere as a setting)
+LOOP_SET = {"synthesize": {"iteration"},
+            "select": {"iteration", "method", "model", "adapter", "size_of"},
+            "train": {"iteration", "mode", "method", "selection_ids", "model"},
+            "evaluate": {"iteration", "sets", "limit", "arm", "adapter", "train_check"}}
+STEPS = ("extract", "analyze", "cluster", "synthesize", "select", "train", "evaluate")
 
 
 @dataclass
-class LoopParams:
-    iterations: int = 1
-    mode: str = "scratch"
-    review: bool = False
-    train_limit: int = 96            # train problems the model is run on each iteration
-    max_new_tokens: int = 256
-    eval_sets: list[str] | None = None
-    eval_limit: int | None = 200
-    baseline: bool = True            # also select (and train) at random, the ablation
-    synth: dict = field(default_factory=dict)   # overrides of SynthParams
-    select: dict = field(default_factory=dict)  # overrides of SelectParams
-    train: dict = field(default_factory=dict)   # overrides of TrainParams
-    seed: int = 0
+class LoopParams(Params):
+    preset: str = param("demo", "Named values over the stage defaults: demo (2 cores), "
+                                "paper (the paper's protocol).", choices=("demo", "paper"))
+    iterations: int = param(1, "Iterations to run (the paper: 3).")
+    mode: str = param("scratch", "scratch: each iteration trains the base model on all "
+                                 "data so far; iterative: the previous adapter on new data.",
+                      choices=("scratch", "iterative"))
+    review: bool = param(False, "Pause for curation before each synthesis after the first.")
+    train_sets: list[str] = param(help="Train sets whose bad cases are analysed, e.g. "
+                                       "gsm8k:train (repeat).", factory=lambda: ["demo/train"])
+    eval_sets: list[str] | None = param(None, "Evaluation sets, e.g. math500:test (repeat); "
+                                              "default: every imported test split.")
+    limit_train: int | None = param(96, "Per train set: the first N problems the model is "
+                                        "run on each iteration (none: all).")
+    eval_limit: int | None = param(200, "Per evaluation set: the first N problems.")
+    arms: list[str] = param(help="Arms trained and evaluated side by side: sei, random "
+                                 "(same size, same pool), all.",
+                            factory=lambda: ["sei", "random"])
+    max_new_tokens: int | None = param(None, "Generation limit for every stage when set "
+                                             "(the paper: 512); else each stage's own.")
+    seed: int = param(0, "Seed of every stage.")
+    extract: dict = param(help="GenParams of the train-set extractions.", factory=dict,
+                          cli=False)
+    cluster: dict = param(help="ClusterParams over the current clustering's.", factory=dict,
+                          cli=False)
+    synthesize: dict = param(help="SynthParams.", factory=dict, cli=False)
+    select: dict = param(help="SelectParams.", factory=dict, cli=False)
+    train: dict = param(help="TrainParams.", factory=dict, cli=False)
+    evaluate: dict = param(help="EvalParams.", factory=dict, cli=False)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> LoopParams:
-        """Parameters from a job's dict (unknown keys ignored)."""
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+    def __post_init__(self):
+        self.train_sets = [sets.norm(s) for s in self.train_sets]
+        self.eval_sets = [sets.norm(s) for s in self.eval_sets] if self.eval_sets else None
+        bad = [a for a in self.arms if a not in ARMS]
+        if bad or "sei" not in self.arms:
+            raise ValueError(f"arms {self.arms}: each one of {sorted(ARMS)}, sei among them")
+        for name, cls in SECTIONS.items():
+            cls.from_dict(getattr(self, name), strict=True)  # a typo is refused by name
+        overlap = set(self.train_sets) & set(self.eval_sets or [])
+        if overlap:
+            raise ValueError(f"{sorted(overlap)} named as train and evaluation set")
+
+    def stage(self, name: str, **fixed):
+        """A stage's parameters: its defaults < this loop's section < the loop-wide ones
+        (seed, max_new_tokens) < `fixed` (what the loop decides: iteration, model...)."""
+        d = {"seed": self.seed, **getattr(self, name)}
+        if self.max_new_tokens and "max_new_tokens" in SECTIONS[name].names() and \
+                "max_new_tokens" not in getattr(self, name):  # the stage's own value wins
+            d["max_new_tokens"] = self.max_new_tokens
+        return SECTIONS[name].from_dict({**d, **fixed}, strict=True)
+
+    def resolved(self) -> dict:
+        """Every parameter as the loop runs it, each stage's in full: what is stored with
+        each iteration and shown by `--dry-run`, the app and `sei iterations`."""
+        top = {k: v for k, v in self.to_dict().items() if k not in SECTIONS}
+        return {**top, **{k: {n: v for n, v in self.stage(k).to_dict().items()
+                              if n not in LOOP_SET.get(k, ())}
+                          for k in SECTIONS}}
 
 
-def _error_types(store: Store, i: int, p: LoopParams, extract_bar: Progress,
-                 analyze_bar: Progress, cluster_bar: Progress) -> None:
-    """Iteration i's model on the train split, its bad cases' keyphrases and their error
-    types (extract -> analyze -> cluster), each resumed or skipped when already there."""
-    from pipeline.cluster import ClusterParams, cluster
-    from pipeline.extract import extract
-    from pipeline.keyphrases import analyze_bad_cases
-    from pipeline.target import GenParams
-
+def _train_extractions(store: Store, i: int, p: LoopParams, bar: Progress) -> list[str]:
+    """Iteration i's model on every train set: one extraction run each, linked to i (and,
+    for i > 1, to i - 1 as the check of its fix rates)."""
     model, adapter = iterations.model_for(store, i)
     if i > 1 and adapter is None:
-        raise ValueError(f"iteration {i - 1} has no trained adapter")
-    linked = [lk["ref"] for lk in store.iteration_links(i) if lk["role"] == "extract"]
-    rid = linked[-1] if linked else extract(
-        store, "demo", "train", limit=p.train_limit, model=model, adapter=adapter,
-        params=GenParams(max_new_tokens=p.max_new_tokens, seed=p.seed),
-        progress=extract_bar)
-    store.link_run(i, "extract", rid)
-    aid = analyze_bad_cases(store, run_id=rid, progress=analyze_bar)
+        raise ValueError(f"iteration {i - 1} has no trained adapter (sei arm)")
+    rids = []
+    for k, name in enumerate(p.train_sets):
+        ds, sp = name.split("/", 1)
+        rid = extract(store, ds, sp, limit=p.limit_train, model=model, adapter=adapter,
+                      params=p.stage("extract"),
+                      progress=scaled(bar, k, 1, len(p.train_sets)))
+        store.link_run(i, "extract", rid)
+        if i > 1:
+            store.link_run(i - 1, "train_check", rid)
+        rids.append(rid)
+    return rids
+
+
+def _error_types(store: Store, i: int, p: LoopParams, bars: list[Progress]) -> None:
+    """Iteration i's bad cases over all train sets, their keyphrases and error types
+    (extract -> analyze -> cluster), each resumed or skipped when already there."""
+    rids = _train_extractions(store, i, p, bars[0])
+    aid = analyze_bad_cases(store, run_ids=rids, progress=bars[1])
     cl = store.latest_clustering()
     if cl is None or cl["analysis_id"] != aid:
+        # the user's clustering choices carry over; the experiment's section wins
+        prev = ClusterParams.from_dict((cl or {}).get("params") or {})
+        cp = ClusterParams.from_dict({**prev.to_dict(), **p.cluster})
         # iteration i's own bad cases: current on purpose (not held as a subset)
-        cluster(store, ClusterParams(), analysis_id=aid, progress=cluster_bar,
-                make_current=True)
+        cluster(store, cp, analysis_id=aid, progress=bars[2], make_current=True)
+
+
+def _arms(store: Store, i: int, p: LoopParams, model: str, adapter: str | None,
+          bars: list[Progress]) -> dict:
+    """One-shot selection and the arms' baselines, each arm trained and evaluated the
+    same way on the same sets. Returns per arm its selection, training and runs."""
+    out = {}
+    sel = select(store, p.stage("select", iteration=i, method="oneshot", model=model,
+                                adapter=adapter), bars[0])
+    sel_ids = {"sei": sel["selection_id"]}
+    for arm in p.arms:
+        if arm != "sei":
+            sel_ids[arm] = select(store, p.stage(
+                "select", iteration=i, method=ARMS[arm], model=model, adapter=adapter,
+                size_of=sel["selection_id"] if arm == "random" else None),
+                no_progress)["selection_id"]
+    sets_ = p.eval_sets or []
+    for k, arm in enumerate(p.arms):
+        tr = train(store, p.stage("train", iteration=i, mode=p.mode, method=ARMS[arm]),
+                   scaled(bars[1], k, 1, len(p.arms)))
+        ev = evaluate(store, p.stage("evaluate", iteration=i, sets=sets_, limit=p.eval_limit,
+                                     arm=arm, adapter=tr["adapter_dir"], train_check=False),
+                      scaled(bars[2], k, 1, len(p.arms)))
+        out[arm] = {"selection_id": sel_ids[arm], "train_id": tr["train_id"],
+                    "adapter_hash": tr["adapter_hash"], "eval": ev["runs"]}
+    return out
 
 
 def iterate(store: Store, p: LoopParams, progress: Progress = no_progress) -> dict:
     """The SEI loop for p.iterations iterations, resumable: the base model's evaluation,
-    then per iteration error types, synthesis, selection, training and evaluation."""
-    from pipeline.data import import_demo
-    from pipeline.evaluate import EvalParams, default_sets, evaluate
-    from pipeline.select import SelectParams, select
-    from pipeline.synthesize import SynthParams, synthesize
-    from pipeline.train import TrainParams, train
+    then per iteration error types, synthesis, selection, and per arm training and
+    evaluation; finally the last model's rerun of the train sets (its fix rates)."""
+    p.train_sets = sets.ensure(store, p.train_sets, p.seed)
+    p.eval_sets = sets.ensure(store, p.eval_sets) if p.eval_sets else \
+        sets.ensure(store, [s for s in default_eval_sets(store) if s not in p.train_sets])
+    n_steps = len(STEPS) * p.iterations + 2
+    out: dict = {"preset": p.preset, "iterations": []}
 
-    n_steps = len(STEPS) * p.iterations + 1
-    out: dict = {"iterations": []}
+    def bar(k: int) -> Progress:
+        return scaled(progress, k, 1, n_steps)
 
-    def bar(k: int, name: str) -> Progress:
-        return scaled(progress, k * 100, 100, n_steps * 100)
-
-    if not store.problems("demo", "train", 1):
-        import_demo(store, 400, 200, seed=p.seed)
-    sets = p.eval_sets or default_sets(store)
     # the base model's evaluation (iteration 0): what every gain is measured against
-    evaluate(store, EvalParams(iteration=0, sets=sets, limit=p.eval_limit, seed=p.seed),
-             bar(0, "evaluate base"))
+    evaluate(store, p.stage("evaluate", iteration=0, sets=p.eval_sets, limit=p.eval_limit,
+                            train_check=False), bar(0))
     for i in range(1, p.iterations + 1):
         k0 = 1 + (i - 1) * len(STEPS)
-        done = store.iteration(i)
-        if done is None:
-            _error_types(store, i, p, bar(k0, "extract"), bar(k0 + 1, "analyze"),
-                         bar(k0 + 2, "cluster"))
+        if store.iteration(i) is None:
+            _error_types(store, i, p, [bar(k0), bar(k0 + 1), bar(k0 + 2)])
             if p.review and i > 1:
                 out["paused"] = (f"iteration {i}: review the error types (app: Error map; "
                                  "CLI: `sei types list`), then run `sei iterate` again")
                 return out
-            iterations.ensure(store, i, p.mode, asdict(p))
-        syn = synthesize(store, SynthParams.from_dict({**p.synth, "iteration": i,
-                                                       "seed": p.seed}),
-                         bar(k0 + 3, "synthesize"))
-        sel = select(store, SelectParams.from_dict({**p.select, "iteration": i, "seed": p.seed,
-                                                    "method": "oneshot"}),
-                     bar(k0 + 4, "select"))
-        if p.baseline:
-            select(store, SelectParams.from_dict({**p.select, "iteration": i, "seed": p.seed,
-                                                  "method": "random"}), bar(k0 + 5, "random"))
-        tr = train(store, TrainParams.from_dict({**p.train, "iteration": i, "mode": p.mode,
-                                                 "seed": p.seed}), bar(k0 + 6, "train"))
-        ev = evaluate(store, EvalParams(iteration=i, sets=sets, limit=p.eval_limit,
-                                        seed=p.seed), bar(k0 + 7, "evaluate"))
+            iterations.ensure(store, i, p.mode, p.resolved())
+        model, adapter = iterations.model_for(store, i)
+        syn = synthesize(store, p.stage("synthesize", iteration=i), bar(k0 + 3))
+        arms = _arms(store, i, p, model, adapter, [bar(k0 + 4), bar(k0 + 5), bar(k0 + 6)])
         store.set_iteration_status(i, "done")
-        out["iterations"].append({"iteration": i, "batch_id": syn["batch_id"],
-                                  "selection_id": sel["selection_id"],
-                                  "train_id": tr["train_id"], "eval": ev["runs"]})
+        out["iterations"].append({"iteration": i, "batch_id": syn["batch_id"], "arms": arms})
+    # the last model on the train sets: its fix rates (and iteration N+1's bad cases)
+    _train_extractions(store, p.iterations + 1, p, bar(n_steps - 1))
     return out
+
+
+def default_eval_sets(store: Store) -> list[str]:
+    """Every imported test split (the demo's when nothing is imported)."""
+    from pipeline.evaluate import default_sets
+
+    return default_sets(store) or ["demo/test"]

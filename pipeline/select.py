@@ -32,75 +32,106 @@ from typing import Protocol
 
 from pipeline import iterations
 from pipeline.answers import cut_at_final_answer, judge
+from pipeline.params import Params, param
 from pipeline.progress import Progress, no_progress
 from pipeline.store import Store
 from pipeline.synthesize import chat_solution
 from pipeline.target import DEFAULT_PROMPT, GenParams, make_target, prompt_template, render
 
+METHODS = ("oneshot", "proxy", "random", "all")
+
 
 @dataclass
-class SelectParams:
-    iteration: int = 1
-    method: str = "oneshot"        # oneshot | proxy | random
-    # Demo defaults (one iteration ~20 min on 2 cores, README); the paper: 50 + 50, top 5%.
-    n_good: int = 10
-    n_bad: int = 10
-    top: float = 0.5               # fraction kept (< 1) or a count (>= 1)
-    max_new_tokens: int = 128
-    batch_size: int = 160           # dev rows per batch: 8 candidates at 10 + 10
-    backend: str = "local"
-    model: str | None = None       # default: the iteration's model
-    adapter: str | None = None
-    base_url: str | None = None
-    limit: int | None = None       # score only the first N candidates (benchmarks, tests)
-    seed: int = 0
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SelectParams:
-        """Parameters from a job's dict (unknown keys ignored)."""
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+class SelectParams(Params):
+    # Demo defaults (one iteration ~10 min on 2 cores); the paper's are the `paper` preset.
+    iteration: int = param(1, "The iteration whose kept candidates are scored.", cli=False)
+    method: str = param("oneshot", "oneshot (the paper's), proxy (likelihood), random "
+                                   "(the baseline), all (every kept candidate).",
+                        choices=METHODS)
+    n_good: int = param(10, "Dev set: problems the model got right (the paper: 50).")
+    n_bad: int = param(10, "Dev set: problems the model got wrong (the paper: 50).")
+    top: float = param(0.5, "Kept: a fraction (< 1) or a count (>= 1); the paper: 0.05.")
+    max_new_tokens: int = param(128, "Generation limit per dev answer.")
+    batch_size: int = param(160, "Dev rows per batch; several candidates share one.")
+    backend: str = param("local", "local (transformers) or openai (any compatible "
+                                  "server).", choices=("local", "openai"))
+    model: str | None = param(None, "Target model (default: the iteration's model).")
+    adapter: str | None = param(None, "Adapter (default: the one the iteration's model "
+                                      "uses).", cli=False)
+    base_url: str | None = param(None, "OpenAI-compatible endpoint (openai backend).")
+    limit: int | None = param(None, "Score only the first N candidates.")
+    size_of: str | None = param(None, "random/all: the selection this one is paired with "
+                                      "(it takes exactly as many candidates).", cli=False)
+    seed: int = param(0, "Seed of the dev set draw and of ties.")
 
 
 # -- the dev set --------------------------------------------------------------------------------
 
 
+def stratify(n: int, available: list[int]) -> list[int]:
+    """n split as equally as possible across groups holding `available` items each; what
+    a small group cannot give goes to the others."""
+    take = [0] * len(available)
+    left = n
+    while left > 0:
+        open_ = [i for i, a in enumerate(available) if take[i] < a]
+        if not open_:
+            break
+        for i in open_[:left] if left < len(open_) else open_:
+            take[i] += 1
+            left -= 1
+            if left == 0:
+                break
+    return take
+
+
 def dev_set(store: Store, iteration: int, n_good: int, n_bad: int, seed: int = 0,
             run_id: str | None = None) -> list[dict]:
-    """Iteration's Ddev, drawn once (from `run_id` or the latest train-split extraction
-    of the iteration's model) and stored; later calls return the stored one."""
+    """Iteration's Ddev, drawn once and stored (later calls return the stored one):
+    n_good right and n_bad wrong answers of the iteration's model, stratified across its
+    train-split extraction runs (one per train set), or from `run_id`."""
     have = store.dev_set(iteration)
     if have:
         return have
-    run = store.run(run_id) if run_id else _train_run(store, iteration)
-    if run is None:
+    from pipeline.sets import is_test_split
+
+    runs = [store.run(run_id)] if run_id else _train_runs(store, iteration)
+    if not runs or runs[0] is None:
         raise ValueError("no finished extraction run on a train split to draw a dev set from: "
                          "run `sei extract --split train` first")
-    if run["split"] == "test":
-        raise ValueError(f"run {run['run_id']} is on a test split; Ddev never comes from test")
-    items = store.run_items(run["run_id"])
-    good = [r for r in items if r["correct"]]
-    bad = [r for r in items if not r["correct"]]
-    if not good or not bad:
-        raise ValueError(f"run {run['run_id']} has {len(good)} right and {len(bad)} wrong "
-                         "answers; a dev set needs both")
+    for run in runs:
+        if run["kind"] != "extract" or is_test_split(run["split"]):
+            raise ValueError(f"run {run['run_id']} is on {run['dataset']}/{run['split']} "
+                             f"({run['kind']}): a dev set never comes from a test split")
+    items = [store.run_items(r["run_id"]) for r in runs]
+    good = [[dict(x, run_id=r["run_id"]) for x in it if x["correct"]]
+            for r, it in zip(runs, items)]
+    bad = [[dict(x, run_id=r["run_id"]) for x in it if not x["correct"]]
+           for r, it in zip(runs, items)]
+    if not any(good) or not any(bad):
+        raise ValueError(f"runs {[r['run_id'] for r in runs]} have {sum(map(len, good))} "
+                         f"right and {sum(map(len, bad))} wrong answers; a dev set needs both")
     rng = random.Random(seed)
-    picks = ([dict(r, half="good") for r in rng.sample(good, min(n_good, len(good)))] +
-             [dict(r, half="bad") for r in rng.sample(bad, min(n_bad, len(bad)))])
-    store.save_dev_set(iteration, [dict(r, run_id=run["run_id"], seed=seed) for r in picks])
+    picks = []
+    for half, pools, n in (("good", good, n_good), ("bad", bad, n_bad)):
+        for pool, k in zip(pools, stratify(n, [len(x) for x in pools])):
+            picks += [dict(r, half=half) for r in rng.sample(pool, k)]
+    store.save_dev_set(iteration, [dict(r, seed=seed) for r in picks])
     return store.dev_set(iteration)
 
 
-def _train_run(store: Store, iteration: int) -> dict | None:
+def _train_runs(store: Store, iteration: int) -> list[dict]:
+    """The iteration's train-set extraction runs (linked by the loop), else the latest
+    train-split extraction of the iteration's model."""
+    from pipeline.sets import is_test_split
+
     linked = [lk["ref"] for lk in store.iteration_links(iteration) if lk["role"] == "extract"]
     if linked:
-        return store.run(linked[-1])
+        return [store.run(r) for r in linked]
     _, adapter = iterations.model_for(store, iteration)
-    for split in ("train",):
-        runs = [r for r in store.runs("extract") if r["split"] == split
-                and r["adapter"] == adapter and r["n_done"]]
-        if runs:
-            return store.run(runs[-1]["run_id"])
-    return None
+    runs = [r for r in store.runs("extract") if not is_test_split(r["split"])
+            and r["adapter"] == adapter and r["n_done"]]
+    return [store.run(runs[-1]["run_id"])] if runs else []
 
 
 # -- scorers ------------------------------------------------------------------------------------
@@ -234,6 +265,17 @@ class RandomPick:
     score_many = _one_by_one
 
 
+class AllPick:
+    """No model: every kept candidate (the arm that trains on everything)."""
+    method = "all"
+
+    def score(self, cand, dev):
+        """The same score for every candidate: all are selected."""
+        return {"cand_id": cand["cand_id"], "score": 1.0, "detail": {"all": True}}, []
+
+    score_many = _one_by_one
+
+
 # -- the stage ----------------------------------------------------------------------------------
 
 
@@ -251,7 +293,21 @@ def select(store: Store, p: SelectParams, progress: Progress = no_progress) -> d
     if not cands:
         raise ValueError(f"iteration {p.iteration} has no kept candidates: run "
                          "`sei synthesize` first")
-    dev = dev_set(store, p.iteration, p.n_good, p.n_bad, p.seed) if p.method != "random" else []
+    needs_model = p.method in ("oneshot", "proxy")
+    dev = dev_set(store, p.iteration, p.n_good, p.n_bad, p.seed) if needs_model else []
+    top = p.top
+    if p.method == "all":
+        top = len(cands)
+    elif p.size_of:  # the paired baseline: exactly as many, from exactly the same pool
+        other = store.selection(p.size_of)
+        if other is None or other["status"] != "finished":
+            raise ValueError(f"selection {p.size_of} (the one this baseline pairs with) "
+                             "is not finished")
+        pool = (other["manifest"] or {}).get("n_candidates")
+        if pool != len(cands):
+            raise ValueError(f"selection {p.size_of} scored {pool} candidates, this pool "
+                             f"has {len(cands)}: a paired baseline draws from the same pool")
+        top = max(1, len(store.cand_scores(p.size_of, selected_only=True)))
     model, adapter = p.model, p.adapter
     if model is None:
         model, adapter = iterations.model_for(store, p.iteration)
@@ -262,6 +318,8 @@ def select(store: Store, p: SelectParams, progress: Progress = no_progress) -> d
     store.link_run(p.iteration, f"selection:{p.method}", sid)
     if p.method == "random":
         scorer: Scorer = RandomPick(p.seed)
+    elif p.method == "all":
+        scorer = AllPick()
     else:
         target = make_target(p.backend, model, adapter, p.base_url)
         scorer = (OneShot if p.method == "oneshot" else Proxy)(target, p)
@@ -283,7 +341,7 @@ def select(store: Store, p: SelectParams, progress: Progress = no_progress) -> d
             progress(n_done, len(cands), f"select:{p.method}",
                      f"cand {c['cand_id']}: {s['score']:.2f}")
     scores = store.cand_scores(sid)
-    chosen = rank(scores, n_keep(p.top, len(scores)), p.seed)
+    chosen = rank(scores, n_keep(top, len(scores)), p.seed)
     stats = {"n_scored": len(scores), "n_selected": len(chosen),
              "score_mean": sum(s["score"] for s in scores) / len(scores)}
     stats.update(_spearman(store, p.iteration, sid, p.method))
@@ -353,6 +411,6 @@ def estimate(store: Store, p: SelectParams) -> dict:
     if p.limit:
         n = min(n, p.limit)
     per = {"oneshot": (p.n_good + p.n_bad) * 0.3 + 0.5,
-           "proxy": (p.n_good + p.n_bad) * 0.12 + 0.1, "random": 0.0}[p.method]
+           "proxy": (p.n_good + p.n_bad) * 0.12 + 0.1, "random": 0.0, "all": 0.0}[p.method]
     return {"n_candidates": n, "minutes": round(n * per / 60, 1),
             "n_selected": n_keep(p.top, n)}

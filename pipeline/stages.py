@@ -40,8 +40,7 @@ def _extract(store: Store, p: dict, progress) -> dict:
     from pipeline.settings import target_model
     from pipeline.target import GenParams
 
-    gp = GenParams(max_new_tokens=p.get("max_new_tokens", 256),
-                   batch_size=p.get("batch_size", GenParams.batch_size), seed=p.get("seed", 0))
+    gp = GenParams.from_dict(p)
     run_id = extract(store, p.get("dataset", "demo"), p.get("split", "train"),
                      limit=p.get("limit"), backend=p.get("backend", "local"),
                      model=p.get("model") or target_model(), adapter=p.get("adapter"),
@@ -54,15 +53,16 @@ def _analyze(store: Store, p: dict, progress) -> dict:
     from pipeline.keyphrases import analyze_bad_cases
 
     return {"analysis_id": analyze_bad_cases(store, run_id=p.get("run_id"),
-                                   instructor=p.get("instructor"), limit=p.get("limit"),
-                                   progress=progress)}
+                                             run_ids=p.get("run_ids"),
+                                             instructor=p.get("instructor"),
+                                             limit=p.get("limit"), progress=progress)}
 
 
 @stage("cluster", heavy=False)
 def _cluster(store: Store, p: dict, progress) -> dict:
     from pipeline.cluster import ClusterParams, cluster
 
-    params = ClusterParams(**{k: v for k, v in p.items() if k in ClusterParams.fields()})
+    params = ClusterParams.from_dict(p)
     res = cluster(store, params, analysis_id=p.get("analysis_id"), progress=progress)
     return {"clustering_id": res["clustering_id"], "diff": res["diff"]}
 
@@ -158,6 +158,8 @@ def _evaluate(store: Store, p: dict, progress) -> dict:
 def _iterate(store: Store, p: dict, progress) -> dict:
     """The SEI loop end to end: extract, analyze, cluster, synthesize, select, train,
     evaluate, for N iterations."""
-    from pipeline.loop import LoopParams, iterate
+    from pipeline.loop import iterate
+    from pipeline.presets import resolve
 
-    return iterate(store, LoopParams.from_dict(p), progress)
+    # a job's parameters are the resolved config, or a preset with some values over it
+    return iterate(store, resolve(overrides=p), progress)

@@ -68,3 +68,27 @@ def pair_runs(items_a: list[dict], items_b: list[dict]) -> tuple[list[bool], lis
     bmap = {key(r): bool(r["correct"]) for r in items_b}
     shared = [r for r in items_a if key(r) in bmap]
     return [bool(r["correct"]) for r in shared], [bmap[key(r)] for r in shared]
+
+
+def paired_macro(pairs: list[tuple[list[bool], list[bool]]], n_boot: int = 10_000,
+                 seed: int = 0, level: float = 0.95) -> dict:
+    """The macro-averaged change b - a over several sets (each set's accuracy counts
+    once), with a paired-bootstrap interval that resamples each set's items on its own."""
+    pairs = [(a, b) for a, b in pairs if a]
+    if not pairs:
+        raise ValueError("no shared items to compare")
+    rng = np.random.default_rng(seed)
+    boots = np.zeros(n_boot)
+    diffs, acc_a, acc_b = [], [], []
+    for a, b in pairs:
+        d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+        diffs.append(d.mean())
+        acc_a.append(float(np.mean(a)))
+        acc_b.append(float(np.mean(b)))
+        boots += d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    boots /= len(pairs)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(boots, [alpha, 1 - alpha])
+    return {"n_sets": len(pairs), "n": sum(len(a) for a, _ in pairs),
+            "acc_a": float(np.mean(acc_a)), "acc_b": float(np.mean(acc_b)),
+            "diff": float(np.mean(diffs)), "lo": float(lo), "hi": float(hi)}

@@ -50,31 +50,94 @@ class StoreReadOnly(RuntimeError):
     """The store cannot be written by this user; reading it still works."""
 
 
+class StoreUnusable(RuntimeError):
+    """The store file cannot be used: missing (for a read), not a DuckDB file, not a SEI
+    store, or corrupt. The message names the file and what to do, in one line."""
+
+
+class StoreWriteFailed(RuntimeError):
+    """A write could not be saved (its COMMIT failed: a full disk, an I/O error); nothing
+    of it was kept. The message carries the real cause, in one line."""
+
+
+# Messages DuckDB raises on a file that is not a database, or a damaged one.
+_BROKEN = (
+    "not a valid DuckDB database file",
+    "Corrupt database file",
+    "Could not read enough bytes",
+    "does not match stored checksum",
+)
+BROKEN_RETRY_S = 5.0  # a short read seen once under heavy load; a truncated file stays short
+
+
 def _transient(exc: Exception) -> bool:
     return any(m in str(exc) for m in _TRANSIENT)
+
+
+def _broken(exc: BaseException) -> bool:
+    return isinstance(exc, duckdb.Error) and any(m in str(exc) for m in _BROKEN)
+
+
+def _cause(exc: BaseException) -> str:
+    """A DuckDB error's first line without its class prefix ('IO Error: ...')."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    for prefix in ("IO Error: ", "TransactionContext Error: ", "Failed to commit: "):
+        line = line.removeprefix(prefix)
+    return line
 
 
 _migrated: set[str] = set()
 _lock = threading.Lock()
 _write_lock = threading.RLock()
 _local = threading.local()
+_held: dict[str, Any] = {}  # run locks this process holds (hold_run), by lock path
 
 
 @dataclass
 class Store:
     path: Path
 
-    def __init__(self, path: str | Path | None = None):
+    def __init__(self, path: str | Path | None = None, create: bool = True):
         self.path = Path(path) if path else config.db_path()
+        # create=False: a store that does not exist is an error, not a new empty store
+        # (the CLI's reads; the commands that make a store set it back to True)
+        self.create = create
 
     # -- connections -------------------------------------------------------------
 
     def _writable(self) -> bool:
-        p = self.path if self.path.exists() else self.path.parent
-        return os.access(p, os.W_OK) and os.access(self.path.parent, os.W_OK)
+        folder = self.path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent  # a folder still to be made: its first existing ancestor
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            return False
+        return os.access(folder, os.W_OK)
+
+    def _missing(self) -> StoreUnusable:
+        return StoreUnusable(f"no store at {self.path} (nothing was created): point --db/SEI_DB "
+                             "at an existing store, or make one with `sei data demo`, "
+                             "`sei data import` or `sei quickstart`")
+
+    def _unusable(self, exc: BaseException) -> StoreUnusable:
+        return StoreUnusable(f"{self.path} is not a usable store ({_cause(exc)}): restore it "
+                             "from a copy, or point --db/SEI_DB at another store")
+
+    def check_writable(self) -> None:
+        """Raise, in one line, unless this user can write the store, its folder and its jobs
+        folder (run locks and logs); called before a command takes a lock or makes a file."""
+        if not self.path.exists() and not self.create:
+            raise self._missing()
+        jobs = config.jobs_dir(self.path)
+        while not jobs.exists() and jobs != jobs.parent:
+            jobs = jobs.parent
+        if not self._writable() or not os.access(jobs, os.W_OK):
+            raise StoreReadOnly(f"{self.path} is read-only for this user (the file, its folder "
+                                f"or {config.jobs_dir(self.path)}); reading works, but this "
+                                "needs to write (use a copy, or --db/SEI_DB elsewhere)")
 
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + LOCK_TIMEOUT
+        short = time.monotonic() + min(LOCK_TIMEOUT, BROKEN_RETRY_S)
         delay = 0.005
         if not read_only and not self._writable():
             raise StoreReadOnly(f"{self.path} is read-only for this user; reading works, but "
@@ -84,7 +147,12 @@ class Store:
                 return duckdb.connect(str(self.path), read_only=read_only)
             except (duckdb.IOException, duckdb.ConnectionException,
                     duckdb.InvalidInputException) as e:
-                if not _transient(e) or time.monotonic() > deadline:
+                if _broken(e):
+                    # a short read, seen once under heavy load, is retried a moment;
+                    # a truncated or damaged file stays so
+                    if "Could not read enough bytes" not in str(e) or time.monotonic() > short:
+                        raise self._unusable(e) from None
+                elif not _transient(e) or time.monotonic() > deadline:
                     if _transient(e):
                         raise StoreBusy(f"{self.path} stayed locked for {LOCK_TIMEOUT:.0f}s "
                                         f"(a hung process? kill the pid named here): {e}") from e
@@ -100,6 +168,10 @@ class Store:
             con = self._open(read_only=True)
             try:
                 current = len(self._applied(con))
+            except duckdb.Error as e:
+                if _broken(e):
+                    raise self._unusable(e) from None
+                raise
             finally:
                 con.close()
             if current == SCHEMA_VERSION:
@@ -117,13 +189,25 @@ class Store:
             con.close()
 
     def _applied(self, con) -> list[str]:
-        """The migrations this store has had; a store newer than this code is an error."""
+        """The migrations this store has had; a store newer than this code, or a DuckDB
+        file with tables but none of a store's, is an error."""
         try:
-            return migrations.applied(con)
+            done = migrations.applied(con)
         except migrations.NewerStore as e:
             raise RuntimeError(f"{self.path} {e}") from None
+        if not done:
+            tables = [r[0] for r in con.execute(
+                "SELECT table_name FROM information_schema.tables ORDER BY 1 LIMIT 4").fetchall()]
+            if tables:
+                raise StoreUnusable(
+                    f"{self.path} is a DuckDB file but not a SEI store (it has tables "
+                    f"{', '.join(tables)}, and no migrations): point --db/SEI_DB at a store, "
+                    "or at a new path to make one")
+        return done
 
     def _ensure(self) -> None:
+        if not self.create and not self.path.exists():
+            raise self._missing()
         key = str(self.path.resolve())
         if key in _migrated:
             return
@@ -145,6 +229,10 @@ class Store:
         _local.con, _local.path = con, self.path
         try:
             yield con
+        except duckdb.Error as e:
+            if _broken(e) and "Could not read enough bytes" not in str(e):
+                raise self._unusable(e) from None
+            raise
         finally:
             _local.con = None
             con.close()
@@ -164,32 +252,51 @@ class Store:
         with _write_lock:
             con = self._open(read_only=False)
             _local.con, _local.path, _local.writing = con, self.path, True
+            failed = True
             try:
                 con.execute("BEGIN")
                 try:
                     yield con
-                    con.execute("COMMIT")
                 except BaseException:
-                    con.execute("ROLLBACK")
+                    _rollback(con)
                     raise
+                try:
+                    con.execute("COMMIT")
+                except duckdb.Error as e:
+                    _rollback(con)  # (a failed COMMIT has usually ended the transaction)
+                    if _broken(e):
+                        raise self._unusable(e) from None
+                    raise StoreWriteFailed(f"could not save to {self.path}: {_cause(e)} "
+                                           "(nothing of this write was kept)") from None
+                failed = False
+            except duckdb.Error as e:
+                if _broken(e):
+                    raise self._unusable(e) from None
+                raise
             finally:
                 _local.con, _local.writing = None, False
-                con.close()
+                try:
+                    con.close()
+                except duckdb.Error as e:
+                    if not failed:  # else the error on its way out is the one to tell
+                        raise StoreWriteFailed(f"{self.path}: the write was saved, but closing "
+                                               f"the store failed: {_cause(e)}") from None
 
     def _reading(self, fn):
         """fn(con) in a read block. A read that finds the file shorter than its header
         says ('Could not read enough bytes', seen once under heavy load while job
         processes wrote) is retried on a fresh connection: reads have no side effects."""
         nested = getattr(_local, "con", None) is not None and _local.path == self.path
-        deadline = time.monotonic() + LOCK_TIMEOUT
+        deadline = time.monotonic() + min(LOCK_TIMEOUT, BROKEN_RETRY_S)
         while True:
             try:
                 with self.read() as con:
                     return fn(con)
             except duckdb.IOException as e:
-                if nested or "Could not read enough bytes" not in str(e) \
-                        or time.monotonic() > deadline:
+                if nested or "Could not read enough bytes" not in str(e):
                     raise
+                if time.monotonic() > deadline:  # it stays short: a truncated file
+                    raise self._unusable(e) from None
                 time.sleep(0.05 + 0.05 * random.random())
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict]:
@@ -380,6 +487,30 @@ class Store:
                     from None
             yield
 
+    def hold_run(self, run_id: str) -> None:
+        """Take the run's lock (as holding_run does) until release_run or this process's
+        end: for a run whose work does not sit in one `with` block (training). Holding it
+        already in this process is fine."""
+        import fcntl
+
+        p = self.run_lock_path(run_id)
+        if str(p) in _held:
+            return
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(p, "w")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise ValueError(f"run {run_id} is already running in another process") from None
+        _held[str(p)] = fh
+
+    def release_run(self, run_id: str) -> None:
+        """Let go of a lock taken by hold_run (nothing if this process does not hold it)."""
+        fh = _held.pop(str(self.run_lock_path(run_id)), None)
+        if fh is not None:
+            fh.close()
+
     def run_held(self, run_id: str) -> bool:
         """Whether some process holds the run's lock (it is running now)."""
         import fcntl
@@ -423,6 +554,13 @@ class Store:
             WHERE (? IS NULL OR b.run_id = ?)
             ORDER BY b.case_id LIMIT ?"""
         return self.rows(sql, [run_id, run_id, limit if limit is not None else 2**62])
+
+    def bad_cases_of(self, run_ids: list[str], limit: int | None = None) -> list[dict]:
+        """Bad cases of these runs in case-id order, at most `limit`."""
+        sql = self._BAD_CASES + """
+            WHERE list_contains(?, b.run_id)
+            ORDER BY b.case_id LIMIT ?"""
+        return self.rows(sql, [list(run_ids), limit if limit is not None else 2**62])
 
     def generations_view(self, run_id: str | None = None) -> list[dict]:
         """Every judged generation with its problem and, when wrong, its bad-case id."""
@@ -1004,12 +1142,21 @@ class Store:
         """Training runs, optionally of one iteration, oldest first."""
         rows = self.rows("SELECT * FROM train_runs WHERE (? IS NULL OR iteration = ?) "
                          "ORDER BY created_at", [iteration, iteration])
-        return [_json_cols(r, ("selection_ids", "params", "timings")) for r in rows]
+        return [self._train_status(_json_cols(r, ("selection_ids", "params", "timings")))
+                for r in rows]
+
+    def _train_status(self, r: dict) -> dict:
+        """'running' with nobody holding the run's lock: killed or crashed mid-way, so
+        'interrupted' (as extraction runs read)."""
+        if r["status"] == "running" and not self.run_held(r["train_id"]):
+            r["status"] = "interrupted"
+        return r
 
     def train_run(self, train_id: str) -> dict | None:
         """One training run's row, or None."""
         r = self.one("SELECT * FROM train_runs WHERE train_id = ?", [train_id])
-        return _json_cols(r, ("selection_ids", "params", "timings")) if r else None
+        return self._train_status(_json_cols(r, ("selection_ids", "params", "timings"))) \
+            if r else None
 
     def train_steps(self, train_id: str) -> list[dict]:
         """A training run's loss curve, step by step."""
@@ -1021,6 +1168,15 @@ class Store:
         return self.rows("SELECT dataset, split, pid, correct, pred, output FROM generations "
                          "WHERE run_id = ? AND error IS NULL ORDER BY dataset, split, pid",
                          [run_id])
+
+
+def _rollback(con) -> None:
+    """End a failed transaction; never raises (the error that got here is the one to
+    report, and after a failed COMMIT DuckDB has no transaction left to roll back)."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
 
 
 def _json_cols(row: dict, cols: Sequence[str]) -> dict:

@@ -31,6 +31,7 @@ from typing import Protocol
 
 from pipeline import iterations
 from pipeline.answers import judge
+from pipeline.params import Params, param
 from pipeline.progress import Progress, no_progress
 from pipeline.store import Store
 
@@ -39,27 +40,29 @@ PRICES = Path(__file__).parent / "prices.json"
 
 
 @dataclass
-class SynthParams:
-    iteration: int = 1
-    # Demo defaults, sized so that one iteration fits ~20 min on a 2-core CPU (README);
-    # the paper: budget 10,000, 20 per call.
-    budget: int = 64              # proposals per iteration
-    per_call: int = 16            # problems per synthesizer call
-    k: int = 3                    # bad cases shown per call
-    allocation: str = "share"     # budget split across types: "share" or "equal"
-    types: list[int] | None = None
-    synthesizer: str = "auto"     # auto (instructor if configured, else offline) | offline
-    parallel: int = 4             # instructor calls in flight (vLLM, OpenAI API)
-    verify_samples: int = 0       # instructor only: k extra solves that must agree
-    novelty: float = 0.7          # Rouge-L F at or above which a candidate is a near-duplicate
-    contamination_rouge: float = 0.7
-    contamination_ngram: int = 13
-    seed: int = 0
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SynthParams:
-        """Parameters from a job's dict (unknown keys ignored)."""
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+class SynthParams(Params):
+    # Demo defaults, sized so that one iteration fits ~10 min on a 2-core CPU; the paper's
+    # values are the `paper` preset (pipeline/presets.py).
+    iteration: int = param(1, "The iteration whose frozen error types are used.", cli=False)
+    budget: int = param(64, "Proposals this iteration, split equally across the train "
+                            "datasets, then across types (the paper: 10,000).")
+    per_call: int = param(16, "Problems asked for per synthesizer call (the paper: 20).")
+    k: int = param(3, "Bad cases shown per call (the paper's code: 8).")
+    allocation: str = param("share", "Budget split across types: by share of bad cases, "
+                                     "or equally.", choices=("share", "equal"))
+    types: list[int] | None = param(None, "Only these type ids (default: every visible "
+                                          "type).", cli=False)
+    synthesizer: str = param("auto", "auto: the instructor if one is configured, else "
+                                     "offline.", choices=("auto", "offline", "instructor"))
+    parallel: int = param(4, "Instructor calls in flight (vLLM, OpenAI API).")
+    verify_samples: int = param(0, "Instructor only: extra solutions that must agree.")
+    novelty: float = param(0.7, "Rouge-L F at or above which a candidate is a "
+                                "near-duplicate.")
+    contamination_rouge: float = param(0.7, "Rouge-L F against a test problem that "
+                                            "counts as contamination.")
+    contamination_ngram: int = param(13, "A shared n-gram of this length with a test "
+                                         "problem counts as contamination.")
+    seed: int = param(0, "Seed of every draw.")
 
 
 @dataclass
@@ -260,17 +263,38 @@ def allocate(types: list[dict], budget: int, how: str = "share") -> dict[int, in
     return {t["type_id"]: k for t, k in zip(types, n)}
 
 
-def plan_calls(types: list[dict], p: SynthParams) -> list[dict]:
-    """Every synthesizer call of a batch: type, call index, how many problems, which cases."""
-    alloc = allocate(types, p.budget, p.allocation)
+def plan_calls(types: list[dict], p: SynthParams,
+               case_ds: dict[int, str] | None = None) -> list[dict]:
+    """Every synthesizer call of a batch: type, call index, how many problems, which cases.
+    With bad cases from several datasets (`case_ds`: case id -> dataset) the budget is
+    split equally across the datasets first (the paper: 5,000 each), then across each
+    dataset's types by their share of its cases, and a call shows one dataset's cases."""
+    datasets = sorted({case_ds[c] for t in types for c in t["case_ids"] if c in case_ds}) \
+        if case_ds else []
+    if len(datasets) <= 1:
+        return _calls(types, allocate(types, p.budget, p.allocation), p, None)
+    per_ds = allocate([{"type_id": k, "share": 1.0} for k in range(len(datasets))],
+                      p.budget, "equal")
+    calls = []
+    for k, ds in enumerate(datasets):
+        sub = [dict(t, case_ids=[c for c in t["case_ids"] if case_ds.get(c) == ds])
+               for t in types]
+        sub = [dict(t, share=len(t["case_ids"])) for t in sub if t["case_ids"]]
+        calls += _calls(sub, allocate(sub, per_ds[k], p.allocation), p, ds)
+    return calls
+
+
+def _calls(types: list[dict], alloc: dict[int, int], p: SynthParams,
+           ds: str | None) -> list[dict]:
     calls = []
     for t in types:
         n_t = alloc[t["type_id"]]
         for ci in range(math.ceil(n_t / p.per_call)):
-            rng = random.Random(f"{p.seed}/{t['type_id']}/{ci}")
-            cases = rng.sample(t["case_ids"], min(p.k, len(t["case_ids"])))
-            calls.append({"type": t, "call": ci, "n": min(p.per_call, n_t - ci * p.per_call),
-                          "case_ids": cases, "seed": f"{p.seed}/{t['type_id']}/{ci}"})
+            call = ci if ds is None else f"{ds}.{ci}"
+            seed = f"{p.seed}/{t['type_id']}/{call}"
+            cases = random.Random(seed).sample(t["case_ids"], min(p.k, len(t["case_ids"])))
+            calls.append({"type": t, "call": call, "n": min(p.per_call, n_t - ci * p.per_call),
+                          "case_ids": cases, "seed": seed, "dataset": ds})
     return calls
 
 
@@ -331,7 +355,18 @@ def synthesize(store: Store, p: SynthParams, progress: Progress = no_progress,
     types = iterations.types_of(it, p.types)
     synth = synthesizer or make_synthesizer(p.synthesizer, p.verify_samples)
     bid = batch_id_for(p, synth.name)
-    calls = plan_calls(types, p)
+    all_cases = sorted({c for t in types for c in t["case_ids"]})
+    rows = store.cases_by_id(all_cases)
+    from pipeline.sets import is_test_split
+
+    held_out = [c for c in rows if is_test_split(c["split"])]
+    if held_out:  # the analysis refuses them; an old store may still hold such types
+        c = held_out[0]
+        raise ValueError(f"{len(held_out)} bad cases of iteration {p.iteration}'s types are "
+                         f"test items (e.g. case {c['case_id']}, {c['dataset']}/{c['split']} "
+                         f"{c['pid']}): re-analyse train-split runs only")
+    case_ds = {c["case_id"]: c["dataset"] for c in rows}
+    calls = plan_calls(types, p, case_ds)
     store.upsert_synth_batch(bid, p.iteration, synth.name, asdict(p),
                              {"n_calls": len(calls), "types": [t["type_id"] for t in types],
                               "prompt_version": synth.prompt_version, "model": synth.model})

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline import config
+from pipeline.params import Params, param
 
 PROMPTS = Path(__file__).parent / "prompts"
 DEFAULT_PROMPT = "solve_v2"
@@ -30,17 +31,19 @@ class ModelError(RuntimeError):
 
 
 @dataclass
-class GenParams:
-    max_new_tokens: int = 256
+class GenParams(Params):
+    max_new_tokens: int = param(256, "Generation limit per answer.")
     # rows per batch: on a CPU a decoding step streams every weight, so 100 rows cost
     # little more per step than 16, and finished rows leave the batch (96 extraction
     # problems: 64 s at 16 rows, 30 s at 96, identical outputs)
-    batch_size: int = 100
-    temperature: float = 0.0  # greedy; recorded so that runs are comparable
-    seed: int = 0
+    batch_size: int = param(100, "Rows per generation batch (local backend).")
+    temperature: float = param(0.0, "Sampling temperature (0: greedy, recorded so that "
+                                    "runs are comparable).", cli=False)
+    seed: int = param(0, "Seed recorded with the run.")
     # Stop a row once its final answer is complete ("The answer is N."): what follows
     # cannot change a verdict judged on text cut there (answers.cut_at_final_answer).
-    stop_at_answer: bool = False
+    stop_at_answer: bool = param(False, "Stop a row at its first complete final answer.",
+                                 cli=False)
 
 
 @dataclass

@@ -25,10 +25,11 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline import config, iterations
+from pipeline.params import Params, param
 from pipeline.progress import Progress, no_progress
 from pipeline.store import Store
 
@@ -36,31 +37,33 @@ ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 
 
 @dataclass
-class TrainParams:
-    iteration: int = 1
-    mode: str = "scratch"            # scratch | iterative
-    method: str = "oneshot"          # which selections to train on: oneshot | proxy | random
-    selection_ids: list[str] | None = None   # explicit selections (overrides method)
-    # The paper's code (7-8B models): r 8, alpha 16, dropout 0.1, q/k/v/o, lr 2e-5, 3 epochs.
-    # A 135M model on tens of examples needs more capacity per example and a larger step:
-    # r 16 on all linear layers (vLLM's default --max-lora-rank is 16), lr 2e-4.
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
-    lr: float = 2e-4
-    epochs: int = 3
-    batch_size: int = 8
-    max_length: int = 512
-    warmup: float = 0.1
-    checkpoint_every: int = 10
-    seed: int = 0
-    model: str | None = None
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainParams:
-        """Parameters from a job's dict (unknown keys ignored)."""
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+class TrainParams(Params):
+    iteration: int = param(1, "The iteration to train.", cli=False)
+    mode: str = param("scratch", "scratch: the base model on iterations 1..i's data; "
+                                 "iterative: the previous adapter on iteration i's.",
+                      choices=("scratch", "iterative"))
+    method: str = param("oneshot", "Train on this selection method's picks.",
+                        choices=("oneshot", "proxy", "random", "all"))
+    selection_ids: list[str] | None = param(None, "Explicit selections (overrides method).",
+                                            cli=False)
+    # The paper's code (7-8B models): r 8, alpha 16, dropout 0.1, q/k/v/o, lr 2e-5, 3 epochs
+    # (the `paper` preset). A 135M model on tens of examples needs more capacity per example
+    # and a larger step: r 16 on all linear layers (vLLM's default --max-lora-rank), lr 2e-4.
+    r: int = param(16, "LoRA rank (the paper: 8).")
+    alpha: int = param(32, "LoRA alpha (the paper: 16).")
+    dropout: float = param(0.05, "LoRA dropout (the paper: 0.1).")
+    target_modules: list[str] = param(help="Layers with LoRA (the paper: q,k,v,o_proj).",
+                                      factory=lambda: list(ALL_LINEAR))
+    lr: float = param(2e-4, "Learning rate (the paper: 2e-5).")
+    schedule: str = param("cosine", "Learning-rate schedule after warmup (the paper: "
+                                    "linear).", choices=("cosine", "linear"))
+    epochs: int = param(3, "Epochs.")
+    batch_size: int = param(8, "Examples per optimizer step (the paper: 1).")
+    max_length: int = param(512, "Tokens per example, longer ones cut.")
+    warmup: float = param(0.1, "Warmup, as a fraction of the steps (the paper: 0.03).")
+    checkpoint_every: int = param(10, "Steps between checkpoints.")
+    seed: int = param(0, "Seed of the data order and of dropout.")
+    model: str | None = param(None, "Base model (default: the target model).")
 
 
 def selections_for(store: Store, p: TrainParams) -> list[str]:
@@ -155,18 +158,24 @@ class _Fit:
         return self.out_dir / "checkpoint"
 
     def resume(self) -> int:
-        """Load the last checkpoint, if any; the step to continue from."""
+        """Load the last checkpoint, if any; the step to continue from. The checkpoint is
+        loaded with weights_only=True: tensors and plain data only, nothing unpickled
+        that could run code. The random states come back too, so the resumed steps draw
+        the same dropout masks as an uninterrupted run's (the data order is a function of
+        (seed, epoch)): the same losses, the same adapter."""
         if not (self.ckpt / "state.pt").exists():
             return 0
         import torch
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        state = torch.load(self.ckpt / "state.pt", weights_only=False)
+        state = torch.load(self.ckpt / "state.pt", weights_only=True)
         set_peft_model_state_dict(self.acc.unwrap_model(self.model),
                                   load_file(self.ckpt / "adapter_model.safetensors"))
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
+        if "rng" in state:  # (a checkpoint from before the random states were kept has none)
+            set_rng_state(state["rng"])
         return state["step"]
 
     def save_checkpoint(self, at: int) -> None:
@@ -175,10 +184,44 @@ class _Fit:
         tmp = self.out_dir / "checkpoint.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         self.acc.unwrap_model(self.model).save_pretrained(tmp)
-        torch.save({"opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "step": at},
-                   tmp / "state.pt")
+        torch.save({"opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "step": at,
+                    "rng": rng_state()}, tmp / "state.pt")
         shutil.rmtree(self.ckpt, ignore_errors=True)
         tmp.rename(self.ckpt)  # the old checkpoint goes only once the new one is whole
+
+
+def rng_state() -> dict:
+    """Every random state a training step draws from, as tensors and plain lists (what
+    torch.load(weights_only=True) accepts): torch's CPU generator (dropout masks on a
+    CPU), each CUDA device's (on a GPU), Python's `random` and numpy's global one."""
+    import random
+
+    import numpy as np
+    import torch
+
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": [version, list(internal), gauss],
+             "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Put back the random states that rng_state() took."""
+    import random
+
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _steps(store: Store, p: TrainParams, train_id: str, fit: _Fit, rows: list[dict],
@@ -217,6 +260,7 @@ def _steps(store: Store, p: TrainParams, train_id: str, fit: _Fit, rows: list[di
         if step and step % p.checkpoint_every:
             fit.save_checkpoint(step)  # a cancel keeps the work done so far
         store.finish_train_run(train_id, "interrupted", None, None)
+        store.release_run(train_id)
         raise
     return tokens_seen
 
@@ -255,11 +299,18 @@ def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dic
 
     import torch
     from accelerate import Accelerator
-    from transformers import AutoTokenizer, get_cosine_schedule_with_warmup
+    from transformers import (
+        AutoTokenizer,
+        get_cosine_schedule_with_warmup,
+        get_linear_schedule_with_warmup,
+    )
 
     from pipeline.fastlora import fuse_lora
     from pipeline.target import weights_hash
 
+    # held while it trains: a run whose process was killed reads 'interrupted', not
+    # 'running' (as extraction runs do), and two processes never train one run at once
+    store.hold_run(train_id)
     out_dir = _out_dir(store, prev, train_id)
 
     acc = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
@@ -280,7 +331,9 @@ def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dic
     fuse_lora(model)
     opt = torch.optim.AdamW([w for w in model.parameters() if w.requires_grad], lr=p.lr,
                             weight_decay=0.0)
-    sched = get_cosine_schedule_with_warmup(opt, int(p.warmup * total), total)
+    schedule = (get_cosine_schedule_with_warmup if p.schedule == "cosine"
+                else get_linear_schedule_with_warmup)
+    sched = schedule(opt, int(p.warmup * total), total)
     model, opt = acc.prepare(model, opt)
     fit = _Fit(acc, model, opt, sched, out_dir)
     step = fit.resume()
@@ -300,6 +353,7 @@ def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dic
                "tokens_per_s": tokens_seen / secs if secs else None, "device": str(acc.device)}
     h = weights_hash(out_dir)
     store.finish_train_run(train_id, "finished", h, timings)
+    store.release_run(train_id)
     return {"train_id": train_id, "adapter_dir": str(out_dir), "adapter_hash": h,
             "n_examples": len(rows), "steps": total, **timings}
 

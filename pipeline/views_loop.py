@@ -6,14 +6,9 @@ does that)."""
 from __future__ import annotations
 
 from pipeline import iterations
+from pipeline.costs import GEN_S_PER_PROBLEM, TRAIN_TOKENS_PER_EXAMPLE, TRAIN_TOKENS_PER_S
 from pipeline.store import Store
 
-# Rough CPU figures for the estimates shown before a launch (2 cores, SmolLM2-135M).
-TRAIN_TOKENS_PER_EXAMPLE = 150   # chat-formatted question + solution
-TRAIN_TOKENS_PER_S = 300         # fp32 LoRA, shared prefixes once (benchmarks/training.py: 343)
-# generation, 100 rows a batch: 200 demo test problems (evaluation, stopping at the
-# final answer) took 54 s, 96 train problems (extraction, up to 256 tokens) 30 s
-GEN_S_PER_PROBLEM = 0.3
 CAND_STATUSES = ("kept", "rejected", "near_duplicate", "contaminated")
 
 
@@ -172,9 +167,9 @@ def iterate_estimate(store: Store, p) -> dict:
     problems, synthesis, one-shot selection (assuming the share of proposals kept so far,
     else half), training and evaluation. Minutes, with the parts."""
     from pipeline import evaluate, select, synthesize
-    from pipeline.train import TrainParams
 
-    sets = p.eval_sets or evaluate.default_sets(store) or ["demo/test"]
+    sets = p.eval_sets or [s for s in evaluate.default_sets(store) or ["demo/test"]
+                           if s not in p.train_sets]
     assume = {"demo/test": 200}  # what the loop imports into an empty store
     parts: dict[str, float] = {}
     have0 = {lk["role"][5:] for lk in store.iteration_links(0) if lk["role"].startswith("eval:")}
@@ -186,14 +181,14 @@ def iterate_estimate(store: Store, p) -> dict:
     done = {it["iteration"] for it in store.iterations() if it["status"] == "done"}
     all_c = store.candidates()
     kept_share = (sum(c["status"] == "kept" for c in all_c) / len(all_c)) if all_c else 0.5
-    sp = select.SelectParams.from_dict(p.select)
-    tp = TrainParams.from_dict(p.train)
+    sp, tp = p.stage("select"), p.stage("train")
     for i in range(1, p.iterations + 1):
         if i in done:
             continue
         roles = {lk["role"] for lk in store.iteration_links(i)}
         if store.iteration(i) is None:
-            parts[f"{i}: extract"] = p.train_limit * GEN_S_PER_PROBLEM
+            parts[f"{i}: extract"] = (p.limit_train or 400) * len(p.train_sets) * \
+                GEN_S_PER_PROBLEM
         # what a re-run would find done (stages resume) costs next to nothing
         synth_done = any(b["status"].startswith("finished") for b in batches(store, i))
         sel_done = any(x["method"] == "oneshot" and x["status"] == "finished"
@@ -201,12 +196,11 @@ def iterate_estimate(store: Store, p) -> dict:
         train_done = iterations.adapter_of(store, i) is not None
         eval_done = all(f"eval:{x}" in roles for x in sets)
         try:
-            syn = synthesize.estimate(store, synthesize.SynthParams.from_dict(
-                {**p.synth, "iteration": i}))
+            syn = synthesize.estimate(store, p.stage("synthesize", iteration=i))
         except ValueError:
             syn = {"n_types": 0}
         if not syn.get("n_types"):  # no error types yet: the loop makes them first
-            n = synthesize.SynthParams.from_dict(p.synth).budget
+            n = p.stage("synthesize").budget
             syn = {"n_proposals": n, "minutes": round(0.5 + n / 2000, 1)}
         if not synth_done:
             parts[f"{i}: synthesize"] = 60 * (syn.get("minutes") or 0)
@@ -217,12 +211,13 @@ def iterate_estimate(store: Store, p) -> dict:
             parts[f"{i}: select"] = n_c * per
         n_sel = select.n_keep(sp.top, n_c)
         if not train_done:
-            parts[f"{i}: train"] = (n_sel * tp.epochs * TRAIN_TOKENS_PER_EXAMPLE
-                                    / TRAIN_TOKENS_PER_S)
+            parts[f"{i}: train"] = (n_sel * len(p.arms) * tp.epochs
+                                    * TRAIN_TOKENS_PER_EXAMPLE / TRAIN_TOKENS_PER_S)
         if not eval_done:
             e = eval_estimate(store, evaluate.EvalParams(iteration=i, sets=sets,
-                                                         limit=p.eval_limit), assume)
-            parts[f"{i}: evaluate"] = e["seconds"]
+                                                         limit=p.eval_limit,
+                                                         train_check=False), assume)
+            parts[f"{i}: evaluate"] = e["seconds"] * len(p.arms)
     return {"parts": {k: round(v / 60, 1) for k, v in parts.items()},
             "minutes": round(sum(parts.values()) / 60, 1)}
 

@@ -168,9 +168,9 @@ def looped_db(clustered_db, tmp_path_factory) -> Path:
     os.environ["SEI_DATA_DIR"] = str(d)  # adapters beside this store
     try:
         out = iterate(Store(db), LoopParams(
-            iterations=1, train_limit=PREPARED_N, max_new_tokens=PREPARED_TOKENS,
+            iterations=1, limit_train=PREPARED_N, max_new_tokens=PREPARED_TOKENS,
             eval_sets=["demo/test"], eval_limit=8,
-            synth={"budget": 24, "per_call": 8, "synthesizer": "offline"},
+            synthesize={"budget": 24, "per_call": 8, "synthesizer": "offline"},
             select={"n_good": 2, "n_bad": 2, "limit": 6, "top": 3, "max_new_tokens": 96},
             train={"epochs": 1, "batch_size": 2, "max_length": 256}))
     finally:

@@ -262,9 +262,9 @@ def test_iterate_one_iteration_end_to_end(looped_db, tmp_path):
     os.environ.setdefault("SEI_MODELS_DIR", str(config.models_dir()))
     os.environ["SEI_DATA_DIR"] = str(db.parent)
     try:
-        iterate(s, LoopParams(iterations=1, train_limit=48, max_new_tokens=160,
+        iterate(s, LoopParams(iterations=1, limit_train=48, max_new_tokens=160,
                               eval_sets=["demo/test"], eval_limit=8,
-                              synth={"budget": 24, "per_call": 8, "synthesizer": "offline"},
+                              synthesize={"budget": 24, "per_call": 8, "synthesizer": "offline"},
                               select={"n_good": 2, "n_bad": 2, "limit": 6, "top": 3,
                                       "max_new_tokens": 96},
                               train={"epochs": 1, "batch_size": 2, "max_length": 256}))

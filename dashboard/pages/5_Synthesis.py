@@ -95,11 +95,13 @@ new_it = max(its) + 1
 for_it = c0.number_input("for iteration", 1, new_it, int(it_n), key="syn_for_it",
                          help=f"Iteration {new_it} does not exist yet: launching for it "
                               "freezes the error types in force now as its taxonomy.")
-budget = c1.number_input("budget (proposals)", 1, 100_000, 400, step=20, key="syn_budget")
-per_call = c2.number_input("per call", 1, 100, 20, key="syn_per_call")
-k = c3.number_input("bad cases shown per call (k)", 1, 20, 3, key="syn_k")
-alloc = c4.selectbox("allocation", ["share", "equal"], key="syn_alloc")
-synth = c5.selectbox("synthesizer", ["auto", "offline", "instructor"], key="syn_synth")
+SP = synthesize.SynthParams
+budget = common.param_input(c1, SP, "budget", "budget (proposals)", "syn_budget", 1, 100_000,
+                            step=16)
+per_call = common.param_input(c2, SP, "per_call", "per call", "syn_per_call", 1, 100)
+k = common.param_input(c3, SP, "k", "bad cases shown per call (k)", "syn_k", 1, 20)
+alloc = common.param_input(c4, SP, "allocation", "allocation", "syn_alloc")
+synth = common.param_input(c5, SP, "synthesizer", "synthesizer", "syn_synth")
 p = synthesize.SynthParams(iteration=int(for_it), budget=int(budget), per_call=int(per_call),
                            k=int(k), allocation=alloc, synthesizer=synth)
 try:

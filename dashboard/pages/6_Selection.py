@@ -133,19 +133,20 @@ else:
 
 st.subheader("Score candidates")
 c1, c2, c3, c4, c5 = st.columns(5)
-method = c1.selectbox("method", ["oneshot", "proxy", "random"], key="sel_method")
-n_good = c2.number_input("dev: right answers", 1, 500, 10, key="sel_good")
-n_bad = c3.number_input("dev: wrong answers", 1, 500, 10, key="sel_bad")
-keep = c4.number_input("keep top (fraction < 1, else a count)", 0.01, 10_000.0, 0.25,
-                       key="sel_keep")
+SP = select.SelectParams
+method = common.param_input(c1, SP, "method", "method", "sel_method")
+n_good = common.param_input(c2, SP, "n_good", "dev: right answers", "sel_good", 1, 500)
+n_bad = common.param_input(c3, SP, "n_bad", "dev: wrong answers", "sel_bad", 1, 500)
+keep = common.param_input(c4, SP, "top", "keep top (fraction < 1, else a count)", "sel_keep",
+                          0.01, 10_000.0)
 limit = c5.number_input("score only the first N (0: all)", 0, 100_000, 0, key="sel_limit")
 p = select.SelectParams(iteration=int(it_n), method=method, n_good=int(n_good),
                         n_bad=int(n_bad), top=float(keep), limit=int(limit) or None)
 est = select.estimate(s, p)
 st.caption(f"Estimate: {est['n_candidates']} kept candidates to score with {method}, "
            f"~{est['minutes']} min on this machine, keeping {est['n_selected']}."
-           + (" The dev set of an iteration is drawn once and reused." if method != "random"
-              else " Random needs no model."))
+           + (" The dev set of an iteration is drawn once and reused."
+              if method in ("oneshot", "proxy") else " Needs no model."))
 if st.button(f"Score with {method}", key="sel_go", type="primary",
              disabled=not est["n_candidates"]):
     common.launch(s, "select", asdict(p), "select")

@@ -15,9 +15,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pipeline import evaluate, report, views_loop
+from pipeline import costs, evaluate, report, sets, views_loop
 from pipeline.evaluate import EvalParams
 from pipeline.loop import LoopParams
+from pipeline.presets import flat, resolve
 from pipeline.train import TrainParams
 
 s = common.header("Iterations")
@@ -44,9 +45,11 @@ else:
                 "iteration below.")
     else:
         fig = go.Figure()
-        for name in sorted({r["set"] for r in acc}):
-            rs = sorted((r for r in acc if r["set"] == name), key=lambda r: r["iteration"])
-            label = html.escape(name, quote=False)  # plotly draws a subset of HTML
+        for arm, name in sorted({(r["arm"], r["set"]) for r in acc}):
+            # the base model (iteration 0) starts every arm's line
+            rs = sorted((r for r in acc if r["set"] == name and (
+                r["arm"] == arm or r["iteration"] == 0)), key=lambda r: r["iteration"])
+            label = html.escape(name if arm == "sei" else f"{name} ({arm})", quote=False)
             hover = [f"{label} · iteration {r['iteration']}<br>"
                      f"accuracy {pts(r['accuracy'], False)}%"
                      + (f"<br>change vs base {pts(r['diff'])} pts, 95% {interval(r)}"
@@ -66,7 +69,7 @@ else:
         st.caption("Error bars: the 95% paired-bootstrap interval of the change against the "
                    "base model on the same problems, drawn around the accuracy.")
         st.dataframe(pd.DataFrame([{
-            "iteration": r["iteration"], "set": r["set"],
+            "iteration": r["iteration"], "arm": r["arm"], "set": r["set"],
             "accuracy": f"{pts(r['accuracy'], False)}%",
             "change vs base": "–" if r.get("diff") is None else f"{pts(r['diff'])} pts",
             "95% interval": interval(r),
@@ -75,6 +78,30 @@ else:
             "run_id": r["run_id"], "adapter": r["adapter"], "weights_hash": r["weights_hash"],
             "data_hash": r["data_hash"], "seed": r["seed"]} for r in acc]),
             hide_index=True, width="stretch", key="it_acc_table")
+
+    arm_rows = []
+    for it in report.arms_table(s):
+        for label, cmp_ in ([(f"{a} vs base", c) for a, c in it["arms"].items()]
+                            + [(f"sei vs {a}", c) for a, c in it["sei_vs"].items()]):
+            for s_, d in cmp_["sets"].items():
+                arm_rows.append({"iteration": it["iteration"], "comparison": label, "set": s_,
+                                 "change": f"{pts(d['diff'])} pts", "95% interval": interval(d),
+                                 "n": d["n"]})
+            for g, avg in cmp_["averages"].items():
+                for how in ("micro", "macro"):
+                    d = avg[how]
+                    arm_rows.append({"iteration": it["iteration"], "comparison": label,
+                                     "set": f"{how} average, {g.replace('_', '-')}",
+                                     "change": f"{pts(d['diff'])} pts",
+                                     "95% interval": interval(d), "n": d["n"]})
+    if arm_rows:
+        st.subheader("Arms side by side")
+        st.caption("Each arm trained the same way on its own selection (sei: one-shot; "
+                   "random: as many of the same kept candidates; all: every kept one), paired "
+                   "on the same problems: against the base model, and SEI against each "
+                   "baseline. Micro: every problem counts once; macro: every set.")
+        st.dataframe(pd.DataFrame(arm_rows), hide_index=True, width="stretch",
+                     key="it_arms")
 
     fr = evaluate.fix_rates(s)
     st.subheader("Fix rate by error type")
@@ -155,16 +182,17 @@ tab_tr, tab_ev, tab_it = st.tabs(["Train", "Evaluate", "Next iteration"])
 with tab_tr:
     c1, c2, c3, c4 = st.columns(4)
     t_it = c1.number_input("iteration", 1, 100, int(its[-1]), key="tr_it")
-    t_mode = c2.selectbox("mode", ["scratch", "iterative"], key="tr_mode")
-    t_method = c3.selectbox("selected by", ["oneshot", "proxy", "random"], key="tr_method")
-    t_epochs = c4.number_input("epochs", 1, 50, 3, key="tr_epochs")
+    t_mode = common.param_input(c2, TrainParams, "mode", "mode", "tr_mode")
+    t_method = common.param_input(c3, TrainParams, "method", "selected by", "tr_method")
+    t_epochs = common.param_input(c4, TrainParams, "epochs", "epochs", "tr_epochs", 1, 50)
     tp = TrainParams(iteration=int(t_it), mode=t_mode, method=t_method, epochs=int(t_epochs))
     te = views_loop.train_estimate(s, tp)
     if "error" in te:
         st.caption(te["error"])
     else:
-        st.caption(f"Estimate: {te['n_examples']} examples × {tp.epochs} epochs × ~150 tokens "
-                   f"÷ ~130 tokens/s ≈ {common.duration(te['seconds'])} "
+        st.caption(f"Estimate: {te['n_examples']} examples × {tp.epochs} epochs × "
+                   f"~{costs.TRAIN_TOKENS_PER_EXAMPLE} tokens ÷ ~{costs.TRAIN_TOKENS_PER_S} "
+                   f"tokens/s ≈ {common.duration(te['seconds'])} "
                    f"({te['steps']} steps; from {', '.join(te['selection_ids'])})")
     if st.button("Train", key="tr_go", disabled="error" in te or not te.get("n_examples")):
         common.launch(s, "train", asdict(tp), "iterations")
@@ -174,20 +202,55 @@ with tab_ev:
     e_it = c1.number_input("iteration (0 = base)", 0, 100, 0 if empty else int(its[-1]),
                            key="ev_it")
     e_sets = c2.multiselect("evaluation sets", sets_all, default=sets_all, key="ev_sets")
-    e_limit = c3.number_input("problems per set (0: all)", 0, 100_000, 200, key="ev_limit")
+    e_limit = common.param_input(c3, EvalParams, "limit", "problems per set (0: all)",
+                                 "ev_limit", 0, 100_000)
     ep = EvalParams(iteration=int(e_it), sets=list(e_sets), limit=int(e_limit) or None)
     ee = views_loop.eval_estimate(s, ep)
     st.caption(f"Estimate: {ee['n_problems']} problems ("
                + common.md_text(", ".join(f"{k} {v}" for k, v in ee["problems"].items()))
-               + f") × ~80 tokens ÷ ~200 tokens/s ≈ {common.duration(ee['seconds'])}")
+               + f") × ~{costs.GEN_S_PER_PROBLEM} s each ≈ {common.duration(ee['seconds'])}")
     if st.button("Evaluate", key="ev_go", disabled=not e_sets):
         common.launch(s, "evaluate", asdict(ep), "iterations")
 with tab_it:
-    c1, c2 = st.columns(2)
-    l_mode = c1.selectbox("mode", ["scratch", "iterative"], key="lp_mode")
-    l_review = c2.checkbox("stop for review before synthesis", key="lp_review")
-    lp = LoopParams(iterations=nxt, mode=l_mode, review=l_review)
+    c1, c2, c3 = st.columns(3)
+    l_preset = common.param_input(c1, LoopParams, "preset", "preset", "lp_preset")
+    l_mode = common.param_input(c2, LoopParams, "mode", "mode", "lp_mode")
+    l_review = common.param_input(c3, LoopParams, "review", "stop for review before synthesis",
+                                  "lp_review")
+    names = sorted({f"{d['dataset']}/{d['split']}" for d in s.datasets()} |
+                   set(LoopParams.default("train_sets")))
+    c1, c2, c3 = st.columns([2, 3, 1])
+    l_train = c1.multiselect("train sets", [n for n in names if not sets.is_test_split(
+        n.split("/", 1)[1])], default=LoopParams.default("train_sets"), key="lp_train",
+        help=LoopParams.help("train_sets"))
+    l_eval = c2.multiselect("evaluation sets", [n for n in names if n not in l_train],
+                            default=[], key="lp_eval",
+                            help=LoopParams.help("eval_sets"))
+    l_arms = c3.multiselect("arms", ["sei", "random", "all"],
+                            default=LoopParams.default("arms"), key="lp_arms",
+                            help=LoopParams.help("arms"))
+    try:
+        lp = resolve(l_preset, None, {"iterations": nxt, "mode": l_mode, "review": l_review,
+                                      "train_sets": l_train or None,
+                                      "eval_sets": l_eval or None, "arms": l_arms or None})
+    except ValueError as e:
+        st.error(str(e))
+        st.stop()
     le = views_loop.iterate_estimate(s, lp)
+    plan = costs.plan(s, lp)
+    dev = plan["deviations"]
+    st.caption(f"Preset **{lp.preset}**; "
+               + (common.md_text("deviations: " + ", ".join(
+                   f"{k} {a} → {b}" for k, (a, b) in dev.items())) if dev else "no deviations"))
+    with st.expander("The plan: every parameter and the estimate (as `sei iterate --dry-run`)"):
+        st.dataframe(pd.DataFrame([{"parameter": k, "value": str(v)}
+                                   for k, v in flat(plan["config"]).items()]),
+                     hide_index=True, key="lp_plan_params")
+        st.dataframe(pd.DataFrame([{"per iteration": k, "estimate": str(v)} for k, v in
+                                   plan["estimate"]["per_iteration"].items()]),
+                     hide_index=True, key="lp_plan_est")
+        for a in plan["estimate"]["assumptions"]:
+            st.caption(a)
     if le["parts"]:
         st.caption(f"Runs iterations up to {nxt} (finished stages are skipped). Rough "
                    f"estimate: ~{common.duration(60 * le['minutes'])} ("
@@ -196,5 +259,5 @@ with tab_it:
         st.caption(f"Runs iterations up to {nxt}: every stage of it has finished, so a run "
                    "only checks that and marks it done (under a minute).")
     if st.button(f"Run iteration {nxt}", key="lp_go", type="primary"):
-        common.launch(s, "iterate", asdict(lp), "iterations")
+        common.launch(s, "iterate", lp.resolved(), "iterations")
 common.follow_jobs(s, ("train", "evaluate", "iterate"), "iterations")

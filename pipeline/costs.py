@@ -1,0 +1,141 @@
+"""One cost model: every speed constant and every estimate before a launch lives here, so
+the CLI's `--dry-run`, the app's captions and the stage estimates agree.
+
+Rates measured on this project's reference machine (2 cores, fp32, SmolLM2-135M):
+generation 0.3 s per problem in 100-row batches (evaluation of 200 demo problems: 54 s;
+extraction of 96: 30 s); LoRA training ~300 tokens/s (benchmarks/training.py: 330-343).
+GPU rates are assumptions, stated in every plan and overridable by environment variable:
+vLLM serving a 7-8B model in bf16 on one 80 GB GPU at high concurrency generates on the
+order of 2,500 tokens/s (vLLM's published throughput benchmarks report 1,500-4,000 for
+Llama-class 7-8B models on A100/H100; SEI_GPU_GEN_TOKENS_PER_S); LoRA training of such
+a model ~2,000 tokens/s per GPU (SEI_GPU_TRAIN_TOKENS_PER_S). Nothing here has been
+measured on a GPU by this project."""
+
+from __future__ import annotations
+
+import math
+import os
+
+from pipeline.store import Store
+
+GEN_S_PER_PROBLEM = 0.3          # this machine, 135M, batched, stop at the final answer
+TRAIN_TOKENS_PER_S = 300         # this machine, fp32 LoRA, shared prefixes once
+TRAIN_TOKENS_PER_EXAMPLE = 150   # chat-formatted question + solution (demo data)
+SYNTH_OFFLINE_S_PER_PROPOSAL = 0.03
+REFERENCE_PARAMS = 135e6         # the model the rates above were measured with
+PROMPT_TOKENS = {"zero_shot": 150, "one_shot": 350}
+COMPLETION_TOKENS = 160          # typical completion when stopped at the final answer
+KEEP_SHARE = 0.5                 # share of proposals kept when no batch has run yet
+SYNTH_PROMPT_TOKENS = (1200, 400)   # per instructor call: base + per bad case shown
+SYNTH_COMPLETION_TOKENS = 180       # per proposed problem
+
+
+def gpu_rates() -> dict:
+    """The stated GPU rates (tokens/s), with the environment's overrides."""
+    return {"gen_tokens_per_s": float(os.environ.get("SEI_GPU_GEN_TOKENS_PER_S", 2500)),
+            "train_tokens_per_s": float(os.environ.get("SEI_GPU_TRAIN_TOKENS_PER_S", 2000)),
+            "model_params": float(os.environ.get("SEI_GPU_MODEL_PARAMS", 7e9))}
+
+
+def synth_tokens(n_calls: int, k: int, n_proposals: int) -> tuple[int, int]:
+    """Instructor (prompt, completion) tokens of a synthesis batch."""
+    return (n_calls * (SYNTH_PROMPT_TOKENS[0] + SYNTH_PROMPT_TOKENS[1] * k),
+            n_proposals * SYNTH_COMPLETION_TOKENS)
+
+
+def train_seconds(n_examples: int, epochs: int) -> float:
+    """Seconds of LoRA training here."""
+    return n_examples * epochs * TRAIN_TOKENS_PER_EXAMPLE / TRAIN_TOKENS_PER_S
+
+
+def set_size(store: Store | None, name: str) -> int:
+    """Problems in a set: imported, else the known shared file's line count (minus
+    what it excludes), else 0."""
+    from pipeline import sets
+
+    ds, sp = name.split("/", 1)
+    have = [d["n"] for d in (store.datasets() if store else [])
+            if d["dataset"] == ds and d["split"] == sp]
+    if have:
+        return have[0]
+    if ds == "demo":
+        return {"train": 400, "test": 200}.get(sp, 0)
+    if name in sets.KNOWN:
+        rel, _, excl = sets.KNOWN[name]
+        path = sets.benchmarks_dir() / rel
+        if path.exists():
+            with open(path, "rb") as f:
+                n = sum(1 for line in f if line.strip())
+            return n - sum(set_size(store, e) for e in excl)
+    return 0
+
+
+def plan(store: Store | None, p) -> dict:
+    """What `sei iterate` with LoopParams p would do: every parameter (resolved), its
+    deviations from the preset, and per iteration the generations, tokens and time on
+    this machine, and GPU-hours for a 7-8B target at the stated rates."""
+    from pipeline.evaluate import default_sets
+    from pipeline.presets import deviations
+    from pipeline.select import n_keep
+
+    cfg = p.resolved()
+    syn, sel, tr = p.stage("synthesize"), p.stage("select"), p.stage("train")
+    gen_max = {k: p.stage(k).max_new_tokens for k in ("extract", "select", "evaluate")}
+    eval_sets = p.eval_sets or [s for s in ((store and default_sets(store)) or ["demo/test"])
+                                if s not in p.train_sets]
+    train_n = {s: min(set_size(store, s), p.limit_train or 10**12) for s in p.train_sets}
+    eval_n = {s: min(set_size(store, s), p.eval_limit or 10**12) for s in eval_sets}
+    kept = int(syn.budget * KEEP_SHARE)
+    picked = {"sei": n_keep(sel.top, kept), "random": n_keep(sel.top, kept), "all": kept}
+    dev = sel.n_good + sel.n_bad
+    n_calls = sum(math.ceil(syn.budget / len(p.train_sets) / syn.per_call)
+                  for _ in p.train_sets)
+    gens = {"extract (train sets)": sum(train_n.values()),
+            "select (one-shot: candidates x dev)": kept * dev,
+            "evaluate (sets x arms)": sum(eval_n.values()) * len(p.arms)}
+
+    kinds = (("extract", "extract (train sets)", "zero_shot"),
+             ("select", "select (one-shot: candidates x dev)", "one_shot"),
+             ("evaluate", "evaluate (sets x arms)", "zero_shot"))
+    prompt_tokens = sum(gens[g] * PROMPT_TOKENS[pk] for _, g, pk in kinds)
+    out_tokens = sum(gens[g] * min(COMPLETION_TOKENS, gen_max[k]) for k, g, _ in kinds)
+    # from scratch, iteration i trains on the selections of 1..i: the mean over i is (N+1)/2
+    grow = (p.iterations + 1) / 2 if tr.mode == "scratch" else 1
+    train_examples = sum(picked[a] for a in p.arms) * grow
+    train_tok = train_examples * tr.epochs * TRAIN_TOKENS_PER_EXAMPLE
+    s_prompt, s_out = synth_tokens(n_calls, syn.k, syn.budget)
+    here_s = (sum(gens.values()) * GEN_S_PER_PROBLEM + train_tok / TRAIN_TOKENS_PER_S
+              + syn.budget * SYNTH_OFFLINE_S_PER_PROPOSAL)
+    g = gpu_rates()
+    scale = g["model_params"] / REFERENCE_PARAMS
+    # decoding dominates on a GPU server (prefill runs ~10x faster per token): generated
+    # tokens at the stated rate
+    gpu_h = (out_tokens / g["gen_tokens_per_s"] + train_tok / g["train_tokens_per_s"]) / 3600
+    per = {**{f"generations: {k}": v for k, v in gens.items()},
+           "tokens: prompt / generated": f"{int(prompt_tokens):,} / {int(out_tokens):,}",
+           "synthesis: proposals": syn.budget, "synthesis: instructor calls": n_calls,
+           "synthesis: instructor tokens (in/out)": f"{s_prompt:,} / {s_out:,}",
+           "training: examples (all arms)": int(train_examples),
+           "training: tokens": int(train_tok),
+           "minutes here (this CPU, 135M target)": round(here_s / 60, 1),
+           "GPU-hours (7-8B target, stated rates)": round(gpu_h, 2)}
+    base_eval = sum(eval_n.values())
+    total = {"generations": int(sum(gens.values()) * p.iterations + base_eval),
+             "minutes here (this CPU, 135M target)":
+                 round((here_s * p.iterations + base_eval * GEN_S_PER_PROBLEM) / 60, 1),
+             "hours here for a 7-8B target (scaled by parameters)":
+                 round((here_s * p.iterations + base_eval * GEN_S_PER_PROBLEM) * scale / 3600,
+                       1),
+             "GPU-hours (7-8B target, stated rates)": round(gpu_h * p.iterations, 1)}
+    return {"config": cfg, "deviations": deviations(cfg), "train_sets": train_n,
+            "eval_sets": eval_n,
+            "estimate": {"per_iteration": per, "total": total, "assumptions": [
+                f"{KEEP_SHARE:.0%} of proposals kept (verification, novelty, contamination)",
+                f"generation {GEN_S_PER_PROBLEM} s per problem and training "
+                f"{TRAIN_TOKENS_PER_S} tokens/s here (measured, 135M, 2 cores, idle machine)",
+                f"{PROMPT_TOKENS['zero_shot']} prompt tokens zero-shot, "
+                f"{PROMPT_TOKENS['one_shot']} one-shot, {COMPLETION_TOKENS} completion tokens",
+                f"GPU: {g['gen_tokens_per_s']:.0f} generated tokens/s (vLLM, 7-8B, one 80 GB "
+                f"GPU, high concurrency) and {g['train_tokens_per_s']:.0f} training tokens/s: "
+                "stated, not measured (SEI_GPU_GEN_TOKENS_PER_S, SEI_GPU_TRAIN_TOKENS_PER_S)",
+                "CPU time for a 7-8B target scales the 135M rates by parameter count"]}}
