@@ -36,11 +36,14 @@ _MAG_RE = re.compile(r"^(-?\d[\d,]*(?:\.\d+)?)\s*(?:\\text\{\s*)?(thousand|milli
 # Exponent towers and huge powers or factorials: sympy would evaluate them in C while
 # holding the GIL, which no thread-based deadline can interrupt. They are refused first.
 _EXPONENT = re.compile(r"(?:\^|\*\*)\s*(?:\{([^{}]*(?:\{[^{}]*\}[^{}]*)*)\}|\(([^()]*)\)|(\d+))")
-_UNITS = re.compile(
-    r"\s*(?:\\(?:text|mbox|mathrm)\{[^{}]*\}|dollars?|cents?|units?|cm|mm|km|m|kg|g|lbs?|"
-    r"pounds?|feet|foot|ft|inch(?:es)?|yards?|miles?|hours?|hrs?|minutes?|mins?|seconds?|"
-    r"days?|weeks?|months?|years?|degrees?|people|students|apples|cups?|pages?|"
-    r"(?!(?:thousand|million|billion|trillion)s?\b)[a-zA-Z]+s)\s*\.?$")
+_UNIT = (r"(?:\\(?:text|mbox|mathrm)\{[^{}]*\}|dollars?|cents?|units?|cm|mm|km|m|kg|g|lbs?|"
+         r"pounds?|feet|foot|ft|inch(?:es)?|yards?|yd|miles?|mi|hours?|hrs?|hr|minutes?|mins?|"
+         r"seconds?|days?|weeks?|months?|years?|degrees?|people|students|apples|cups?|pages?|"
+         r"(?!(?:thousand|million|billion|trillion)s?\b)[a-zA-Z]+s)(?:\s*\^\s*\{?[23]\}?)?")
+# After a number: units ("18 dollars", "5\text{ cm}", "22.1cm^{2}", "70 miles per hour",
+# "6.6 \mathrm{mi} / \mathrm{hr}") or a parenthetical word ("15 (balls)").
+_UNITS = re.compile(rf"\s*(?:{_UNIT}(?:\s*(?:/|per)\s*{_UNIT})*|\(\s*[a-zA-Z]{{2,}}"
+                    rf"(?:\s+[a-zA-Z]+)*\s*\))\s*\.?$")
 
 
 def _balanced(text: str, start: int) -> str | None:
@@ -63,8 +66,36 @@ def last_boxed(text: str) -> str | None:
 _last_boxed = last_boxed
 
 
+_LEFT, _RIGHT = re.compile(r"\\left(?![a-zA-Z])"), re.compile(r"\\right(?![a-zA-Z])")
+
+
+def _open(s: str) -> bool:
+    """Whether a piece of LaTeX leaves a delimiter open: $$, \\[, \\begin, \\left, {. (Not a
+    single $, which may be a price: "The answer is $18.")"""
+    t = s.replace("\\$", "")
+    return (t.count("$$") % 2 == 1 or t.count("\\[") > t.count("\\]")
+            or t.count("\\begin{") > t.count("\\end{")
+            or len(_LEFT.findall(t)) > len(_RIGHT.findall(t))
+            or t.count("{") > t.count("}"))
+
+
+def _first_line(s: str) -> str:
+    """The first line of an answer, running on over the next lines while a delimiter it
+    opened is still open (a $$ display, a matrix written over several lines), or while
+    math lines follow math lines ("$y_1=...$" then "$y_2=...$")."""
+    lines = s.strip().split("\n")
+    out = lines[0]
+    for line in lines[1:]:
+        if not _open(out) and not (re.search(r"\$\s*[,;]?\s*$", out)
+                                   and out.lstrip().startswith("$")
+                                   and line.lstrip().startswith("$")):
+            break
+        out += "\n" + line
+    return out
+
+
 def _clean_tail(s: str) -> str:
-    s = s.strip().splitlines()[0] if s.strip() else ""
+    s = _first_line(s) if s.strip() else ""
     s = s.strip().strip("*").strip()
     b = _last_boxed(s)
     if b is not None:
@@ -101,6 +132,9 @@ def normalize(ans: str) -> str:
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\!", "")
     s = re.sub(r"^\$+|\$+$", "", s).strip()
     s = s.replace("\\$", "").replace("$", "").strip()
+    # A line break is a space in LaTeX; left in, a matrix over several lines parses as
+    # its last entry.
+    s = re.sub(r"\s*\n\s*", " ", s)
     m = _CHOICE.match(re.sub(r"\\text\{\s*(.*?)\s*\}", r"\1", s))
     if m:
         return (m.group(1) or m.group(2)).upper()
@@ -122,6 +156,25 @@ def normalize(ans: str) -> str:
         s = m.group(1)
     s = re.sub(r"\\text\{\s*([^{}]*?)\s*\}", r"\1", s)
     return s.rstrip(".").strip()
+
+
+_warm_lock = threading.Lock()
+_warmed = False
+
+
+def _warm_up() -> None:
+    """Build math-verify's LaTeX parser (ANTLR, sympy) once, outside any deadline: a
+    deadline that fires halfway through its first use leaves it half built, and every
+    later parse then fails, so correct answers are judged wrong (seen under load)."""
+    global _warmed
+    with _warm_lock:
+        if _warmed:
+            return
+        from math_verify import parse, verify
+
+        verify(parse("$x+1$", parsing_timeout=None), parse("$1+x$", parsing_timeout=None),
+               timeout_seconds=None)
+        _warmed = True
 
 
 def _verify(gold: str, pred: str, timeouts: bool) -> bool:
@@ -150,6 +203,7 @@ def _compare(gold: str, pred: str, timeout_s: float) -> tuple[bool, str]:
         return False, "different choice letters"
     if _too_costly(g) or _too_costly(p):
         return False, "too costly to compare (huge power or factorial)"
+    _warm_up()
     if threading.current_thread() is threading.main_thread():
         return _compare_with_alarm(g, p, timeout_s)
     # A fresh daemon thread per comparison: one that overruns is abandoned without
