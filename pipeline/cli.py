@@ -871,7 +871,7 @@ def jobs_submit(ctx, kind, params):
         except json.JSONDecodeError:
             p[k] = v
     try:
-        jid = jobs.submit(_store(ctx), kind, p)
+        jid = jobs.submit(_store(ctx, create=True), kind, p)  # e.g. a quickstart: makes it
     except ValueError as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"submitted job {jid}")

@@ -14,6 +14,7 @@ cancelled job in a new process; stages skip the items they already finished.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -296,6 +297,22 @@ class _Worker:
                 raise Cancelled()
 
 
+def expected_failure(e: BaseException) -> bool:
+    """Whether a job's error is an expected one (bad input or parameters, an endpoint
+    refusing us, a store that is busy, read-only, damaged or full, a missing model):
+    its message is the whole story. Anything else is a bug and keeps its traceback."""
+    import click
+
+    from pipeline.instructor import InstructorError
+    from pipeline.store import StoreBusy, StoreReadOnly, StoreUnusable, StoreWriteFailed
+    from pipeline.target import ModelError
+
+    return isinstance(e, (ValueError, click.ClickException, InstructorError,
+                          ModelError, StoreBusy, StoreReadOnly, StoreUnusable,
+                          StoreWriteFailed, PermissionError, TimeoutError)) \
+        or getattr(e, "errno", None) == errno.ENOSPC  # no space left on device
+
+
 def _wait_heavy_slot(store: Store, w: _Worker):
     lock_path = config.jobs_dir(store.path) / "heavy.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -360,8 +377,11 @@ def run_worker(job_id: int) -> int:
         return 0
     except Exception as e:
         w.stop.set()
-        tb = scrub(traceback.format_exc())  # an error text may quote a key or a URL
-        log.error("job %s failed:\n%s", job_id, tb)
+        if expected_failure(e):  # the user's to fix, and the message says how: one line
+            log.error("job %s failed: %s", job_id, scrub(f"{type(e).__name__}: {e}"))
+        else:  # a bug: the whole traceback, for whoever fixes it
+            tb = scrub(traceback.format_exc())  # an error text may quote a key or a URL
+            log.error("job %s failed:\n%s", job_id, tb)
         store.job_update(job_id, ACTIVE, status="failed", finished_at="now",
                          error=f"{type(e).__name__}: {e}")
         return 1

@@ -145,8 +145,7 @@ class Store:
         while True:
             try:
                 return duckdb.connect(str(self.path), read_only=read_only)
-            except (duckdb.IOException, duckdb.ConnectionException,
-                    duckdb.InvalidInputException) as e:
+            except duckdb.Error as e:  # (a damaged block comes as a plain duckdb.Error)
                 if _broken(e):
                     # a short read, seen once under heavy load, is retried a moment;
                     # a truncated or damaged file stays so

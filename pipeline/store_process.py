@@ -28,7 +28,7 @@ from pathlib import Path
 from pipeline import config
 from pipeline.store import Store
 
-LOCAL = {"holding_run", "run_held", "run_lock_path", "read"}
+LOCAL = {"holding_run", "hold_run", "release_run", "run_held", "run_lock_path", "read"}
 
 
 def serve(path: str, rfd: int, wfd: int) -> None:
