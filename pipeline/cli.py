@@ -171,9 +171,10 @@ class _Cli(click.Group):
         except (StoreBusy, StoreReadOnly, StoreUnusable, StoreWriteFailed) as e:
             raise click.ClickException(scrub(str(e))) from None
         except PermissionError as e:  # a file or folder this user cannot write
-            raise click.ClickException(scrub(f"{e.filename or ''}: {e.strerror} (read-only "
-                                             "for this user? use a copy, or --db/SEI_DB "
-                                             "elsewhere)")) from None
+            where = f"{e.filename}: " if e.filename else ""
+            raise click.ClickException(scrub(f"{where}{e.strerror or e} (read-only for this "
+                                             "user? use a copy, or --db/SEI_DB elsewhere)")) \
+                from None
 
 
 @click.group(cls=_Cli)

@@ -11,9 +11,13 @@ over memory). Each batch's shared prefix (system prompt and instruction) runs on
 the lm_head only where the loss is (`assistant_loss`): the same loss and gradients.
 
 Every step's loss goes into the store (the app draws it live). Every `checkpoint_every`
-steps the adapter, optimizer, scheduler and step are saved atomically; a cancel saves
-one more; a resumed run loads the last and continues where it stopped: the data order
-of each epoch is a function of (seed, epoch), so the skipped steps are the same steps.
+steps the adapter, optimizer, scheduler, step and random states are saved atomically; a
+cancel saves one more; a resumed run loads the last (tensors and plain data only, never
+unpickled code) and continues where it stopped: the data order of each epoch is a
+function of (seed, epoch), so the skipped steps are the same steps, and the random states
+give the same dropout masks, so a killed and resumed run has the same losses and adapter
+as one never stopped. While it trains the process holds the run's lock: a run left
+'running' by a killed process reads 'interrupted'.
 The result is a standard peft adapter directory (adapter_config.json,
 adapter_model.safetensors) that PeftModel.from_pretrained and vLLM's --lora-modules load.
 """

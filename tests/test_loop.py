@@ -191,7 +191,7 @@ def test_training_killed_resumes_from_checkpoint_and_adapter_changes_outputs(clu
     _wait(lambda: jobs.reap(clustered) is not None and clustered.job(jid)["status"] == "failed",
           what="the killed job marked failed")
     run = clustered.train_runs()[-1]
-    assert run["status"] == "running"  # killed: the store says what it last knew
+    assert run["status"] == "interrupted"  # killed: nobody holds the run's lock any more
     jobs.resume(clustered, jid)
     done = jobs.wait(clustered, jid, timeout=900)
     assert done["status"] == "succeeded", done["error"]
