@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -217,7 +218,7 @@ def test_read_only_jobs_folder_refuses_before_any_lock(real_db, tmp_path):
     try:
         for cmd in (["extract"], ["quickstart"]):
             line = one_line_error(sei(*cmd, db=db, ro=True))
-            assert "read-only" in line and "jobs" in line, line
+            assert "read-only" in line and f"{db} " in line and "jobs" in line, line
         assert tree(tmp_path / "s" / "jobs") == []
     finally:
         (tmp_path / "s" / "jobs").chmod(0o755)
@@ -354,9 +355,9 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_losses_and_adapt
 
     monkeypatch.delenv("SEI_ADAPTERS_DIR", raising=False)
     monkeypatch.delenv("SEI_JOBS_DIR", raising=False)
-    # dropout on (its masks are what a resume must draw again), 3 epochs of 2 steps
-    params = {"method": "random", "epochs": 3, "batch_size": 2, "checkpoint_every": 2,
-              "max_length": 96, "dropout": 0.1, "seed": 7}
+    # dropout on (its masks are what a resume must draw again), 2 epochs of 2 steps
+    params = {"method": "random", "epochs": 2, "batch_size": 2, "checkpoint_every": 2,
+              "max_length": 128, "dropout": 0.1, "seed": 7}
     whole, killed = (Store(copy_store(real_db, tmp_path / n)) for n in ("whole", "killed"))
     ja = jobs.submit(whole, "train", params)
     jb = jobs.submit(killed, "train", params)
@@ -365,7 +366,7 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_losses_and_adapt
     _wait(lambda: jobs.reap(killed) is not None and killed.job(jb)["status"] == "failed",
           what="the killed job marked failed")
     run = killed.train_runs()[-1]
-    assert run["step"] < run["total_steps"] == 6, "the kill did not land mid-run"
+    assert run["step"] < run["total_steps"] == 4, "the kill did not land mid-run"
     assert run["status"] == "interrupted"  # nobody holds its lock: not 'running'
     assert killed.train_run(run["train_id"])["status"] == "interrupted"
     state = torch.load(Path(run["adapter_dir"]) / "checkpoint" / "state.pt", weights_only=True)
@@ -379,7 +380,8 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_losses_and_adapt
     assert a["train_id"] == b["train_id"] and a["status"] == b["status"] == "finished"
     la = [(s["step"], s["loss"], s["lr"]) for s in whole.train_steps(a["train_id"])]
     lb = [(s["step"], s["loss"], s["lr"]) for s in killed.train_steps(b["train_id"])]
-    assert [s for s, _, _ in la] == list(range(1, 7))
+    assert [s for s, _, _ in la] == list(range(1, 5))
+    assert all(math.isfinite(loss) and loss > 0 for _, loss, _ in la), la
     assert lb == la  # exactly: same batches, same dropout masks, same optimizer state
     wa = load_file(Path(a["adapter_dir"]) / "adapter_model.safetensors")
     wb = load_file(Path(b["adapter_dir"]) / "adapter_model.safetensors")
