@@ -5,7 +5,6 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.sei-setup
 PORT    ?= 8501
-DEMO_N  ?= 96
 # Streamlit reads .streamlit/config.toml only from its working directory; launched from
 # anywhere else it would listen on every interface. So every launch says it explicitly.
 APP_FLAGS := --server.address 127.0.0.1 --server.port $(PORT) --server.headless true \
@@ -46,7 +45,7 @@ setup: $(STAMP)
 
 demo: setup
 	$(BIN)/sei data demo
-	$(BIN)/sei quickstart --limit $(DEMO_N)
+	$(BIN)/sei quickstart
 	$(APP)
 
 app: setup

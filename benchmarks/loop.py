@@ -97,6 +97,23 @@ def main():
         if it["iteration"]:
             print(f"{'':>9} kept candidates {it['n_kept']}, selected {it['n_selected']}, "
                   f"adapter {it['adapter']}")
+            for arm, sets_ in sorted(it.get("eval_by_arm", {}).items()):
+                if arm != "sei":
+                    print(f"{'':>9} {arm} arm: " + ", ".join(
+                        f"{s} {e['accuracy']:.1%}" for s, e in sorted(sets_.items())))
+    print("\nSEI vs random (same number of candidates from the same kept pool, trained and "
+          "evaluated the same way), paired on the same problems:")
+    for it in iteration_table(store):
+        for arm, cmp_ in it.get("sei_vs", {}).items():
+            for s, d in sorted(cmp_["sets"].items()):
+                print(f"  iteration {it['iteration']} {s:12} {arm} {d['acc_a']:.1%} -> sei "
+                      f"{d['acc_b']:.1%}: {d['diff']:+.1%} [{d['lo']:+.1%}, {d['hi']:+.1%}] "
+                      f"McNemar p={d['mcnemar_p']:.4f} (fixed {d['fixed']}, broken "
+                      f"{d['broken']})")
+            for g, avg in cmp_["averages"].items():
+                m = avg["macro"]
+                print(f"  iteration {it['iteration']} macro {g:13} {m['diff']:+.1%} "
+                      f"[{m['lo']:+.1%}, {m['hi']:+.1%}]")
     print("\nfix rate per error type (base model's bad train cases):")
     for r in fix_rates(store):
         print(f"  it {r['iteration']} type {r['type_id']:>3} {r['fixed']:>3}/{r['n']:<3} fixed  "

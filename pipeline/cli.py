@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from pipeline.cluster import ClusterParams
+from pipeline.loop import LoopParams
 from pipeline.options import params_options
 from pipeline.store import Store
 from pipeline.target import GenParams
@@ -101,12 +102,6 @@ def limit_option(default: int | None = None, help: str | None = None):
     return click.option("--limit", default=default, show_default=True, help=help)
 
 
-def max_new_tokens_option(default: int):
-    """--max-new-tokens for the target model's generations."""
-    return click.option("--max-new-tokens", default=default, show_default=True)
-
-
-
 class TqdmProgress:
     """A progress callback drawing a tqdm bar per step."""
 
@@ -144,7 +139,7 @@ def _run_or_submit(ctx, kind: str, params: dict, background: bool):
         return None
     from pipeline.store_process import StoreProcess
 
-    if stages.is_heavy(kind):  # as a job does: DuckDB's heap trims stay out of this process
+    if stages.is_heavy(kind, params):  # as a job does: DuckDB heap trims stay out of here
         store = StoreProcess(store.path)
     bar = TqdmProgress()
     try:
@@ -303,8 +298,9 @@ def model_prepare():
 
 
 @cli.command()
-@limit_option(96, help="Demo train problems to run.")
-@max_new_tokens_option(256)
+@click.option("--limit", default=LoopParams.default("limit_train"), show_default=True,
+              help="Demo train problems to run (the loop's limit_train).")
+@params_options(GenParams, "max_new_tokens")
 @background_option()
 @click.pass_context
 def quickstart(ctx, limit, max_new_tokens, background):

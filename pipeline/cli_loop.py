@@ -57,17 +57,6 @@ def _run_and_echo(ctx, kind: str, params: dict, background: bool,
         click.echo(json.dumps(out, default=str, indent=indent))
 
 
-# --mode: train from the base model (scratch) or further on the last adapter (iterative)
-mode_option = click.option("--mode", type=click.Choice(["scratch", "iterative"]),
-                           default="scratch", show_default=True)
-
-
-def method_option(help: str | None = None):
-    """--method of selection: oneshot | proxy | random."""
-    return click.option("--method", type=click.Choice(["oneshot", "proxy", "random"]),
-                        default="oneshot", show_default=True, help=help)
-
-
 @cli.command()
 @iteration_option(help="Default: the latest, or 1.")
 @params_options(SynthParams)
@@ -219,8 +208,11 @@ def evaluate_cmd(ctx, iteration, sets, background, **kw):
 @click.pass_context
 def iterate_cmd(ctx, preset, config_path, train_sets, eval_sets, eval_sets_old, budget, top,
                 epochs, params, dry_run, as_json, background, **loop):
-    """The SEI loop end to end for N iterations over any train and evaluation sets,
-    arms side by side (resumable).
+    """The SEI loop end to end over any train and evaluation sets (resumable).
+
+    Each iteration: extract on every train set, analyse and cluster their bad cases
+    together, synthesize, select (one-shot and the baseline arms), train and evaluate
+    each arm on the same sets.
 
     Example: sei iterate --iterations 2 --train gsm8k:train --train math:train
     --eval gsm8k:test --eval math500:test --limit-train 64 --eval-limit 100
@@ -300,7 +292,10 @@ def _format_plan(out: dict) -> str:
 @json_option
 @click.pass_context
 def iterations_cmd(ctx, as_json):
-    """Accuracy per iteration and evaluation set, with the change against the base model.
+    """Per iteration: each arm's accuracy against the base model, with its interval.
+
+    Also the preset in force and its deviations, the train sets' extraction runs, SEI
+    against random, and micro/macro averages (in-domain, out-of-domain).
 
     Example: sei iterations --json
     """
@@ -313,10 +308,33 @@ def iterations_cmd(ctx, as_json):
     for it in rows:
         click.echo(f"iteration {it['iteration']}: adapter {it.get('adapter') or '-'} "
                    f"candidates kept {it.get('n_kept', 0)}, selected {it.get('n_selected', 0)}")
-        for s, e in it["eval"].items():
-            ci = (f" change {e['diff']:+.1%} [{e['lo']:+.1%}, {e['hi']:+.1%}] "
-                  f"McNemar p={e['mcnemar_p']:.3f}") if "diff" in e else ""
-            click.echo(f"    {s:16} acc {e['accuracy']:.1%} (n={e['n']}){ci}")
+        if it.get("preset"):
+            dev = it.get("deviations") or {}
+            click.echo(f"  preset {it['preset']}; deviations: " + (", ".join(
+                f"{k} {a!r} -> {b!r}" for k, (a, b) in dev.items()) or "none"))
+        for e in it.get("extractions", []):
+            acc = "-" if e["accuracy"] is None else f"{e['accuracy']:.1%}"
+            click.echo(f"  train {e['dataset']}/{e['split']}: run {e['run_id']} "
+                       f"acc {acc} (n={e['n_done']})")
+        if it["iteration"] == 0:
+            for s, e in it["eval"].items():
+                click.echo(f"    {s:18} acc {e['accuracy']:.1%} (n={e['n']})")
+        for label, cmp_ in ([(f"{a} vs base", c) for a, c in it.get("arms", {}).items()]
+                            + [(f"sei vs {a}", c) for a, c in it.get("sei_vs", {}).items()]):
+            click.echo(f"  {label}:")
+            for s, d in cmp_["sets"].items():
+                click.echo(f"    {s:18} {d['acc_a']:.1%} -> {d['acc_b']:.1%} "
+                           f"{_change(d)} McNemar p={d['mcnemar_p']:.3f} (n={d['n']})")
+            for g, avg in cmp_["averages"].items():
+                for how in ("micro", "macro"):
+                    click.echo(f"    {how + ' ' + g.replace('_', '-'):18} "
+                               f"{avg[how]['acc_a']:.1%} -> {avg[how]['acc_b']:.1%} "
+                               f"{_change(avg[how])}")
+
+
+def _change(d: dict) -> str:
+    """A paired change with its 95% interval, in points."""
+    return f"{100 * d['diff']:+.1f} [{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}] pts"
 
 
 @export.command("candidates")

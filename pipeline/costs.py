@@ -70,44 +70,63 @@ def set_size(store: Store | None, name: str) -> int:
     return 0
 
 
+def _assumptions(g: dict) -> list[str]:
+    """What every plan assumes, in words."""
+    return [
+        f"{KEEP_SHARE:.0%} of proposals kept (verification, novelty, contamination)",
+        f"generation {GEN_S_PER_PROBLEM} s per problem and training {TRAIN_TOKENS_PER_S} "
+        "tokens/s here (measured, 135M, 2 cores, idle machine)",
+        f"{PROMPT_TOKENS['zero_shot']} prompt tokens zero-shot, {PROMPT_TOKENS['one_shot']} "
+        f"one-shot, {COMPLETION_TOKENS} completion tokens",
+        f"GPU: {g['gen_tokens_per_s']:.0f} generated tokens/s (vLLM, 7-8B, one 80 GB GPU, "
+        f"high concurrency) and {g['train_tokens_per_s']:.0f} training tokens/s: stated, not "
+        "measured (SEI_GPU_GEN_TOKENS_PER_S, SEI_GPU_TRAIN_TOKENS_PER_S)",
+        "CPU time for a 7-8B target scales the 135M rates by parameter count"]
+
+
+def _generations(store: Store | None, p) -> tuple[dict, dict, dict]:
+    """Per iteration: generations by stage, and the train and evaluation set sizes."""
+    from pipeline.evaluate import default_sets
+
+    sel, syn = p.stage("select"), p.stage("synthesize")
+    eval_sets = p.eval_sets or [s for s in ((store and default_sets(store)) or ["demo/test"])
+                                if s not in p.train_sets]
+    train_n = {s: min(set_size(store, s), p.limit_train or 10**12) for s in p.train_sets}
+    eval_n = {s: min(set_size(store, s), p.eval_limit or 10**12) for s in eval_sets}
+    gens = {"extract (train sets)": sum(train_n.values()),
+            "select (one-shot: candidates x dev)":
+                int(syn.budget * KEEP_SHARE) * (sel.n_good + sel.n_bad),
+            "evaluate (sets x arms)": sum(eval_n.values()) * len(p.arms)}
+    return gens, train_n, eval_n
+
+
 def plan(store: Store | None, p) -> dict:
     """What `sei iterate` with LoopParams p would do: every parameter (resolved), its
     deviations from the preset, and per iteration the generations, tokens and time on
     this machine, and GPU-hours for a 7-8B target at the stated rates."""
-    from pipeline.evaluate import default_sets
     from pipeline.presets import deviations
     from pipeline.select import n_keep
 
     cfg = p.resolved()
     syn, sel, tr = p.stage("synthesize"), p.stage("select"), p.stage("train")
-    gen_max = {k: p.stage(k).max_new_tokens for k in ("extract", "select", "evaluate")}
-    eval_sets = p.eval_sets or [s for s in ((store and default_sets(store)) or ["demo/test"])
-                                if s not in p.train_sets]
-    train_n = {s: min(set_size(store, s), p.limit_train or 10**12) for s in p.train_sets}
-    eval_n = {s: min(set_size(store, s), p.eval_limit or 10**12) for s in eval_sets}
-    kept = int(syn.budget * KEEP_SHARE)
-    picked = {"sei": n_keep(sel.top, kept), "random": n_keep(sel.top, kept), "all": kept}
-    dev = sel.n_good + sel.n_bad
-    n_calls = sum(math.ceil(syn.budget / len(p.train_sets) / syn.per_call)
-                  for _ in p.train_sets)
-    gens = {"extract (train sets)": sum(train_n.values()),
-            "select (one-shot: candidates x dev)": kept * dev,
-            "evaluate (sets x arms)": sum(eval_n.values()) * len(p.arms)}
-
+    gens, train_n, eval_n = _generations(store, p)
     kinds = (("extract", "extract (train sets)", "zero_shot"),
              ("select", "select (one-shot: candidates x dev)", "one_shot"),
              ("evaluate", "evaluate (sets x arms)", "zero_shot"))
     prompt_tokens = sum(gens[g] * PROMPT_TOKENS[pk] for _, g, pk in kinds)
-    out_tokens = sum(gens[g] * min(COMPLETION_TOKENS, gen_max[k]) for k, g, _ in kinds)
+    out_tokens = sum(gens[g] * min(COMPLETION_TOKENS, p.stage(k).max_new_tokens)
+                     for k, g, _ in kinds)
+    kept = int(syn.budget * KEEP_SHARE)
+    picked = {"sei": n_keep(sel.top, kept), "random": n_keep(sel.top, kept), "all": kept}
     # from scratch, iteration i trains on the selections of 1..i: the mean over i is (N+1)/2
     grow = (p.iterations + 1) / 2 if tr.mode == "scratch" else 1
     train_examples = sum(picked[a] for a in p.arms) * grow
     train_tok = train_examples * tr.epochs * TRAIN_TOKENS_PER_EXAMPLE
+    n_calls = len(p.train_sets) * math.ceil(syn.budget / len(p.train_sets) / syn.per_call)
     s_prompt, s_out = synth_tokens(n_calls, syn.k, syn.budget)
     here_s = (sum(gens.values()) * GEN_S_PER_PROBLEM + train_tok / TRAIN_TOKENS_PER_S
               + syn.budget * SYNTH_OFFLINE_S_PER_PROPOSAL)
     g = gpu_rates()
-    scale = g["model_params"] / REFERENCE_PARAMS
     # decoding dominates on a GPU server (prefill runs ~10x faster per token): generated
     # tokens at the stated rate
     gpu_h = (out_tokens / g["gen_tokens_per_s"] + train_tok / g["train_tokens_per_s"]) / 3600
@@ -119,23 +138,12 @@ def plan(store: Store | None, p) -> dict:
            "training: tokens": int(train_tok),
            "minutes here (this CPU, 135M target)": round(here_s / 60, 1),
            "GPU-hours (7-8B target, stated rates)": round(gpu_h, 2)}
-    base_eval = sum(eval_n.values())
-    total = {"generations": int(sum(gens.values()) * p.iterations + base_eval),
-             "minutes here (this CPU, 135M target)":
-                 round((here_s * p.iterations + base_eval * GEN_S_PER_PROBLEM) / 60, 1),
+    all_s = here_s * p.iterations + sum(eval_n.values()) * GEN_S_PER_PROBLEM
+    total = {"generations": int(sum(gens.values()) * p.iterations + sum(eval_n.values())),
+             "minutes here (this CPU, 135M target)": round(all_s / 60, 1),
              "hours here for a 7-8B target (scaled by parameters)":
-                 round((here_s * p.iterations + base_eval * GEN_S_PER_PROBLEM) * scale / 3600,
-                       1),
+                 round(all_s * g["model_params"] / REFERENCE_PARAMS / 3600, 1),
              "GPU-hours (7-8B target, stated rates)": round(gpu_h * p.iterations, 1)}
     return {"config": cfg, "deviations": deviations(cfg), "train_sets": train_n,
-            "eval_sets": eval_n,
-            "estimate": {"per_iteration": per, "total": total, "assumptions": [
-                f"{KEEP_SHARE:.0%} of proposals kept (verification, novelty, contamination)",
-                f"generation {GEN_S_PER_PROBLEM} s per problem and training "
-                f"{TRAIN_TOKENS_PER_S} tokens/s here (measured, 135M, 2 cores, idle machine)",
-                f"{PROMPT_TOKENS['zero_shot']} prompt tokens zero-shot, "
-                f"{PROMPT_TOKENS['one_shot']} one-shot, {COMPLETION_TOKENS} completion tokens",
-                f"GPU: {g['gen_tokens_per_s']:.0f} generated tokens/s (vLLM, 7-8B, one 80 GB "
-                f"GPU, high concurrency) and {g['train_tokens_per_s']:.0f} training tokens/s: "
-                "stated, not measured (SEI_GPU_GEN_TOKENS_PER_S, SEI_GPU_TRAIN_TOKENS_PER_S)",
-                "CPU time for a 7-8B target scales the 135M rates by parameter count"]}}
+            "eval_sets": eval_n, "estimate": {"per_iteration": per, "total": total,
+                                              "assumptions": _assumptions(g)}}

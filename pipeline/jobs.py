@@ -153,7 +153,7 @@ def submit(store: Store, kind: str, params: dict | None = None) -> int:
         raise ValueError("job parameters are stored, so they cannot carry user:password; "
                          "put the endpoint in OPENAI_BASE_URL and the key in OPENAI_API_KEY "
                          "(read from the environment, never stored)")
-    job_id = store.job_insert(kind, params, is_heavy(kind))
+    job_id = store.job_insert(kind, params, is_heavy(kind, params))
     _spawn(store, job_id)
     return job_id
 

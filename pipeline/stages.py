@@ -29,8 +29,11 @@ def stage(name: str, heavy: bool):
     return register
 
 
-def is_heavy(kind: str) -> bool:
-    """Whether a stage loads a model or trains (one such job runs at a time)."""
+def is_heavy(kind: str, params: dict | None = None) -> bool:
+    """Whether a stage loads a model or trains (one such job runs at a time). A selection
+    by a method that needs no model (random, all) is light: it never waits for the slot."""
+    if kind == "select" and (params or {}).get("method") in ("random", "all"):
+        return False
     return STAGES[kind].heavy
 
 

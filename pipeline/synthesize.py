@@ -79,8 +79,10 @@ class Proposal:
 
 class Synthesizer(Protocol):
     name: str          # recorded on every candidate
-    model: str | None
+    model: str | None  # None: no model is called (no tokens, no cost)
     prompt_version: str | None
+    concurrent: bool   # calls may run in parallel (an endpoint), `parallel` at a time
+    verify_samples: int  # extra independent solutions that must agree (`agree`)
 
     def propose(self, store: Store, type_: dict, cases: list[dict], n: int,
                 rng: random.Random) -> tuple[list[Proposal], str | None]:
@@ -100,6 +102,8 @@ class OfflineSynthesizer:
     name = "offline"
     model = None
     prompt_version = None
+    concurrent = False
+    verify_samples = 0
 
     def propose(self, store, type_, cases, n, rng):
         """n new problems for a type without a model, each from one of its bad
@@ -141,6 +145,7 @@ class InstructorSynthesizer:
     every call logged in llm_calls)."""
 
     prompt_version = PROMPT
+    concurrent = True
 
     def __init__(self, instructor, verify_samples: int = 0, max_tokens: int = 6000):
         # the default leaves room for 20 problems with solutions in one reply
@@ -386,7 +391,7 @@ def synthesize(store: Store, p: SynthParams, progress: Progress = no_progress,
             return c, None, None, f"{type(e).__name__}: {e}"
         return c, props, key, None
 
-    par = p.parallel if isinstance(synth, InstructorSynthesizer) else 1
+    par = p.parallel if synth.concurrent else 1
     with ThreadPoolExecutor(max(1, par)) as ex:
         for n_done, (c, props, key, err) in enumerate(ex.map(run_call, todo), total - len(todo)):
             t = c["type"]
@@ -428,7 +433,7 @@ def _row(store, bid, iteration, t, call, j, pr: Proposal, synth, key) -> dict:
                (None, "ok") else f"stated answer {pr.answer!r} disagrees with its solution "
                f"({checks.get('solution_answer')!r})")
         return dict(row, status="rejected", reason=why)
-    if isinstance(synth, InstructorSynthesizer) and synth.verify_samples:
+    if synth.verify_samples:
         checks["samples"] = synth.agree(store, pr)
         if not checks["samples"]["ok"]:
             return dict(row, status="rejected", reason=f"{synth.verify_samples} extra "
@@ -462,7 +467,7 @@ def estimate(store: Store, p: SynthParams) -> dict:
     synth = make_synthesizer(p.synthesizer)
     out = {"synthesizer": synth.name, "n_types": len(types), "n_calls": len(calls),
            "n_proposals": sum(c["n"] for c in calls)}
-    if isinstance(synth, InstructorSynthesizer):
+    if synth.model:  # a model is called: tokens and their price
         prompt_tok = sum(1200 + 400 * len(c["case_ids"]) for c in calls) // 1  # ~4 chars/token
         out_tok = sum(c["n"] * 180 for c in calls)
         price = prices().get(synth.model)

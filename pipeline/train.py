@@ -290,6 +290,24 @@ def _out_dir(store: Store, prev: dict | None, train_id: str) -> Path:
     return out
 
 
+def _prepare(acc, run: _Run, p: TrainParams, total: int, out_dir: Path) -> _Fit:
+    """The model with its adapter (LoRA layers fused on a CPU), AdamW and the schedule."""
+    import torch
+    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    from pipeline.fastlora import fuse_lora
+
+    model = _load_model(run.path, run.init, p)
+    fuse_lora(model)
+    opt = torch.optim.AdamW([w for w in model.parameters() if w.requires_grad], lr=p.lr,
+                            weight_decay=0.0)
+    schedule = (get_cosine_schedule_with_warmup if p.schedule == "cosine"
+                else get_linear_schedule_with_warmup)
+    sched = schedule(opt, int(p.warmup * total), total)
+    model, opt = acc.prepare(model, opt)
+    return _Fit(acc, model, opt, sched, out_dir)
+
+
 def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dict:
     """LoRA on the selected data of p.iteration (resumable from its last checkpoint)."""
     # -- data and identity; a finished run returns before anything heavy is loaded ---------
@@ -303,13 +321,8 @@ def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dic
 
     import torch
     from accelerate import Accelerator
-    from transformers import (
-        AutoTokenizer,
-        get_cosine_schedule_with_warmup,
-        get_linear_schedule_with_warmup,
-    )
+    from transformers import AutoTokenizer
 
-    from pipeline.fastlora import fuse_lora
     from pipeline.target import weights_hash
 
     # held while it trains: a run whose process was killed reads 'interrupted', not
@@ -331,15 +344,8 @@ def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dic
     store.link_run(p.iteration, f"train:{p.mode}:{p.method}", train_id)
 
     # -- model: base + a new or the previous adapter -------------------------------------------
-    model = _load_model(run.path, run.init, p)
-    fuse_lora(model)
-    opt = torch.optim.AdamW([w for w in model.parameters() if w.requires_grad], lr=p.lr,
-                            weight_decay=0.0)
-    schedule = (get_cosine_schedule_with_warmup if p.schedule == "cosine"
-                else get_linear_schedule_with_warmup)
-    sched = schedule(opt, int(p.warmup * total), total)
-    model, opt = acc.prepare(model, opt)
-    fit = _Fit(acc, model, opt, sched, out_dir)
+    fit = _prepare(acc, run, p, total, out_dir)
+    model = fit.model
     step = fit.resume()
 
     # -- the loop --------------------------------------------------------------------------------
