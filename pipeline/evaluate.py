@@ -33,12 +33,17 @@ class EvalParams(Params):
     arm: str = param("sei", "Which arm's adapter answers: sei (one-shot selection), "
                             "random, all.", choices=("sei", "random", "all"), cli=False)
     # openai: an OpenAI-compatible server (vLLM) answers; `served_model` is the name it
-    # serves this iteration's model under (for an adapter, its --lora-modules name)
+    # serves the base model under, `served_adapter` the name of this iteration's adapter
+    # (by default it is loaded there at run time: never the base model in its stead)
     backend: str = param("local", "openai: an OpenAI-compatible server (vLLM) answers.",
                          choices=("local", "openai"))
     base_url: str | None = param(None, "The server's URL (openai backend).")
-    served_model: str | None = param(None, "The name the server serves the model under "
-                                           "(openai backend), e.g. the --lora-modules name.")
+    served_model: str | None = param(None, "The name the server serves the base model "
+                                           "under (openai backend).")
+    served_adapter: str | None = param(None, "The name the server serves this iteration's "
+                                             "adapter under (vLLM --lora-modules NAME=DIR); "
+                                             "default: loaded at run time via "
+                                             "/v1/load_lora_adapter")
     train_check: bool = param(True, "Also rerun the base run's train problems (fix rates).",
                               cli=False)
     seed: int = param(0, "Seed recorded with the runs (decoding is greedy).")
@@ -98,7 +103,8 @@ def evaluate(store: Store, p: EvalParams, progress: Progress = no_progress) -> d
         gp = eval_gen_params(p) if kind == "evaluate" else _like_run(store, base)
         rid = extract(store, ds, sp, limit=limit, backend=p.backend, model=model,
                       adapter=adapter, base_url=p.base_url, params=gp, kind=kind,
-                      progress=scaled(progress, i * 1000, 1000, len(jobs) * 1000))
+                      progress=scaled(progress, i * 1000, 1000, len(jobs) * 1000),
+                      served_adapter=p.served_adapter)
         store.link_run(p.iteration, eval_role(p.arm if p.iteration else "sei", f"{ds}/{sp}")
                        if kind == "evaluate" else "train_check", rid)
         if kind == "extract":

@@ -71,16 +71,23 @@ def extract(store: Store, dataset: str, split: str, limit: int | None = None,
             backend: str = "local", model: str = config.DEFAULT_MODEL,
             adapter: str | None = None, base_url: str | None = None,
             params: GenParams | None = None, prompt: str = DEFAULT_PROMPT,
-            kind: str = "extract", progress: Progress = _noop) -> str:
-    """Run the target on (dataset, split)[:limit]; returns the run id."""
+            kind: str = "extract", progress: Progress = _noop,
+            served_adapter: str | None = None) -> str:
+    """Run the target on (dataset, split)[:limit]; returns the run id. `served_adapter`:
+    the name an OpenAI-compatible server serves `adapter` under (default: loaded there at
+    run time under a name derived from its weights)."""
     params = params or GenParams()
     problems = store.problems(dataset, split, limit)
     if not problems:
         raise ValueError(f"no problems for dataset={dataset!r} split={split!r}; "
                          "import some first (`sei data demo` or `sei data import`)")
-    target = make_target(backend, model, adapter, base_url)
+    target = make_target(backend, model, adapter, base_url, served_adapter=served_adapter)
     m = manifest_for(target, dataset, split, problems, params, prompt, kind)
     run_id = m["run_id"]
+    if backend == "openai" and len(store.done_pids(run_id)) < len(problems):
+        # the server must serve the model the manifest names (an adapter by its served
+        # name): refused here, before the run is recorded or anything generated
+        target.load()
     with store.holding_run(run_id):  # a killed run shows as interrupted, not running
         store.upsert_run(m)
         _run(store, run_id, m, target, problems, params, progress)

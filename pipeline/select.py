@@ -59,6 +59,10 @@ class SelectParams(Params):
     adapter: str | None = param(None, "Adapter (default: the one the iteration's model "
                                       "uses).", cli=False)
     base_url: str | None = param(None, "OpenAI-compatible endpoint (openai backend).")
+    served_adapter: str | None = param(None, "The name the server serves this iteration's "
+                                             "adapter under (vLLM --lora-modules NAME=DIR); "
+                                             "default: loaded at run time via "
+                                             "/v1/load_lora_adapter")
     limit: int | None = param(None, "Score only the first N candidates.")
     size_of: str | None = param(None, "random/all: the selection this one is paired with "
                                       "(it takes exactly as many candidates).", cli=False)
@@ -311,20 +315,31 @@ def select(store: Store, p: SelectParams, progress: Progress = no_progress) -> d
     model, adapter = p.model, p.adapter
     if model is None:
         model, adapter = iterations.model_for(store, p.iteration)
+    elif p.backend == "openai" and adapter is None:
+        # --model is the server's name for the base model: the iteration's model is still
+        # that base plus the previous iteration's adapter, never the base alone
+        adapter = iterations.model_for(store, p.iteration)[1]
     sid = _selection_id(p, cands, dev, model, adapter)
-    store.upsert_selection(sid, p.iteration, p.method, asdict(p), {
-        "model": model, "adapter": adapter, "n_candidates": len(cands),
-        "dev": [(d["dataset"], d["split"], d["pid"], d["half"]) for d in dev]})
+    target = None
+    if needs_model:
+        if p.method == "proxy" and p.backend != "local":
+            raise ValueError("the likelihood proxy needs the local backend (log-probabilities)")
+        target = make_target(p.backend, model, adapter, p.base_url,
+                             served_adapter=p.served_adapter)
+        if p.backend == "openai" and len(store.scored_cands(sid)) < len(cands):
+            target.load()  # the server serves the adapter, or the selection is refused here
+    manifest = {"model": model, "adapter": adapter, "n_candidates": len(cands),
+                "dev": [(d["dataset"], d["split"], d["pid"], d["half"]) for d in dev]}
+    if target is not None and p.backend == "openai":
+        manifest["served_as"] = target.model_id  # the name the server answered under
+    store.upsert_selection(sid, p.iteration, p.method, asdict(p), manifest)
     store.link_run(p.iteration, f"selection:{p.method}", sid)
     if p.method == "random":
         scorer: Scorer = RandomPick(p.seed)
     elif p.method == "all":
         scorer = AllPick()
     else:
-        target = make_target(p.backend, model, adapter, p.base_url)
         scorer = (OneShot if p.method == "oneshot" else Proxy)(target, p)
-        if p.method == "proxy" and p.backend != "local":
-            raise ValueError("the likelihood proxy needs the local backend (log-probabilities)")
     done = store.scored_cands(sid)
     todo = [c for c in cands if c["cand_id"] not in done]
     progress(len(cands) - len(todo), len(cands), f"select:{p.method}",
@@ -359,6 +374,8 @@ def rank(scores: list[dict], k: int, seed: int) -> list[int]:
 
 def _selection_id(p: SelectParams, cands, dev, model, adapter) -> str:
     d = {k: v for k, v in asdict(p).items() if k not in ("batch_size", "top")}
+    if d.get("served_adapter") is None:  # selections from before the option keep their ids
+        d.pop("served_adapter", None)
     key = json.dumps([d, [c["cand_id"] for c in cands],
                       [(x["dataset"], x["split"], x["pid"]) for x in dev], model, adapter],
                      sort_keys=True)

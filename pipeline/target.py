@@ -30,6 +30,11 @@ class ModelError(RuntimeError):
     """A model that cannot be loaded or reached; the message says which and why."""
 
 
+class ServedModelError(ModelError, ValueError):
+    """A server that does not serve the model (the adapter) a run names: the run is refused
+    before it generates anything. A ValueError too, so the CLI prints it as one line."""
+
+
 @dataclass
 class GenParams(Params):
     max_new_tokens: int = param(256, "Generation limit per answer.")
@@ -376,39 +381,144 @@ def _common_prefix(rows: list[list[int]]) -> int:
     return max(n, 0)
 
 
+def served_adapter_name(adapter: str) -> str:
+    """The name an adapter is loaded under at run time when the user gives none: stable
+    for the same weights, distinct for different ones (`sei-` + 12 hex of their hash)."""
+    return "sei-" + weights_hash(adapter)[:12]
+
+
 @dataclass
 class OpenAITarget:
+    """An OpenAI-compatible server (vLLM, llama.cpp). With an adapter, every request names
+    the adapter as the server serves it (`served_adapter`, else a name derived from its
+    weights, loaded through vLLM's runtime LoRA API), and load() refuses the run unless
+    the server lists that name: never the base model in the adapter's stead."""
     model: str
     base_url: str | None = None
     parallel: int = 8
     adapter: str | None = None
     backend: str = "openai"
     timeout_s: float = 120.0
+    served_adapter: str | None = None
+
+    @property
+    def served_name(self) -> str:
+        """The model name the requests send: the adapter's served name, if there is an
+        adapter, else the model's."""
+        if not self.adapter:
+            return self.model
+        return self.served_adapter or served_adapter_name(self.adapter)
 
     @property
     def model_id(self) -> str:
-        """The endpoint's model name."""
-        return self.model
+        """The endpoint's name of the model that answers (an adapter's served name)."""
+        return self.served_name
 
     @property
     def weights_hash(self) -> str:
         """What stands for the weights of an endpoint: its URL."""
         return f"endpoint:{self.base_url or 'openai'}"
 
+    def _url(self) -> str:
+        return (self.base_url or os.environ.get("OPENAI_BASE_URL") or "").rstrip("/")
+
     def load(self) -> OpenAITarget:
-        """Make the client; returns self."""
+        """Make the client and, with an adapter, make sure the server serves it (loading
+        it at run time where the server allows); returns self."""
+        if hasattr(self, "_client"):
+            return self
         from openai import OpenAI
 
+        if self.adapter:
+            self._ensure_adapter_served()
         self._client = OpenAI(base_url=self.base_url or os.environ.get("OPENAI_BASE_URL"),
                               api_key=os.environ.get("OPENAI_API_KEY", "sk-no-key"),
                               timeout=self.timeout_s, max_retries=2)
         return self
 
+    # -- the adapter on the server -------------------------------------------------------
+
+    def _ensure_adapter_served(self) -> None:
+        """GET /models must list the adapter's served name: if it does not and no name was
+        given, POST /load_lora_adapter (vLLM's runtime LoRA API) and list again."""
+        url, name = self._url(), self.served_name
+        if not (Path(self.adapter) / "adapter_config.json").exists():
+            raise ServedModelError(f"adapter {self.adapter} has no adapter_config.json: "
+                                   "not a peft adapter directory")
+        if not url:
+            raise self._not_served(url, "no server URL (--base-url or OPENAI_BASE_URL)")
+        listed = self._served_models(url)
+        if name in listed:
+            return
+        if self.served_adapter:
+            raise self._not_served(url, f"it lists {_names(listed)}, not {name!r}")
+        status, body = self._http("POST", f"{url}/load_lora_adapter",
+                                  {"lora_name": name, "lora_path": str(self.adapter)},
+                                  timeout=self.timeout_s)
+        if name in self._served_models(url):  # loaded now (or by a run beside this one)
+            return
+        if status == 404:
+            why = "it has no runtime LoRA loading (POST /load_lora_adapter: HTTP 404)"
+        elif status == 200:
+            why = f"it accepted loading {name!r} but does not list it"
+        else:
+            why = f"loading it as {name!r} failed ({_reply(status, body)})"
+        raise self._not_served(url, why)
+
+    def _served_models(self, url: str) -> list[str]:
+        status, body = self._http("GET", f"{url}/models", timeout=min(30.0, self.timeout_s))
+        try:
+            if status != 200:
+                raise ValueError
+            return [str(m["id"]) for m in json.loads(body)["data"]]
+        except (ValueError, KeyError, TypeError):
+            raise self._not_served(url, f"GET /models gave no model list "
+                                        f"({_reply(status, body)})") from None
+
+    def _http(self, method: str, url: str, body: dict | None = None,
+              timeout: float = 30.0) -> tuple[int, str]:
+        """(status, text) of one request; a server that cannot be reached is refused."""
+        import http.client
+        import urllib.error
+        import urllib.request
+
+        req = urllib.request.Request(
+            url, method=method, data=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json", "Authorization":
+                     f"Bearer {os.environ.get('OPENAI_API_KEY', 'sk-no-key')}"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, r.read(1 << 20).decode("utf-8", "replace")
+        except urllib.error.HTTPError as e:
+            try:
+                text = e.read(1 << 16).decode("utf-8", "replace")
+            except Exception:
+                text = ""
+            return e.code, text
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            reason = getattr(e, "reason", None) or e
+            raise self._not_served(self._url(), f"cannot reach it ({method} /"
+                                                f"{url.rsplit('/', 1)[-1]}: "
+                                                f"{type(reason).__name__}: {reason})") from None
+
+    def _not_served(self, url: str, why: str) -> ServedModelError:
+        from pipeline.redact import scrub
+
+        name = self.served_name
+        return ServedModelError(scrub(
+            f"adapter {self.adapter} (requested as {name!r}) is not served by "
+            f"{url or '(no server)'}: {why}. Nothing was generated. To serve it: `vllm serve "
+            f"{self.model} --enable-lora --lora-modules {name}={self.adapter}`, or start "
+            "vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True (it is then loaded at run "
+            "time), or pass --served-adapter NAME if the server serves it as NAME."))
+
+    # -- generation ----------------------------------------------------------------------
+
     def _one(self, msgs: list[dict], params: GenParams) -> Generation:
         t0 = time.perf_counter()
         try:
             r = self._client.chat.completions.create(
-                model=self.model, messages=msgs, max_tokens=params.max_new_tokens,
+                model=self.served_name, messages=msgs, max_tokens=params.max_new_tokens,
                 temperature=params.temperature, seed=params.seed)
         except Exception as e:  # recorded per item; the run goes on
             return Generation(text="", error=f"{type(e).__name__}: {e}",
@@ -421,22 +531,48 @@ class OpenAITarget:
 
     def generate(self, messages: list[list[dict]], params: GenParams) -> list[Generation]:
         """One generation per message list, `parallel` requests at a time."""
-        if not hasattr(self, "_client"):
-            self.load()
+        self.load()
         with ThreadPoolExecutor(self.parallel) as ex:
             return list(ex.map(lambda m: self._one(m, params), messages))
 
 
+def _names(names: list[str]) -> str:
+    return ", ".join(repr(n) for n in names[:8]) + (" ..." if len(names) > 8 else "") \
+        if names else "no model"
+
+
+def _reply(status: int, body: str) -> str:
+    """A server's reply in a few words: its status and the start of its text (an HTML page
+    only as such)."""
+    text = " ".join(body.split())
+    if text.lstrip().lower().startswith(("<!doctype", "<html")):
+        text = "an HTML page"
+    else:
+        try:
+            err = json.loads(text)
+            err = err.get("error", err) if isinstance(err, dict) else err
+            text = str(err.get("message") or err.get("detail") or text) \
+                if isinstance(err, dict) else text
+        except ValueError:
+            pass
+    return f"HTTP {status}: {text[:200]}" if text else f"HTTP {status}"
+
+
 def make_target(backend: str = "local", model: str = config.DEFAULT_MODEL,
                 adapter: str | None = None, base_url: str | None = None,
-                parallel: int = 8):
+                parallel: int = 8, served_adapter: str | None = None):
     """The target model on a backend: local transformers or an OpenAI-compatible
-    endpoint."""
+    endpoint. `served_adapter`: the name the endpoint serves `adapter` under."""
     if backend == "local":
         return LocalTarget(model=model, adapter=adapter)
     if backend == "openai":
-        # the adapter is the server's to apply; it is kept here for the run's manifest
-        return OpenAITarget(model=model, base_url=base_url, parallel=parallel, adapter=adapter)
+        if served_adapter and not adapter:
+            raise ServedModelError(f"--served-adapter {served_adapter} names an adapter, but "
+                                   "this run uses none (the base model answers): drop it, "
+                                   "or give the run its adapter")
+        # with an adapter, requests name it as served (checked against the server by load)
+        return OpenAITarget(model=model, base_url=base_url, parallel=parallel, adapter=adapter,
+                            served_adapter=served_adapter or None)
     raise ModelError(f"unknown backend {backend!r} (local or openai)")
 
 
