@@ -1,0 +1,393 @@
+"""Over an OpenAI-compatible server, an iteration's adapter answers by its served name, or
+the run is refused before it generates anything (issue 25, items 1 and 3).
+
+The fast tests point OpenAITarget at a canned HTTP server (every kind of wrong reply); the
+slow ones run `sei evaluate` and one-shot selection against tests/vllm_like_server.py, a
+real process serving the embedded base model and the adapter that `looped_db` trained,
+whose request log says which adapter answered each completion."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline import config
+from pipeline.cli import cli
+from pipeline.store import Store
+from pipeline.target import (
+    GenParams,
+    ModelError,
+    OpenAITarget,
+    make_target,
+    served_adapter_name,
+)
+
+BASE = config.DEFAULT_MODEL
+HERE = Path(__file__).parent
+
+
+# -- the refusals, against canned replies ----------------------------------------------------
+
+
+@pytest.fixture
+def fake_adapter(tmp_path) -> Path:
+    """A directory that looks like a peft adapter (never loaded by these tests)."""
+    d = tmp_path / "adapter"
+    d.mkdir()
+    (d / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
+    (d / "adapter_model.safetensors").write_bytes(os.urandom(256))
+    return d
+
+
+class Canned:
+    """A real HTTP server on 127.0.0.1 whose replies the test sets: `models` (status, body)
+    for GET /v1/models, `load` for POST /v1/load_lora_adapter; `delay` seconds before each
+    reply. Requests are recorded (method, path, body)."""
+
+    def __init__(self):
+        self.models = (200, {"object": "list", "data": [{"id": BASE, "object": "model"}]})
+        self.load = (404, {"detail": "Not Found"})
+        self.on_load = None  # called on a load request (e.g. to list the adapter afterwards)
+        self.delay = 0.0
+        self.requests: list[tuple[str, str, dict | None]] = []
+        canned = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _reply(self, status_body):
+                time.sleep(canned.delay)
+                status, body = status_body
+                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/html" if isinstance(body, str)
+                                 else "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                canned.requests.append(("GET", self.path, None))
+                self._reply(canned.models if self.path == "/v1/models"
+                            else (404, {"detail": "Not Found"}))
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                canned.requests.append(("POST", self.path, body))
+                if self.path == "/v1/load_lora_adapter":
+                    if canned.on_load:
+                        canned.on_load(body)
+                    return self._reply(canned.load)
+                self._reply((500, {"error": {"message": "no completions here"}}))
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def lists(self, *names):
+        self.models = (200, {"object": "list", "data": [{"id": n, "object": "model"}
+                                                        for n in (BASE, *names)]})
+
+
+@pytest.fixture
+def canned():
+    c = Canned()
+    yield c
+    c.server.shutdown()
+    c.server.server_close()
+
+
+def _refusal(target) -> str:
+    with pytest.raises(ModelError) as e:
+        target.load()
+    assert isinstance(e.value, ValueError)  # the CLI prints it as one line
+    return str(e.value)
+
+
+def _says_how_to_serve(msg: str, adapter: Path, url: str) -> None:
+    assert str(adapter) in msg and url in msg, msg
+    assert "--lora-modules" in msg and "--enable-lora" in msg, msg
+    assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True" in msg and "--served-adapter" in msg, msg
+    assert "Traceback" not in msg
+
+
+def test_adapter_loaded_at_run_time_under_a_stable_name(canned, fake_adapter):
+    name = served_adapter_name(str(fake_adapter))
+    assert name.startswith("sei-") and len(name) == 16
+    assert served_adapter_name(str(fake_adapter)) == name  # stable
+    canned.load = (200, f"Success: LoRA adapter '{name}' added successfully.")
+    canned.on_load = lambda body: canned.lists(body["lora_name"])
+    t = make_target("openai", BASE, str(fake_adapter), canned.url)
+    assert t.model_id == t.served_name == name  # what the manifest records
+    t.load()
+    assert canned.requests == [
+        ("GET", "/v1/models", None),
+        ("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(fake_adapter)}),
+        ("GET", "/v1/models", None)]
+    # already served: no second load
+    canned.requests.clear()
+    make_target("openai", BASE, str(fake_adapter), canned.url).load()
+    assert canned.requests == [("GET", "/v1/models", None)]
+
+
+def test_every_wrong_reply_is_one_refusal_naming_the_adapter(canned, fake_adapter, monkeypatch):
+    key = "sk-test-secret-0123456789abcdef"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+
+    def refusal(**kw):
+        msg = _refusal(OpenAITarget(model=BASE, base_url=canned.url,
+                                    adapter=str(fake_adapter), **kw))
+        _says_how_to_serve(msg, fake_adapter, canned.url)
+        assert key not in msg
+        return msg
+
+    # no runtime loading (vLLM without VLLM_ALLOW_RUNTIME_LORA_UPDATING): 404
+    assert "HTTP 404" in refusal()
+    # the load refused with vLLM's error body, which echoes the key
+    canned.load = (400, {"object": "error", "message": f"cannot load: bad key {key}",
+                         "type": "BadRequestError", "code": 400})
+    msg = refusal()
+    assert "HTTP 400" in msg and "cannot load" in msg
+    # accepted, yet not listed
+    canned.load = (200, "Success")
+    assert "does not list it" in refusal()
+    # a name given by the user that the server does not list: no load attempted
+    canned.requests.clear()
+    assert "'it7'" in refusal(served_adapter="it7")
+    assert [r[0] for r in canned.requests] == ["GET"]
+    # an HTML page, a JSON body that is no model list
+    canned.models = (404, "<!DOCTYPE html><html><body>Not here</body></html>")
+    assert "an HTML page" in refusal()
+    canned.models = (200, {"whatever": 1})
+    assert "no model list" in refusal()
+    # a server that does not answer in time
+    canned.lists()
+    canned.delay = 2.0
+    assert "timed out" in refusal(timeout_s=0.5).lower()
+    canned.delay = 0.0
+    # nothing listening
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    closed = f"http://127.0.0.1:{port}/v1"
+    msg = _refusal(OpenAITarget(model=BASE, base_url=closed, adapter=str(fake_adapter)))
+    _says_how_to_serve(msg, fake_adapter, closed)
+    assert "refused" in msg.lower()
+    # never a completion request
+    assert not [r for r in canned.requests if "completions" in r[1]]
+
+
+def test_without_an_adapter_nothing_changes(canned):
+    t = make_target("openai", BASE, None, canned.url)
+    assert t.model_id == BASE
+    t.load()
+    assert canned.requests == []  # no check, no load: the base model as before
+    with pytest.raises(ModelError, match="names an adapter, but this run uses none"):
+        make_target("openai", BASE, None, canned.url, served_adapter="it1")
+
+
+def test_refused_before_the_run_is_recorded(canned, fake_adapter, store):
+    """extract() checks the server before it records the run: no run, no generation."""
+    from pipeline.data import import_demo
+    from pipeline.extract import extract
+
+    import_demo(store, 10, 4)
+    with pytest.raises(ModelError, match="is not served by"):
+        extract(store, "demo", "test", limit=2, backend="openai", model=BASE,
+                adapter=str(fake_adapter), base_url=canned.url, kind="evaluate",
+                params=GenParams(max_new_tokens=8))
+    assert store.runs() == []
+    assert not [r for r in canned.requests if "completions" in r[1]]
+
+
+# -- end to end, against a vLLM-like server -----------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Served:
+    """tests/vllm_like_server.py in its own process; `log()` reads its request log."""
+
+    def __init__(self, tmp: Path, *args: str):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.log_path = tmp / f"requests-{self.port}.jsonl"
+        self.out = open(tmp / f"server-{self.port}.out", "w")
+        env = dict(os.environ, OMP_NUM_THREADS="1")  # a busy CPU: one thread, no spinning
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "vllm_like_server.py"), "--port", str(self.port),
+             "--log", str(self.log_path), "--threads", "1", *args],
+            stdout=self.out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 600
+        while True:
+            assert self.proc.poll() is None, (tmp / f"server-{self.port}.out").read_text()
+            try:
+                urllib.request.urlopen(f"{self.url}/models", timeout=5).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(1)
+
+    def log(self) -> list[dict]:
+        if not self.log_path.exists():
+            return []
+        return [json.loads(x) for x in self.log_path.read_text().splitlines()]
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.out.close()
+
+
+@pytest.fixture
+def serve(tmp_path):
+    started = []
+
+    def start(*args: str) -> Served:
+        started.append(Served(tmp_path, *args))
+        return started[-1]
+    yield start
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture
+def looped(looped_db, tmp_path, monkeypatch) -> tuple[Store, str]:
+    """A private copy of the looped store, and iteration 1's adapter directory."""
+    db = tmp_path / "sei.duckdb"
+    shutil.copy(looped_db, db)
+    monkeypatch.setenv("SEI_DB", str(db))
+    monkeypatch.setenv("SEI_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SEI_MODELS_DIR", str(config.models_dir()))
+    s = Store(db)
+    from pipeline import iterations
+
+    adapter = iterations.adapter_of(s, 1)
+    assert adapter and (Path(adapter) / "adapter_config.json").exists()
+    return s, adapter
+
+
+def _evaluate(store: Store, url: str, *more: str):
+    """`sei evaluate --iteration 1 --backend openai ...` on 3 demo test problems."""
+    return CliRunner().invoke(cli, [
+        "--db", str(store.path), "evaluate", "--iteration", "1", "--set", "demo/test",
+        "--limit", "3", "--max-new-tokens", "48", "--backend", "openai", "--base-url", url,
+        "--served-model", BASE, *more])
+
+
+def _evaluate_job(store: Store, url: str, *more: str):
+    """The same evaluation through the CLI's job runner (`sei jobs submit evaluate`),
+    without the rerun of the 48 base train problems (train_check, not a `sei evaluate`
+    flag), which would take many minutes on a busy 2-core CPU."""
+    r = CliRunner().invoke(cli, [
+        "--db", str(store.path), "jobs", "submit", "evaluate", "iteration=1",
+        'sets=["demo/test"]', "limit=3", "max_new_tokens=48", "backend=openai",
+        f"base_url={url}", f"served_model={BASE}", "train_check=false", *more])
+    assert r.exit_code == 0, r.output
+    jid = r.output.split()[-1]
+    r = CliRunner().invoke(cli, ["--db", str(store.path), "jobs", "wait", jid,
+                                 "--timeout", "900"])
+    assert r.exit_code == 0, (r.output, CliRunner().invoke(
+        cli, ["--db", str(store.path), "jobs", "logs", jid]).output)
+    return r
+
+
+def _openai_eval_run(store: Store) -> dict:
+    runs = [r for r in store.runs("evaluate") if r["backend"] == "openai"]
+    assert len(runs) == 1
+    return store.run(runs[0]["run_id"])
+
+
+def _verdicts_exist(store: Store, run: dict, n: int) -> None:
+    items = store.run_items(run["run_id"])
+    assert len(items) == n
+    assert all(i["correct"] is not None and i["output"] for i in items)
+    assert any(i["pred"] for i in items)
+
+
+@pytest.mark.slow
+def test_evaluation_is_answered_by_the_adapter_loaded_at_run_time(looped, serve):
+    store, adapter = looped
+    server = serve()  # runtime LoRA loading on
+    t0 = time.perf_counter()
+    _evaluate_job(store, server.url)
+    log = server.log()
+    name = served_adapter_name(adapter)
+    assert len(log) == 3
+    assert all(x == {"model": name, "adapter_dir": adapter} for x in log), log
+    run = _openai_eval_run(store)
+    assert run["adapter"] == adapter and run["model_id"] == name
+    _verdicts_exist(store, run, 3)
+    print(f"evaluate through the server: {time.perf_counter() - t0:.0f} s, "
+          f"{len(log)} requests")
+
+
+@pytest.mark.slow
+def test_a_server_that_cannot_serve_the_adapter_refuses_the_run(looped, serve):
+    store, adapter = looped
+    server = serve("--no-runtime-lora")
+    n_runs = store.count("runs")
+    r = _evaluate(store, server.url)
+    assert r.exit_code != 0
+    assert server.log() == []  # not one completion request
+    msg = r.output
+    assert adapter in msg and server.url in msg, msg
+    assert f"--lora-modules {served_adapter_name(adapter)}={adapter}" in msg, msg
+    assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True" in msg and "--served-adapter" in msg
+    assert "Traceback" not in msg and r.exc_info[0] is SystemExit, msg
+    assert store.count("runs") == n_runs  # nothing recorded either
+    # a name given by hand that the server does not serve: refused the same way
+    r = _evaluate(store, server.url, "--served-adapter", "it1")
+    assert r.exit_code != 0 and "'it1'" in r.output and server.log() == []
+
+
+@pytest.mark.slow
+def test_a_served_adapter_name_given_by_the_user(looped, serve):
+    store, adapter = looped
+    server = serve("--no-runtime-lora", "--lora-modules", f"it1={adapter}")
+    _evaluate_job(store, server.url, "served_adapter=it1")
+    log = server.log()
+    assert log and all(x == {"model": "it1", "adapter_dir": adapter} for x in log), log
+    run = _openai_eval_run(store)
+    assert run["model_id"] == "it1" and run["adapter"] == adapter
+    _verdicts_exist(store, run, 3)
+
+
+@pytest.mark.slow
+def test_one_shot_selection_through_the_server_is_answered_by_the_adapter(looped, serve):
+    from pipeline.select import SelectParams, select
+
+    store, adapter = looped
+    server = serve()
+    out = select(store, SelectParams(iteration=1, backend="openai", base_url=server.url,
+                                     model=BASE, adapter=adapter, limit=2, n_good=2,
+                                     n_bad=2, max_new_tokens=48))
+    assert out["n_scored"] == 2
+    log = server.log()
+    name = served_adapter_name(adapter)
+    dev = len(store.dev_set(1))
+    assert len(log) == 2 * dev
+    assert all(x == {"model": name, "adapter_dir": adapter} for x in log), log
+    sel = store.selection(out["selection_id"])
+    assert sel["manifest"]["adapter"] == adapter and sel["manifest"]["served_as"] == name
