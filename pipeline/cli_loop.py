@@ -166,7 +166,9 @@ def evaluate_cmd(ctx, iteration, sets, background, **kw):
     Example: sei evaluate --iteration 1 --set demo/test --set svamp/test --limit 100
 
     Through vLLM: vllm serve BASE --enable-lora --lora-modules it1=ADAPTER_DIR, then
-    sei evaluate --iteration 1 --backend openai --base-url URL/v1 --served-model it1
+    sei evaluate --iteration 1 --backend openai --base-url URL/v1 --served-model BASE
+    --served-adapter it1 (without --served-adapter the adapter is loaded at run time
+    through /v1/load_lora_adapter; a server that serves neither refuses the run)
     """
     from pipeline import iterations
     from pipeline.evaluate import default_sets

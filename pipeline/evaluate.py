@@ -44,8 +44,7 @@ class EvalParams(Params):
                                              "adapter under (vLLM --lora-modules NAME=DIR); "
                                              "default: loaded at run time via "
                                              "/v1/load_lora_adapter")
-    train_check: bool = param(True, "Also rerun the base run's train problems (fix rates).",
-                              cli=False)
+    train_check: bool = param(True, "Also rerun the base run's train problems (fix rates).")
     seed: int = param(0, "Seed recorded with the runs (decoding is greedy).")
 
 
@@ -180,24 +179,29 @@ def fix_rates(store: Store) -> list[dict]:
     cases of that type, how many the iteration's model fixed and how many persist; and
     per iteration the new errors (base right, now wrong)."""
     first = store.iteration(1)
-    base = base_train_run(store)
-    if first is None or base is None:
+    # the base model's train runs: iteration 1's extractions (one per train set)
+    base_ids = [lk["ref"] for lk in store.iteration_links(1) if lk["role"] == "extract"]
+    if not base_ids and base_train_run(store):
+        base_ids = [base_train_run(store)["run_id"]]
+    if first is None or not base_ids:
         return []
     cases = {c["case_id"]: (c["dataset"], c["split"], c["pid"])
-             for c in store.bad_cases(base["run_id"])}
+             for c in store.bad_cases_of(base_ids)}
     base_ok = {(x["dataset"], x["split"], x["pid"]): x["correct"]
-               for x in store.run_items(base["run_id"])}
-    out = []
+               for rid in base_ids for x in store.run_items(rid)}
+    checks: dict[int, dict] = {}  # iteration -> its model's verdicts on the train problems
     for lk in store.iteration_links():
-        if lk["role"] != "train_check":
-            continue
-        now = {(x["dataset"], x["split"], x["pid"]): x["correct"]
-               for x in store.run_items(lk["ref"])}
+        if lk["role"] == "train_check":
+            checks.setdefault(lk["iteration"], {}).update(
+                {(x["dataset"], x["split"], x["pid"]): x["correct"]
+                 for x in store.run_items(lk["ref"])})
+    out = []
+    for it, now in sorted(checks.items()):
         new_errors = sum(1 for k, ok in base_ok.items() if ok and now.get(k) is False)
         for t in first["taxonomy"]["types"]:
             keys = [cases[c] for c in t["case_ids"] if c in cases and cases[c] in now]
             fixed = sum(1 for k in keys if now[k])
-            out.append({"iteration": lk["iteration"], "type_id": t["type_id"],
+            out.append({"iteration": it, "type_id": t["type_id"],
                         "title": t["title"], "n": len(keys), "fixed": fixed,
                         "persist": len(keys) - fixed,
                         "fix_rate": fixed / len(keys) if keys else None,

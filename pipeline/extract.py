@@ -19,13 +19,10 @@ from pipeline.store import Store
 from pipeline.target import (
     DEFAULT_PROMPT,
     GenParams,
-    LocalTarget,
     make_target,
     params_dict,
     prompt_template,
     render,
-    resolve_model_path,
-    weights_hash,
 )
 
 # progress(done, total, step, message); may raise to stop at a safe point (between batches)
@@ -43,15 +40,7 @@ def manifest_for(target, dataset: str, split: str, problems: list[dict],
                  params: GenParams, prompt: str, kind: str) -> dict:
     """What identifies an extraction run: model and weights hash, data hash, prompt,
     generation parameters, seed and code version."""
-    if isinstance(target, LocalTarget):
-        path, model_id = resolve_model_path(target.model)
-        whash = weights_hash(path)
-        if target.adapter:
-            whash += "+" + weights_hash(target.adapter)[:8]
-    else:  # an endpoint: its URL stands for the weights, plus the adapter it was told to serve
-        model_id, whash = target.model_id, target.weights_hash
-        if target.adapter:
-            whash += "+" + weights_hash(target.adapter)[:8]
+    model_id, whash = target.identity()
     m = {
         "kind": kind, "model_id": model_id, "weights_hash": whash, "adapter": target.adapter,
         "backend": target.backend, "dataset": dataset, "split": split,

@@ -299,19 +299,7 @@ def select(store: Store, p: SelectParams, progress: Progress = no_progress) -> d
                          "`sei synthesize` first")
     needs_model = p.method in ("oneshot", "proxy")
     dev = dev_set(store, p.iteration, p.n_good, p.n_bad, p.seed) if needs_model else []
-    top = p.top
-    if p.method == "all":
-        top = len(cands)
-    elif p.size_of:  # the paired baseline: exactly as many, from exactly the same pool
-        other = store.selection(p.size_of)
-        if other is None or other["status"] != "finished":
-            raise ValueError(f"selection {p.size_of} (the one this baseline pairs with) "
-                             "is not finished")
-        pool = (other["manifest"] or {}).get("n_candidates")
-        if pool != len(cands):
-            raise ValueError(f"selection {p.size_of} scored {pool} candidates, this pool "
-                             f"has {len(cands)}: a paired baseline draws from the same pool")
-        top = max(1, len(store.cand_scores(p.size_of, selected_only=True)))
+    top = _how_many(store, p, cands)
     model, adapter = p.model, p.adapter
     if model is None:
         model, adapter = iterations.model_for(store, p.iteration)
@@ -334,12 +322,7 @@ def select(store: Store, p: SelectParams, progress: Progress = no_progress) -> d
         manifest["served_as"] = target.model_id  # the name the server answered under
     store.upsert_selection(sid, p.iteration, p.method, asdict(p), manifest)
     store.link_run(p.iteration, f"selection:{p.method}", sid)
-    if p.method == "random":
-        scorer: Scorer = RandomPick(p.seed)
-    elif p.method == "all":
-        scorer = AllPick()
-    else:
-        scorer = (OneShot if p.method == "oneshot" else Proxy)(target, p)
+    scorer = make_scorer(p, target)
     done = store.scored_cands(sid)
     todo = [c for c in cands if c["cand_id"] not in done]
     progress(len(cands) - len(todo), len(cands), f"select:{p.method}",
@@ -362,6 +345,33 @@ def select(store: Store, p: SelectParams, progress: Progress = no_progress) -> d
     stats.update(_spearman(store, p.iteration, sid, p.method))
     store.finish_selection(sid, [(cid, r) for r, cid in enumerate(chosen, 1)], stats)
     return {"selection_id": sid, **stats}
+
+
+def make_scorer(p: SelectParams, target=None) -> Scorer:
+    """The scorer of a selection method (one factory: a new method is one class here)."""
+    if p.method == "random":
+        return RandomPick(p.seed)
+    if p.method == "all":
+        return AllPick()
+    return (OneShot if p.method == "oneshot" else Proxy)(target, p)
+
+
+def _how_many(store: Store, p: SelectParams, cands: list[dict]) -> float:
+    """The `top` a selection keeps: every candidate for `all`; for a paired baseline
+    (`size_of`) exactly as many as its pair selected, from exactly the same pool."""
+    if p.method == "all":
+        return len(cands)
+    if not p.size_of:
+        return p.top
+    other = store.selection(p.size_of)
+    if other is None or other["status"] != "finished":
+        raise ValueError(f"selection {p.size_of} (the one this baseline pairs with) "
+                         "is not finished")
+    pool = (other["manifest"] or {}).get("n_candidates")
+    if pool != len(cands):
+        raise ValueError(f"selection {p.size_of} scored {pool} candidates, this pool "
+                         f"has {len(cands)}: a paired baseline draws from the same pool")
+    return max(1, len(store.cand_scores(p.size_of, selected_only=True)))
 
 
 def rank(scores: list[dict], k: int, seed: int) -> list[int]:

@@ -184,6 +184,15 @@ class LocalTarget:
     _model: object = field(default=None, repr=False)
     _tok: object = field(default=None, repr=False)
 
+    def identity(self) -> tuple[str, str]:
+        """(model id, weights hash) for a run's manifest, without loading the model: the
+        hash of the weights files, plus the adapter's."""
+        path, model_id = resolve_model_path(self.model)
+        whash = weights_hash(path)
+        if self.adapter:
+            whash += "+" + weights_hash(self.adapter)[:8]
+        return model_id, whash
+
     def load(self) -> LocalTarget:
         """Load the tokenizer, the model and its adapter, if any; returns self."""
         import torch
@@ -418,6 +427,14 @@ class OpenAITarget:
     def weights_hash(self) -> str:
         """What stands for the weights of an endpoint: its URL."""
         return f"endpoint:{self.base_url or 'openai'}"
+
+    def identity(self) -> tuple[str, str]:
+        """(model id, weights hash) for a run's manifest: the served name, the endpoint's
+        URL, plus the hash of the adapter it was told to serve."""
+        whash = self.weights_hash
+        if self.adapter:
+            whash += "+" + weights_hash(self.adapter)[:8]
+        return self.model_id, whash
 
     def _url(self) -> str:
         return (self.base_url or os.environ.get("OPENAI_BASE_URL") or "").rstrip("/")

@@ -140,3 +140,18 @@ def test_no_function_in_the_pipeline_is_longer_than_60_lines():
                 if n > MAX:
                     long.append(f"{rel}:{node.lineno} {node.name}: {n} lines")
     assert not long, f"functions over {MAX} lines:\n" + "\n".join(long)
+
+
+def test_no_isinstance_on_a_concrete_swappable_piece():
+    """Targets, synthesizers and scorers are chosen by one factory each and used through
+    their interface: nothing asks which concrete class it holds."""
+    concrete = {"LocalTarget", "OpenAITarget", "OfflineSynthesizer", "InstructorSynthesizer",
+                "OneShot", "Proxy", "RandomPick", "AllPick"}
+    found = []
+    for rel, path in _sources("pipeline"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance":
+                names = {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)}
+                if names & concrete:
+                    found.append(f"{rel}:{node.lineno} {sorted(names & concrete)}")
+    assert not found, found
