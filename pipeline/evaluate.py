@@ -83,9 +83,12 @@ def evaluate(store: Store, p: EvalParams, progress: Progress = no_progress) -> d
     if p.iteration > 0 and adapter is None:
         adapter = iterations.adapter_of(store, p.iteration, method)
         if adapter is None:
+            arms = sorted({"oneshot": "sei"}.get(m, m)
+                          for m in trained_methods(store, p.iteration))
+            hint = (f"; it has one for --arm {' / '.join(arms)}" if arms
+                    else ": train it first (or evaluate iteration 0, the base model)")
             raise ValueError(f"iteration {p.iteration} has no adapter trained on {method} "
-                             "selections: train it first (or evaluate iteration 0, the "
-                             "base model)")
+                             f"selections (arm {p.arm}){hint}")
     jobs = []
     for s in p.sets:
         if "/" not in s:
@@ -110,6 +113,12 @@ def evaluate(store: Store, p: EvalParams, progress: Progress = no_progress) -> d
             store.link_run(p.iteration + 1, "extract", rid)
         out["runs"][f"{ds}/{sp}" if kind == "evaluate" else "train_check"] = rid
     return out
+
+
+def trained_methods(store: Store, iteration: int) -> set[str]:
+    """Selection methods that iteration has a finished adapter for."""
+    return {(r["params"] or {}).get("method", "oneshot") for r in store.train_runs(iteration)
+            if r["status"] == "finished"}
 
 
 def eval_role(arm: str, set_: str) -> str:

@@ -54,8 +54,14 @@ def _proc_start(pid: int) -> str | None:
     except OSError:
         return None
     fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] == "Z":  # a zombie has finished
-        return None
+    # a zombie has finished, once its last thread is gone: a killed leader reads Z while
+    # its other threads still free the heap and hold its files (the run's lock among them)
+    if fields[0] == "Z":
+        try:
+            if len(os.listdir(f"/proc/{pid}/task")) <= 1:
+                return None
+        except OSError:  # gone meanwhile
+            return None
     return fields[19]
 
 

@@ -94,8 +94,10 @@ def analyze_bad_cases(store: Store, run_id: str | None = None,
     name = ins.name if ins else offline.ANALYZER
     prompt_version = PROMPT if ins else None
     runs = analysis_runs(store, run_ids or ([run_id] if run_id else None))
-    # one run keeps the id it always had; several are one analysis, clustered together
-    key = runs[0] if len(runs) == 1 else "+".join(sorted(runs))
+    # one run keeps the id it always had; several are one analysis, clustered together;
+    # the first N cases are another analysis than all of them (a subset clusters apart)
+    key = (runs[0] if len(runs) == 1 else "+".join(sorted(runs))) + \
+        (f"@{limit}" if limit is not None else "")
     aid = analysis_id_for(name, prompt_version, key)
     manifest = {"analyzer": name, "prompt": prompt_version, "run_id": key, "run_ids": runs,
                 "prompt_text": load_prompt(PROMPT)[0] if ins else None}

@@ -32,13 +32,18 @@ def test_iterations_page_draws_accuracy_from_stored_runs(loop_app, page):  # noq
                            ".some(p => (p.layout && p.layout.title && p.layout.title.text || '')"
                            ".includes('Accuracy per iteration') && p.data.length > 0)")
     no_exception(page)
-    # the chart's points are the stored accuracies of the base model and iteration 1
-    ys = page.evaluate("() => { const p = [...document.querySelectorAll('.js-plotly-plot')]"
-                       ".find(p => (p.layout.title.text || '').includes('Accuracy per iter'));"
-                       " return p.data.flatMap(t => Array.from(t.y)); }")
-    want = sorted(100 * r["accuracy"] for r in accuracy_table(store) if r["set"] == "demo/test")
-    assert len(want) == 2  # iteration 0 (the base model) and iteration 1
-    assert sorted(ys) == pytest.approx(want)
+    # the chart's points are the stored accuracies: one line per arm (sei, random), each
+    # from the base model (iteration 0) to that arm's iteration 1
+    traces = page.evaluate("() => { const p = [...document.querySelectorAll('.js-plotly-plot')]"
+                           ".find(p => (p.layout.title.text || '').includes('Accuracy per "
+                           "iter')); return p.data.map(t => [t.name, Array.from(t.y)]); }")
+    rows = [r for r in accuracy_table(store) if r["set"] == "demo/test"]
+    base = [100 * r["accuracy"] for r in rows if r["iteration"] == 0]
+    arms = {r["arm"]: 100 * r["accuracy"] for r in rows if r["iteration"] == 1}
+    assert len(base) == 1 and set(arms) == {"sei", "random"}
+    got = {name: ys for name, ys in traces}
+    assert got["demo/test"] == pytest.approx([base[0], arms["sei"]])
+    assert got["demo/test (random)"] == pytest.approx([base[0], arms["random"]])
     shot(page, "iterations")
 
 

@@ -218,7 +218,9 @@ def test_training_killed_resumes_from_checkpoint_and_adapter_changes_outputs(clu
     # an evaluation run records the adapter and its hash
     from pipeline.evaluate import EvalParams, evaluate
 
-    ev = evaluate(clustered, EvalParams(iteration=1, sets=["demo/test"], limit=4,
+    with pytest.raises(ValueError, match="it has one for --arm random"):
+        evaluate(clustered, EvalParams(iteration=1, sets=["demo/test"], limit=4))
+    ev = evaluate(clustered, EvalParams(iteration=1, arm="random", sets=["demo/test"], limit=4,
                                         max_new_tokens=64, train_check=False))
     r = clustered.run(ev["runs"]["demo/test"])
     assert r["adapter"] == run["adapter_dir"]

@@ -152,6 +152,13 @@ else:
         label = (f"iteration {n_} · base model" if n_ == 0 else
                  f"iteration {n_} · {it.get('mode')} · {it.get('status')}")
         with st.expander(label, expanded=it is lineage[-1]):
+            if it.get("preset"):
+                dev = it.get("deviations") or {}
+                st.text(f"preset {it['preset']}; deviations: " + (", ".join(
+                    f"{k} {a} → {b}" for k, (a, b) in dev.items()) or "none"))
+            for e in it.get("extractions", []):
+                st.text(f"train set {e['dataset']}/{e['split']}: run {e['run_id']} "
+                        f"({e['n_done']} problems, accuracy {pts(e['accuracy'], False)}%)")
             if n_ > 0 and "n_types" in it:
                 st.text(f"taxonomy snapshot: {it['n_types']} types, {it['n_edits']} edits "
                         f"(clustering {it['clustering_id']})")
