@@ -18,7 +18,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pipeline import iterations  # noqa: E402
+from pipeline import resolve  # noqa: E402
 from pipeline.extract import extract  # noqa: E402
 from pipeline.stats import pair_runs, paired_diff  # noqa: E402
 from pipeline.store import Store  # noqa: E402
@@ -34,8 +34,8 @@ def main():
     a = ap.parse_args()
     os.environ["SEI_DB"] = a.db
     s = Store(a.db)
-    model, _ = iterations.model_for(s, 1)
-    adapter = iterations.adapter_of(s, a.iteration)
+    model, _ = resolve.model_for(s, 1)
+    adapter = resolve.adapter_of(s, a.iteration)
     gp = GenParams(max_new_tokens=256, batch_size=32)
     print(f"full length (256 tokens), judged on the last final answer; adapter {adapter}")
     print(f"{'set':12} {'n':>4} {'base':>7} {'it ' + str(a.iteration):>7} {'change':>8} "

@@ -8,7 +8,7 @@ import json
 
 import click
 
-from pipeline.cli import (
+from pipeline.cli_base import (
     _run_or_submit,
     _store,
     background_option,
@@ -41,9 +41,9 @@ def _int_list(s: str | None) -> list[int] | None:
 
 def _latest_or_first(ctx, iteration: int | None) -> int:
     """The iteration a loop command works on: the one given, else the latest, else 1."""
-    from pipeline import iterations
+    from pipeline import resolve
 
-    return iteration or max(1, iterations.latest(_store(ctx)))
+    return iteration or max(1, resolve.latest(_store(ctx)))
 
 
 def _run_and_echo(ctx, kind: str, params: dict, background: bool,
@@ -170,11 +170,11 @@ def evaluate_cmd(ctx, iteration, sets, background, **kw):
     --served-adapter it1 (without --served-adapter the adapter is loaded at run time
     through /v1/load_lora_adapter; a server that serves neither refuses the run)
     """
-    from pipeline import iterations
+    from pipeline import resolve
     from pipeline.evaluate import default_sets
 
     store = _store(ctx)
-    kw["iteration"] = iterations.latest(store) if iteration is None else iteration
+    kw["iteration"] = resolve.latest(store) if iteration is None else iteration
     from pipeline.sets import norm
 
     kw["sets"] = [norm(s) for s in sets] or default_sets(store)

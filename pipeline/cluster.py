@@ -215,7 +215,8 @@ def _title_new_types(store: Store, new_clusters: list[int], assign: dict, kps: l
     for c in new_clusters:
         members = [i for i, label in zip(ids, lab) if label == c]
         title, desc, by = title_for(store, [texts[i] for i in members],
-                                    central_texts(members, emb, texts), p, instructor)
+                                    central_texts(members, emb, texts), p.titles,
+                                    instructor)
         new_types.append({"type_id": assign[c], "title": title, "description": desc,
                           "titled_by": by})
     return new_types
@@ -248,7 +249,7 @@ def retitle(store: Store, instructor=None, only_unedited: bool = True) -> int:
             continue
         title, desc, by = title_for(store, [kps[k] for k in t.members],
                                     central_texts(t.members, emb, kps),
-                                    ClusterParams(), instructor)
+                                    ClusterParams().titles, instructor)
         store.set_type_title(t.type_id, title, desc, by)
         n += 1
     return n

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline import iterations
 from pipeline.extract import extract
 from pipeline.params import Params, param
 from pipeline.progress import Progress, no_progress, scaled
+from pipeline.settings import target_model
 from pipeline.stats import pair_runs, paired_diff
 from pipeline.store import Store
 from pipeline.target import GenParams
@@ -72,23 +72,17 @@ def base_train_run(store: Store) -> dict | None:
 
 def evaluate(store: Store, p: EvalParams, progress: Progress = no_progress) -> dict:
     """Run iteration p.iteration's model (0: the base) on each set; link the runs."""
-    model, _ = iterations.model_for(store, 1)
+    model = target_model()
     if p.backend == "openai":
         if not p.served_model:
             raise ValueError("evaluation through an OpenAI-compatible server needs the name "
                              "it serves the model under (--served-model)")
         model = p.served_model
     adapter = p.adapter
-    method = {"sei": "oneshot"}.get(p.arm, p.arm)
     if p.iteration > 0 and adapter is None:
-        adapter = iterations.adapter_of(store, p.iteration, method)
-        if adapter is None:
-            arms = sorted({"oneshot": "sei"}.get(m, m)
-                          for m in trained_methods(store, p.iteration))
-            hint = (f"; it has one for --arm {' / '.join(arms)}" if arms
-                    else ": train it first (or evaluate iteration 0, the base model)")
-            raise ValueError(f"iteration {p.iteration} has no adapter trained on {method} "
-                             f"selections (arm {p.arm}){hint}")
+        # never the base model silently: resolve.models fills in the arm's adapter
+        raise ValueError(f"evaluating iteration {p.iteration} ({p.arm} arm) needs its "
+                         "adapter (resolve.models, or --adapter)")
     jobs = []
     for s in p.sets:
         if "/" not in s:
@@ -113,12 +107,6 @@ def evaluate(store: Store, p: EvalParams, progress: Progress = no_progress) -> d
             store.link_run(p.iteration + 1, "extract", rid)
         out["runs"][f"{ds}/{sp}" if kind == "evaluate" else "train_check"] = rid
     return out
-
-
-def trained_methods(store: Store, iteration: int) -> set[str]:
-    """Selection methods that iteration has a finished adapter for."""
-    return {(r["params"] or {}).get("method", "oneshot") for r in store.train_runs(iteration)
-            if r["status"] == "finished"}
 
 
 def eval_role(arm: str, set_: str) -> str:

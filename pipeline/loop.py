@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline import iterations, sets
+from pipeline import resolve, sets, taxonomy
 from pipeline.cluster import ClusterParams, cluster
 from pipeline.evaluate import EvalParams, evaluate
 from pipeline.extract import extract
@@ -109,9 +109,7 @@ class LoopParams(Params):
 def _train_extractions(store: Store, i: int, p: LoopParams, bar: Progress) -> list[str]:
     """Iteration i's model on every train set: one extraction run each, linked to i (and,
     for i > 1, to i - 1 as the check of its fix rates)."""
-    model, adapter = iterations.model_for(store, i)
-    if i > 1 and adapter is None:
-        raise ValueError(f"iteration {i - 1} has no trained adapter (sei arm)")
+    model, adapter = resolve.model_for(store, i)
     rids = []
     for k, name in enumerate(p.train_sets):
         ds, sp = name.split("/", 1)
@@ -155,7 +153,8 @@ def _arms(store: Store, i: int, p: LoopParams, model: str, adapter: str | None,
                 no_progress)["selection_id"]
     sets_ = p.eval_sets or []
     for k, arm in enumerate(p.arms):
-        tr = train(store, p.stage("train", iteration=i, mode=p.mode, method=ARMS[arm]),
+        tr = train(store, resolve.models(store, "train", p.stage(
+                       "train", iteration=i, mode=p.mode, method=ARMS[arm])),
                    scaled(bars[1], k, 1, len(p.arms)))
         ev = evaluate(store, p.stage("evaluate", iteration=i, sets=sets_, limit=p.eval_limit,
                                      arm=arm, adapter=tr["adapter_dir"], train_check=False),
@@ -189,8 +188,8 @@ def iterate(store: Store, p: LoopParams, progress: Progress = no_progress) -> di
                 out["paused"] = (f"iteration {i}: review the error types (app: Error map; "
                                  "CLI: `sei types list`), then run `sei iterate` again")
                 return out
-            iterations.ensure(store, i, p.mode, p.resolved())
-        model, adapter = iterations.model_for(store, i)
+            taxonomy.freeze(store, i, p.mode, p.resolved())
+        model, adapter = resolve.model_for(store, i)
         syn = synthesize(store, p.stage("synthesize", iteration=i), bar(k0 + 3))
         arms = _arms(store, i, p, model, adapter, [bar(k0 + 4), bar(k0 + 5), bar(k0 + 6)])
         store.set_iteration_status(i, "done")

@@ -30,10 +30,10 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
-from pipeline import iterations
 from pipeline.answers import cut_at_final_answer, judge
 from pipeline.params import Params, param
 from pipeline.progress import Progress, no_progress
+from pipeline.settings import target_model
 from pipeline.store import Store
 from pipeline.synthesize import chat_solution
 from pipeline.target import DEFAULT_PROMPT, GenParams, make_target, prompt_template, render
@@ -90,16 +90,17 @@ def stratify(n: int, available: list[int]) -> list[int]:
 
 
 def dev_set(store: Store, iteration: int, n_good: int, n_bad: int, seed: int = 0,
-            run_id: str | None = None) -> list[dict]:
+            run_id: str | None = None, adapter: str | None = None) -> list[dict]:
     """Iteration's Ddev, drawn once and stored (later calls return the stored one):
-    n_good right and n_bad wrong answers of the iteration's model, stratified across its
-    train-split extraction runs (one per train set), or from `run_id`."""
+    n_good right and n_bad wrong answers of the iteration's model (base + `adapter`),
+    stratified across its train-split extraction runs (one per train set), or from
+    `run_id`."""
     have = store.dev_set(iteration)
     if have:
         return have
     from pipeline.sets import is_test_split
 
-    runs = [store.run(run_id)] if run_id else _train_runs(store, iteration)
+    runs = [store.run(run_id)] if run_id else _train_runs(store, iteration, adapter)
     if not runs or runs[0] is None:
         raise ValueError("no finished extraction run on a train split to draw a dev set from: "
                          "run `sei extract --split train` first")
@@ -124,15 +125,14 @@ def dev_set(store: Store, iteration: int, n_good: int, n_bad: int, seed: int = 0
     return store.dev_set(iteration)
 
 
-def _train_runs(store: Store, iteration: int) -> list[dict]:
+def _train_runs(store: Store, iteration: int, adapter: str | None) -> list[dict]:
     """The iteration's train-set extraction runs (linked by the loop), else the latest
-    train-split extraction of the iteration's model."""
+    train-split extraction of the iteration's model (base + `adapter`)."""
     from pipeline.sets import is_test_split
 
     linked = [lk["ref"] for lk in store.iteration_links(iteration) if lk["role"] == "extract"]
     if linked:
         return [store.run(r) for r in linked]
-    _, adapter = iterations.model_for(store, iteration)
     runs = [r for r in store.runs("extract") if not is_test_split(r["split"])
             and r["adapter"] == adapter and r["n_done"]]
     return [store.run(runs[-1]["run_id"])] if runs else []
@@ -290,7 +290,6 @@ def n_keep(top: float, n: int) -> int:
 
 def select(store: Store, p: SelectParams, progress: Progress = no_progress) -> dict:
     """Score (or resume scoring) the iteration's kept candidates and select the top."""
-    iterations.ensure(store, p.iteration)
     cands = store.candidates(iteration=p.iteration, status="kept")
     if p.limit:
         cands = cands[:p.limit]
@@ -298,15 +297,14 @@ def select(store: Store, p: SelectParams, progress: Progress = no_progress) -> d
         raise ValueError(f"iteration {p.iteration} has no kept candidates: run "
                          "`sei synthesize` first")
     needs_model = p.method in ("oneshot", "proxy")
-    dev = dev_set(store, p.iteration, p.n_good, p.n_bad, p.seed) if needs_model else []
+    if needs_model and p.iteration > 1 and p.adapter is None:
+        # never the base model silently: resolve.models fills the iteration's adapter
+        raise ValueError(f"selection for iteration {p.iteration} needs the adapter of "
+                         f"iteration {p.iteration - 1}'s model (resolve.models, or --adapter)")
+    model, adapter = p.model or target_model(), p.adapter
+    dev = dev_set(store, p.iteration, p.n_good, p.n_bad, p.seed,
+                  adapter=adapter) if needs_model else []
     top = _how_many(store, p, cands)
-    model, adapter = p.model, p.adapter
-    if model is None:
-        model, adapter = iterations.model_for(store, p.iteration)
-    elif p.backend == "openai" and adapter is None:
-        # --model is the server's name for the base model: the iteration's model is still
-        # that base plus the previous iteration's adapter, never the base alone
-        adapter = iterations.model_for(store, p.iteration)[1]
     sid = _selection_id(p, cands, dev, model, adapter)
     target = None
     if needs_model:
@@ -383,7 +381,9 @@ def rank(scores: list[dict], k: int, seed: int) -> list[int]:
 
 
 def _selection_id(p: SelectParams, cands, dev, model, adapter) -> str:
-    d = {k: v for k, v in asdict(p).items() if k not in ("batch_size", "top")}
+    # model and adapter are in the key as resolved, whoever resolved them
+    d = {k: v for k, v in asdict(p).items()
+         if k not in ("batch_size", "top", "model", "adapter")}
     if d.get("served_adapter") is None:  # selections from before the option keep their ids
         d.pop("served_adapter", None)
     key = json.dumps([d, [c["cand_id"] for c in cands],

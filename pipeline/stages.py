@@ -136,25 +136,28 @@ def _synthesize(store: Store, p: dict, progress) -> dict:
 @stage("select", heavy=True)
 def _select(store: Store, p: dict, progress) -> dict:
     """Score candidates as one-shot demonstrations (or proxy, random); keep the top."""
+    from pipeline import resolve
     from pipeline.select import SelectParams, select
 
-    return select(store, SelectParams.from_dict(p), progress)
+    return select(store, resolve.models(store, "select", SelectParams.from_dict(p)), progress)
 
 
 @stage("train", heavy=True)
 def _train(store: Store, p: dict, progress) -> dict:
     """LoRA on the selected data, from scratch or iterative; checkpointed."""
+    from pipeline import resolve
     from pipeline.train import TrainParams, train
 
-    return train(store, TrainParams.from_dict(p), progress)
+    return train(store, resolve.models(store, "train", TrainParams.from_dict(p)), progress)
 
 
 @stage("evaluate", heavy=True)
 def _evaluate(store: Store, p: dict, progress) -> dict:
     """An iteration's model on held-out sets (and the train problems, for fix rates)."""
+    from pipeline import resolve
     from pipeline.evaluate import EvalParams, evaluate
 
-    return evaluate(store, EvalParams.from_dict(p), progress)
+    return evaluate(store, resolve.models(store, "evaluate", EvalParams.from_dict(p)), progress)
 
 
 @stage("iterate", heavy=True)

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
-from pipeline import iterations
+from pipeline import taxonomy
 from pipeline.answers import judge
 from pipeline.params import Params, param
 from pipeline.progress import Progress, no_progress
@@ -356,8 +356,8 @@ class Filters:
 def synthesize(store: Store, p: SynthParams, progress: Progress = no_progress,
                synthesizer: Synthesizer | None = None) -> dict:
     """Run (or resume) iteration p.iteration's synthesis batch. Returns its id and counts."""
-    it = iterations.ensure(store, p.iteration)
-    types = iterations.types_of(it, p.types)
+    it = taxonomy.freeze(store, p.iteration)
+    types = taxonomy.types_of(it, p.types)
     synth = synthesizer or make_synthesizer(p.synthesizer, p.verify_samples)
     bid = batch_id_for(p, synth.name)
     all_cases = sorted({c for t in types for c in t["case_ids"]})
@@ -460,9 +460,9 @@ def estimate(store: Store, p: SynthParams) -> dict:
     """Calls, proposals, and instructor tokens and cost (or minutes, offline) of a batch."""
     it = store.iteration(p.iteration)
     if it is None:
-        snap, _ = iterations.snapshot(store)
+        snap, _ = taxonomy.snapshot(store)
         it = {"iteration": p.iteration, "taxonomy": snap}
-    types = iterations.types_of(it, p.types)
+    types = taxonomy.types_of(it, p.types)
     calls = plan_calls(types, p)
     synth = make_synthesizer(p.synthesizer)
     out = {"synthesizer": synth.name, "n_types": len(types), "n_calls": len(calls),

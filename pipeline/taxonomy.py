@@ -612,3 +612,49 @@ def find_generations(rows: list[dict], tax: Taxonomy, datasets: list[str] | None
                         types=", ".join(tax.types[x].title for x in sorted(ctypes.get(c, ()))
                                         if x in tax.types)))
     return out
+
+
+# -- an iteration's frozen taxonomy ---------------------------------------------------------
+
+
+def snapshot(store: Store) -> tuple[dict, str | None]:
+    """The taxonomy in force as plain data: per visible type its title, share and cases."""
+    tax = current(store)
+    by_kp = tax.by_kp()
+    types = []
+    for t in tax.visible_types():
+        cases = sorted({by_kp[k]["case_id"] for k in t.members if not by_kp[k]["excluded"]})
+        kps = [k for k in t.members if not by_kp[k]["excluded"]]
+        types.append({"type_id": t.type_id, "title": t.title, "description": t.description,
+                      "excluded": t.excluded, "share": t.share, "n_cases": len(cases),
+                      "case_ids": cases,
+                      "keyphrases": {str(k): by_kp[k]["text"] for k in kps[:200]}})
+    snap = {"types": types, "edit_ids": [e["edit_id"] for e in tax.edits],
+            "n_cases": tax.n_cases}
+    return snap, (tax.clustering or {}).get("clustering_id")
+
+
+def freeze(store: Store, n: int, mode: str = "scratch", params: dict | None = None) -> dict:
+    """Iteration n's record: the taxonomy in force, frozen the first time it is asked
+    for, so later curation never rewrites what an iteration was made from."""
+    it = store.iteration(n)
+    if it is None:
+        snap, cl = snapshot(store)
+        if not snap["types"]:
+            raise ValueError("no error types to work from: run analysis and clustering first "
+                             "(`sei quickstart`, or `sei analyze` then `sei cluster`)")
+        store.create_iteration(n, mode, n - 1 if n > 1 else None, snap, cl, params or {})
+        it = store.iteration(n)
+    return it
+
+
+def types_of(it: dict, type_ids: list[int] | None = None) -> list[dict]:
+    """An iteration's non-excluded types (or the ones named)."""
+    ts = [t for t in it["taxonomy"]["types"] if not t["excluded"]]
+    if type_ids:
+        missing = set(type_ids) - {t["type_id"] for t in ts}
+        if missing:
+            raise ValueError(f"types {sorted(missing)} are not visible, non-excluded types "
+                             f"of iteration {it['iteration']}")
+        ts = [t for t in ts if t["type_id"] in type_ids]
+    return ts

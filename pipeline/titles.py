@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipeline.store import Store
-
-if TYPE_CHECKING:
-    from pipeline.cluster import ClusterParams
 
 
 def central_texts(members: list[int], emb: dict, texts: dict, n: int = 5) -> list[str]:
@@ -25,13 +21,14 @@ def central_texts(members: list[int], emb: dict, texts: dict, n: int = 5) -> lis
     return list(dict.fromkeys(texts[members[i]] for i in order))[:n]
 
 
-def title_for(store: Store, texts: list[str], central: list[str], p: ClusterParams,
+def title_for(store: Store, texts: list[str], central: list[str], titles: str = "auto",
               instructor=None) -> tuple[str, str, str]:
-    """(title, description, titled_by): the instructor's when one is configured."""
+    """(title, description, titled_by): the instructor's when one is given, or configured
+    and `titles` is "auto" (ClusterParams.titles); else offline."""
     from pipeline import analyzer
     from pipeline.instructor import InstructorError, from_env, load_prompt
 
-    ins = instructor if instructor is not None else (from_env() if p.titles == "auto" else None)
+    ins = instructor if instructor is not None else (from_env() if titles == "auto" else None)
     if ins is not None:
         template, schema = load_prompt("type_title_v1")
         prompt = template.format(keyphrases="\n".join(f"- {t}" for t in central))

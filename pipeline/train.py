@@ -32,7 +32,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pipeline import config, iterations
+from pipeline import config
 from pipeline.params import Params, param
 from pipeline.progress import Progress, no_progress
 from pipeline.store import Store
@@ -68,6 +68,8 @@ class TrainParams(Params):
     checkpoint_every: int = param(10, "Steps between checkpoints.")
     seed: int = param(0, "Seed of the data order and of dropout.")
     model: str | None = param(None, "Base model (default: the target model).")
+    init_adapter: str | None = param(None, "iterative: the adapter training starts from "
+                                     "(resolved: the previous iteration's).", cli=False)
 
 
 def selections_for(store: Store, p: TrainParams) -> list[str]:
@@ -123,9 +125,14 @@ def _identify(store: Store, p: TrainParams) -> _Run:
         raise ValueError(f"selections {sel_ids} selected nothing")
     base = p.model or target_model()
     path, model_id = resolve_model_path(base)
-    init = iterations.adapter_of(store, p.iteration - 1) if p.mode == "iterative" else None
+    init = p.init_adapter if p.mode == "iterative" else None
+    if p.mode == "iterative" and p.iteration > 1 and init is None:
+        raise ValueError(f"iterative training of iteration {p.iteration} starts from "
+                         f"iteration {p.iteration - 1}'s adapter (resolve.models)")
     data_hash = hashlib.sha256(json.dumps([e["messages"] for e in examples]).encode()).hexdigest()
-    ident = json.dumps([{k: v for k, v in asdict(p).items() if k != "checkpoint_every"},
+    # init_adapter is in the key as `init`
+    ident = json.dumps([{k: v for k, v in asdict(p).items()
+                         if k not in ("checkpoint_every", "init_adapter")},
                         sel_ids, data_hash, weights_hash(path), init], sort_keys=True)
     train_id = f"train-{p.iteration}-{p.mode}-" + hashlib.sha256(ident.encode()).hexdigest()[:8]
     return _Run(train_id, sel_ids, examples, path, model_id, init, data_hash)

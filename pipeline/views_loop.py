@@ -5,7 +5,7 @@ does that)."""
 
 from __future__ import annotations
 
-from pipeline import iterations
+from pipeline import resolve
 from pipeline.costs import GEN_S_PER_PROBLEM, TRAIN_TOKENS_PER_EXAMPLE, TRAIN_TOKENS_PER_S
 from pipeline.store import Store
 
@@ -193,7 +193,7 @@ def iterate_estimate(store: Store, p) -> dict:
         synth_done = any(b["status"].startswith("finished") for b in batches(store, i))
         sel_done = any(x["method"] == "oneshot" and x["status"] == "finished"
                        for x in store.selections(i))
-        train_done = iterations.adapter_of(store, i) is not None
+        train_done = resolve.adapter_of(store, i) is not None
         eval_done = all(f"eval:{x}" in roles for x in sets)
         try:
             syn = synthesize.estimate(store, p.stage("synthesize", iteration=i))
@@ -248,4 +248,4 @@ def next_iteration(store: Store) -> int:
     """The iteration `run the next iteration` goes to: the first one not done."""
     its = store.iterations()
     done = [it["iteration"] for it in its if it["status"] == "done"]
-    return (max(done) + 1) if done else (iterations.latest(store) or 1)
+    return (max(done) + 1) if done else (resolve.latest(store) or 1)

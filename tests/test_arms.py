@@ -25,7 +25,7 @@ def _env(monkeypatch, d):
 
 def test_no_test_item_reaches_analysis_synthesis_or_selection(prepared_db, tmp_path,
                                                               monkeypatch):
-    from pipeline import iterations
+    from pipeline import taxonomy
     from pipeline.cluster import ClusterParams, cluster
     from pipeline.evaluate import EvalParams, evaluate
     from pipeline.keyphrases import analyze_bad_cases
@@ -54,7 +54,7 @@ def test_no_test_item_reaches_analysis_synthesis_or_selection(prepared_db, tmp_p
     kp_cases = {k["case_id"] for k in s.rows("SELECT case_id FROM keyphrases")}
     analysed = {(c["dataset"], c["split"], c["pid"]) for c in s.cases_by_id(sorted(kp_cases))}
     assert analysed and not analysed & test_pids
-    it = iterations.ensure(s, 1)
+    it = taxonomy.freeze(s, 1)
     type_cases = {c for t in it["taxonomy"]["types"] for c in t["case_ids"]}
     in_types = {(c["dataset"], c["split"]) for c in s.cases_by_id(sorted(type_cases))}
     assert in_types == {("demo", "train")}

@@ -155,3 +155,79 @@ def test_no_isinstance_on_a_concrete_swappable_piece():
                 if names & concrete:
                     found.append(f"{rel}:{node.lineno} {sorted(names & concrete)}")
     assert not found, found
+
+
+# -- the import graph: stages below the loop, shells on top, no circle -------------------------
+# A stage is a module named by its verb; it runs with the parameters it is given (model
+# and adapter included, resolved by pipeline/resolve.py) and never asks the loop.
+STAGE_MODULES = {"extract", "keyphrases", "cluster", "synthesize", "select", "train",
+                 "evaluate"}
+ORCHESTRATION = {"stages", "jobs", "loop", "presets", "costs", "resolve", "views_loop",
+                 "report"}
+SHELLS = {"cli", "cli_base", "cli_loop", "serve"}
+
+
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """module -> the pipeline modules it imports, at the top or inside a function."""
+    mods = {p.stem for p in (root / "pipeline").glob("*.py")}
+    graph = {}
+    for m in mods:
+        deps = set()
+        for node in ast.walk(ast.parse((root / "pipeline" / f"{m}.py").read_text("utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module == "pipeline":
+                deps |= {a.name for a in node.names if a.name in mods}
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline."):
+                deps.add(node.module.split(".")[1])
+            elif isinstance(node, ast.Import):
+                deps |= {a.name.split(".")[1] for a in node.names
+                         if a.name.startswith("pipeline.")}
+        graph[m] = deps - {m}
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each import circle once, as the path that closes it (depth-first search)."""
+    found, state = [], {}
+
+    def visit(m, path):
+        state[m] = "open"
+        for d in sorted(graph.get(m, ())):
+            if state.get(d) == "open":
+                found.append(path[path.index(d):] + [d])
+            elif d not in state:
+                visit(d, path + [d])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    return found
+
+
+def arrows_up(graph: dict[str, set[str]]) -> list[str]:
+    """Imports against the layering: foundation < stages < orchestration < shells."""
+    def layer(m):
+        return (3 if m in SHELLS else 2 if m in ORCHESTRATION else 1 if m in STAGE_MODULES
+                else 0)
+    return sorted(f"{m} -> {d}" for m, ds in graph.items() for d in ds
+                  if layer(d) > layer(m))
+
+
+def test_the_import_graph_has_no_circle_and_no_arrow_back_up():
+    graph = import_graph()
+    assert STAGE_MODULES | ORCHESTRATION | SHELLS <= set(graph), "a layer names a lost module"
+    assert not circles(graph), circles(graph)
+    assert not arrows_up(graph), arrows_up(graph)
+    # no stage asks the loop (or its bookkeeping) which model to use
+    assert not {d for m in STAGE_MODULES for d in graph[m]} & {"loop", "resolve", "stages",
+                                                                 "iterations", "jobs"}
+
+
+def test_the_import_check_sees_a_planted_circle_and_an_arrow_up(tmp_path):
+    (tmp_path / "pipeline").mkdir()
+    for name, body in {"a": "from pipeline import b\n", "b": "def f():\n    import pipeline.a\n",
+                       "select": "from pipeline.loop import x\n", "loop": ""}.items():
+        (tmp_path / "pipeline" / f"{name}.py").write_text(body)
+    graph = import_graph(tmp_path)
+    assert circles(graph) == [["a", "b", "a"]]
+    assert arrows_up(graph) == ["select -> loop"]

@@ -34,11 +34,11 @@ def _wait(cond, timeout=600, poll=0.2, what="condition"):
 
 
 def test_offline_synthesis_covers_every_type_and_filters(clustered):
-    from pipeline import iterations
+    from pipeline import taxonomy
 
     out = synthesize(clustered, SynthParams(budget=60, per_call=10, synthesizer="offline"))
     it = clustered.iteration(1)
-    types = {t["type_id"] for t in iterations.types_of(it)}
+    types = {t["type_id"] for t in taxonomy.types_of(it)}
     counts = {r["type_id"]: r for r in summary(clustered, out["batch_id"])}
     assert set(counts) == types  # every visible, non-excluded type got proposals
     assert sum(r["generated"] for r in counts.values()) == 60
@@ -106,9 +106,9 @@ def test_instructor_synthesis_against_llama_server(clustered, llama_server):
 
     ins = Instructor(model="smollm2-135m-instruct", base_url=llama_server, timeout_s=120)
     synth = InstructorSynthesizer(ins, max_tokens=300)
-    from pipeline import iterations
+    from pipeline import taxonomy
 
-    tid = iterations.types_of(iterations.ensure(clustered, 1))[0]["type_id"]
+    tid = taxonomy.types_of(taxonomy.freeze(clustered, 1))[0]["type_id"]
     out = synthesize(clustered, SynthParams(budget=4, per_call=2, k=1, synthesizer="instructor",
                                             parallel=2, types=[tid]), synthesizer=synth)
     cands = clustered.candidates(batch_id=out["batch_id"])
@@ -216,12 +216,16 @@ def test_training_killed_resumes_from_checkpoint_and_adapter_changes_outputs(clu
         after = tuned(**ids).logits
     assert (after - before).abs().max() > 1e-3
     # an evaluation run records the adapter and its hash
+    from pipeline import resolve
     from pipeline.evaluate import EvalParams, evaluate
 
+    with pytest.raises(ValueError, match="needs its adapter"):  # never the base silently
+        evaluate(clustered, EvalParams(iteration=1, arm="random", sets=["demo/test"], limit=4))
     with pytest.raises(ValueError, match="it has one for --arm random"):
-        evaluate(clustered, EvalParams(iteration=1, sets=["demo/test"], limit=4))
-    ev = evaluate(clustered, EvalParams(iteration=1, arm="random", sets=["demo/test"], limit=4,
-                                        max_new_tokens=64, train_check=False))
+        resolve.models(clustered, "evaluate", EvalParams(iteration=1, sets=["demo/test"]))
+    ev = evaluate(clustered, resolve.models(clustered, "evaluate", EvalParams(
+        iteration=1, arm="random", sets=["demo/test"], limit=4, max_new_tokens=64,
+        train_check=False)))
     r = clustered.run(ev["runs"]["demo/test"])
     assert r["adapter"] == run["adapter_dir"]
     assert r["weights_hash"].endswith("+" + run["adapter_hash"][:8])

@@ -281,9 +281,9 @@ def looped(looped_db, tmp_path, monkeypatch) -> tuple[Store, str]:
     monkeypatch.setenv("SEI_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("SEI_MODELS_DIR", str(config.models_dir()))
     s = Store(db)
-    from pipeline import iterations
+    from pipeline import resolve
 
-    adapter = iterations.adapter_of(s, 1)
+    adapter = resolve.adapter_of(s, 1)
     assert adapter and (Path(adapter) / "adapter_config.json").exists()
     return s, adapter
 
