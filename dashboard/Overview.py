@@ -4,7 +4,7 @@ import common
 import pandas as pd
 import streamlit as st
 
-from pipeline import jobs, settings
+from pipeline import settings
 from pipeline.instructor import from_env
 from pipeline.loop import LoopParams
 from pipeline.target import GenParams
@@ -60,18 +60,7 @@ with st.form("quickstart"):
     batch = common.param_input(c, GenParams, "batch_size", "batch size", "qs_batch", 1, 512)
     go = st.form_submit_button("Launch quick start")
 if go:
-    jid = jobs.submit(s, "quickstart", {"limit": int(limit), "max_new_tokens": int(max_tokens),
-                                        "batch_size": int(batch)})
-    st.session_state["quickstart_job"] = jid
-    st.success(f"Job #{jid} started; follow it here or on the Jobs page.")
-
-jid = st.session_state.get("quickstart_job")
-if jid:
-    @st.fragment(run_every=2)
-    def follow():
-        j = s.job(jid)
-        if j:
-            st.progress(jobs.fraction_done(j), text=jobs.job_line(j))
-            if j["message"]:
-                st.caption(j["message"])
-    follow()
+    common.launch(s, "quickstart", {"limit": int(limit), "max_new_tokens": int(max_tokens),
+                                    "batch_size": int(batch)}, "quickstart")
+if st.session_state.get("job-quickstart"):
+    common.job_panel(s, ("quickstart",), "quickstart", latest=1)

@@ -318,7 +318,7 @@ def duration(seconds: float | None) -> str:
 
 
 def launch(s: Store, kind: str, params: dict, key: str) -> int | None:
-    """Submit a job of `kind`; remember it under `key` for follow_jobs. Errors shown."""
+    """Submit a job of `kind`; remember it under `key` for job_panel. Errors shown."""
     try:
         jid = jobs.submit(s, kind, params)
     except ValueError as e:
@@ -329,31 +329,71 @@ def launch(s: Store, kind: str, params: dict, key: str) -> int | None:
     return jid
 
 
-def follow_jobs(s: Store, kinds: tuple[str, ...], key: str, latest: int = 3) -> None:
-    """Progress of this page's jobs: the one just launched and the latest of these kinds,
-    refreshed every 2 s (as on the Jobs page)."""
-    @st.fragment(run_every=2)
-    def _follow():
-        jobs.reap(s)
-        mine = st.session_state.get(f"job-{key}")
-        rows = [j for j in s.jobs(limit=100) if j["kind"] in kinds][:latest]
-        if mine and all(j["job_id"] != mine for j in rows):
-            j = s.job(mine)
-            rows = ([j] if j else []) + rows
-        if not rows:
-            st.caption(f"No {' / '.join(kinds)} jobs yet.")
-            return
-        for j in rows:
-            st.progress(jobs.fraction_done(j), text=jobs.job_line(j))
-            line = f"{j['step'] or ''} {j['message'] or ''}".strip()
-            if j["result"]:
-                line += f" · {jobs.result_line(j['result'])}"
-            if line:
-                st.caption(line)
-            if j["error"]:
-                st.error(j["error"])
+def flash(msg: str, error: bool = False) -> None:
+    """A message for the next run of the page (it survives st.rerun)."""
+    st.session_state["flash_error" if error else "flash"] = msg
 
-    _follow()
+
+def job_row(s: Store, j: dict, container=None, controls: bool = False) -> None:
+    """One job as every page shows it: its bar (stage units, ETA), step and message, the
+    result in words, the error; with controls, Cancel/Resume and the log tail."""
+    c = container or st
+    top, btn = c.columns([5, 1]) if controls else (c, None)
+    top.progress(jobs.fraction_done(j), text=jobs.job_line(j))
+    line = f"{j['step'] or ''} {j['message'] or ''}".strip()
+    if j["result"]:
+        line += f" · {jobs.result_line(j['result'])}"
+    if line:
+        top.caption(line)
+    if j["error"]:
+        top.error(j["error"])
+    if not controls:
+        return
+    if j["status"] in jobs.ACTIVE:
+        if btn.button("Cancel", key=f"cancel-{j['job_id']}"):
+            jobs.cancel(s, j["job_id"])
+            st.rerun()
+    elif j["status"] in ("failed", "cancelled"):
+        if btn.button("Resume", key=f"resume-{j['job_id']}"):
+            jobs.resume(s, j["job_id"])
+            st.rerun()
+    log = jobs.log_tail(j["log_file"], 15, max_bytes=8000)
+    if log:
+        with top.expander("log tail"):
+            st.code(log, language=None)
+
+
+def job_panel(s: Store, kinds: tuple[str, ...], key: str, latest: int = 3,
+              redraw_when_done: bool = False) -> None:
+    """The one job widget of the app's pages: the job this page launched and the latest
+    of these kinds, refreshed every 2 s. With redraw_when_done it shows only running jobs
+    and reruns the whole page when one of them ends (what it made is then drawn)."""
+    @st.fragment(run_every=2)
+    def _panel():
+        jobs.reap(s)  # a dead job is marked failed, so the panel stops waiting on it
+        mine = st.session_state.get(f"job-{key}")
+        rows = [j for j in s.jobs(limit=100) if j["kind"] in kinds]
+        if redraw_when_done:
+            watched = st.session_state.setdefault(f"watch-{key}", set())
+            ended = [j for j in rows if j["job_id"] in watched and j["status"] not in jobs.ACTIVE]
+            rows = [j for j in rows if j["status"] in jobs.ACTIVE]
+            watched.clear()
+            watched.update(j["job_id"] for j in rows)
+            if ended:
+                flash(" · ".join(f"job #{j['job_id']} {j['kind']} {j['status']}"
+                                 for j in ended))
+                st.rerun()
+        else:
+            rows = rows[:latest]
+            if mine and all(j["job_id"] != mine for j in rows):
+                j = s.job(mine)
+                rows = ([j] if j else []) + rows
+            if not rows:
+                st.caption(f"No {' / '.join(kinds)} jobs yet.")
+        for j in rows:
+            job_row(s, j)
+
+    _panel()
 
 
 def param_input(container, cls, name: str, label: str, key: str, lo=None, hi=None,

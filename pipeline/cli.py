@@ -719,21 +719,16 @@ def jobs_wait(ctx, job_id, timeout):
 
     Example: sei jobs wait 4 --timeout 600
     """
-    import time
-
     from pipeline import jobs
 
     _job_or_fail(ctx, job_id)
-    deadline = time.monotonic() + timeout
     bar = TqdmProgress()
-    while True:
-        jobs.reap(_store(ctx))
-        j = _store(ctx).job(job_id)
+
+    def show(j):
         if j["total"]:
             bar(j["done"] or 0, j["total"], j["step"] or j["kind"], j["message"] or "")
-        if j["status"] not in jobs.ACTIVE or time.monotonic() >= deadline:
-            break
-        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+    j = jobs.wait(_store(ctx), job_id, timeout, on_poll=show, raise_on_timeout=False)
     bar.close()
     click.echo(_fmt_job(j))
     if j["status"] in jobs.ACTIVE:

@@ -247,18 +247,27 @@ def resume(store: Store, job_id: int) -> int:
     return job_id
 
 
-def wait(store: Store, job_id: int, timeout: float = 600, poll: float = 0.5) -> dict:
-    """Block until the job ends (or `timeout` passes); returns its row."""
+def wait(store: Store, job_id: int, timeout: float = 600, poll: float = 0.5,
+         on_poll=None, raise_on_timeout: bool = True) -> dict:
+    """Block until the job ends (or `timeout` passes); returns its row. `on_poll(job)`
+    sees the row at each poll (a progress bar); past the timeout, TimeoutError, or the
+    still-active row when raise_on_timeout is False."""
     deadline = time.monotonic() + timeout
     if store.job(job_id) is None:
         raise KeyError(f"no job {job_id}")
-    while time.monotonic() < deadline:
+    while True:
         reap(store)
         job = store.job(job_id)
+        if on_poll:
+            on_poll(job)
         if job["status"] not in ACTIVE:
             return job
-        time.sleep(poll)
-    raise TimeoutError(f"job {job_id} still {store.job(job_id)['status']} after {timeout}s")
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+    if raise_on_timeout:
+        raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s")
+    return job
 
 
 # -- the worker process -------------------------------------------------------------------

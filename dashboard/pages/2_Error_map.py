@@ -32,8 +32,7 @@ def reset_widgets() -> None:
         del ss[key]
 
 
-def flash(msg: str, error: bool = False) -> None:
-    ss["flash_error" if error else "flash"] = msg
+flash = common.flash
 
 
 tax = taxonomy.current(s)
@@ -71,25 +70,8 @@ cl = tax.clustering
 p = cl["params"] or {}
 
 
-@st.fragment(run_every=2)
-def watch_jobs(ids: list[int]) -> None:
-    """While a clustering job runs, show it; when it ends, redraw the whole page (the map
-    of a new current clustering)."""
-    jobs.reap(s)  # a dead job is marked failed, so this stops polling
-    rows = [s.job(i) for i in ids]
-    if all(r is None or r["status"] not in ACTIVE for r in rows):
-        done = [r for r in rows if r is not None]
-        flash(" · ".join(f"job #{r['job_id']} {r['kind']} {r['status']}" for r in done))
-        st.rerun()
-    for r in rows:
-        frac = jobs.fraction_done(r) if r else 0.0
-        st.progress(frac, text=jobs.job_line(r) + f" · {r['step'] or ''} {r['message'] or ''}")
-
-
-running = [j["job_id"] for j in s.jobs(statuses=list(ACTIVE))
-           if j["kind"] in ("cluster", "quickstart")]
-if running:
-    watch_jobs(running)
+# a running (re-)clustering shows here; when it ends the page redraws with its map
+common.job_panel(s, ("cluster", "quickstart"), "error_map", redraw_when_done=True)
 
 if msg := ss.pop("flash", None):
     st.success(msg)

@@ -35,25 +35,7 @@ def job_list():
         st.info("No jobs yet.")
         return
     for j in rows:
-        with st.container(border=True):
-            top, btn = st.columns([5, 1])
-            top.progress(jobs.fraction_done(j), text=jobs.job_line(j))
-            top.caption(f"{j['step'] or ''} {j['message'] or ''} · params {j['params']}"
-                        + (f" · {jobs.result_line(j['result'])}" if j["result"] else ""))
-            if j["error"]:
-                top.error(j["error"])
-            if j["status"] in jobs.ACTIVE:
-                if btn.button("Cancel", key=f"cancel-{j['job_id']}"):
-                    jobs.cancel(s, j["job_id"])
-                    st.rerun()
-            elif j["status"] in ("failed", "cancelled"):
-                if btn.button("Resume", key=f"resume-{j['job_id']}"):
-                    jobs.resume(s, j["job_id"])
-                    st.rerun()
-            log = jobs.log_tail(j["log_file"], 15, max_bytes=8000)
-            if log:
-                with top.expander("log tail"):
-                    st.code(log, language=None)
+        common.job_row(s, j, st.container(border=True), controls=True)
 
 
 job_list()

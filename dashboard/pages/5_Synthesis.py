@@ -128,4 +128,4 @@ if est:
 if st.button("Launch synthesis", key="syn_go", type="primary",
              disabled=not est or not est["n_calls"]):
     common.launch(s, "synthesize", asdict(p), "synthesize")
-common.follow_jobs(s, ("synthesize",), "synthesize")
+common.job_panel(s, ("synthesize",), "synthesize")

@@ -152,4 +152,4 @@ if st.button(f"Score with {method}", key="sel_go", type="primary",
     common.launch(s, "select", asdict(p), "select")
 if not est["n_candidates"]:
     st.caption(f"Iteration {it_n} has no kept candidates to score yet.")
-common.follow_jobs(s, ("select",), "select")
+common.job_panel(s, ("select",), "select")

@@ -267,4 +267,4 @@ with tab_it:
                    "only checks that and marks it done (under a minute).")
     if st.button(f"Run iteration {nxt}", key="lp_go", type="primary"):
         common.launch(s, "iterate", lp.resolved(), "iterations")
-common.follow_jobs(s, ("train", "evaluate", "iterate"), "iterations")
+common.job_panel(s, ("train", "evaluate", "iterate"), "iterations")
