@@ -26,8 +26,8 @@ from pipeline.config import ROOT  # noqa: E402
 from pipeline.data import import_demo, import_file  # noqa: E402
 from pipeline.evaluate import fix_rates  # noqa: E402
 from pipeline.loop import LoopParams, iterate  # noqa: E402
-from pipeline.report import iteration_table  # noqa: E402
 from pipeline.store import Store  # noqa: E402
+from pipeline.views import iteration_table  # noqa: E402
 
 SVAMP = ROOT.parent / "shared" / "data" / "benchmarks" / "svamp" / "test.jsonl"
 

@@ -15,7 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from pipeline import config, jobs, views_loop
+from pipeline import config, jobs, views
 from pipeline.store import Store
 
 NOISE = "#b8b8b8"
@@ -64,7 +64,7 @@ def iteration_header(title: str, key: str) -> tuple[Store, list[int], int]:
     """The top of a loop page (Synthesis, Selection): the header and the iteration it
     shows, the latest by default. Returns the store, the iterations and the one chosen."""
     s = header(title)
-    its = views_loop.iteration_choices(s)
+    its = views.iteration_choices(s)
     return s, its, st.selectbox("iteration", its, index=len(its) - 1, key=key)
 
 

@@ -301,7 +301,7 @@ def iterations_cmd(ctx, as_json):
 
     Example: sei iterations --json
     """
-    from pipeline.report import iteration_table
+    from pipeline.views import iteration_table
 
     rows = iteration_table(_store(ctx))
     if as_json:
@@ -349,7 +349,7 @@ def export_candidates(ctx, out, fmt, everything):
 
     Example: sei export candidates -o candidates.jsonl
     """
-    from pipeline.report import candidate_records, write_records
+    from pipeline.views import candidate_records, write_records
 
     rows = candidate_records(_store(ctx), None if everything else "kept")
     write_records(rows, out, fmt)
@@ -366,8 +366,8 @@ def export_selection(ctx, out, selection_id, fmt):
 
     Example: sei export selection -o train.jsonl
     """
-    from pipeline.report import write_records
     from pipeline.select import training_set
+    from pipeline.views import write_records
 
     store = _store(ctx)
     if selection_id is None:

@@ -162,8 +162,7 @@ def test_no_isinstance_on_a_concrete_swappable_piece():
 # and adapter included, resolved by pipeline/resolve.py) and never asks the loop.
 STAGE_MODULES = {"extract", "keyphrases", "cluster", "synthesize", "select", "train",
                  "evaluate"}
-ORCHESTRATION = {"stages", "jobs", "loop", "presets", "costs", "resolve", "views_loop",
-                 "report"}
+ORCHESTRATION = {"stages", "jobs", "loop", "presets", "costs", "resolve", "views"}
 SHELLS = {"cli", "cli_base", "cli_loop", "serve"}
 
 
@@ -231,3 +230,12 @@ def test_the_import_check_sees_a_planted_circle_and_an_arrow_up(tmp_path):
     graph = import_graph(tmp_path)
     assert circles(graph) == [["a", "b", "a"]]
     assert arrows_up(graph) == ["select -> loop"]
+
+
+def test_the_readme_layout_table_names_every_module():
+    readme = (ROOT / "README.md").read_text("utf-8")
+    named = set(re.findall(r"\]\(((?:pipeline|dashboard)/[\w/]+\.py)\)", readme))
+    have = {rel for rel, _ in _sources("pipeline")} | {
+        rel.replace("\\", "/") for rel, _ in _sources("dashboard")}
+    assert not have - named, f"modules missing from the README's layout: {sorted(have - named)}"
+    assert not named - have, f"the README names modules that are gone: {sorted(named - have)}"

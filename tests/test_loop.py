@@ -235,8 +235,8 @@ def test_iterate_one_iteration_end_to_end(looped_db, tmp_path):
     import shutil
 
     from pipeline.evaluate import accuracy_table
-    from pipeline.report import iteration_table
     from pipeline.stats import pair_runs, paired_diff
+    from pipeline.views import iteration_table
 
     db = tmp_path / "sei.duckdb"
     shutil.copy(looped_db, db)

@@ -12,12 +12,12 @@ import common
 import pandas as pd
 import streamlit as st
 
-from pipeline import synthesize, views_loop
+from pipeline import synthesize, views
 
 s, its, it_n = common.iteration_header("Synthesis", key="syn_it")
 COUNTS = ["type_id", "title", "generated", "rejected", "near_duplicate", "contaminated", "kept"]
 
-bs = views_loop.batches(s, it_n)
+bs = views.batches(s, it_n)
 
 st.subheader("Candidates per error type")
 if not bs:
@@ -39,8 +39,8 @@ else:
         types = {r["type_id"]: f"{r['type_id']}: {r['title']}" for r in counts}
         c1, c2 = st.columns([3, 1])
         tid = c1.selectbox("error type", list(types), format_func=types.get, key="syn_type")
-        status = c2.selectbox("status", ["all", *views_loop.CAND_STATUSES], key="syn_status")
-        cands = views_loop.type_candidates(s, bid, tid, None if status == "all" else status)
+        status = c2.selectbox("status", ["all", *views.CAND_STATUSES], key="syn_status")
+        cands = views.type_candidates(s, bid, tid, None if status == "all" else status)
         if not cands:
             st.info("No candidates of this type with that status.")
         else:

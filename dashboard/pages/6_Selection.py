@@ -13,7 +13,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pipeline import select, views_loop
+from pipeline import select, views
 
 s, its, it_n = common.iteration_header("Selection", key="sel_it")
 sels = list(reversed(s.selections(it_n)))
@@ -54,7 +54,7 @@ else:
         default = saved_top if saved_top < 1 else min(1.0, saved_top / n)
         top = st.slider("threshold preview: keep the top fraction", 0.01, 1.0,
                         float(round(max(0.01, default), 2)), 0.01, key="sel_top")
-        cut = views_loop.cut_score(scores, top, seed)
+        cut = views.cut_score(scores, top, seed)
         kind = st.radio("chart", ["box", "histogram"], horizontal=True, key="sel_chart")
         if kind == "box":
             fig = px.box(df, x="type", y="score", points="all", hover_data=["cand_id"],
@@ -71,7 +71,7 @@ else:
         fig.update_layout(height=380, margin={"t": 40})
         st.plotly_chart(fig, key="sel_fig")
         tops = sorted({0.05, 0.1, 0.25, 0.5, round(top, 2)})
-        prev = pd.DataFrame(views_loop.cut_preview(scores, tops, seed))
+        prev = pd.DataFrame(views.cut_preview(scores, tops, seed))
         st.caption(f"How many candidates each cut keeps, per type ({n} scored; ties broken "
                    "by the selection's seed, as selection does)")
         st.dataframe(prev, hide_index=True, width="stretch", key="sel_preview")
@@ -100,7 +100,7 @@ else:
             st.code(c["solution"] or "", language=None, wrap_lines=True)
             st.text(f"answer: {c['answer']}")
         with right:
-            changes = views_loop.dev_changes(s, sid, it_n, c)
+            changes = views.dev_changes(s, sid, it_n, c)
             st.markdown(f"**Dev problems it fixed ({len(c['fixed'] or [])}) or broke "
                         f"({len(c['broken'] or [])})**")
             if not changes:
@@ -118,7 +118,7 @@ else:
                                + common.md_text(str(ch["one_shot_pred"])) + ")")
                     st.code(ch["one_shot_output"] or "", language=None, wrap_lines=True)
 
-    both = views_loop.proxy_vs_oneshot(s, it_n)
+    both = views.proxy_vs_oneshot(s, it_n)
     if both:
         st.subheader("Proxy vs one-shot")
         sc = pd.DataFrame(both)

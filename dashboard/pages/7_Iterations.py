@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pipeline import costs, evaluate, report, sets, views_loop
+from pipeline import costs, evaluate, sets, views
 from pipeline.evaluate import EvalParams
 from pipeline.loop import LoopParams
 from pipeline.presets import flat, resolve
@@ -32,13 +32,13 @@ def interval(r: dict) -> str:
     return "–" if r.get("lo") is None else f"[{pts(r['lo'])}, {pts(r['hi'])}] pts"
 
 
-empty = views_loop.is_empty(s)
+empty = views.is_empty(s)
 if empty:
     st.info("Nothing yet: run the quick start (Overview), then synthesize (Synthesis page). "
             "Or run the whole loop below: it evaluates the base model, synthesizes, selects, "
             "trains and evaluates.")
 else:
-    acc = views_loop.accuracy_rows(s)
+    acc = views.accuracy_rows(s)
     st.subheader("Accuracy per iteration")
     if not acc:
         st.info("No evaluation runs yet: evaluate iteration 0 (the base model) and a trained "
@@ -80,7 +80,7 @@ else:
             hide_index=True, width="stretch", key="it_acc_table")
 
     arm_rows = []
-    for it in report.arms_table(s):
+    for it in views.arms_table(s):
         for label, cmp_ in ([(f"{a} vs base", c) for a, c in it["arms"].items()]
                             + [(f"sei vs {a}", c) for a, c in it["sei_vs"].items()]):
             for s_, d in cmp_["sets"].items():
@@ -132,7 +132,7 @@ else:
                    + ", ".join(f"iteration {i}: {int(v)}" for i, v in new.items()))
 
     st.subheader("Training loss")
-    curves = views_loop.loss_curves(s)
+    curves = views.loss_curves(s)
     if not curves:
         st.caption("No training runs yet.")
     else:
@@ -146,7 +146,7 @@ else:
         st.plotly_chart(lf, key="it_loss")
 
     st.subheader("Lineage")
-    lineage = report.iteration_table(s)
+    lineage = views.iteration_table(s)
     for it in lineage:
         n_ = it["iteration"]
         label = (f"iteration {n_} · base model" if n_ == 0 else
@@ -183,8 +183,8 @@ else:
                 st.caption("no evaluation runs")
 
 st.subheader("Run")
-its = views_loop.iteration_choices(s)
-nxt = views_loop.next_iteration(s)
+its = views.iteration_choices(s)
+nxt = views.next_iteration(s)
 tab_tr, tab_ev, tab_it = st.tabs(["Train", "Evaluate", "Next iteration"])
 with tab_tr:
     c1, c2, c3, c4 = st.columns(4)
@@ -193,7 +193,7 @@ with tab_tr:
     t_method = common.param_input(c3, TrainParams, "method", "selected by", "tr_method")
     t_epochs = common.param_input(c4, TrainParams, "epochs", "epochs", "tr_epochs", 1, 50)
     tp = TrainParams(iteration=int(t_it), mode=t_mode, method=t_method, epochs=int(t_epochs))
-    te = views_loop.train_estimate(s, tp)
+    te = views.train_estimate(s, tp)
     if "error" in te:
         st.caption(te["error"])
     else:
@@ -212,7 +212,7 @@ with tab_ev:
     e_limit = common.param_input(c3, EvalParams, "limit", "problems per set (0: all)",
                                  "ev_limit", 0, 100_000)
     ep = EvalParams(iteration=int(e_it), sets=list(e_sets), limit=int(e_limit) or None)
-    ee = views_loop.eval_estimate(s, ep)
+    ee = views.eval_estimate(s, ep)
     st.caption(f"Estimate: {ee['n_problems']} problems ("
                + common.md_text(", ".join(f"{k} {v}" for k, v in ee["problems"].items()))
                + f") × ~{costs.GEN_S_PER_PROBLEM} s each ≈ {common.duration(ee['seconds'])}")
@@ -243,7 +243,7 @@ with tab_it:
     except ValueError as e:
         st.error(str(e))
         st.stop()
-    le = views_loop.iterate_estimate(s, lp)
+    le = views.iterate_estimate(s, lp)
     plan = costs.plan(s, lp)
     dev = plan["deviations"]
     st.caption(f"Preset **{lp.preset}**; "
