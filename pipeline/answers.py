@@ -14,12 +14,19 @@ capped in length, and exponent towers, huge powers and factorials are refused up
 
 from __future__ import annotations
 
+import logging
 import queue
 import re
 import signal
 import threading
 import time
 from decimal import Decimal, InvalidOperation
+
+# math-verify warns on every parse that its own timeout is off: we run each comparison
+# under our own deadline (_compare_with_alarm), so the warning says nothing to a user and
+# would fill every log and CLI run.
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).setLevel(logging.ERROR)
 
 MAX_LEN = 300  # longer "answers" are not answers; they only feed sympy pathologies
 
@@ -94,13 +101,26 @@ def _first_line(s: str) -> str:
     return out
 
 
+# The end of a sentence: a full stop, then space and a capital letter (not "3.5", "e.g.").
+_SENTENCE_END = re.compile(r"(?<=[^\s.])\.\s+(?=[A-Z])")
+# Plain arithmetic that ends in its result: "9 * 8 = 64" answers 64.
+_CALC = re.compile(r"^[-\d\s.,$+*/×x()^]+=\s*(?P<result>[^=]+?)\s*$")
+
+
 def _clean_tail(s: str) -> str:
     s = _first_line(s) if s.strip() else ""
     s = s.strip().strip("*").strip()
     b = _last_boxed(s)
     if b is not None:
         return b.strip()
+    if not _open(s):  # the answer is its first sentence, never the prose after it
+        s = _SENTENCE_END.split(s, maxsplit=1)[0]
     s = re.sub(r"^\$+|\$+$", "", s).strip()
+    m = _CALC.match(s.rstrip("."))
+    if m:
+        s = m.group("result")
+    elif re.search(r"[=+*/×-]\s*$", s):  # cut off mid-equation: no answer
+        return ""
     return s.rstrip(".").strip()
 
 
@@ -120,6 +140,8 @@ def extract_answer(text: str) -> tuple[str | None, str]:
     b = _last_boxed(text)
     if b is not None and b.strip():
         return b.strip(), "boxed"
+    if re.search(r"[=+*/×]\s*$", text):  # cut off mid-equation: its last number is no answer
+        return None, "none"
     nums = _LAST_NUM.findall(text)
     if nums:
         return nums[-1].replace("$", "").replace(" ", ""), "last_number"

@@ -147,6 +147,14 @@ def test_answers_equal(gold, pred, expected):
     ("", (None, "none")),
     ("no numbers here at all", (None, "none")),
     ("She read pages 12-15 of the book", ("15", "last_number")),
+    # the answer is the result, never the sentence after it (issue 24, item 6)
+    ("The answer is 9 * 8 = 64. Diego's ticket total is 64 dollars.", ("64", "answer_is")),
+    ("The answer is 3.5. Then we stop", ("3.5", "answer_is")),
+    ("The answer is 1/2 = 0.5", ("0.5", "answer_is")),
+    ("The answer is 5 dollars. So Tom pays 5.", ("5 dollars", "answer_is")),
+    # cut off mid-equation: no answer, not the operand before the "="
+    ("First 6 + 5 = 11. Then 11 - 2 =", (None, "none")),
+    ("The answer is 11 - 2 =", (None, "none")),
 ])
 def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
@@ -241,3 +249,15 @@ def test_timeouts_do_not_starve_later_comparisons():
         assert all(f.result(timeout=60)["detail"] == "timeout" for f in slow)
         r = ex.submit(judge, "#### 0.5", "1/2", 1.0).result(timeout=60)
     assert r["correct"] is True, r
+
+
+def test_math_verify_says_nothing_about_its_own_timeout(caplog):
+    """We bound every comparison ourselves; its 'Timeout is disabled' warning is noise."""
+    import logging
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with caplog.at_level(logging.WARNING):  # off the main thread, as in jobs and servers
+        with ThreadPoolExecutor(1) as ex:
+            assert ex.submit(judge, "The answer is 3/6.", "1/2").result()["correct"]
+    assert not [r for r in caplog.records if r.name.startswith("math_verify")]
