@@ -254,7 +254,6 @@ def test_timeouts_do_not_starve_later_comparisons():
 def test_math_verify_says_nothing_about_its_own_timeout(caplog):
     """We bound every comparison ourselves; its 'Timeout is disabled' warning is noise."""
     import logging
-
     from concurrent.futures import ThreadPoolExecutor
 
     with caplog.at_level(logging.WARNING):  # off the main thread, as in jobs and servers
