@@ -4,13 +4,34 @@ import common
 import pandas as pd
 import streamlit as st
 
-from pipeline import settings
+from pipeline import settings, views
 from pipeline.instructor import from_env
 from pipeline.loop import LoopParams
 from pipeline.target import GenParams
 
 s = common.header("SEI Studio")
 cfg = settings.load()
+
+# -- where you are in the loop, and the next step -------------------------------------------
+path = views.loop_steps(s)
+st.subheader(f"The loop, iteration {path['iteration']}")
+cols = st.columns(len(path["steps"]))
+for col, x in zip(cols, path["steps"]):
+    mark = "✅" if x["done"] else ("➡️" if x is path["next"] else "⬜")
+    col.markdown(f"{mark} **{x['step']}**")
+    col.caption(x["what"])
+nxt = path["next"]
+if nxt is None:
+    st.success(f"Iteration {path['iteration']} is done: see its accuracy on the Iterations "
+               "page, or start the next one there.")
+    st.page_link("pages/7_Iterations.py", label="Iterations", icon=":material/insights:")
+elif nxt["step"] == "extract":
+    st.info("Next: extract. Launch the quick start below (extraction, keyphrases and error "
+            "types in one job), or run the whole demo loop from the Iterations page.")
+else:
+    st.info(f"Next: {nxt['step']}, on the {nxt['page']} page: {nxt['what']}.")
+    st.page_link(common.PAGES[nxt["page"]], label=f"Go to {nxt['page']}",
+                 icon=":material/arrow_forward:")
 
 c1, c2, c3 = st.columns(3)
 with c1:

@@ -290,6 +290,13 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
+# page name -> its script, for st.page_link (the sidebar's order is the loop's)
+PAGES = {"Overview": "Overview.py", "Bad cases": "pages/1_Bad_cases.py",
+         "Error map": "pages/2_Error_map.py", "Synthesis": "pages/5_Synthesis.py",
+         "Selection": "pages/6_Selection.py", "Iterations": "pages/7_Iterations.py",
+         "Jobs": "pages/8_Jobs.py", "Settings": "pages/9_Settings.py"}
+
+
 def page_link(page: str, label: str, icon: str, **query) -> None:
     """A link to another page with query parameters (e.g. case=12). st.page_link only knows
     pages of the running app: a page run alone (AppTest) gets a plain link instead."""

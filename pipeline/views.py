@@ -256,6 +256,44 @@ def next_iteration(store: Store) -> int:
     return (max(done) + 1) if done else (resolve.latest(store) or 1)
 
 
+# -- the guided path: where the user is in the loop ---------------------------------------------
+
+# (step, page that does it, what it does): the loop in the order a person walks it
+LOOP_STEPS = (
+    ("extract", "Overview", "run the model on a train set and judge its answers"),
+    ("analyze", "Error map", "write error keyphrases for the bad cases"),
+    ("curate", "Error map", "cluster them into error types; rename, merge, split, exclude"),
+    ("synthesize", "Synthesis", "make new problems for each error type"),
+    ("select", "Selection", "score them as one-shot examples and keep the top"),
+    ("train", "Iterations", "LoRA on the selected problems"),
+    ("evaluate", "Iterations", "the trained model on held-out sets, against the base"),
+)
+
+
+def loop_steps(store: Store) -> dict:
+    """Each step's state for the iteration in progress ("done" or "todo") and the next
+    step to take, for the Overview's guided path."""
+    from pipeline.sets import is_test_split
+
+    n = next_iteration(store)
+    done = {
+        "extract": any(r["n_done"] and not is_test_split(r["split"])
+                       for r in store.runs("extract")),
+        "analyze": store.latest_analysis() is not None,
+        "curate": store.latest_clustering() is not None,
+        "synthesize": any(b["iteration"] == n and b["status"] == "finished"
+                          for b in store.synth_batches()),
+        "select": any(x["method"] == "oneshot" and x["status"] == "finished"
+                      for x in store.selections(n)),
+        "train": any(r["status"] == "finished" for r in store.train_runs(n)),
+        "evaluate": any(lk["role"].startswith("eval") for lk in store.iteration_links(n)),
+    }
+    steps = [{"step": k, "page": page, "what": what, "done": done[k]}
+             for k, page, what in LOOP_STEPS]
+    nxt = next((x for x in steps if not x["done"]), None)
+    return {"iteration": n, "steps": steps, "next": nxt}
+
+
 # -- reports: iterations, arms, exports -------------------------------------------------------
 
 

@@ -41,7 +41,7 @@ def test_overview_shows_runs_and_accuracy(clustered):
 
 def test_overview_quick_start_launches_a_job(store):
     at = ok(page("Overview.py"))
-    assert "No runs yet" in at.info[0].value
+    assert "No runs yet" in at.info[1].value  # after the guided path's "Next: extract"
     at.number_input[0].set_value(8)
     at.number_input[1].set_value(32)
     at.button[0].click().run()  # the form's submit button
@@ -50,6 +50,25 @@ def test_overview_quick_start_launches_a_job(store):
     assert j["kind"] == "quickstart" and j["params"]["limit"] == 8
     jobs.cancel(store, j["job_id"], wait=30)
     assert store.job(j["job_id"])["status"] == "cancelled"
+
+
+def test_overview_leads_to_the_next_step_of_the_loop(clustered, store):
+    """The guided path: on a clustered store the next step is synthesis, with a link to its
+    page; on an empty one it is extraction (the quick start)."""
+    import common
+
+    at = ok(page("Overview.py"))
+    marks = [m.value for m in at.markdown if "**" in m.value][:7]
+    assert marks == ["✅ **extract**", "✅ **analyze**", "✅ **curate**", "➡️ **synthesize**",
+                     "⬜ **select**", "⬜ **train**", "⬜ **evaluate**"]
+    assert at.info[0].value.startswith("Next: synthesize, on the Synthesis page")
+    assert all((DASH / f).is_file() for f in common.PAGES.values())
+
+
+def test_overview_on_an_empty_store_says_extract_first(store):
+    at = ok(page("Overview.py"))
+    assert at.info[0].value.startswith("Next: extract.")
+    assert [m.value for m in at.markdown if "**" in m.value][0] == "➡️ **extract**"
 
 
 def test_bad_cases_filters(clustered):
@@ -235,7 +254,7 @@ def test_case_on_the_map_and_back(clustered):
 
 def test_jobs_page_shows_progress_and_cancels(store):
     jid = jobs.submit(store, "ticks", {"n": 40, "seconds": 0.25, "tag": "apptest"})
-    at = ok(page("3_Jobs.py"))
+    at = ok(page("8_Jobs.py"))
     deadline = time.time() + 60
     while time.time() < deadline and not (store.job(jid)["done"] or 0):
         time.sleep(0.3)
@@ -250,7 +269,7 @@ def test_jobs_page_shows_progress_and_cancels(store):
 
 def test_settings_never_store_the_key(store, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-123")
-    at = ok(page("4_Settings.py"))
+    at = ok(page("9_Settings.py"))
     at.text_input[0].set_value("http://127.0.0.1:9/v1")
     at.text_input[1].set_value("my-instructor")
     at.button[0].click().run()
