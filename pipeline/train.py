@@ -446,6 +446,16 @@ def _from_rank0(acc, p: TrainParams, run: _Run | None, out_dir: Path | None,
     return p, run, out_dir, done
 
 
+def _say_rank(rank: int, world: int, p: TrainParams, store, out_dir: Path) -> None:
+    """With several processes, one line on stderr per rank: its rows, and which one reads
+    the store."""
+    if world > 1:
+        print(f"rank {rank} of {world}: {p.batch_size // world} of each {p.batch_size} rows; "
+              + (f"store {store.path}" if rank == 0 else
+                 f"training set from {out_dir / TRAIN_SET}; never opens the store"),
+              file=sys.stderr, flush=True)
+
+
 def train(store: Store | None, p: TrainParams, progress: Progress = no_progress) -> dict:
     """LoRA on the selected data of p.iteration (resumable from its last checkpoint).
     Under `accelerate launch` with N processes only rank 0 is given the store; the others
@@ -476,11 +486,7 @@ def train(store: Store | None, p: TrainParams, progress: Progress = no_progress)
     rows = [tokenize(tok, e["messages"], p.max_length) for e in run.examples]
     steps_per_epoch = math.ceil(len(rows) / p.batch_size)
     total = steps_per_epoch * p.epochs
-    if world > 1:  # one line per rank: which one reads the store
-        print(f"rank {rank} of {world}: {p.batch_size // world} of each {p.batch_size} rows; "
-              + (f"store {store.path}" if rank == 0 else
-                 f"training set from {out_dir / TRAIN_SET}; never opens the store"),
-              file=sys.stderr, flush=True)
+    _say_rank(rank, world, p, store, out_dir)
 
     # -- model: base + a new or the previous adapter -------------------------------------------
     fit = _prepare(acc, run, p, total, out_dir)
