@@ -462,8 +462,7 @@ def train(store: Store | None, p: TrainParams, progress: Progress = no_progress)
     are given None, never open it, and take their share of every global batch."""
     rank, world = launched_ranks()
     rows_per_rank(p.batch_size, world)  # refuses a batch that does not split evenly
-    if rank:
-        store = _NotRank0(rank, world)
+    store = _NotRank0(rank, world) if rank else store  # the other ranks never open it
     # -- data and identity (rank 0); a finished run returns before anything heavy is loaded ---
     run, out_dir, done = _open_run(store, p, world) if rank == 0 else (None, None, None)
     if done and world == 1:
@@ -476,10 +475,11 @@ def train(store: Store | None, p: TrainParams, progress: Progress = no_progress)
 
     from pipeline.target import weights_hash
 
-    cuda = torch.cuda.is_available()
-    acc = Accelerator(mixed_precision="bf16" if cuda else "no", cpu=not cuda)
+    acc = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no",
+                      cpu=not torch.cuda.is_available())  # (several CPU processes: gloo)
     p, run, out_dir, done = _from_rank0(acc, p, run, out_dir, done)
-    if done:
+    if done:  # (several processes: a run finished before; the process group goes)
+        acc.end_training()
         return done
     torch.manual_seed(p.seed)
     tok = AutoTokenizer.from_pretrained(run.path)
