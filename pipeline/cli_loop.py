@@ -146,7 +146,22 @@ def train_cmd(ctx, iteration, background, **kw):
     """LoRA on the selected data (resumable from its last checkpoint).
 
     Example: sei train --mode scratch --epochs 3
+
+    On several processes: accelerate launch --num_processes N -m pipeline.cli train ...
+    (rank 0 alone opens the store; the global batch stays --batch-size).
     """
+    from pipeline.train import launched_ranks, rows_per_rank, train
+
+    rank, world = launched_ranks()
+    try:
+        rows_per_rank(TrainParams.from_dict(kw).batch_size, world)  # before the store
+        if world > 1 and background:
+            raise ValueError("--background runs one process; launch several without it")
+        if rank:  # another rank of a launch: never opens the store; rank 0 tells it the rest
+            train(None, TrainParams.from_dict(kw))
+            return
+    except ValueError as e:
+        _fail(e)
     kw["iteration"] = _latest_or_first(ctx, iteration)
     _run_and_echo(ctx, "train", kw, background)
 

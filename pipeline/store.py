@@ -91,6 +91,14 @@ _lock = threading.Lock()
 _write_lock = threading.RLock()
 _local = threading.local()
 _held: dict[str, Any] = {}  # run locks this process holds (hold_run), by lock path
+_closed: str | None = None  # why no store may be opened in this process (close_to_this_process)
+
+
+def close_to_this_process(why: str) -> None:
+    """From now on every store this process tries to open raises, saying why: a training
+    rank other than 0, whose store rank 0 alone opens (DuckDB admits one writing process)."""
+    global _closed
+    _closed = why
 
 
 @dataclass
@@ -136,6 +144,8 @@ class Store:
                                 "needs to write (use a copy, or --db/SEI_DB elsewhere)")
 
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        if _closed:
+            raise StoreUnusable(f"{self.path} is closed to this process: {_closed}")
         deadline = time.monotonic() + LOCK_TIMEOUT
         short = time.monotonic() + min(LOCK_TIMEOUT, BROKEN_RETRY_S)
         delay = 0.005

@@ -20,6 +20,14 @@ as one never stopped. While it trains the process holds the run's lock: a run le
 'running' by a killed process reads 'interrupted'.
 The result is a standard peft adapter directory (adapter_config.json,
 adapter_model.safetensors) that PeftModel.from_pretrained and vLLM's --lora-modules load.
+
+Several processes (`accelerate launch --num_processes N -m pipeline.cli train ...`) train
+data-parallel with the same global batch: only rank 0 opens the store (DuckDB admits one
+writing process); it reads the selection, writes the training set to a file in the run's
+directory for the other ranks, and alone writes the run, its losses and checkpoints. Each
+rank takes batch_size/N rows of every global batch; each rank's loss is its share of the
+global batch's mean (the sum over its tokens over the global token count, times N, since
+DDP averages the ranks' gradients), so a step's update is a single process's.
 """
 
 from __future__ import annotations
@@ -27,9 +35,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from pipeline import config
@@ -157,7 +167,8 @@ def _load_model(path, init: str | None, p: TrainParams):
 
 @dataclass
 class _Fit:
-    """The prepared model, optimizer and scheduler, and where their checkpoint lives."""
+    """The prepared model (its forward is the loss; DDP-wrapped with several processes),
+    optimizer and scheduler, and where their checkpoint lives."""
     acc: object
     model: object
     opt: object
@@ -167,6 +178,11 @@ class _Fit:
     @property
     def ckpt(self) -> Path:
         return self.out_dir / "checkpoint"
+
+    @property
+    def lora(self):
+        """The peft model itself: what is saved and loaded."""
+        return self.acc.unwrap_model(self.model).lora
 
     def resume(self) -> int:
         """Load the last checkpoint, if any; the step to continue from. The checkpoint is
@@ -181,8 +197,7 @@ class _Fit:
         from safetensors.torch import load_file
 
         state = torch.load(self.ckpt / "state.pt", weights_only=True)
-        set_peft_model_state_dict(self.acc.unwrap_model(self.model),
-                                  load_file(self.ckpt / "adapter_model.safetensors"))
+        set_peft_model_state_dict(self.lora, load_file(self.ckpt / "adapter_model.safetensors"))
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         if "rng" in state:  # (a checkpoint from before the random states were kept has none)
@@ -190,11 +205,14 @@ class _Fit:
         return state["step"]
 
     def save_checkpoint(self, at: int) -> None:
+        """On rank 0 only (the ranks' states are the same, but for dropout's draws)."""
         import torch
 
+        if not self.acc.is_main_process:
+            return
         tmp = self.out_dir / "checkpoint.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        self.acc.unwrap_model(self.model).save_pretrained(tmp)
+        self.lora.save_pretrained(tmp)
         torch.save({"opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "step": at,
                     "rng": rng_state()}, tmp / "state.pt")
         shutil.rmtree(self.ckpt, ignore_errors=True)
@@ -239,30 +257,36 @@ def _steps(store: Store, p: TrainParams, train_id: str, fit: _Fit, rows: list[di
            pad_id: int, step: int, total: int, steps_per_epoch: int,
            progress: Progress) -> int:
     """Optimizer steps from `step` to `total`, each recorded; checkpoints every
-    p.checkpoint_every and on a cancel. Returns the tokens seen."""
+    p.checkpoint_every and on a cancel. Each of the N processes takes its batch_size/N rows
+    of every global batch. Returns the tokens seen (by all processes)."""
+    import torch
 
     acc, model, opt, sched = fit.acc, fit.model, fit.opt, fit.sched
+    n, per = acc.num_processes, p.batch_size // acc.num_processes
     tokens_seen = 0
     try:
         while step < total:
             epoch, k = divmod(step, steps_per_epoch)
             batch = [rows[i] for i in epoch_batches(rows, p.batch_size, p.seed, epoch)[k]]
-            ids, labels, mask = _collate(batch, pad_id)
+            mine = batch[acc.process_index * per:(acc.process_index + 1) * per]
+            # (a last batch may leave a rank no rows: it runs one, weighted 0, as DDP needs)
+            ids, labels, mask = _collate(mine or batch[:1], pad_id)
+            counts = torch.tensor([float(mask.sum()), float((labels[:, 1:] != -100).sum())])
+            n_tok, n_loss = acc.reduce(counts.to(acc.device) * bool(mine), "sum").tolist()
             ts = time.perf_counter()
             with acc.autocast():
-                loss = assistant_loss(model, ids.to(acc.device), mask.to(acc.device),
-                                      labels.to(acc.device))
-            acc.backward(loss)
+                loss_sum = model(ids.to(acc.device), mask.to(acc.device), labels.to(acc.device))
+            # this rank's part of the global batch's mean; DDP averages the ranks' gradients
+            acc.backward(loss_sum * (bool(mine) * n / max(n_loss, 1)))
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
-            n_tok = int(mask.sum())
-            tokens_seen += n_tok
-            loss_v = float(loss.detach())
+            tokens_seen += int(n_tok)
+            loss_v = float(acc.reduce(loss_sum.detach() * bool(mine), "sum")) / max(n_loss, 1)
             store.record_train_steps(train_id, [{
                 "step": step, "epoch": step / steps_per_epoch, "loss": loss_v,
-                "lr": sched.get_last_lr()[0], "tokens": n_tok,
+                "lr": sched.get_last_lr()[0], "tokens": int(n_tok),
                 "seconds": time.perf_counter() - ts}], step)
             if step % p.checkpoint_every == 0 or step == total:
                 fit.save_checkpoint(step)
@@ -304,25 +328,151 @@ def _prepare(acc, run: _Run, p: TrainParams, total: int, out_dir: Path) -> _Fit:
 
     from pipeline.fastlora import fuse_lora
 
-    model = _load_model(run.path, run.init, p)
-    fuse_lora(model)
-    opt = torch.optim.AdamW([w for w in model.parameters() if w.requires_grad], lr=p.lr,
+    lora = _load_model(run.path, run.init, p)
+    fuse_lora(lora)
+    opt = torch.optim.AdamW([w for w in lora.parameters() if w.requires_grad], lr=p.lr,
                             weight_decay=0.0)
     schedule = (get_cosine_schedule_with_warmup if p.schedule == "cosine"
                 else get_linear_schedule_with_warmup)
     sched = schedule(opt, int(p.warmup * total), total)
-    model, opt = acc.prepare(model, opt)
+    model, opt = acc.prepare(_loss_model(lora), opt)
     return _Fit(acc, model, opt, sched, out_dir)
 
 
-def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dict:
-    """LoRA on the selected data of p.iteration (resumable from its last checkpoint)."""
-    # -- data and identity; a finished run returns before anything heavy is loaded ---------
+def _loss_model(lora):
+    """`lora` as a module whose forward is the assistant loss summed over the batch's tokens:
+    what accelerate wraps in DDP with several processes (DDP averages the ranks' gradients
+    only in a backward through its own forward)."""
+    import torch
+
+    class AssistantLoss(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lora = lora
+
+        def forward(self, ids, mask, labels):
+            return assistant_loss(self.lora, ids, mask, labels, reduction="sum")
+
+    return AssistantLoss()
+
+
+# -- several processes ---------------------------------------------------------------------
+
+TRAIN_SET = "train_set.jsonl"  # in the run's directory: rank 0 writes it, the others read it
+
+
+def launched_ranks() -> tuple[int, int]:
+    """(this process's rank, how many processes), as `accelerate launch` and torchrun set
+    them; (0, 1) for a plain process."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rows_per_rank(batch_size: int, world: int) -> int:
+    """The rows of each global batch one of `world` processes takes; a batch that does not
+    split evenly is refused (the global batch must stay a single process's)."""
+    if batch_size % world:
+        raise ValueError(
+            f"--batch-size {batch_size} does not split over {world} processes: each takes "
+            f"batch_size/{world} rows of every global batch, so that the global batch and "
+            f"the update are one process's; use a multiple of {world}, e.g. "
+            f"{world * max(1, round(batch_size / world))}")
+    return batch_size // world
+
+
+class _NotRank0:
+    """The store as the ranks other than 0 see it: the writes of the training loop do
+    nothing there (rank 0 makes them), anything else is an error. The store file itself
+    is closed to the process (store.close_to_this_process): DuckDB admits one writer."""
+    WRITES = {"record_train_steps", "finish_train_run", "release_run"}
+
+    def __init__(self, rank: int, world: int):
+        from pipeline import store
+
+        self.why = f"rank {rank} of {world} never opens the store (rank 0 does)"
+        store.close_to_this_process(self.why)
+
+    def __getattr__(self, name):
+        if name in self.WRITES:
+            return lambda *a, **kw: None
+        raise RuntimeError(f"store.{name}: {self.why}")
+
+
+def _open_run(store: Store, p: TrainParams, world: int) -> tuple[_Run, Path | None,
+                                                                    dict | None]:
+    """Rank 0: the run's data and identity from the store, and the result of a run that
+    already finished (done). Otherwise the run is held (a run whose process was killed
+    reads 'interrupted', not 'running', and two processes never train one run at once),
+    recorded, and with several processes its training set written for the other ranks."""
     run = _identify(store, p)
-    train_id = run.train_id
-    prev = store.train_run(train_id)
+    prev = store.train_run(run.train_id)
     done = _finished(prev)
     if done:
+        return run, None, done
+    store.hold_run(run.train_id)
+    out_dir = _out_dir(store, prev, run.train_id)
+    total = math.ceil(len(run.examples) / p.batch_size) * p.epochs
+    store.upsert_train_run({"train_id": run.train_id, "iteration": p.iteration,
+                            "mode": p.mode, "base_model": run.model_id,
+                            "init_adapter": run.init, "selection_ids": run.sel_ids,
+                            "data_hash": run.data_hash[:16], "n_examples": len(run.examples),
+                            "params": asdict(p), "adapter_dir": str(out_dir),
+                            "total_steps": total})
+    store.link_run(p.iteration, f"train:{p.mode}:{p.method}", run.train_id)
+    if world > 1:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(out_dir / TRAIN_SET, "w") as f:
+            f.writelines(json.dumps({"messages": e["messages"]}) + "\n" for e in run.examples)
+    return run, out_dir, None
+
+
+def _from_rank0(acc, p: TrainParams, run: _Run | None, out_dir: Path | None,
+                done: dict | None) -> tuple:
+    """Rank 0's parameters (the iteration it resolved), run, directory and decision, on
+    every rank (torch.distributed); the training set itself the others read from the file
+    rank 0 wrote, checked against the run's data hash. One process: as they are."""
+    world = launched_ranks()[1]
+    if acc.num_processes != world:
+        raise RuntimeError(f"{world} processes were launched but accelerate runs "
+                           f"{acc.num_processes}: launch with `accelerate launch` or torchrun")
+    if world == 1:
+        return p, run, out_dir, done
+    from torch.distributed import broadcast_object_list
+
+    box = [(p, run and replace(run, examples=[]), out_dir, done)]
+    broadcast_object_list(box, src=0)
+    if acc.is_main_process:
+        return p, run, out_dir, done
+    p, run, out_dir, done = box[0]
+    if done:
+        return p, run, out_dir, done
+    with open(out_dir / TRAIN_SET) as f:
+        run.examples = [json.loads(line) for line in f]
+    got = hashlib.sha256(json.dumps([e["messages"] for e in run.examples]).encode())
+    if got.hexdigest() != run.data_hash:
+        raise RuntimeError(f"{out_dir / TRAIN_SET} is not the training set rank 0 read")
+    return p, run, out_dir, done
+
+
+def _say_rank(rank: int, world: int, p: TrainParams, store, out_dir: Path) -> None:
+    """With several processes, one line on stderr per rank: its rows, and which one reads
+    the store."""
+    if world > 1:
+        print(f"rank {rank} of {world}: {p.batch_size // world} of each {p.batch_size} rows; "
+              + (f"store {store.path}" if rank == 0 else
+                 f"training set from {out_dir / TRAIN_SET}; never opens the store"),
+              file=sys.stderr, flush=True)
+
+
+def train(store: Store | None, p: TrainParams, progress: Progress = no_progress) -> dict:
+    """LoRA on the selected data of p.iteration (resumable from its last checkpoint).
+    Under `accelerate launch` with N processes only rank 0 is given the store; the others
+    are given None, never open it, and take their share of every global batch."""
+    rank, world = launched_ranks()
+    rows_per_rank(p.batch_size, world)  # refuses a batch that does not split evenly
+    store = _NotRank0(rank, world) if rank else store  # the other ranks never open it
+    # -- data and identity (rank 0); a finished run returns before anything heavy is loaded ---
+    run, out_dir, done = _open_run(store, p, world) if rank == 0 else (None, None, None)
+    if done and world == 1:
         progress(1, 1, "train", "already trained")
         return done
 
@@ -332,23 +482,18 @@ def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dic
 
     from pipeline.target import weights_hash
 
-    # held while it trains: a run whose process was killed reads 'interrupted', not
-    # 'running' (as extraction runs do), and two processes never train one run at once
-    store.hold_run(train_id)
-    out_dir = _out_dir(store, prev, train_id)
-
-    acc = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
+    acc = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no",
+                      cpu=not torch.cuda.is_available())  # (several CPU processes: gloo)
+    p, run, out_dir, done = _from_rank0(acc, p, run, out_dir, done)
+    if done:  # (several processes: a run finished before; the process group goes)
+        acc.end_training()
+        return done
     torch.manual_seed(p.seed)
     tok = AutoTokenizer.from_pretrained(run.path)
     rows = [tokenize(tok, e["messages"], p.max_length) for e in run.examples]
     steps_per_epoch = math.ceil(len(rows) / p.batch_size)
     total = steps_per_epoch * p.epochs
-    store.upsert_train_run({"train_id": train_id, "iteration": p.iteration, "mode": p.mode,
-                            "base_model": run.model_id, "init_adapter": run.init,
-                            "selection_ids": run.sel_ids, "data_hash": run.data_hash[:16],
-                            "n_examples": len(rows), "params": asdict(p),
-                            "adapter_dir": str(out_dir), "total_steps": total})
-    store.link_run(p.iteration, f"train:{p.mode}:{p.method}", train_id)
+    _say_rank(rank, world, p, store, out_dir)
 
     # -- model: base + a new or the previous adapter -------------------------------------------
     fit = _prepare(acc, run, p, total, out_dir)
@@ -360,18 +505,23 @@ def train(store: Store, p: TrainParams, progress: Progress = no_progress) -> dic
     t0 = time.perf_counter()
     progress(step, total, "train", f"{len(rows)} examples, {total} steps"
              + (f", resumed at step {step}" if step else ""))
-    tokens_seen = _steps(store, p, train_id, fit, rows, tok.pad_token_id or 0, step, total,
-                         steps_per_epoch, progress)
+    tokens_seen = _steps(store, p, run.train_id, fit, rows, tok.pad_token_id or 0, step,
+                         total, steps_per_epoch, progress)
 
-    # -- the adapter -------------------------------------------------------------------------------
-    acc.unwrap_model(model).save_pretrained(out_dir)
+    # -- the adapter (rank 0 writes it and the run) -----------------------------------------------
+    if acc.is_main_process:
+        fit.lora.save_pretrained(out_dir)
+    acc.wait_for_everyone()
     secs = time.perf_counter() - t0
     timings = {"seconds": secs, "tokens": tokens_seen,
-               "tokens_per_s": tokens_seen / secs if secs else None, "device": str(acc.device)}
+               "tokens_per_s": tokens_seen / secs if secs else None, "device": str(acc.device),
+               "processes": world}
     h = weights_hash(out_dir)
-    store.finish_train_run(train_id, "finished", h, timings)
-    store.release_run(train_id)
-    return {"train_id": train_id, "adapter_dir": str(out_dir), "adapter_hash": h,
+    store.finish_train_run(run.train_id, "finished", h, timings)
+    store.release_run(run.train_id)
+    if world > 1:
+        acc.end_training()  # (its process group goes)
+    return {"train_id": run.train_id, "adapter_dir": str(out_dir), "adapter_hash": h,
             "n_examples": len(rows), "steps": total, **timings}
 
 
@@ -392,9 +542,9 @@ def epoch_batches(rows: list[dict], batch_size: int, seed: int, epoch: int) -> l
     return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
 
 
-def assistant_loss(model, ids, mask, labels):
-    """Mean cross-entropy over the assistant's tokens, the same number and gradients as
-    the model's own `labels=` loss, with less work:
+def assistant_loss(model, ids, mask, labels, reduction: str = "mean"):
+    """Mean (or with reduction="sum", summed) cross-entropy over the assistant's tokens,
+    the same number and gradients as the model's own `labels=` loss, with less work:
     - the lm_head runs on the assistant positions only: the rest of the logits (prompt
       and padding, ~75% of positions in the demo data) would be computed, pushed through
       a 49k-way log-softmax and thrown away;
@@ -406,7 +556,7 @@ def assistant_loss(model, ids, mask, labels):
     import torch.nn.functional as F
     from transformers import DynamicCache
 
-    lm = getattr(model, "module", model)  # unwrapped: multi-process DDP is not supported here
+    lm = getattr(model, "module", model)
     lm = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
     n = shared_prefix(ids, labels)
     cache = None
@@ -421,7 +571,7 @@ def assistant_loss(model, ids, mask, labels):
     target = labels[:, n + 1:]
     keep = target != -100
     logits = lm.lm_head(hidden[:, :-1][keep])
-    return F.cross_entropy(logits.float(), target[keep])
+    return F.cross_entropy(logits.float(), target[keep], reduction=reduction)
 
 
 def shared_prefix(ids, labels) -> int:
