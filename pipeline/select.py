@@ -32,17 +32,26 @@ from typing import Protocol
 
 from pipeline import iterations
 from pipeline.answers import cut_at_final_answer, judge
-from pipeline.params import Params, param
+from pipeline.params import param
 from pipeline.progress import Progress, no_progress
 from pipeline.store import Store
 from pipeline.synthesize import chat_solution
-from pipeline.target import DEFAULT_PROMPT, GenParams, make_target, prompt_template, render
+from pipeline.target import (
+    DEFAULT_PROMPT,
+    BackendParams,
+    GenParams,
+    make_target,
+    prompt_template,
+    render,
+    resolve_runtime,
+    runtime_key,
+)
 
 METHODS = ("oneshot", "proxy", "random", "all")
 
 
 @dataclass
-class SelectParams(Params):
+class SelectParams(BackendParams):
     # Demo defaults (one iteration ~10 min on 2 cores); the paper's are the `paper` preset.
     iteration: int = param(1, "The iteration whose kept candidates are scored.", cli=False)
     method: str = param("oneshot", "oneshot (the paper's), proxy (likelihood), random "
@@ -307,17 +316,20 @@ def select(store: Store, p: SelectParams, progress: Progress = no_progress) -> d
         # --model is the server's name for the base model: the iteration's model is still
         # that base plus the previous iteration's adapter, never the base alone
         adapter = iterations.model_for(store, p.iteration)[1]
-    sid = _selection_id(p, cands, dev, model, adapter)
+    runtime = resolve_runtime(p.device, p.dtype) if needs_model and p.backend == "local" \
+        else {}
+    sid = _selection_id(p, cands, dev, model, adapter, runtime)
     target = None
     if needs_model:
-        if p.method == "proxy" and p.backend != "local":
-            raise ValueError("the likelihood proxy needs the local backend (log-probabilities)")
         target = make_target(p.backend, model, adapter, p.base_url,
-                             served_adapter=p.served_adapter)
+                             served_adapter=p.served_adapter, **p.backend_kw())
         if p.backend == "openai" and len(store.scored_cands(sid)) < len(cands):
             target.load()  # the server serves the adapter, or the selection is refused here
+            if p.method == "proxy":
+                target.require_logliks()  # prompt log-probabilities, or refused here
     manifest = {"model": model, "adapter": adapter, "n_candidates": len(cands),
-                "dev": [(d["dataset"], d["split"], d["pid"], d["half"]) for d in dev]}
+                "dev": [(d["dataset"], d["split"], d["pid"], d["half"]) for d in dev],
+                **runtime}
     if target is not None and p.backend == "openai":
         manifest["served_as"] = target.model_id  # the name the server answered under
     store.upsert_selection(sid, p.iteration, p.method, asdict(p), manifest)
@@ -333,11 +345,13 @@ def select(store: Store, p: SelectParams, progress: Progress = no_progress) -> d
     n_done = len(cands) - len(todo)
     for i in range(0, len(todo), per):
         chunk = todo[i:i + per]
+        rate = None
         for c, (s, rows) in zip(chunk, scorer.score_many(chunk, dev)):
             store.record_scores(sid, [s], rows)
             n_done += 1
+            rate = target.throughput() if target is not None and rate is None else rate
             progress(n_done, len(cands), f"select:{p.method}",
-                     f"cand {c['cand_id']}: {s['score']:.2f}")
+                     f"cand {c['cand_id']}: {s['score']:.2f}" + (f" ({rate})" if rate else ""))
     scores = store.cand_scores(sid)
     chosen = rank(scores, n_keep(top, len(scores)), p.seed)
     stats = {"n_scored": len(scores), "n_selected": len(chosen),
@@ -382,10 +396,13 @@ def rank(scores: list[dict], k: int, seed: int) -> list[int]:
     return [s["cand_id"] for s in order[:k]]
 
 
-def _selection_id(p: SelectParams, cands, dev, model, adapter) -> str:
-    d = {k: v for k, v in asdict(p).items() if k not in ("batch_size", "top")}
+def _selection_id(p: SelectParams, cands, dev, model, adapter, runtime: dict | None = None
+                  ) -> str:
+    d = {k: v for k, v in asdict(p).items()
+         if k not in ("batch_size", "top") and k not in BackendParams.names()}
     if d.get("served_adapter") is None:  # selections from before the option keep their ids
         d.pop("served_adapter", None)
+    d.update(runtime_key(runtime or {}))  # the CPU in float32 (as before the option): none
     key = json.dumps([d, [c["cand_id"] for c in cands],
                       [(x["dataset"], x["split"], x["pid"]) for x in dev], model, adapter],
                      sort_keys=True)
