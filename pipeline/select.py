@@ -319,14 +319,8 @@ def select(store: Store, p: SelectParams, progress: Progress = no_progress) -> d
     runtime = resolve_runtime(p.device, p.dtype) if needs_model and p.backend == "local" \
         else {}
     sid = _selection_id(p, cands, dev, model, adapter, runtime)
-    target = None
-    if needs_model:
-        target = make_target(p.backend, model, adapter, p.base_url,
-                             served_adapter=p.served_adapter, **p.backend_kw())
-        if p.backend == "openai" and len(store.scored_cands(sid)) < len(cands):
-            target.load()  # the server serves the adapter, or the selection is refused here
-            if p.method == "proxy":
-                target.require_logliks()  # prompt log-probabilities, or refused here
+    target = _target(p, model, adapter, len(store.scored_cands(sid)) < len(cands)) \
+        if needs_model else None
     manifest = {"model": model, "adapter": adapter, "n_candidates": len(cands),
                 "dev": [(d["dataset"], d["split"], d["pid"], d["half"]) for d in dev],
                 **runtime}
@@ -359,6 +353,19 @@ def select(store: Store, p: SelectParams, progress: Progress = no_progress) -> d
     stats.update(_spearman(store, p.iteration, sid, p.method))
     store.finish_selection(sid, [(cid, r) for r, cid in enumerate(chosen, 1)], stats)
     return {"selection_id": sid, **stats}
+
+
+def _target(p: SelectParams, model: str, adapter: str | None, to_do: bool):
+    """The target that scores. Over a server with candidates left to score, the server
+    must serve the adapter (and, for the proxy, give prompt log-probabilities), or the
+    selection is refused here, before it is recorded."""
+    target = make_target(p.backend, model, adapter, p.base_url,
+                         served_adapter=p.served_adapter, **p.backend_kw())
+    if p.backend == "openai" and to_do:
+        target.load()
+        if p.method == "proxy":
+            target.require_logliks()
+    return target
 
 
 def make_scorer(p: SelectParams, target=None) -> Scorer:
