@@ -9,16 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.extract import extract
-from pipeline.params import Params, param
+from pipeline.params import param
 from pipeline.progress import Progress, no_progress, scaled
 from pipeline.settings import target_model
 from pipeline.stats import pair_runs, paired_diff
 from pipeline.store import Store
-from pipeline.target import GenParams
+from pipeline.target import BackendParams, GenParams
 
 
 @dataclass
-class EvalParams(Params):
+class EvalParams(BackendParams):
     iteration: int = param(1, "The iteration whose model answers (0: the base model).",
                            cli=False)
     sets: list[str] = param(help="Evaluation sets, dataset/split (default: every test "
@@ -53,7 +53,7 @@ def eval_gen_params(p: EvalParams) -> GenParams:
     # Every evaluation stops at the first complete final answer and is judged there: the
     # same rule for the base model and every adapter, so their runs pair item by item.
     return GenParams(max_new_tokens=p.max_new_tokens, batch_size=p.batch_size, seed=p.seed,
-                     stop_at_answer=True)
+                     stop_at_answer=True, **p.backend_kw())
 
 
 def default_sets(store: Store) -> list[str]:
@@ -96,7 +96,7 @@ def evaluate(store: Store, p: EvalParams, progress: Progress = no_progress) -> d
         jobs.append((base["dataset"], base["split"], base["n_items"], "extract"))
     out = {"iteration": p.iteration, "adapter": adapter, "runs": {}}
     for i, (ds, sp, limit, kind) in enumerate(jobs):
-        gp = eval_gen_params(p) if kind == "evaluate" else _like_run(store, base)
+        gp = eval_gen_params(p) if kind == "evaluate" else _like_run(store, base, p)
         rid = extract(store, ds, sp, limit=limit, backend=p.backend, model=model,
                       adapter=adapter, base_url=p.base_url, params=gp, kind=kind,
                       progress=scaled(progress, i * 1000, 1000, len(jobs) * 1000),
@@ -125,14 +125,16 @@ def parse_eval_role(role: str) -> tuple[str, str] | None:
     return None
 
 
-def _like_run(store: Store, run: dict) -> GenParams:
-    """The generation parameters of a stored run, so a rerun pairs with it."""
+def _like_run(store: Store, run: dict, backend: BackendParams | None = None) -> GenParams:
+    """The generation parameters of a stored run, so a rerun pairs with it; the backend's
+    settings from `backend` where the run does not record them."""
     import json
 
     g = json.loads(run["gen_params"] or "{}") if isinstance(run.get("gen_params"), str) else {}
     if not g:
         g = json.loads(store.run(run["run_id"])["gen_params"] or "{}")
-    return GenParams(**{k: v for k, v in g.items() if k in GenParams.__dataclass_fields__})
+    return GenParams(**{**(backend.backend_kw() if backend else {}),
+                        **{k: v for k, v in g.items() if k in GenParams.__dataclass_fields__}})
 
 
 # -- the numbers the app shows ---------------------------------------------------------------

@@ -19,10 +19,12 @@ from pipeline.store import Store
 from pipeline.target import (
     DEFAULT_PROMPT,
     GenParams,
+    ServerUnavailable,
     make_target,
     params_dict,
     prompt_template,
     render,
+    runtime_key,
 )
 
 # progress(done, total, step, message); may raise to stop at a safe point (between batches)
@@ -39,20 +41,25 @@ def _noop(done: int, total: int, step: str, message: str) -> None:
 def manifest_for(target, dataset: str, split: str, problems: list[dict],
                  params: GenParams, prompt: str, kind: str) -> dict:
     """What identifies an extraction run: model and weights hash, data hash, prompt,
-    generation parameters, seed and code version."""
+    generation parameters, seed and code version. The local backend's device and dtype
+    are recorded; they are part of the id unless they are the CPU in float32 (what every
+    run used before they were options: those runs keep their ids)."""
     model_id, whash = target.identity()
+    runtime = target.runtime()
     m = {
         "kind": kind, "model_id": model_id, "weights_hash": whash, "adapter": target.adapter,
         "backend": target.backend, "dataset": dataset, "split": split,
         "data_hash": data_hash(problems), "n_items": len(problems),
         "prompt_template": prompt, "prompt_text": prompt_template(prompt),
-        "gen_params": {k: v for k, v in params_dict(params).items() if k != "batch_size"},
+        "gen_params": {**{k: v for k, v in params_dict(params).items() if k != "batch_size"},
+                       **runtime_key(runtime)},
         "seed": params.seed,
     }
     key = hashlib.sha256(json.dumps(m, sort_keys=True).encode()).hexdigest()[:10]
     m["run_id"] = f"{kind}-{key}"
     m["code_version"] = config.code_version()
     m["batch_size"] = params.batch_size
+    m.update(runtime)  # device, dtype (local backend): recorded whatever they are
     return m
 
 
@@ -70,7 +77,8 @@ def extract(store: Store, dataset: str, split: str, limit: int | None = None,
     if not problems:
         raise ValueError(f"no problems for dataset={dataset!r} split={split!r}; "
                          "import some first (`sei data demo` or `sei data import`)")
-    target = make_target(backend, model, adapter, base_url, served_adapter=served_adapter)
+    target = make_target(backend, model, adapter, base_url, served_adapter=served_adapter,
+                         **params.backend_kw())
     m = manifest_for(target, dataset, split, problems, params, prompt, kind)
     run_id = m["run_id"]
     if backend == "openai" and len(store.done_pids(run_id)) < len(problems):
@@ -106,6 +114,8 @@ def _run(store: Store, run_id: str, m: dict, target, problems: list[dict], param
                  f"generating {n_done + 1}-{n_done + len(batch)} of {total}")
         try:
             gens = target.generate([render(tmpl, p["question"]) for p in batch], params)
+        except ServerUnavailable:
+            raise  # a server down after its retries: the run stops (resumable), one line
         except Exception as e:  # a failing batch is recorded per item; the run goes on
             gens = None
             err = f"{type(e).__name__}: {e}"
@@ -127,6 +137,8 @@ def _run(store: Store, run_id: str, m: dict, target, problems: list[dict], param
         store.record_generations(run_id, items)
         n_done += len(batch)
         n_bad = sum(1 for it in items if it.get("correct") is False)
-        progress(n_done, total, "extract", f"batch of {len(batch)}: {n_bad} wrong")
+        rate = target.throughput()
+        progress(n_done, total, "extract", f"batch of {len(batch)}: {n_bad} wrong"
+                 + (f" ({rate})" if rate else ""))
     errors = store.run_errors(run_id)
     store.finish_run(run_id, "finished" if not errors else "finished_with_errors")

@@ -93,9 +93,10 @@ def prefix_cache(model, prefixes: list[list[int]], row_prefix: list[int],
     for ids in prefixes:
         one = DynamicCache(config=model.config)
         if ids:
-            model(input_ids=torch.tensor([ids]), cache=one, use_cache=True)
+            model(input_ids=torch.tensor([ids], device=model.device), cache=one,
+                  use_cache=True)
         per_layer.append([(lay.keys, lay.values) for lay in one.layers])
-    pick = torch.tensor(row_prefix)
+    pick = torch.tensor(row_prefix, device=model.device)
     for li, layer in enumerate(cache.layers):
         kv = []
         for j in (0, 1):

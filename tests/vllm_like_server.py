@@ -7,12 +7,18 @@ LoRA adapters on top of it, greedily:
 - `POST /v1/chat/completions`: `model` names the base or an adapter; `max_tokens` and a
   `stop` list are honoured; concurrent requests for the same model and `max_tokens` are
   answered as one batch (as vLLM batches them);
+- `POST /v1/completions` with `echo` and `logprobs` (as vLLM and llama.cpp): the prompt
+  (text or token ids) and up to `max_tokens` (0 or more) greedy tokens, with each
+  token's log-probability under the model (the prompt's first: null), computed by a
+  forward pass of the real model; with --no-prompt-logprobs only the generated tokens
+  carry log-probabilities (a server that gives no prompt log-probabilities);
 - `POST /v1/load_lora_adapter` {"lora_name", "lora_path"}: loads an adapter at run time,
   or answers 404 with --no-runtime-lora (vLLM without VLLM_ALLOW_RUNTIME_LORA_UPDATING);
 - `--lora-modules NAME=DIR ...`: adapters loaded at start.
 
 Each completion request appends one JSON line to --log: {"model": the requested name,
-"adapter_dir": the adapter that answered, or null for the base model}.
+"adapter_dir": the adapter that answered, or null for the base model, "stop": the stop
+sequences it was sent (chat), "path": the endpoint}.
 
     python tests/vllm_like_server.py --port 8000 --log /tmp/requests.jsonl \\
         --lora-modules it1=data/adapters/it1
@@ -45,6 +51,7 @@ class Models:
         self.targets = {base_name: LocalTarget().load()}
         self.dirs: dict[str, str | None] = {base_name: None}
         self.lock = threading.Lock()
+        self.busy = threading.Lock()  # one forward pass at a time (generation or logprobs)
         self.pending: queue.Queue = queue.Queue()
         threading.Thread(target=self._work, daemon=True).start()
 
@@ -78,8 +85,9 @@ class Models:
                 groups.setdefault((req[0], req[2]), []).append(req)
             for (name, max_tokens), reqs in groups.items():
                 try:
-                    gens = self.targets[name].generate(
-                        [r[1] for r in reqs], GenParams(max_new_tokens=max_tokens))
+                    with self.busy:
+                        gens = self.targets[name].generate(
+                            [r[1] for r in reqs], GenParams(max_new_tokens=max_tokens))
                     outs = [{"gen": g} for g in gens]
                 except Exception as e:  # the request fails, the server goes on
                     outs = [{"error": f"{type(e).__name__}: {e}"} for _ in reqs]
@@ -88,9 +96,37 @@ class Models:
                     r[4].set()
 
 
+    def logprobs(self, name: str, prompt, max_tokens: int) -> dict:
+        """Token ids of the prompt (text or ids) and `max_tokens` greedy tokens after it,
+        each with its log-probability given what precedes it (the first: None)."""
+        import torch
+
+        target = self.targets[name]
+        tok, model = target._tok, target._model
+        ids = list(prompt) if isinstance(prompt, list) else \
+            tok(prompt, add_special_tokens=False)["input_ids"]
+        n_prompt = len(ids)
+        with self.busy, torch.inference_mode():
+            lps: list[float | None] = [None]
+            for step in range(max_tokens + 1):
+                logits = model(input_ids=torch.tensor([ids], device=model.device)).logits[0]
+                lp = torch.log_softmax(logits.float(), dim=-1)
+                if step == 0:
+                    lps += [float(lp[t - 1, ids[t]]) for t in range(1, len(ids))]
+                if step == max_tokens:
+                    break
+                nxt = int(lp[-1].argmax())
+                ids.append(nxt)
+                lps.append(float(lp[-1, nxt]))
+                if nxt == tok.eos_token_id:
+                    break
+        return {"ids": ids, "logprobs": lps, "n_prompt": n_prompt}
+
+
 class Handler(BaseHTTPRequestHandler):
     models: Models
     runtime_lora: bool
+    prompt_logprobs: bool
 
     def log_message(self, *args) -> None:  # quiet
         pass
@@ -120,6 +156,8 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.rstrip("/")
         if path == "/v1/chat/completions":
             return self._chat(body)
+        if path == "/v1/completions":
+            return self._completions(body)
         if path == "/v1/load_lora_adapter" and self.runtime_lora:
             return self._load(body)
         self._send(404, {"detail": "Not Found"})
@@ -142,8 +180,7 @@ class Handler(BaseHTTPRequestHandler):
         name = body.get("model")
         if name not in self.models.dirs:
             return self._error(404, f"The model `{name}` does not exist.", "NotFoundError")
-        with open(self.models.log, "a") as f:
-            f.write(json.dumps({"model": name, "adapter_dir": self.models.dirs[name]}) + "\n")
+        self._log(name, "chat/completions", stop=body.get("stop"))
         max_tokens = int(body.get("max_tokens") or 16)
         out = self.models.complete(name, body["messages"], max_tokens)
         if "error" in out:
@@ -151,18 +188,71 @@ class Handler(BaseHTTPRequestHandler):
         g = out["gen"]
         text, finish = g.text, "length" if g.completion_tokens >= max_tokens else "stop"
         stops = body.get("stop") or []
-        cuts = [text.find(s) for s in ([stops] if isinstance(stops, str) else stops)
-                if s and s in text]
+        stops = [stops] if isinstance(stops, str) else stops
+        cuts = [(text.find(s), s) for s in stops if s and s in text]
+        stop_reason = None  # vLLM: the stop string that ended the row, else null
         if cuts:
-            text, finish = text[:min(cuts)], "stop"
+            at, stop_reason = min(cuts)
+            text, finish = text[:at], "stop"
         self._send(200, {
             "id": f"chatcmpl-{time.time_ns()}", "object": "chat.completion",
             "created": int(time.time()), "model": name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "finish_reason": finish}],
+                         "finish_reason": finish, "stop_reason": stop_reason}],
             "usage": {"prompt_tokens": g.prompt_tokens,
                       "completion_tokens": g.completion_tokens,
                       "total_tokens": g.prompt_tokens + g.completion_tokens}})
+
+
+    def _log(self, name: str, path: str, **more) -> None:
+        with open(self.models.log, "a") as f:
+            f.write(json.dumps({"model": name, "adapter_dir": self.models.dirs[name],
+                                "path": path, **more}) + "\n")
+
+    def _completions(self, body: dict) -> None:
+        """vLLM's /v1/completions for one prompt, with echo and logprobs."""
+        name = body.get("model")
+        if name not in self.models.dirs:
+            return self._error(404, f"The model `{name}` does not exist.", "NotFoundError")
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
+            if len(prompt) != 1:
+                return self._error(400, "this test server takes one prompt per request")
+            prompt = prompt[0]
+        if not prompt:
+            return self._error(400, "a prompt is required")
+        self._log(name, "completions")
+        max_tokens = int(body.get("max_tokens", 16) or 0)
+        echo, want = bool(body.get("echo")), body.get("logprobs") is not None
+        try:
+            out = self.models.logprobs(name, prompt, max_tokens)
+        except Exception as e:
+            return self._error(400, f"{type(e).__name__}: {e}")
+        tok = self.models.targets[name]._tok
+        ids, lps, n = out["ids"], out["logprobs"], out["n_prompt"]
+        first = 0 if echo else n
+        shown = ids[first:]
+        pieces = [tok.decode([t]) for t in shown]
+        logprobs = None
+        if want:
+            # without prompt log-probabilities, only the generated tokens carry them
+            skip = n - first if echo and not self.prompt_logprobs else 0
+            shown_lp, vals = pieces[skip:], lps[first + skip:]
+            offsets, at = [], sum(len(p) for p in pieces[:skip])
+            for p in shown_lp:
+                offsets.append(at)
+                at += len(p)
+            logprobs = {"tokens": shown_lp, "token_logprobs": vals,
+                        "top_logprobs": [None if v is None else {p: v}
+                                         for p, v in zip(shown_lp, vals)],
+                        "text_offset": offsets}
+        self._send(200, {
+            "id": f"cmpl-{time.time_ns()}", "object": "text_completion",
+            "created": int(time.time()), "model": name,
+            "choices": [{"index": 0, "text": "".join(pieces), "logprobs": logprobs,
+                         "finish_reason": "length" if len(ids) - n >= max_tokens else "stop"}],
+            "usage": {"prompt_tokens": n, "completion_tokens": len(ids) - n,
+                      "total_tokens": len(ids)}})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -177,6 +267,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-runtime-lora", action="store_true",
                     help="No /v1/load_lora_adapter (404), as vLLM without "
                          "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True.")
+    ap.add_argument("--no-prompt-logprobs", action="store_true",
+                    help="/v1/completions gives log-probabilities of generated tokens only "
+                         "(echo or not): a server without prompt log-probabilities.")
     a = ap.parse_args(argv)
     if a.threads:
         import torch
@@ -187,6 +280,7 @@ def main(argv: list[str] | None = None) -> None:
         name, _, path = spec.partition("=")
         models.load_adapter(name, path)
     Handler.models, Handler.runtime_lora = models, not a.no_runtime_lora
+    Handler.prompt_logprobs = not a.no_prompt_logprobs
     server = ThreadingHTTPServer((a.host, a.port), Handler)
     print(f"serving on http://{a.host}:{a.port}/v1", flush=True)
     server.serve_forever()
