@@ -104,16 +104,38 @@ def job_row(j: dict) -> str:
     return line
 
 
+def readable(v, depth: int = 0) -> str:
+    """A value as a person reads it: floats to 4 significant digits, mappings as
+    `key value` pairs, lists of records as a count, never Python's repr of a dict."""
+    if isinstance(v, bool) or v is None:
+        return {True: "yes", False: "no", None: "-"}[v]
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        if depth:  # nested: its size, the details are in `sei jobs show`
+            return f"{len(v)} {'entry' if len(v) == 1 else 'entries'}"
+        return ", ".join(f"{str(k).replace('_', ' ')} {readable(x, depth + 1)}"
+                         for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        if all(isinstance(x, (str, int, float)) and not isinstance(x, bool) for x in v) \
+                and len(v) <= 4:
+            return ", ".join(readable(x, depth + 1) for x in v)
+        return f"{len(v)} {'item' if len(v) == 1 else 'items'}"
+    return str(v)
+
+
 def result_line(result: dict) -> str:
-    """A job's result in one line; a clustering diff as counts (the full diff is on the
-    Error map page and in `sei jobs show`)."""
+    """A job's result in one line of words and rounded numbers; a clustering diff as
+    counts (the full diff is on the Error map page and in `sei jobs show`)."""
     parts = []
     for k, v in result.items():
         if k == "diff" and isinstance(v, dict):
             parts.append("diff: " + ", ".join(f"{len(v.get(n) or [])} {n}" for n in
                                               ("kept", "new", "gone", "split", "merged")))
+        elif isinstance(v, dict):
+            parts.append(f"{k.replace('_', ' ')}: {readable(v)}")
         else:
-            parts.append(f"{k} {v}")
+            parts.append(f"{k.replace('_', ' ')} {readable(v, 1)}")
     return " · ".join(parts)
 
 
@@ -369,8 +391,9 @@ def run_worker(job_id: int) -> int:
                      heartbeat="now")
     hb = threading.Thread(target=w.heartbeat_loop, daemon=True)
     hb.start()
-    log.info("job %s: %s %s (attempt %s)", job_id, job["kind"], json.dumps(job["params"]),
-             (job["attempts"] or 0) + 1)
+    # in words (the exact parameters are in `sei jobs show`)
+    log.info("job %s: %s with %s (attempt %s)", job_id, job["kind"],
+             readable(job["params"] or {}) or "defaults", (job["attempts"] or 0) + 1)
     try:
         if job["heavy"]:
             w.lock = _wait_heavy_slot(store, w)  # held until the process exits
@@ -382,7 +405,7 @@ def run_worker(job_id: int) -> int:
         w.stop.set()
         store.job_update(job_id, ACTIVE, status="succeeded", finished_at="now",
                          result=result, message="done", eta_s=0)
-        log.info("job %s succeeded: %s", job_id, result)
+        log.info("job %s succeeded: %s", job_id, result_line(result or {}))
         return 0
     except Cancelled:
         w.stop.set()

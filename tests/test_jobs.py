@@ -251,6 +251,29 @@ def test_quickstart_job_runs_to_completion(store):
     cl = store.latest_clustering()
     assert cl["clustering_id"] == res["clustering_id"]
     assert cl["n_points"] == len(store.keyphrases(res["analysis_id"]))
+    # its log and its line read as words: no Python dict, no third-party warning
+    log = open(j["log_file"]).read()
+    assert "{" not in log and "Timeout is disabled" not in log, log[-2000:]
+    assert "{" not in jobs.result_line(res) and "diff: " in jobs.result_line(res)
+
+
+def test_job_lines_round_numbers_and_never_print_a_dict():
+    """The results of select, synthesize and evaluate jobs, as job lines show them."""
+    import re
+
+    lines = [jobs.result_line({"selection_id": "sel-1-oneshot-ab12", "n_scored": 16,
+                               "score_mean": 0.46506794157688264, "spearman_n": 3}),
+             jobs.result_line({"batch_id": "syn-1", "counts": [{"type_id": 1, "kept": 3}],
+                               "by_type": {"1": {"kept": 3}}, "n_kept": 3}),
+             jobs.result_line({"runs": {"demo/test": "evaluate-1a", "svamp/test": "ev-2"},
+                               "accuracy": 1 / 3, "ok": True, "adapter": None})]
+    assert lines[0] == ("selection id sel-1-oneshot-ab12 · n scored 16 · score mean 0.4651 · "
+                        "spearman n 3")
+    assert "counts 1 item ·" in lines[1] and "by type: 1 1 entry" in lines[1]
+    assert lines[2] == ("runs: demo/test evaluate-1a, svamp/test ev-2 · accuracy 0.3333 · "
+                        "ok yes · adapter -")
+    for line in lines:
+        assert not re.search(r"[{}\[\]]|\d\.\d{5,}", line), line
 
 
 def test_quickstart_stages_share_one_bar_that_never_moves_back():
