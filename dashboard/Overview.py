@@ -24,14 +24,13 @@ nxt = path["next"]
 if nxt is None:
     st.success(f"Iteration {path['iteration']} is done: see its accuracy on the Iterations "
                "page, or start the next one there.")
-    st.page_link("pages/7_Iterations.py", label="Iterations", icon=":material/insights:")
+    common.page_link("Iterations", "Iterations", ":material/insights:")
 elif nxt["step"] == "extract":
     st.info("Next: extract. Launch the quick start below (extraction, keyphrases and error "
             "types in one job), or run the whole demo loop from the Iterations page.")
 else:
     st.info(f"Next: {nxt['step']}, on the {nxt['page']} page: {nxt['what']}.")
-    st.page_link(common.PAGES[nxt["page"]], label=f"Go to {nxt['page']}",
-                 icon=":material/arrow_forward:")
+    common.page_link(nxt["page"], f"Go to {nxt['page']}", ":material/arrow_forward:")
 
 c1, c2, c3 = st.columns(3)
 with c1:

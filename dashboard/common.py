@@ -303,11 +303,13 @@ def page_link(page: str, label: str, icon: str, **query) -> None:
     from streamlit.errors import StreamlitPageNotFoundError
 
     params = {k: str(v) for k, v in query.items()}
+    path = PAGES.get(page, f"pages/{page}.py")  # a page's name, or its file's stem
     try:
-        st.page_link(f"pages/{page}.py", label=label, icon=icon, query_params=params)
+        st.page_link(path, label=label, icon=icon, query_params=params)
     except StreamlitPageNotFoundError:
-        url = page.split("_", 1)[1] + "?" + "&".join(f"{k}={v}" for k, v in params.items())
-        st.markdown(f"[{label}]({url})")
+        url = ("" if path == "Overview.py" else Path(path).stem.split("_", 1)[1]) + \
+            ("?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else "")
+        st.markdown(f"[{label}](/{url})")
 
 
 # -- the loop pages (Synthesis, Selection, Iterations) ---------------------------------------

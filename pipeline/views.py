@@ -145,6 +145,17 @@ def train_estimate(store: Store, p) -> dict:
             "seconds": tokens / TRAIN_TOKENS_PER_S}
 
 
+def trained_models(store: Store) -> dict[str, tuple[int, str]]:
+    """The models an evaluation can run, by label: the base model (iteration 0) and
+    each iteration's finished adapter per arm, oldest first."""
+    out = {"base model (iteration 0)": (0, "sei")}
+    for it in sorted({r["iteration"] for r in store.train_runs()}):
+        for m in sorted(resolve.trained_methods(store, it)):
+            arm = {"oneshot": "sei"}.get(m, m)
+            out[f"iteration {it}, {arm} arm"] = (it, arm)
+    return out
+
+
 def eval_estimate(store: Store, p, assume: dict[str, int] | None = None) -> dict:
     """Problems per evaluation set (EvalParams: the first `limit` of each) plus the train
     check, and seconds: problems x ~80 tokens at ~200 tokens/s. `assume`: sizes of sets

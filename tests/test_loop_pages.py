@@ -306,3 +306,16 @@ def test_launch_buttons_submit_real_jobs_after_the_estimate(loop_store):
     assert j["status"] == "succeeded", j["error"]
     sel = loop_store.selection(j["result"]["selection_id"])
     assert sel["method"] == "random" and j["result"]["n_scored"] == 5
+
+
+def test_forms_offer_only_what_exists_and_point_to_the_page_that_makes_it(loop_store, store):
+    """Evaluate picks among models that exist (the base, iteration 1's sei arm: the only
+    trained one), opening on the newest; Train with nothing selected links to Selection."""
+    at = ok(page("7_Iterations.py"))
+    pick = at.selectbox(key="ev_model")
+    assert pick.options == ["base model (iteration 0)", "iteration 1, sei arm"]
+    assert pick.value == "iteration 1, sei arm"
+    at.selectbox(key="tr_method").set_value("random").run()  # nothing selected by random
+    warn = [w.value for w in ok(at).warning]
+    assert any("select candidates on the Selection page first" in w for w in warn), warn
+    assert at.button(key="tr_go").disabled

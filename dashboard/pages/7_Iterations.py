@@ -194,8 +194,10 @@ with tab_tr:
     t_epochs = common.param_input(c4, TrainParams, "epochs", "epochs", "tr_epochs", 1, 50)
     tp = TrainParams(iteration=int(t_it), mode=t_mode, method=t_method, epochs=int(t_epochs))
     te = views.train_estimate(s, tp)
-    if "error" in te:
-        st.caption(te["error"])
+    if "error" in te:  # nothing selected yet: the page that selects, not a shell command
+        st.warning(f"Nothing to train on for iteration {tp.iteration} by {tp.method}: "
+                   "select candidates on the Selection page first.")
+        common.page_link("Selection", "Go to Selection", ":material/arrow_forward:")
     else:
         st.caption(f"Estimate: {te['n_examples']} examples × {tp.epochs} epochs × "
                    f"~{costs.TRAIN_TOKENS_PER_EXAMPLE} tokens ÷ ~{costs.TRAIN_TOKENS_PER_S} "
@@ -206,12 +208,15 @@ with tab_tr:
 with tab_ev:
     sets_all = evaluate.default_sets(s) or ["demo/test"]
     c1, c2, c3 = st.columns([1, 3, 1])
-    e_it = c1.number_input("iteration (0 = base)", 0, 100, 0 if empty else int(its[-1]),
-                           key="ev_it")
+    # only models that exist: the base (0) and each iteration's trained arms
+    models = views.trained_models(s)
+    e_pick = c1.selectbox("model", list(models), index=len(models) - 1, key="ev_model",
+                          help="The base model, or an iteration's adapter by arm.")
     e_sets = c2.multiselect("evaluation sets", sets_all, default=sets_all, key="ev_sets")
     e_limit = common.param_input(c3, EvalParams, "limit", "problems per set (0: all)",
                                  "ev_limit", 0, 100_000)
-    ep = EvalParams(iteration=int(e_it), sets=list(e_sets), limit=int(e_limit) or None)
+    e_it, e_arm = models[e_pick]
+    ep = EvalParams(iteration=e_it, arm=e_arm, sets=list(e_sets), limit=int(e_limit) or None)
     ee = views.eval_estimate(s, ep)
     st.caption(f"Estimate: {ee['n_problems']} problems ("
                + common.md_text(", ".join(f"{k} {v}" for k, v in ee["problems"].items()))
