@@ -145,6 +145,20 @@ def train_estimate(store: Store, p) -> dict:
             "seconds": tokens / TRAIN_TOKENS_PER_S}
 
 
+def baseline_by_type(store: Store, sid: str, pair: str | None) -> list[dict]:
+    """Per error type, how many candidates a baseline selection kept, beside the
+    selection it is paired with (same pool): what the ablation changes."""
+    def counts(x):
+        out: dict = {}
+        for c in store.cand_scores(x, selected_only=True):
+            key = f"{c['type_id']}: {c['type_title']}"
+            out[key] = out.get(key, 0) + 1
+        return out
+    mine, theirs = counts(sid), counts(pair) if pair else {}
+    return [{"type": t, "baseline kept": mine.get(t, 0), "paired selection kept": theirs.get(t, 0)}
+            for t in sorted(set(mine) | set(theirs))]
+
+
 def trained_models(store: Store) -> dict[str, tuple[int, str]]:
     """The models an evaluation can run, by label: the base model (iteration 0) and
     each iteration's finished adapter per arm, oldest first."""

@@ -120,7 +120,8 @@ def fill(s: Store) -> Store:
                         "half": h, "seed": 0} for h, ps in (("good", good), ("bad", bad))
                        for p in ps])
     one = "sel-1-oneshot-test"
-    s.upsert_selection(one, 1, "oneshot", {"top": 0.4, "seed": 0}, {"model": "smollm2"})
+    s.upsert_selection(one, 1, "oneshot", {"top": 0.4, "seed": 0},
+                       {"model": "smollm2", "n_candidates": len(kept)})
     s.link_run(1, "selection:oneshot", one)
     for i, c in enumerate(kept):
         fixed, broken = bad[:i % 3], good[:1] if i == 4 else []
@@ -319,3 +320,23 @@ def test_forms_offer_only_what_exists_and_point_to_the_page_that_makes_it(loop_s
     warn = [w.value for w in ok(at).warning]
     assert any("select candidates on the Selection page first" in w for w in warn), warn
     assert at.button(key="tr_go").disabled
+
+
+def test_a_random_baseline_reads_as_a_baseline_beside_its_pair(loop_store):
+    """A random selection paired with the one-shot one (same size, same pool) is shown as
+    a baseline: what it kept per type beside its pair, no score chart or cut; a newer
+    cancelled selection does not become the page's default."""
+    from pipeline.select import SelectParams, select
+
+    one = "sel-1-oneshot-test"
+    rnd = select(loop_store, SelectParams(method="random", size_of=one))["selection_id"]
+    loop_store.upsert_selection("sel-1-oneshot-cancelled", 1, "oneshot", {"top": 0.4}, {})
+    at = ok(page("6_Selection.py"))
+    assert at.selectbox(key="sel_pick").value == one
+    at.selectbox(key="sel_pick").set_value(rnd).run()
+    info = ok(at).info[0].value
+    assert info.startswith("A random baseline: 2 of 5 kept candidates drawn uniformly")
+    assert f"as many as selection `{one}` kept" in info
+    assert not at.get("plotly_chart")
+    table = next(d.value for d in at.dataframe if "baseline kept" in d.value.columns)
+    assert table["baseline kept"].sum() == table["paired selection kept"].sum() == 2

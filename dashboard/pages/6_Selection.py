@@ -25,7 +25,10 @@ if not sels:
 else:
     names = {x["selection_id"]: f"{x['method']} · {x['selection_id']} · {x['n_selected']}/"
              f"{x['n_scored']} selected · {x['status']}" for x in sels}
-    first = next((i for i, x in enumerate(sels) if x["method"] == "oneshot"), 0)
+    # newest first: open on the newest finished one-shot selection, else the newest
+    # finished one (never a cancelled or running one while a finished one exists)
+    done = [i for i, x in enumerate(sels) if x["status"] == "finished"]
+    first = next((i for i in done if sels[i]["method"] == "oneshot"), done[0] if done else 0)
     sid = st.selectbox("selection", list(names), index=first, format_func=names.get,
                        key="sel_pick")
     sel = s.selection(sid)
@@ -42,8 +45,19 @@ else:
                 f"{rho['spearman_proxy_oneshot']:.2f}" if rho else "–",
                 help="Stored when both the proxy and the one-shot scores exist for the same "
                      "candidates (at least 3).")
+    baseline = sel["method"] in ("random", "all")
     if not scores:
         st.info("Nothing scored yet in this selection.")
+    elif baseline:  # a baseline's "scores" are draw order, not quality: no distribution
+        pair = (sel["params"] or {}).get("size_of")
+        what = ("every kept candidate" if sel["method"] == "all" else
+                f"{sum(bool(x['selected']) for x in scores)} of {len(scores)} kept candidates "
+                f"drawn uniformly (seed {seed})")
+        st.info(f"A {sel['method']} baseline: {what}"
+                + (f", as many as selection `{pair}` kept, from the same pool." if pair
+                   else "."))
+        st.dataframe(pd.DataFrame(views.baseline_by_type(s, sid, pair)), hide_index=True,
+                     key="sel_baseline")
     else:
         # type titles are user text and plotly draws a subset of HTML: escaped for charts
         df = pd.DataFrame([{"cand_id": x["cand_id"],
