@@ -156,8 +156,10 @@ class Scorer(Protocol):
     def score(self, cand: dict, dev: list[dict]) -> tuple[dict, list[dict]]:
         """(score row, generations or per-item values behind it) for one candidate."""
 
-    def score_many(self, cands: list[dict], dev: list[dict]) -> list[tuple[dict, list[dict]]]:
-        """score() of each candidate, batched together where the method can."""
+    def score_many(self, cands: list[dict], dev: list[dict], on_rows=None
+                   ) -> list[tuple[dict, list[dict]]]:
+        """score() of each candidate, batched together where the method can; on_rows(n)
+        hears how many of the chunk's dev answers are done, as they finish."""
 
 
 def _demo_turns(cand: dict, tmpl: str) -> list[dict]:
@@ -165,9 +167,14 @@ def _demo_turns(cand: dict, tmpl: str) -> list[dict]:
             {"role": "assistant", "content": chat_solution(cand["solution"])}]
 
 
-def _one_by_one(scorer, cands, dev):
+def _one_by_one(scorer, cands, dev, on_rows=None):
     """score_many for methods that gain nothing from batching candidates together."""
-    return [scorer.score(c, dev) for c in cands]
+    out = []
+    for c in cands:
+        out.append(scorer.score(c, dev))
+        if on_rows is not None:
+            on_rows(len(out) * len(dev))
+    return out
 
 
 class OneShot:
@@ -184,14 +191,17 @@ class OneShot:
         bad halves' dev accuracy (oneshot_score); returns the score row and the generations."""
         return self.score_many([cand], dev)[0]
 
-    def score_many(self, cands, dev):
+    def score_many(self, cands, dev, on_rows=None):
         """score() of each candidate; their dev rows share batches (params.batch_size rows
         each), every candidate's demonstration prefilled once for its rows."""
         convs = [_demo_turns(c, self.tmpl) + render(self.tmpl, d["question"])
                  for c in cands for d in dev]
         gens = []
         for i in range(0, len(convs), self.p.batch_size):
-            gens += self.target.generate(convs[i:i + self.p.batch_size], self.gp)
+            done = len(gens)
+            gens += self.target.generate(
+                convs[i:i + self.p.batch_size], self.gp,
+                on_rows=None if on_rows is None else (lambda n, d=done: on_rows(d + n)))
         return [self._judged(c, dev, gens[k * len(dev):(k + 1) * len(dev)])
                 for k, c in enumerate(cands)]
 
@@ -327,23 +337,7 @@ def select(store: Store, p: SelectParams, progress: Progress = no_progress) -> d
     store.upsert_selection(sid, p.iteration, p.method, asdict(p), manifest)
     store.link_run(p.iteration, f"selection:{p.method}", sid)
     scorer = make_scorer(p, target)
-    done = store.scored_cands(sid)
-    todo = [c for c in cands if c["cand_id"] not in done]
-    progress(len(cands) - len(todo), len(cands), f"select:{p.method}",
-             f"{len(todo)} candidates to score on {len(dev)} dev problems")
-    # as many candidates per batch as its rows hold (a decoding step costs about the same
-    # for 20 rows as for 80 on a CPU); each candidate is still stored all or nothing
-    per = max(1, p.batch_size // max(1, len(dev)))
-    n_done = len(cands) - len(todo)
-    for i in range(0, len(todo), per):
-        chunk = todo[i:i + per]
-        rate = None
-        for c, (s, rows) in zip(chunk, scorer.score_many(chunk, dev)):
-            store.record_scores(sid, [s], rows)
-            n_done += 1
-            rate = target.throughput() if target is not None and rate is None else rate
-            progress(n_done, len(cands), f"select:{p.method}",
-                     f"cand {c['cand_id']}: {s['score']:.2f}" + (f" ({rate})" if rate else ""))
+    _score_all(store, sid, scorer, cands, dev, target, p, progress)
     scores = store.cand_scores(sid)
     chosen = rank(scores, n_keep(top, len(scores)), p.seed)
     stats = {"n_scored": len(scores), "n_selected": len(chosen),
@@ -351,6 +345,38 @@ def select(store: Store, p: SelectParams, progress: Progress = no_progress) -> d
     stats.update(_spearman(store, p.iteration, sid, p.method))
     store.finish_selection(sid, [(cid, r) for r, cid in enumerate(chosen, 1)], stats)
     return {"selection_id": sid, **stats}
+
+
+def _score_all(store: Store, sid: str, scorer: Scorer, cands: list[dict], dev: list[dict],
+               target, p: SelectParams, progress: Progress) -> None:
+    """Score the candidates not scored yet, each stored all or nothing as its chunk ends.
+    Progress is in dev answers ("120 of 320"), reported as they finish inside a batch, so a
+    long batch moves and its ETA comes from the measured rate; a random or all selection
+    counts candidates."""
+    done = store.scored_cands(sid)
+    todo = [c for c in cands if c["cand_id"] not in done]
+    per_cand = max(1, len(dev))
+    unit = "dev answers" if dev else "candidates"
+    total = len(cands) * per_cand if dev else len(cands)
+    n_done = (len(cands) - len(todo)) * (per_cand if dev else 1)
+    step = f"select:{p.method}"
+    progress(n_done, total, step, f"{len(todo)} of {len(cands)} candidates to score"
+             + (f" on {len(dev)} dev problems" if dev else ""))
+    # as many candidates per batch as its rows hold (a decoding step costs about the same
+    # for 20 rows as for 80 on a CPU); each candidate is still stored all or nothing
+    per = max(1, p.batch_size // per_cand)
+    for i in range(0, len(todo), per):
+        chunk, base = todo[i:i + per], n_done
+
+        def rows(n, base=base):
+            rate = target.throughput() if target is not None else ""
+            progress(base + n, total, step, f"{base + n} of {total} {unit}"
+                     + (f" ({rate})" if rate else ""))
+        for s, gens in scorer.score_many(chunk, dev, on_rows=rows if dev else None):
+            store.record_scores(sid, [s], gens)
+            n_done += per_cand if dev else 1
+        progress(n_done, total, step, f"cand {chunk[-1]['cand_id']}: "
+                 f"{s['score']:.2f} · {n_done} of {total} {unit}")
 
 
 def _target(p: SelectParams, model: str, adapter: str | None, to_do: bool):

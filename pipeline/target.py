@@ -273,8 +273,11 @@ class LocalTarget:
             self.weights_hash += "+" + weights_hash(self.adapter)[:8]
         return self
 
-    def generate(self, messages: list[list[dict]], params: GenParams) -> list[Generation]:
-        """Greedy generation of a batch (the caller chunks by params.batch_size).
+    def generate(self, messages: list[list[dict]], params: GenParams,
+                 on_rows=None) -> list[Generation]:
+        """Greedy generation of a batch (the caller chunks by params.batch_size);
+        `on_rows(n)` hears how many rows have finished as they finish (progress inside a
+        batch, which can take minutes on a CPU).
 
         Conversations that differ only in their last message (every extraction prompt
         shares the system prompt and instruction, ~60% of its tokens; every dev row of a
@@ -311,7 +314,7 @@ class LocalTarget:
         with torch.inference_mode():
             cache, _ = prefix_cache(model, prefixes, group, width + params.max_new_tokens + 1)
             gens = _greedy(model, tok, rows, mask, P, cache, params.max_new_tokens,
-                           until_answer=params.stop_at_answer)
+                           until_answer=params.stop_at_answer, on_rows=on_rows)
         dt = time.perf_counter() - t0
         self._meter.add(len(gens), sum(map(len, gens)))
         self._meter.busy += dt
@@ -369,8 +372,8 @@ class LocalTarget:
         return out
 
 
-def _greedy(model, tok, rows, mask, n_pre, cache, max_new, until_answer=True
-            ) -> list[list[int]]:
+def _greedy(model, tok, rows, mask, n_pre, cache, max_new, until_answer=True,
+            on_rows=None) -> list[list[int]]:
     """Greedy decoding in which a row stops once it emits EOS (or, with until_answer, once
     its final answer is complete), and finished rows leave the batch (and the KV cache):
     generate() keeps them until the slowest row ends, so one rambling row costs a whole
@@ -408,6 +411,8 @@ def _greedy(model, tok, rows, mask, n_pre, cache, max_new, until_answer=True
                     tok.decode(gens[i][-24:], skip_special_tokens=True)) is not None:
                 done[i] = True
         live = [j for j, i in enumerate(present) if not done[i]]
+        if on_rows is not None:
+            on_rows(sum(done))
         if not live or step + 1 == max_new:
             break
         if len(present) - len(live) >= max(1, len(present) // 8):
@@ -421,6 +426,8 @@ def _greedy(model, tok, rows, mask, n_pre, cache, max_new, until_answer=True
                     cache=cache, use_cache=True)
         nxt = out.logits[:, -1].argmax(-1)
         host = nxt.tolist()
+    if on_rows is not None:  # rows cut at max_new are finished too
+        on_rows(len(rows))
     return gens
 
 
@@ -691,14 +698,26 @@ class OpenAITarget:
             early = by_stop and final_answer_end(text + ANSWER_STOPS[0]) is None
         return text, pt, ct, early
 
-    def generate(self, messages: list[list[dict]], params: GenParams) -> list[Generation]:
+    def generate(self, messages: list[list[dict]], params: GenParams,
+                 on_rows=None) -> list[Generation]:
         """One generation per message list, `parallel` requests at a time over one pooled
         keep-alive session. A request the server refuses (4xx) is an error on its item; a
-        server that stays unavailable after the retries fails the whole call (one line)."""
+        server that stays unavailable after the retries fails the whole call (one line).
+        `on_rows(n)` hears how many requests have been answered as they are."""
         self.load()
         self._abort.clear()
+        answered = []
+        lock = threading.Lock()
+
+        def one(m):
+            g = self._one(m, params)
+            if on_rows is not None:
+                with lock:
+                    answered.append(1)
+                    on_rows(len(answered))
+            return g
         with self._meter.timing(), ThreadPoolExecutor(self.parallel) as ex:
-            return list(ex.map(lambda m: self._one(m, params), messages))
+            return list(ex.map(one, messages))
 
     def throughput(self) -> str:
         """Requests/s and completion tokens/s so far (for the progress line)."""

@@ -62,12 +62,17 @@ def test_oneshot_scores_are_the_same_batched_together_or_one_by_one(target):
     dev = [{"dataset": "demo", "split": "train", "pid": p["pid"], "question": p["question"],
             "answer": p["answer"], "half": "good" if k % 2 else "bad",
             "zero_correct": bool(k % 2)} for k, p in enumerate(probs[3:])]
+    heard = []
     together = OneShot(target, SelectParams(max_new_tokens=64, batch_size=14)).score_many(
-        cands, dev)  # 21 rows in batches of 14: a candidate's rows can span two batches
+        cands, dev, on_rows=heard.append)  # 21 rows in batches of 14: rows span two batches
     alone = [OneShot(target, SelectParams(max_new_tokens=64, batch_size=7)).score(c, dev)
              for c in cands]
     assert [r for _, r in together] == [r for _, r in alone]
     assert [s for s, _ in together] == [s for s, _ in alone]
+    # progress inside a batch: rows are heard as they finish, counted across batches
+    assert heard == sorted(heard) and heard[-1] == 21
+    assert any(0 < n < 14 for n in heard), heard  # before the first batch ended
+    assert any(14 < n < 21 for n in heard), heard  # the second batch counts on from 14
 
 
 def test_roomy_cache_layer_holds_what_concatenation_holds():
