@@ -184,7 +184,7 @@ def test_error_map_shows_noise_assigns_it_and_marks_search_hits(clustered):
     legend = at.dataframe[0].value  # the types table has a noise row with the same counts
     row = legend[legend["title"] == "unassigned (noise)"].iloc[0]
     assert (row["keyphrases"], row["cases"]) == (n_kp, n_cases)
-    assert len(at.dataframe(key="noise_table").value) == n_kp
+    assert len(_df(at, "noise only")) == n_kp
 
     tax = taxonomy.current(clustered)
     word = max(re.findall(r"[a-z]{5,}", tax.points[0]["text"]), key=len)
@@ -205,6 +205,11 @@ def test_error_map_shows_noise_assigns_it_and_marks_search_hits(clustered):
     assert not any("unassigned keyphrases (noise)" in e.label for e in at.expander)
 
 
+def _df(at, column: str):
+    """The page's table that has this column."""
+    return next(d.value for d in at.dataframe if column in getattr(d.value, "columns", ()))
+
+
 def _array(v):
     """A plotly JSON array: a list, or numpy's typed-array form {dtype, bdata}."""
     import base64
@@ -215,7 +220,7 @@ def _array(v):
 
 
 def _meaning_ids(at) -> set[int]:
-    df = at.dataframe(key="search_hits").value
+    df = _df(at, "found")
     return set(df["kp_id"].astype(int))
 
 
@@ -226,7 +231,7 @@ def test_bad_cases_search_and_nearest_cases(clustered):
     at.query_params["case"] = str(case)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    near = at.dataframe(key="nearest").value
+    near = _df(at, "score")
     assert len(near) == 5 and case not in set(near["case_id"])
     assert list(near["score"]) == sorted(near["score"], reverse=True)
     # the same five, computed here with numpy: cosine of mean keyphrase embeddings
