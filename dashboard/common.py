@@ -142,13 +142,15 @@ def _hover(cl_key, d: dict) -> str:
 
 def build_map_figure(tax, show_excluded: bool = False, highlight: int | None = None,
                      mark: set[int] | None = None,
-                     view: tuple[float, float, float, float] | None = None) -> go.Figure:
+                     view: tuple[float, float, float, float] | None = None,
+                     hits: set[int] | None = None) -> go.Figure:
     """The 2-D UMAP of keyphrases in WebGL, coloured by error type (no two visible types
     share a colour), noise in grey, with the largest types' titles drawn on the map.
     Identical keyphrases of one type are one dot sized by their count; customdata carries
     the dot's first keyphrase id, which is what a selection hands back (expand it with
     taxonomy.expand). `highlight` dims every type but one; `mark` rings the dots of
-    these keyphrase ids (a case shown on the map); `view` sets the axis ranges.
+    these keyphrase ids (a case shown on the map); `hits` outlines the dots of search hits
+    (a trace named "search hits"); `view` sets the axis ranges.
 
     Built for 10k points and hundreds of types: plotly validates every trace and every
     list element, so the largest types get a trace each, the long tail shares one trace
@@ -210,6 +212,16 @@ def build_map_figure(tax, show_excluded: bool = False, highlight: int | None = N
                      "y": np.array([d["y"] for d in ring], float), "hoverinfo": "skip",
                      "marker": {"size": 20, "symbol": "circle-open", "color": "#000000",
                                 "line": {"width": 3}}})
+    if hits:
+        found = [d for ds in groups.values() for d in ds if hits & set(d["kp_ids"])]
+        data.append({"type": "scattergl", "mode": "markers", "name": "search hits",
+                     "x": np.array([d["x"] for d in found], float),
+                     "y": np.array([d["y"] for d in found], float),
+                     "customdata": np.array([d["kp_id"] for d in found], np.int64),
+                     "hovertext": np.array([_hover(cl_key, d) for d in found], dtype=object),
+                     "hoverinfo": "text",
+                     "marker": {"size": 15, "symbol": "diamond-open", "color": "#d62728",
+                                "line": {"width": 2.5}}})
     notes = _titles(tax, groups, [t for t in typed if not tax.types[t].excluded][:MAP_TITLES],
                     cols)
     # The view is the whole clustering, excluded points included, so it does not jump when
@@ -277,10 +289,19 @@ def legend_table(tax):
     """The compact title/share/cases table beside the map, its colour column painted."""
     import pandas as pd
 
+    from pipeline.taxonomy import noise
+
     cols = type_colours(tax)
-    df = pd.DataFrame([{"colour": COLOURS[cols[t.type_id]], "id": t.type_id, "title": t.title,
-                        "share": pct(t.share), "cases": t.n_cases,
-                        "excluded": t.excluded} for t in tax.visible_types()])
+    rows = [{"colour": COLOURS[cols[t.type_id]], "id": str(t.type_id), "title": t.title,
+             "share": pct(t.share), "cases": t.n_cases, "keyphrases": len(t.members),
+             "excluded": t.excluded} for t in tax.visible_types()]
+    nz = noise(tax)
+    if nz["kp_ids"]:  # noise is a row too: its keyphrases reach no type
+        rows.append({"colour": NOISE, "id": "–", "title": "unassigned (noise)",
+                     "share": f"{len(nz['only_noise'])} cases only here",
+                     "cases": len(nz["case_ids"]), "keyphrases": len(nz["kp_ids"]),
+                     "excluded": False})
+    df = pd.DataFrame(rows)
     if df.empty:
         return df
     return df.style.map(lambda c: f"background-color: {c}; color: {c}", subset=["colour"])

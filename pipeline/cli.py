@@ -340,9 +340,13 @@ def types_list(ctx, show_all):
     tax = _tax(ctx)
     if tax.clustering is None:
         raise click.ClickException("no clustering yet: run `sei cluster`")
-    noise = sum(1 for p in tax.points if p["type"] is None)
+    from pipeline.taxonomy import noise
+
+    nz = noise(tax)
     click.echo(f"clustering {tax.clustering['clustering_id']}: {len(tax.points)} keyphrases, "
-               f"{tax.n_cases} bad cases, {noise} unassigned")
+               f"{tax.n_cases} bad cases, {len(nz['kp_ids'])} unassigned keyphrases in "
+               f"{len(nz['case_ids'])} bad cases ({len(nz['only_noise'])} reached by no type;"
+               " `sei types noise` lists them)")
     for t in tax.visible_types():
         if t.excluded and not show_all:
             continue
@@ -450,6 +454,45 @@ def types_exclude(ctx, type_id, kp_ids, include):
     click.echo(f"edit {edit_id}")
 
 
+@types.command("noise")
+@click.pass_context
+def types_noise(ctx):
+    """Keyphrases left as noise (in no type), with their bad cases.
+
+    Example: sei types noise
+    """
+    from pipeline.taxonomy import noise
+
+    tax = _tax(ctx)
+    nz, by = noise(tax), tax.by_kp()
+    only = set(nz["only_noise"])
+    click.echo(f"{len(nz['kp_ids'])} unassigned keyphrases in {len(nz['case_ids'])} bad cases; "
+               f"{len(only)} of those cases are reached by no type (synthesis cannot use them)")
+    for k in nz["kp_ids"]:
+        c = by[k]["case_id"]
+        click.echo(f"  [{k}] {by[k]['text']}   (case {c}{', noise only' if c in only else ''})")
+
+
+@types.command("assign-noise")
+@click.option("--min-similarity", type=float, default=None,
+              help="Leave as noise the keyphrases less similar (cosine) to every type.")
+@click.pass_context
+def types_assign_noise(ctx, min_similarity):
+    """Assign each noise keyphrase to its nearest type by embedding (one undoable edit).
+
+    Example: sei types assign-noise --min-similarity 0.3
+    """
+    from pipeline import taxonomy
+
+    try:
+        out = taxonomy.assign_noise(_store(ctx), min_similarity, author="cli")
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"assigned {out['assigned']} keyphrases to {len(out['types'])} types, left "
+               f"{out['left']} as noise" + (f" (edit {out['edit_id']}; `sei types undo` takes "
+                                             "it back)" if out["edit_id"] else ""))
+
+
 @types.command("undo")
 @click.argument("edit_id", type=int, required=False)
 @click.pass_context
@@ -531,6 +574,38 @@ def types_retitle(ctx, everything):
     from pipeline.cluster import retitle
 
     click.echo(f"retitled {retitle(_store(ctx), only_unedited=not everything)} types")
+
+
+@cli.command("search")
+@click.argument("text")
+@click.option("--limit", type=int, default=10, show_default=True, help="Hits per kind.")
+@click.option("--words-only", is_flag=True, help="Skip the search by meaning (no model).")
+@json_option
+@click.pass_context
+def search_cmd(ctx, text, limit, words_only, as_json):
+    """Find keyphrases and bad cases by words and by meaning, with their error types.
+
+    Example: sei search "percent of the wrong base"
+    """
+    from dataclasses import asdict
+
+    from pipeline.search import search
+
+    hits = search(_store(ctx), text, limit=limit, meaning=not words_only)
+    if as_json:
+        click.echo(json.dumps(asdict(hits), default=str, ensure_ascii=False))
+        return
+    click.echo(f"keyphrases containing “{text}”: {len(hits.keyphrases)}")
+    for k in hits.keyphrases:
+        click.echo(f"  [{k['kp_id']}] {k['text']}   (case {k['case_id']}; type {k['type']})")
+    click.echo(f"bad cases containing “{text}”: {len(hits.cases)}")
+    for c in hits.cases:
+        click.echo(f"  case {c['case_id']} (in {c['found_in']}): {(c['question'] or '')[:80]}")
+    if not words_only:
+        click.echo("keyphrases nearest in meaning:")
+        for k in hits.similar:
+            click.echo(f"  {k['score']:.3f} [{k['kp_id']}] {k['text']}   (case {k['case_id']}; "
+                       f"type {k['type']})")
 
 
 @export.command("types")

@@ -87,6 +87,9 @@ def synthesize(ctx, iteration, types_, yes, background, **kw):
         _fail(e)
     if out:
         _print_counts(summary(store, out["batch_id"]))
+        un = out.get("unreached") or {}
+        if un.get("n"):
+            click.echo(f"cannot reach {un['n']} bad cases: " + "; ".join(un["why"]))
         if out["failed_calls"]:
             for f in out["failed_calls"]:
                 click.echo(f"failed: {f}", err=True)

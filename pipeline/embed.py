@@ -50,3 +50,10 @@ def embed(store: Store, texts: list[str], batch_size: int = 256,
         store.embeddings_put(MODEL_NAME, new)
         cached.update(new)
     return np.asarray([cached[t] for t in texts], dtype=np.float32)
+
+
+def embed_query(text: str) -> np.ndarray:
+    """A unit-norm embedding of a search query with the same model, not cached (a search
+    writes nothing)."""
+    return model().encode([text], normalize_embeddings=True, convert_to_numpy=True,
+                          show_progress_bar=False)[0].astype(np.float32)

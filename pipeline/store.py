@@ -585,6 +585,27 @@ class Store:
             ORDER BY g.run_id, g.dataset, g.split, g.pid"""
         return self.rows(sql, [run_id, run_id])
 
+    def search_keyphrases(self, needle: str, clustering_id: str,
+                          limit: int = 20) -> list[dict]:
+        """Keyphrases of a clustering whose text holds `needle` (any case), shortest first."""
+        return self.rows("""
+            SELECT k.kp_id, k.case_id, k.text FROM cluster_points c JOIN keyphrases k
+            USING (kp_id) WHERE c.clustering_id = ? AND contains(lower(k.text), lower(?))
+            ORDER BY length(k.text), k.kp_id LIMIT ?""", [clustering_id, needle, limit])
+
+    def search_cases(self, needle: str, limit: int = 20) -> list[dict]:
+        """Bad cases whose question or model output holds `needle` (any case), with where
+        it was found."""
+        return self.rows("""
+            SELECT b.case_id, b.dataset, b.pid, p.question,
+                   CASE WHEN contains(lower(p.question), lower(?)) THEN 'question'
+                        ELSE 'output' END AS found_in
+            FROM bad_cases b JOIN problems p USING (dataset, split, pid)
+            JOIN generations g USING (run_id, dataset, split, pid)
+            WHERE contains(lower(p.question), lower(?))
+               OR contains(lower(coalesce(g.output, '')), lower(?))
+            ORDER BY b.case_id LIMIT ?""", [needle, needle, needle, limit])
+
     def case_keyphrases(self, case_id: int) -> list[dict]:
         """A bad case's keyphrases from every analysis."""
         return self.rows("SELECT kp_id, analysis_id, rank, text, evidence, analyzer "

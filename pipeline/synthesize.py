@@ -410,7 +410,34 @@ def synthesize(store: Store, p: SynthParams, progress: Progress = no_progress,
     counts = summary(store, bid)
     store.finish_synth_batch(bid, "finished" if not failures else "finished_with_errors")
     return {"batch_id": bid, "iteration": p.iteration, "counts": counts,
-            "failed_calls": failures}
+            "failed_calls": failures, "unreached": unreached(it, types)}
+
+
+def unreached(it: dict, types: list[dict]) -> dict:
+    """Bad cases of the iteration's taxonomy that a batch over `types` cannot draw from,
+    by reason, with a sentence each: cases whose keyphrases are all noise (HDBSCAN put them
+    in no type), all excluded, or only in types not chosen."""
+    un = it["taxonomy"].get("unreached")  # absent from iterations frozen before it was kept
+    chosen = {c for t in types for c in t["case_ids"]}
+    not_chosen = {c for t in taxonomy.types_of(it) for c in t["case_ids"]} - chosen
+    by = {"noise": len(un["noise"]) if un else None,
+          "excluded": len(un["excluded"]) if un else None, "not_chosen": len(not_chosen)}
+    why = []
+    if by["noise"]:
+        why.append(f"{by['noise']} bad cases have only unassigned (noise) keyphrases: assign "
+                   "them to their nearest types (`sei types assign-noise`, or the Error map) "
+                   "before the iteration is frozen")
+    if by["excluded"]:
+        why.append(f"{by['excluded']} bad cases have only excluded keyphrases or types")
+    if by["not_chosen"]:
+        why.append(f"{by['not_chosen']} bad cases are only in types not chosen for this batch")
+    if un is None:
+        why.append(f"iteration {it['iteration']} was frozen before noise was recorded: "
+                   "cases in noise only are not counted")
+    return {"n": sum(v or 0 for v in by.values()), "by_reason": by, "why": why,
+            "case_ids": {"noise": list(un["noise"]) if un else [],
+                         "excluded": list(un["excluded"]) if un else [],
+                         "not_chosen": sorted(not_chosen)}}
 
 
 def _row(store, bid, iteration, t, call, j, pr: Proposal, synth, key) -> dict:
@@ -465,8 +492,10 @@ def estimate(store: Store, p: SynthParams) -> dict:
     types = taxonomy.types_of(it, p.types)
     calls = plan_calls(types, p)
     synth = make_synthesizer(p.synthesizer)
+    un = unreached(it, types)
     out = {"synthesizer": synth.name, "n_types": len(types), "n_calls": len(calls),
-           "n_proposals": sum(c["n"] for c in calls)}
+           "n_proposals": sum(c["n"] for c in calls), "unreached": un["n"],
+           "unreached_why": un["why"]}
     if synth.model:  # a model is called: tokens and their price
         prompt_tok = sum(1200 + 400 * len(c["case_ids"]) for c in calls) // 1  # ~4 chars/token
         out_tok = sum(c["n"] * 180 for c in calls)

@@ -15,7 +15,8 @@ import numpy as np
 
 from pipeline.store import Store
 
-OPS = ("rename", "describe", "merge", "split", "move", "exclude", "include", "undo", "use")
+OPS = ("rename", "describe", "merge", "split", "move", "exclude", "include", "undo", "use",
+       "assign_noise")
 
 
 @dataclass
@@ -170,6 +171,10 @@ def _fold_edits(points: list[dict], meta: dict[int, dict], edits: list[dict]) ->
                 if k in f.type_of:
                     f.type_of[k] = pay["type_id"]
             f.edited.add(pay["type_id"])
+        elif op == "assign_noise":  # a batch of moves, one edit (one undo takes all back)
+            for k, tid in zip(pay["kp_ids"], pay["type_ids"]):
+                if k in f.type_of:
+                    f.type_of[k] = tid
         elif op in ("exclude", "include"):
             flag = op == "exclude"
             if "type_id" in pay:
@@ -315,6 +320,84 @@ def move(store: Store, kp_ids: list[int], type_id: int, author: str | None = Non
     return store.add_edit("move", {"kp_ids": list(kp_ids), "type_id": type_id}, author)
 
 
+# -- noise: keyphrases HDBSCAN left in no cluster ----------------------------------------------
+
+
+def noise(tax: Taxonomy) -> dict:
+    """Keyphrases in no type (noise, not excluded) and their bad cases; `only_noise`: the
+    cases whose every live keyphrase is noise (no type reaches them)."""
+    kp_ids = [p["kp_id"] for p in tax.points if p["type"] is None and not p["excluded"]]
+    by = tax.by_kp()
+    cases = sorted({by[k]["case_id"] for k in kp_ids})
+    return {"kp_ids": kp_ids, "case_ids": cases, "only_noise": unreached_cases(tax)["noise"]}
+
+
+def unreached_cases(tax: Taxonomy) -> dict[str, list[int]]:
+    """Bad cases on the map that no live type reaches, by reason: `noise` (their live
+    keyphrases are all unassigned) and `excluded` (every keyphrase excluded, or in an
+    excluded type)."""
+    live, noisy, seen = set(), set(), set()
+    for p in tax.points:
+        seen.add(p["case_id"])
+        if not p["excluded"]:
+            (noisy if p["type"] is None else live).add(p["case_id"])
+    return {"noise": sorted(noisy - live), "excluded": sorted(seen - live - noisy)}
+
+
+def type_centroids(tax: Taxonomy, emb: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Unit mean embedding of the live members of each visible, non-excluded type."""
+    by = tax.by_kp()
+    out = {}
+    for t in tax.visible_types():
+        vs = [emb[k] for k in t.members if not by[k]["excluded"] and k in emb]
+        if t.excluded or not vs:
+            continue
+        c = np.mean(vs, axis=0)
+        out[t.type_id] = c / (np.linalg.norm(c) or 1.0)
+    return out
+
+
+def nearest_types(store: Store, tax: Taxonomy, kp_ids: list[int]) -> dict[int, tuple[int, float]]:
+    """For each keyphrase, the type whose centroid is nearest (cosine over the cached
+    MiniLM embeddings) and the similarity."""
+    from pipeline.embed import embed
+
+    by = tax.by_kp()
+    ids = [p["kp_id"] for p in tax.points]
+    emb = dict(zip(ids, embed(store, [by[k]["text"] for k in ids])))
+    cents = type_centroids(tax, emb)
+    if not cents or not kp_ids:
+        return {}
+    tids = list(cents)
+    sims = np.stack([emb[k] for k in kp_ids]) @ np.stack([cents[t] for t in tids]).T
+    best = sims.argmax(1)
+    return {k: (tids[int(j)], float(sims[i, j])) for i, (k, j) in enumerate(zip(kp_ids, best))}
+
+
+def assign_noise(store: Store, min_similarity: float | None = None, author: str | None = None,
+                 tax: Taxonomy | None = None) -> dict:
+    """Assign every noise keyphrase to its nearest type by embedding, as one undoable edit
+    (a batch of moves: it survives re-clustering as moves do). Keyphrases less similar than
+    `min_similarity` to every type are left as noise. Returns the edit id (None when nothing
+    moved), how many were assigned and how many left."""
+    tax = tax or current(store)
+    kps = noise(tax)["kp_ids"]
+    if not kps:
+        raise ValueError("no unassigned keyphrases: nothing to assign")
+    near = nearest_types(store, tax, kps)
+    if not near:
+        raise ValueError("no live error type to assign noise to")
+    pick = [k for k in kps if min_similarity is None or near[k][1] >= min_similarity]
+    edit = None
+    if pick:
+        edit = store.add_edit("assign_noise", {"kp_ids": pick,
+                                               "type_ids": [near[k][0] for k in pick],
+                                               "similarity": [round(near[k][1], 4)
+                                                              for k in pick]}, author)
+    return {"edit_id": edit, "assigned": len(pick), "left": len(kps) - len(pick),
+            "types": sorted({near[k][0] for k in pick})}
+
+
 def exclude(store: Store, type_id: int | None = None, kp_ids: list[int] | None = None,
             include: bool = False, author: str | None = None,
             tax: Taxonomy | None = None) -> int:
@@ -398,6 +481,10 @@ def describe_edit(e: dict, titles: dict[int, str], by_id: dict[int, dict] | None
         return f"split {_kps(p['kp_ids'])} into the new type {_tname(titles, p['type_id'])}"
     if op == "move":
         return f"moved {_kps(p['kp_ids'])} to type {_tname(titles, p['type_id'])}"
+    if op == "assign_noise":
+        n_types = len(set(p["type_ids"]))
+        return (f"assigned {_kps(p['kp_ids'])} left as noise to their nearest types "
+                f"({n_types} type{'s' if n_types != 1 else ''})")
     if op in ("exclude", "include"):
         verb = "excluded" if op == "exclude" else "included again"
         parts = ([f"type {_tname(titles, p['type_id'])}"] if "type_id" in p else []) + \
@@ -629,8 +716,9 @@ def snapshot(store: Store) -> tuple[dict, str | None]:
                       "excluded": t.excluded, "share": t.share, "n_cases": len(cases),
                       "case_ids": cases,
                       "keyphrases": {str(k): by_kp[k]["text"] for k in kps[:200]}})
+    # bad cases no type reaches, by reason: synthesis reports them
     snap = {"types": types, "edit_ids": [e["edit_id"] for e in tax.edits],
-            "n_cases": tax.n_cases}
+            "n_cases": tax.n_cases, "unreached": unreached_cases(tax)}
     return snap, (tax.clustering or {}).get("clustering_id")
 
 

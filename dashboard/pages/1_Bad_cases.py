@@ -11,7 +11,7 @@ import common
 import pandas as pd
 import streamlit as st
 
-from pipeline import taxonomy
+from pipeline import search, taxonomy
 
 s = common.header("Bad cases")
 ss = st.session_state
@@ -32,9 +32,17 @@ etype = f3.selectbox("error type", ["any"] + list(type_names),
                      key=f"f_type~{zlib.crc32(json.dumps(list(type_names)).encode())}")
 text = f4.text_input("keyphrase or question contains", key="f_text")
 
+query = st.text_input("search by words and meaning (keyphrases, questions, outputs)",
+                      key="f_search", placeholder="e.g. forgot to convert units")
 view = taxonomy.find_generations(rows, tax, datasets, verdict,
                                  None if etype == "any" else type_names[etype], text)
-sig = json.dumps([datasets, verdict, etype, text, len(view)])
+if query.strip():  # the hit cases, best first (words, then nearest in meaning)
+    hits = search.search(s, query, tax)
+    rank = {c: i for i, c in enumerate(hits.case_ids())}
+    view = sorted((v for v in view if v["case_id"] in rank), key=lambda v: rank[v["case_id"]])
+    st.caption(f"Search “{query}”: {len(hits.cases)} cases contain it, "
+               f"{len(hits.similar)} keyphrases nearest in meaning")
+sig = json.dumps([datasets, verdict, etype, text, query, len(view)])
 url_case = st.query_params.get("case")
 if ss.get("cases_sig") not in (None, sig):  # filters changed: drop the chosen case
     ss["chosen"] = None
@@ -91,6 +99,14 @@ with b:
     st.json({"extracted answer": r["pred"], "extraction": judge.get("method"),
              "correct": bool(r["correct"]), "detail": judge.get("detail"),
              "completion tokens": int(r["completion_tokens"] or 0), "error": r["error"]})
+if case is not None and any(k["on_map"] for k in case["keyphrases"]):
+    st.markdown("**Nearest cases** (by the mean embedding of their keyphrases)")
+    near = search.nearest_cases(s, tax, cid, k=5)
+    st.dataframe(pd.DataFrame(near, columns=["case_id", "score", "keyphrases", "question"]),
+                 hide_index=True, width="stretch", key="nearest")
+    for n in near[:5]:
+        common.page_link("1_Bad_cases", f"case {n['case_id']} ({n['score']:.2f})",
+                         ":material/arrow_forward:", case=n["case_id"])
 if case is not None:
     st.markdown("**Error keyphrases**")
     if not case["keyphrases"]:

@@ -8,7 +8,7 @@ import common
 import pandas as pd
 import streamlit as st
 
-from pipeline import jobs, taxonomy
+from pipeline import jobs, search, taxonomy
 from pipeline.cluster import retitle
 
 s = common.header("Error map")
@@ -167,6 +167,13 @@ def on_undo_pick() -> None:
     on_undo(ss.get(wk("undo_pick")))
 
 
+def on_assign_noise() -> None:
+    floor = ss.get(wk("noise_floor")) or 0.0
+    apply(taxonomy.assign_noise, None if floor <= 0 else float(floor),
+          msg="assigned {out[assigned]} unassigned keyphrases to their nearest types"
+              " ({out[left]} left as noise)")
+
+
 def on_redo() -> None:
     apply(taxonomy.redo, msg="redid the last undone edit")
 
@@ -216,6 +223,10 @@ mark = taxonomy.kp_ids_of_case(tax, shown_case) if shown_case else None
 
 left, right = st.columns([3, 2])
 with left:
+    # Search: hits (by words and by meaning) are outlined on the map and listed below it.
+    query = st.text_input("search keyphrases and cases (words or meaning)", key="map_search",
+                          placeholder="e.g. percent of the wrong base")
+    hits = search.search(s, query, tax) if query.strip() else None
     z1, z2, z3 = st.columns([2, 3, 2], vertical_alignment="bottom")
     show_excl = z1.toggle("show excluded points", value=False, key="show_excl")
     # The view is app state, not plotly's: Streamlit 1.67 gives a changed figure a new
@@ -230,9 +241,19 @@ with left:
     z3.button("Zoom to the selection", key="zoom_sel", disabled=not selected(),
               on_click=zoom_to_selection)
     fig = common.build_map_figure(tax, show_excluded=show_excl, mark=mark,
-                                  view=view_box(zoom))
+                                  view=view_box(zoom), hits=hits.kp_ids() if hits else None)
     st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso", "points"),
                     key="map", width="stretch")
+    if hits:
+        st.caption(f"Search “{query}”: {len(hits.keyphrases)} keyphrases and "
+                   f"{len(hits.cases)} cases contain it; {len(hits.kp_ids())} keyphrases "
+                   "outlined in red (words and nearest in meaning).")
+        with st.expander("search hits", expanded=True):
+            st.dataframe(pd.DataFrame(
+                [dict(k, found="words") for k in hits.keyphrases]
+                + [dict(k, found=f"meaning {k['score']:.2f}") for k in hits.similar],
+                columns=["found", "kp_id", "text", "case_id", "type"]),
+                hide_index=True, width="stretch", height=200, key="search_hits")
     sel = selected()
     if shown_case and not mark:
         st.caption(f"Case {shown_case} has no keyphrases in this clustering.")
@@ -296,6 +317,25 @@ with right:
     st.dataframe(common.legend_table(tax), hide_index=True, width="stretch",
                  height=min(420, 38 + 35 * len(visible)),
                  column_config={"colour": st.column_config.TextColumn("", width=28)})
+    nz = taxonomy.noise(tax)
+    if nz["kp_ids"]:
+        with st.expander(f"{len(nz['kp_ids'])} unassigned keyphrases (noise) in "
+                         f"{len(nz['case_ids'])} bad cases · {len(nz['only_noise'])} cases "
+                         "reached by no type"):
+            only = set(nz["only_noise"])
+            st.dataframe(pd.DataFrame([{"kp": k, "keyphrase": by_kp[k]["text"],
+                                        "case": by_kp[k]["case_id"],
+                                        "noise only": by_kp[k]["case_id"] in only}
+                                       for k in nz["kp_ids"]]),
+                         hide_index=True, width="stretch", height=180, key="noise_table")
+            st.caption("Synthesis cannot reach a case whose keyphrases are all noise. Assign "
+                       "each to the type whose centre is nearest (one edit; Undo takes it "
+                       "back), or leave those less similar than a floor.")
+            n1, n2 = st.columns(2, vertical_alignment="bottom")
+            n1.number_input("leave if similarity below", 0.0, 1.0, 0.0, 0.05,
+                            key=wk("noise_floor"))
+            n2.button("Assign noise to nearest types", key="assign_noise",
+                      on_click=on_assign_noise)
     for title, ids in taxonomy.duplicate_titles(tax).items():
         st.warning(f"Types {', '.join(map(str, ids))} share the title “{title}”: rename or "
                    "merge them.")

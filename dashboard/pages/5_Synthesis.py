@@ -125,6 +125,9 @@ if est:
                    + ("" if est.get("price_per_mtok") else " (none listed for this model)"))
     if not est["n_calls"]:
         st.warning("No error types to synthesize from: run the quick start first.")
+    if est.get("unreached"):
+        st.warning(f"This batch cannot reach {est['unreached']} bad cases: "
+                   + "; ".join(est["unreached_why"]) + ".", icon=":material/visibility_off:")
 if st.button("Launch synthesis", key="syn_go", type="primary",
              disabled=not est or not est["n_calls"]):
     common.launch(s, "synthesize", asdict(p), "synthesize")
