@@ -154,7 +154,15 @@ def test_oneshot_selection_scores_recompute_from_stored_generations(clustered):
     rnd = select(clustered, SelectParams(method="random", limit=3, top=2))
     assert rnd["n_selected"] == 2
     prx = select(clustered, SelectParams(method="proxy", n_good=2, n_bad=2, limit=3, top=2))
-    assert prx["spearman_n"] == 3 and -1 <= prx["spearman_proxy_oneshot"] <= 1
+    from scipy.stats import spearmanr
+
+    one = {s["cand_id"]: s["score"] for s in clustered.cand_scores(sid)}
+    px = {s["cand_id"]: s["score"] for s in clustered.cand_scores(prx["selection_id"])}
+    assert set(one) == set(px) and len(px) == 3 == prx["spearman_n"]
+    assert prx["spearman_with"] == sid
+    ids = sorted(one)
+    rho = spearmanr([px[c] for c in ids], [one[c] for c in ids]).statistic
+    assert prx["spearman_proxy_oneshot"] == pytest.approx(rho)  # a number: no ties here
 
 
 def test_selection_killed_and_rerun_has_no_duplicate_scores(clustered):
