@@ -16,7 +16,10 @@ _SECRET_VARS = re.compile(r"(?:^|_)(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD)$", re.I)
 _MIN_LEN = 6  # shorter values would mask ordinary words
 
 _URL_CREDS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s:@]+:[^/\s@]*@")
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}")
+# A token after "Bearer"/"Basic": at least 6 token characters that hold a digit, or 20 and
+# more ("Basic arithmetic" and "bearer tokens" are ordinary words, not credentials).
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+"
+                     r"(?:(?=[A-Za-z._~+/=-]*\d)[A-Za-z0-9._~+/=-]{6,}|[A-Za-z0-9._~+/=-]{20,})")
 _SK = re.compile(r"\bsk-[A-Za-z0-9_-]{12,}")
 _AUTH_HEADER = re.compile(r"(?i)(['\"]?(?:authorization|api-key|x-api-key)['\"]?\s*[:=]\s*['\"]?)"
                           r"[^'\"\s,}]+(?:\s+[^'\"\s,}]+)?")

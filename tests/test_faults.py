@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -170,26 +171,68 @@ def test_no_secret_in_store_logs_or_output_from_a_job(store):
         assert password not in r.stdout + r.stderr
 
 
+def _write_lock_held(pid: int, path: Path) -> bool:
+    """Whether process pid holds DuckDB's exclusive (POSIX WRITE) lock on the store file:
+    DuckDB takes it for a read-write connection, which the store opens only inside
+    Store.write(), the one transaction an import's rows go in."""
+    ino = os.stat(path).st_ino
+    with open("/proc/locks") as f:
+        for line in f:
+            x = line.split()
+            if x[1] == "POSIX" and x[3] == "WRITE" and x[4] == str(pid) \
+                    and x[5].endswith(f":{ino}"):
+                return True
+    return False
+
+
 @pytest.mark.slow
-def test_kill_9_during_import_and_analysis_loses_and_duplicates_nothing(store, bench):
-    """kill -9 at several points of a big import (all or nothing) and of an analysis
-    (whole cases or nothing; the rerun finishes each case exactly once)."""
+def test_kill_9_during_import_and_analysis_loses_and_duplicates_nothing(store, bench, tmp_path):
+    """kill -9 of a big import while it holds the store's write lock, at three points of
+    its one transaction (all or nothing; a rerun adds exactly the file, once), and of an
+    analysis (whole cases or nothing; the rerun finishes each case exactly once)."""
     n = 7473
-    for delay in (0.3, 0.8, 1.5, 3.0):
-        p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--db", str(store.path),
-                              "data", "import", str(bench / "gsm8k/train.jsonl"), "--format",
-                              "gsm8k", "--dataset", "gsm8k", "--split", "train"],
+    args = ["data", "import", str(bench / "gsm8k/train.jsonl"), "--format", "gsm8k",
+            "--dataset", "gsm8k", "--split", "train"]
+    store.migrate()
+
+    def start(db: Path) -> subprocess.Popen:
+        p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--db", str(db), *args],
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(delay)
+        wait_for(lambda: _write_lock_held(p.pid, db) or p.poll() is not None, 120, poll=0.001)
+        assert p.poll() is None, "the import ended before it took the write lock"
+        return p
+
+    # an uninterrupted import on a copy: how long it writes, from the lock to its exit
+    db = tmp_path / "whole.duckdb"
+    shutil.copy(store.path, db)
+    p = start(db)
+    t = time.monotonic()
+    assert p.wait() == 0
+    window = time.monotonic() - t
+    # kills at points spread over that window (the first at once, inside the transaction)
+    landed = []
+    for i, frac in enumerate((0.0, 0.25, 0.5, 0.75, 0.95)):
+        db = tmp_path / f"kill{i}.duckdb"
+        shutil.copy(store.path, db)
+        p = start(db)
+        t = time.monotonic()
+        while time.monotonic() - t < frac * window and p.poll() is None:
+            time.sleep(0.001)
+        held = _write_lock_held(p.pid, db)
         p.send_signal(signal.SIGKILL)
         p.wait()
-        assert store.count("problems") in (0, n)
-    r = sei(store, "data", "import", str(bench / "gsm8k/train.jsonl"), "--format", "gsm8k",
-            "--dataset", "gsm8k", "--split", "train")
-    assert r.returncode == 0 and "Traceback" not in r.stderr
-    assert store.count("problems") == n
-    assert store.rows("SELECT count(DISTINCT (question, answer)) AS n FROM problems"
-                      )[0]["n"] == n
+        landed.append(held and p.returncode == -signal.SIGKILL)
+        killed = Store(db).count("problems")
+        assert killed in (0, n), f"a kill {frac:.0%} into the write left {killed} of {n} rows"
+        r = sei(Store(db), *args)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        assert Store(db).count("problems") == n
+        assert Store(db).rows("SELECT count(DISTINCT (question, answer)) AS n, "
+                              "count(DISTINCT pid) AS p FROM problems")[0] == {"n": n, "p": n}
+    # the first kill follows the lock at once: it lands inside the transaction
+    assert landed[0], landed
+    r = sei(store, *args)
+    assert r.returncode == 0 and store.count("problems") == n
 
     ids = bad_cases(store, [f"Case {i} FAULT:slow" for i in range(6)])
     with FaultServer(slow_s=0.4) as srv:

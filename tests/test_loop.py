@@ -98,32 +98,58 @@ def test_synthesis_killed_and_rerun_leaves_no_duplicates(clustered):
     assert len(kept) == len(set(kept))
 
 
-def test_instructor_synthesis_against_llama_server(clustered, llama_server):
-    """The real llama.cpp server as instructor: whatever the small model writes, a call
-    either yields rows with provenance or fails whole with its reason; nothing half."""
+# A synthesis reply as an instructor writes it: one problem whose stated answer is what
+# its solution concludes, one whose stated answer disagrees with its own solution.
+GOOD_PROBLEM = {"question": "A lighthouse keeper stacks 17 crates of lamp oil on each of 6 "
+                            "shelves, then ships 29 crates to the island. How many crates "
+                            "stay in the lighthouse?",
+                "solution": "6 shelves hold 6 * 17 = 102 crates. After shipping 29, "
+                            "102 - 29 = 73 crates stay.\nThe answer is 73.",
+                "answer": "73"}
+WRONG_PROBLEM = {"question": "An orchard sells pears in bags of 9. Mira buys 14 bags and gives "
+                             "away 35 pears to neighbours. How many pears does Mira keep?",
+                 "solution": "14 * 9 = 126 pears. 126 - 35 = 91.\nThe answer is 91.",
+                 "answer": "95"}
+
+
+def test_instructor_synthesis_keeps_a_verified_candidate_and_rejects_a_wrong_answer(clustered):
+    """End to end through a real OpenAI-compatible server on 127.0.0.1 that answers with a
+    valid synthesis reply: the candidate whose answer its solution reaches is kept, with
+    its provenance; the one whose stated answer disagrees is rejected by verification."""
+    from fault_server import FaultServer, completion
+
+    from pipeline import taxonomy
     from pipeline.instructor import Instructor
     from pipeline.synthesize import InstructorSynthesizer
 
-    ins = Instructor(model="smollm2-135m-instruct", base_url=llama_server, timeout_s=120)
-    synth = InstructorSynthesizer(ins, max_tokens=300)
-    from pipeline import taxonomy
+    class SynthesisServer(FaultServer):
+        def respond(self, h, fault):
+            reply = {"problems": [GOOD_PROBLEM, WRONG_PROBLEM]}
+            h._send(200, json.dumps(completion(json.dumps(reply))).encode())
 
     tid = taxonomy.types_of(taxonomy.freeze(clustered, 1))[0]["type_id"]
-    out = synthesize(clustered, SynthParams(budget=4, per_call=2, k=1, synthesizer="instructor",
-                                            parallel=2, types=[tid]), synthesizer=synth)
-    cands = clustered.candidates(batch_id=out["batch_id"])
-    per_call: dict[str, list] = {}
-    for c in cands:
-        per_call.setdefault(c["slot"].rsplit("/", 1)[0], []).append(c)
-    assert len(per_call) + len(out["failed_calls"]) == 2
-    for rows in per_call.values():
-        assert all(c["call_key"] and c["model"] == "smollm2-135m-instruct" for c in rows)
-        assert all(c["raw"] for c in rows)
-        assert all(c["status"] == "kept" or c["reason"] for c in rows)
-    for f in out["failed_calls"]:
-        assert "schema" in f or "JSON" in f or "InstructorError" in f
+    with SynthesisServer() as srv:
+        ins = Instructor(model="m", base_url=srv.base_url, max_retries=1, backoff_s=0.01)
+        out = synthesize(clustered, SynthParams(budget=2, per_call=2, k=1,
+                                                synthesizer="instructor", types=[tid]),
+                         synthesizer=InstructorSynthesizer(ins))
+    assert out["failed_calls"] == [] and len(srv.requests) == 1
+    assert srv.requests[0]["path"].endswith("/chat/completions")
+    cands = {c["question"]: c for c in clustered.candidates(batch_id=out["batch_id"])}
+    assert set(cands) == {GOOD_PROBLEM["question"], WRONG_PROBLEM["question"]}
+    good, wrong = cands[GOOD_PROBLEM["question"]], cands[WRONG_PROBLEM["question"]]
+    assert good["status"] == "kept", good["reason"]
+    assert good["synthesizer"] == ins.name and good["model"] == "m" and good["call_key"]
+    assert good["type_id"] == tid and good["source_cases"]
+    assert good["answer"] == "73" and json.loads(good["raw"]) == GOOD_PROBLEM
+    assert good["verification"]["agrees"] is True
+    assert good["verification"]["solution_answer"] == "73"
+    assert wrong["status"] == "rejected"
+    assert wrong["verification"]["agrees"] is False
+    assert wrong["verification"]["solution_answer"] == "91"
+    assert "'95' disagrees with its solution ('91')" in wrong["reason"]
     calls = clustered.llm_calls(100)
-    assert any(c["purpose"].startswith("synthesize type") for c in calls)
+    assert [c["purpose"] for c in calls] == [f"synthesize type {tid}"]
 
 
 def _synth_and_select(store, method, **kw):
@@ -154,7 +180,15 @@ def test_oneshot_selection_scores_recompute_from_stored_generations(clustered):
     rnd = select(clustered, SelectParams(method="random", limit=3, top=2))
     assert rnd["n_selected"] == 2
     prx = select(clustered, SelectParams(method="proxy", n_good=2, n_bad=2, limit=3, top=2))
-    assert prx["spearman_n"] == 3 and -1 <= prx["spearman_proxy_oneshot"] <= 1
+    from scipy.stats import spearmanr
+
+    one = {s["cand_id"]: s["score"] for s in clustered.cand_scores(sid)}
+    px = {s["cand_id"]: s["score"] for s in clustered.cand_scores(prx["selection_id"])}
+    assert set(one) == set(px) and len(px) == 3 == prx["spearman_n"]
+    assert prx["spearman_with"] == sid
+    ids = sorted(one)
+    rho = spearmanr([px[c] for c in ids], [one[c] for c in ids]).statistic
+    assert prx["spearman_proxy_oneshot"] == pytest.approx(rho)  # a number: no ties here
 
 
 def test_selection_killed_and_rerun_has_no_duplicate_scores(clustered):

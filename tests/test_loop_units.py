@@ -21,19 +21,38 @@ def test_mcnemar_equals_exact_binomial(b, c):
     assert mcnemar_exact(b, c) == pytest.approx(expect, rel=1e-12)
 
 
-def test_paired_bootstrap_matches_a_direct_resampling():
-    rng = random.Random(3)
-    a = [rng.random() < 0.3 for _ in range(150)]
-    b = [x or rng.random() < 0.2 for x in a]  # b fixes some of a's errors, breaks none
-    d = paired_diff(a, b, n_boot=4000, seed=7)
-    # the same resamples drawn directly: indices shared by both runs
-    idx = np.random.default_rng(7).integers(0, 150, size=(4000, 150))
-    diffs = (np.array(b, float) - np.array(a, float))[idx].mean(1)
-    assert d.lo == pytest.approx(np.quantile(diffs, 0.025))
-    assert d.hi == pytest.approx(np.quantile(diffs, 0.975))
-    assert d.diff == pytest.approx(sum(b) / 150 - sum(a) / 150)
-    assert d.broken == 0 and d.fixed == sum(1 for x, y in zip(a, b) if y and not x)
-    assert 0 < d.lo <= d.diff <= d.hi
+def _paired_runs(n, both_right, fixed, broken, seed):
+    """Two judged runs over n items with known counts: right in both, fixed (wrong in a,
+    right in b), broken (right in a, wrong in b); the rest wrong in both."""
+    a = [True] * both_right + [False] * fixed + [True] * broken
+    b = [True] * both_right + [True] * fixed + [False] * broken
+    a += [False] * (n - len(a))
+    b += [False] * (n - len(b))
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return [a[i] for i in order], [b[i] for i in order]
+
+
+@pytest.mark.parametrize("n,both,fixed,broken", [(500, 180, 60, 25), (1319, 400, 90, 88),
+                                                 (200, 30, 40, 0)])
+def test_paired_bootstrap_matches_scipy_percentile_bootstrap(n, both, fixed, broken):
+    """The interval is scipy's percentile bootstrap of the per-item differences (both runs
+    resampled on the same items), up to Monte Carlo error at 10,000 resamples."""
+    from scipy.stats import bootstrap
+
+    a, b = _paired_runs(n, both, fixed, broken, seed=n)
+    d = paired_diff(a, b, n_boot=10_000, seed=7)
+    assert d.n == n and (d.fixed, d.broken) == (fixed, broken)
+    assert d.diff == pytest.approx((fixed - broken) / n, abs=1e-12)  # the known answer
+    assert (d.acc_a, d.acc_b) == pytest.approx(((both + broken) / n, (both + fixed) / n))
+    per_item = np.asarray(b, float) - np.asarray(a, float)
+    ref = bootstrap((per_item,), np.mean, method="percentile", n_resamples=10_000,
+                    confidence_level=0.95, random_state=np.random.default_rng(11))
+    # Monte Carlo error of a 2.5% quantile at 10,000 resamples is about 0.03 se, and the
+    # resampled means move in steps of 1/n
+    tol = 0.15 * ref.standard_error + 1 / n
+    assert d.lo == pytest.approx(ref.confidence_interval.low, abs=tol)
+    assert d.hi == pytest.approx(ref.confidence_interval.high, abs=tol)
 
 
 def test_paired_diff_of_identical_runs_is_exactly_zero():
