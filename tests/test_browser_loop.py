@@ -5,7 +5,16 @@ accuracy chart from the stored runs; Synthesis and Selection render their data."
 import shutil
 
 import pytest
-from test_browser import CHROMIUM, browser, idle, no_exception, page, server, shot  # noqa: F401
+from test_browser import (  # noqa: F401
+    CHROMIUM,
+    browser,
+    choose,
+    idle,
+    no_exception,
+    page,
+    server,
+    shot,
+)
 
 from pipeline.evaluate import accuracy_table
 from pipeline.store import Store
@@ -47,11 +56,36 @@ def test_iterations_page_draws_accuracy_from_stored_runs(loop_app, page):  # noq
     shot(page, "iterations")
 
 
-@pytest.mark.parametrize("path,text", [("Synthesis", "kept"), ("Selection", "score")])
-def test_synthesis_and_selection_pages_render(loop_app, page, path, text):  # noqa: F811
+def test_synthesis_page_renders(loop_app, page):  # noqa: F811
     url, _ = loop_app
-    page.goto(f"{url}/{path}")
-    page.get_by_text(text).first.wait_for()
+    page.goto(f"{url}/Synthesis")
+    page.get_by_text("kept").first.wait_for()
     idle(page)
     no_exception(page)
-    shot(page, path.lower())
+    shot(page, "synthesis")
+
+
+def test_selection_page_shows_the_stored_scores(loop_app, page):  # noqa: F811
+    """Iteration 1's one-shot selection as stored: its top candidate (id, score to three
+    places, question) in the candidate picker and its question block, and every stored
+    score a point of the chart."""
+    url, store = loop_app
+    [sel] = [x for x in store.selections(1) if x["method"] == "oneshot"]
+    scores = store.cand_scores(sel["selection_id"])
+    assert len(scores) == sel["n_scored"] > 0
+    top = scores[0]
+    page.goto(f"{url}/Selection")
+    page.get_by_text("Score candidates").first.wait_for()
+    choose(page, "iteration", "1")
+    label = f"#{top['cand_id']} · score {top['score']:.3f}"
+    page.get_by_text(label).first.wait_for()
+    idle(page)
+    no_exception(page)
+    assert page.get_by_text(" ".join(top["question"].split())[:60]).count() >= 1
+    page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')]"
+                           ".some(p => p.data && p.data.length > 0)")
+    ys = page.evaluate("() => { const p = [...document.querySelectorAll('.js-plotly-plot')]"
+                       ".find(p => (p.layout.title.text || '').includes('Scores per error')); "
+                       "return p.data.flatMap(t => Array.from(t.y)); }")
+    assert sorted(ys) == pytest.approx(sorted(x["score"] for x in scores))
+    shot(page, "selection")
