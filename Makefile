@@ -78,11 +78,12 @@ bench-loop: setup
 	$(BIN)/python benchmarks/proxy_agreement.py
 	$(BIN)/python benchmarks/judge_rule.py
 
-# llama.cpp's llama-server (~10 min on 2 cores): the peer benchmarks/scale.py measures against.
+# llama.cpp's llama-server (~15 min on 2 cores; pip from .venv): the peer that
+# benchmarks/scale.py measures against.
 # No web UI (its assets would be downloaded), no HTTPS, no curl: a local benchmark peer only.
 llama-server: $(LLAMA_SERVER)
 
-$(LLAMA_SERVER): | $(STAMP)
+$(LLAMA_SERVER):
 	mkdir -p $(LLAMA_SERVER_DIR)/bin
 	test -d $(LLAMA_SRC) || ( $(BIN)/pip download -q --no-deps --no-binary :all: \
 	    "llama-cpp-python==$(LLAMA_VERSION)" -d $(LLAMA_SERVER_DIR) && \

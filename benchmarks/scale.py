@@ -52,7 +52,7 @@ def server_binary() -> Path:
     path = Path(os.environ.get("SEI_LLAMA_SERVER") or DEFAULT_BINARY)
     if not os.access(path, os.X_OK):
         sys.exit(f"no llama-server binary at {path}. Build it with `make llama-server` "
-                 "(~10 min on 2 cores: llama.cpp from llama-cpp-python's source distribution, "
+                 "(~15 min on 2 cores: llama.cpp from llama-cpp-python's source distribution, "
                  "the Makefile's AVX2 flags, into .cache/llama-server/bin/), or point "
                  "SEI_LLAMA_SERVER at one you have.")
     return path

@@ -32,10 +32,15 @@ SYNTH_COMPLETION_TOKENS = 180       # per proposed problem
 # The paper's one-shot selection: every candidate scored on the dev set, each iteration
 PAPER_ONESHOT = {"candidates": 10_000, "dev_problems": 100, "iterations": 3}
 # One-shot scoring on this machine, seconds per generation, measured side by side on the
-# same 128 prompts by benchmarks/scale.py (DATE; 2 cores, SmolLM2-135M, max 128 new
-# tokens, stop at the final answer). Not used by plan() (its local rate is
+# same 128 prompts by benchmarks/scale.py (2026-12-03; this 2-core machine, SmolLM2-135M,
+# max 128 new tokens, stop at the final answer). Not used by plan() (its local rate is
 # GEN_S_PER_PROBLEM); the figures docs/scale-out.md prices the paper's protocol with.
-ONESHOT_S_PER_GENERATION = {}
+ONESHOT_S_PER_GENERATION = {
+    "local batched (transformers fp32, 128 rows per batch)": 0.387,
+    "llama-server -np 8 --cont-batching (Q4_1), 16 in flight": 0.662,
+    "llama-server -np 8 --cont-batching (Q4_1), 8 in flight": 0.739,
+    "llama-server (Q4_1), one request at a time": 0.814,
+}
 
 
 def gpu_rates() -> dict:
