@@ -15,11 +15,17 @@ LLAMA_CMAKE   := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -D
                  -DGGML_BMI2=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF \
                  -DGGML_AMX_BF16=OFF
 
+# llama.cpp's own server (continuous batching), built from the llama.cpp that ships in
+# llama-cpp-python's source distribution, with the binding's flags; git-ignored
+LLAMA_SERVER_DIR := .cache/llama-server
+LLAMA_SERVER     := $(LLAMA_SERVER_DIR)/bin/llama-server
+LLAMA_SRC        := $(LLAMA_SERVER_DIR)/llama_cpp_python-$(LLAMA_VERSION)/vendor/llama.cpp
+
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: bench-loop setup demo app test test-fast bench clean-data
+.PHONY: bench-loop bench-scale llama-server setup demo app test test-fast bench clean-data
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -71,3 +77,23 @@ bench-loop: setup
 	$(BIN)/python benchmarks/loop.py --iterations 2
 	$(BIN)/python benchmarks/proxy_agreement.py
 	$(BIN)/python benchmarks/judge_rule.py
+
+# llama.cpp's llama-server (~15 min on 2 cores; pip from .venv): the peer that
+# benchmarks/scale.py measures against.
+# No web UI (its assets would be downloaded), no HTTPS, no curl: a local benchmark peer only.
+llama-server: $(LLAMA_SERVER)
+
+$(LLAMA_SERVER):
+	mkdir -p $(LLAMA_SERVER_DIR)/bin
+	test -d $(LLAMA_SRC) || ( $(BIN)/pip download -q --no-deps --no-binary :all: \
+	    "llama-cpp-python==$(LLAMA_VERSION)" -d $(LLAMA_SERVER_DIR) && \
+	    tar xzf $(LLAMA_SERVER_DIR)/llama_cpp_python-$(LLAMA_VERSION).tar.gz -C $(LLAMA_SERVER_DIR) )
+	cmake -S $(LLAMA_SRC) -B $(LLAMA_SERVER_DIR)/build -DCMAKE_BUILD_TYPE=Release $(LLAMA_CMAKE) \
+	    -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
+	    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DBUILD_SHARED_LIBS=OFF
+	cmake --build $(LLAMA_SERVER_DIR)/build --target llama-server -j2
+	cp $(LLAMA_SERVER_DIR)/build/bin/llama-server $@
+
+# one-shot scoring throughput: local batched path vs llama-server, the paper's scale priced
+bench-scale: setup $(LLAMA_SERVER)
+	$(BIN)/python benchmarks/scale.py

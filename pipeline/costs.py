@@ -29,12 +29,40 @@ KEEP_SHARE = 0.5                 # share of proposals kept when no batch has run
 SYNTH_PROMPT_TOKENS = (1200, 400)   # per instructor call: base + per bad case shown
 SYNTH_COMPLETION_TOKENS = 180       # per proposed problem
 
+# The paper's one-shot selection: every candidate scored on the dev set, each iteration
+PAPER_ONESHOT = {"candidates": 10_000, "dev_problems": 100, "iterations": 3}
+# One-shot scoring on this machine, seconds per generation, measured side by side on the
+# same 128 prompts by benchmarks/scale.py (2026-12-03; this 2-core machine, SmolLM2-135M,
+# max 128 new tokens, stop at the final answer). Not used by plan() (its local rate is
+# GEN_S_PER_PROBLEM); the figures docs/scale-out.md prices the paper's protocol with.
+ONESHOT_S_PER_GENERATION = {
+    "local batched (transformers fp32, 128 rows per batch)": 0.387,
+    "llama-server -np 8 --cont-batching (Q4_1), 16 in flight": 0.662,
+    "llama-server -np 8 --cont-batching (Q4_1), 8 in flight": 0.739,
+    "llama-server (Q4_1), one request at a time": 0.814,
+}
+
 
 def gpu_rates() -> dict:
     """The stated GPU rates (tokens/s), with the environment's overrides."""
     return {"gen_tokens_per_s": float(os.environ.get("SEI_GPU_GEN_TOKENS_PER_S", 2500)),
             "train_tokens_per_s": float(os.environ.get("SEI_GPU_TRAIN_TOKENS_PER_S", 2000)),
             "model_params": float(os.environ.get("SEI_GPU_MODEL_PARAMS", 7e9))}
+
+
+def gpu_s_per_generation(completion_tokens: int = COMPLETION_TOKENS) -> float:
+    """Seconds per generation on the stated GPU server rate (decoding only)."""
+    return completion_tokens / gpu_rates()["gen_tokens_per_s"]
+
+
+def oneshot_protocol_seconds(s_per_generation: float, candidates: int | None = None,
+                             dev_problems: int | None = None,
+                             iterations: int | None = None) -> float:
+    """Seconds of one-shot scoring for the paper's protocol (PAPER_ONESHOT, or the numbers
+    given) at s_per_generation: selection only, not extraction, evaluation or training."""
+    pp = PAPER_ONESHOT
+    return (s_per_generation * (candidates or pp["candidates"])
+            * (dev_problems or pp["dev_problems"]) * (iterations or pp["iterations"]))
 
 
 def synth_tokens(n_calls: int, k: int, n_proposals: int) -> tuple[int, int]:
