@@ -103,8 +103,11 @@ def _first_line(s: str) -> str:
 
 # The end of a sentence: a full stop, then space and a capital letter (not "3.5", "e.g.").
 _SENTENCE_END = re.compile(r"(?<=[^\s.])\.\s+(?=[A-Z])")
-# Plain arithmetic that ends in its result: "9 * 8 = 64" answers 64.
-_CALC = re.compile(r"^[-\d\s.,$+*/×x()^]+=\s*(?P<result>[^=]+?)\s*$")
+# Plain arithmetic that ends in its result: "9 * 8 = 64" answers 64 (no letters: "x = 5"
+# and "m = 100 \times .001" are answers as written).
+_CALC = re.compile(r"^[-\d\s.,$+*/×()^]+=\s*(?P<result>[-\d\s.,$/]+?)\s*$")
+# A value alone: a number with at most one word after it ("64", "5 dollars", "$1,200").
+_VALUE = re.compile(r"^-?\$?\s?\d[\d,]*(?:\.\d+)?(?:\s+[a-zA-Z]+)?$")
 
 
 def _clean_tail(s: str) -> str:
@@ -113,13 +116,15 @@ def _clean_tail(s: str) -> str:
     b = _last_boxed(s)
     if b is not None:
         return b.strip()
-    if not _open(s):  # the answer is its first sentence, never the prose after it
-        s = _SENTENCE_END.split(s, maxsplit=1)[0]
     s = re.sub(r"^\$+|\$+$", "", s).strip()
-    m = _CALC.match(s.rstrip("."))
-    if m:
-        s = m.group("result")
-    elif re.search(r"[=+*/×-]\s*$", s):  # cut off mid-equation: no answer
+    # the answer is its first sentence when that sentence is a value or a calculation
+    # ("64. Diego's total is ...", "9 * 8 = 64. So ..."); prose answers stay whole
+    first = _SENTENCE_END.split(s, maxsplit=1)[0].rstrip(".").strip()
+    if _CALC.match(first):
+        return _CALC.match(first).group("result").strip()
+    if first != s.rstrip(".").strip() and _VALUE.match(first):
+        return first
+    if re.search(r"[=+*/×-]\s*$", s):  # cut off mid-equation: no answer
         return ""
     return s.rstrip(".").strip()
 
