@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ from selection import timed  # noqa: E402
 from pipeline import costs  # noqa: E402
 from pipeline.demo import generate as demo_problems  # noqa: E402
 from pipeline.select import OneShot, SelectParams  # noqa: E402
-from pipeline.serve import MODEL_ALIAS, free_port, wait_ready  # noqa: E402
+from pipeline.serve import MODEL_ALIAS, free_port, running  # noqa: E402
 from pipeline.target import GenParams, LocalTarget, OpenAITarget, bundled_gguf  # noqa: E402
 
 DEFAULT_BINARY = HERE.parent / ".cache" / "llama-server" / "bin" / "llama-server"
@@ -68,18 +67,8 @@ def llama_server(binary: Path, slots: int, ctx_per_slot: int, log: Path):
            "--host", "127.0.0.1", "--port", str(port), "-np", str(slots), "--cont-batching",
            "-c", str(ctx_per_slot * slots), "-t", str(os.cpu_count() or 2), "--jinja",
            "--no-webui"]
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        wait_ready(base, proc=proc)
+    with running(cmd, port, log) as base:
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def workload(n_cand: int, n_dev: int, seed: int) -> tuple[list[dict], list[dict]]:

@@ -74,8 +74,19 @@ def wait_ready(base_url: str, timeout: float = 120, proc: subprocess.Popen | Non
 def local_server(port: int | None = None, n_ctx: int = 2048, log_path=None):
     """Start the server, yield its base URL (…/v1), stop it afterwards."""
     port = port or free_port()
-    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen(command(port, n_ctx), stdout=out, stderr=subprocess.STDOUT)
+    with running(command(port, n_ctx), port, log_path) as base:
+        yield base
+
+
+@contextmanager
+def running(cmd: list[str], port: int, log_path=None):
+    """Run an OpenAI-compatible server process on 127.0.0.1:port, yield its base URL once
+    it answers, and stop it afterwards (any server binary: ours, llama.cpp's own)."""
+    if log_path:
+        with open(log_path, "ab") as out:  # the child keeps its own descriptor
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    else:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}/v1"
     try:
         wait_ready(base, proc=proc)
