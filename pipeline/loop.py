@@ -32,7 +32,7 @@ from pipeline.target import GenParams
 from pipeline.train import TrainParams, train
 
 # arm -> the selection method whose picks it trains on
-ARMS = {"sei": "oneshot", "random": "random", "all": "all"}
+ARMS = resolve.ARMS  # arm -> selection method, declared once
 # section of an experiment file -> the stage's parameters
 SECTIONS: dict[str, type[Params]] = {"extract": GenParams, "cluster": ClusterParams,
                                      "synthesize": SynthParams, "select": SelectParams,

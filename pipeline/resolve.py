@@ -6,6 +6,14 @@ from __future__ import annotations
 
 from pipeline.store import Store
 
+# an arm of the loop -> the selection method its training data comes from
+ARMS = {"sei": "oneshot", "random": "random", "all": "all"}
+
+
+def arm_of(method: str) -> str:
+    """The arm a selection method's adapter belongs to (oneshot: the SEI arm)."""
+    return {m: a for a, m in ARMS.items()}.get(method, method)
+
 
 def trained_methods(store: Store, iteration: int) -> set[str]:
     """Selection methods that iteration has a finished adapter for."""
@@ -40,10 +48,10 @@ def model_for(store: Store, iteration: int) -> tuple[str, str | None]:
 def arm_adapter(store: Store, iteration: int, arm: str) -> str:
     """The adapter an arm of an iteration trained; refused, naming the arms that have
     one, when it has none (never the base model in its place)."""
-    method = {"sei": "oneshot"}.get(arm, arm)
+    method = ARMS.get(arm, arm)
     adapter = adapter_of(store, iteration, method)
     if adapter is None:
-        arms = sorted({"oneshot": "sei"}.get(m, m) for m in trained_methods(store, iteration))
+        arms = sorted(arm_of(m) for m in trained_methods(store, iteration))
         hint = (f"; it has one for --arm {' / '.join(arms)}" if arms
                 else ": train it first (or evaluate iteration 0, the base model)")
         raise ValueError(f"iteration {iteration} has no adapter trained on {method} "

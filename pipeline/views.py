@@ -165,7 +165,7 @@ def trained_models(store: Store) -> dict[str, tuple[int, str]]:
     out = {"base model (iteration 0)": (0, "sei")}
     for it in sorted({r["iteration"] for r in store.train_runs()}):
         for m in sorted(resolve.trained_methods(store, it)):
-            arm = {"oneshot": "sei"}.get(m, m)
+            arm = resolve.arm_of(m)
             out[f"iteration {it}, {arm} arm"] = (it, arm)
     return out
 
