@@ -151,7 +151,8 @@ def map_ready(page):
     idle(page)
     # The map in the middle of the window, clear of the fixed header, so that a lasso drawn
     # by pixels lands on it whole (the search box above pushes its bottom past the window).
-    page.evaluate("() => document.querySelector('.js-plotly-plot').scrollIntoView({block: 'center'})")
+    page.evaluate("() => document.querySelector('.js-plotly-plot')"
+                  ".scrollIntoView({block: 'center'})")
 
 
 def map_title(page, text: str):
