@@ -213,7 +213,8 @@ def evaluate_cmd(ctx, iteration, sets, background, **kw):
               help="An evaluation set, dataset:split (repeat) [default: every test split].")
 @click.option("--set", "eval_sets_old", multiple=True, hidden=True)
 @params_options(LoopParams, "iterations", "mode", "review", "limit_train", "eval_limit",
-                "arms", "max_new_tokens", "seed", default_none=True)
+                "arms", "max_new_tokens", "seed", "backend", "base_url", "served_model",
+                default_none=True)
 @click.option("--budget", default=None, type=int, help=SynthParams.help("budget"))
 @click.option("--top", default=None, type=float, help=SelectParams.help("top"))
 @click.option("--epochs", default=None, type=int, help=TrainParams.help("epochs"))
@@ -240,6 +241,7 @@ def iterate_cmd(ctx, preset, config_path, train_sets, eval_sets, eval_sets_old, 
     \b
     sei iterate --preset paper --dry-run      # the paper's protocol, priced
     sei iterate --config exp.toml             # an experiment file
+    sei iterate --backend openai --base-url http://127.0.0.1:8000/v1   # generation on vLLM
     """
     from pipeline.costs import plan
     from pipeline.presets import load_config, resolve

@@ -21,6 +21,7 @@ from pipeline import config, taxonomy
 from pipeline.embed import MODEL_NAME, embed
 from pipeline.lineage import match
 from pipeline.params import Params, param
+from pipeline.progress import Progress, no_progress
 from pipeline.store import Store
 from pipeline.titles import central_texts, title_for
 
@@ -235,21 +236,23 @@ def _held(prev: dict | None, prev_pts: list[dict], kps: list[dict],
     return None
 
 
-def retitle(store: Store, instructor=None, only_unedited: bool = True) -> int:
-    """Recompute titles of the current types without re-clustering."""
+def retitle(store: Store, instructor=None, only_unedited: bool = True,
+            progress: Progress = no_progress) -> int:
+    """Recompute titles of the current types without re-clustering (one instructor call
+    per type when one titles them: a job in the app, with progress per type)."""
     tax = taxonomy.current(store)
     if tax.clustering is None:
         raise ValueError("no clustering yet")
     kps = {p["kp_id"]: p["text"] for p in tax.points}
     x = embed(store, list(kps.values()))
     emb = dict(zip(kps, x))
-    n = 0
-    for t in tax.types.values():
-        if not t.members or (only_unedited and t.titled_by == "human"):
-            continue
+    todo = [t for t in tax.types.values()
+            if t.members and not (only_unedited and t.titled_by == "human")]
+    progress(0, len(todo), "retitle", "")
+    for n, t in enumerate(todo, 1):
         title, desc, by = title_for(store, [kps[k] for k in t.members],
                                     central_texts(t.members, emb, kps),
                                     ClusterParams().titles, instructor)
         store.set_type_title(t.type_id, title, desc, by)
-        n += 1
-    return n
+        progress(n, len(todo), "retitle", f"type {t.type_id}: {title[:60]}")
+    return len(todo)

@@ -67,6 +67,15 @@ class LoopParams(Params):
     max_new_tokens: int | None = param(None, "Generation limit for every stage when set "
                                              "(the paper: 512); else each stage's own.")
     seed: int = param(0, "Seed of every stage.")
+    # Where every generation runs (extraction, one-shot scoring, evaluation); training stays
+    # local. Over a server each iteration's adapter is loaded there and asked for by name
+    # (never the base model silently); a server that cannot serve it refuses the run.
+    backend: str = param("local", "local (transformers), or openai: an OpenAI-compatible "
+                                  "server (vLLM) answers every generation; training stays "
+                                  "local.", choices=("local", "openai"))
+    base_url: str | None = param(None, "The server's URL (openai backend).")
+    served_model: str | None = param(None, "The name the server serves the base model under "
+                                           "(openai backend; default: the model's name).")
     extract: dict = param(help="GenParams of the train-set extractions.", factory=dict,
                           cli=False)
     cluster: dict = param(help="ClusterParams over the current clustering's.", factory=dict,
@@ -84,6 +93,13 @@ class LoopParams(Params):
             raise ValueError(f"arms {self.arms}: each one of {sorted(ARMS)}, sei among them")
         for name, cls in SECTIONS.items():
             cls.from_dict(getattr(self, name), strict=True)  # a typo is refused by name
+        if self.backend == "openai":
+            if not self.base_url:
+                raise ValueError("backend openai needs the server's URL (--base-url)")
+            if not self.served_model:  # stored as resolved: the name every request used
+                from pipeline.settings import target_model
+
+                self.served_model = target_model()
         overlap = set(self.train_sets) & set(self.eval_sets or [])
         if overlap:
             raise ValueError(f"{sorted(overlap)} named as train and evaluation set")
@@ -92,10 +108,18 @@ class LoopParams(Params):
         """A stage's parameters: its defaults < this loop's section < the loop-wide ones
         (seed, max_new_tokens) < `fixed` (what the loop decides: iteration, model...)."""
         d = {"seed": self.seed, **getattr(self, name)}
-        if self.max_new_tokens and "max_new_tokens" in SECTIONS[name].names() and \
+        names = SECTIONS[name].names()
+        if self.backend != "local":  # the loop's server, where the stage asks a server
+            d.update({k: getattr(self, k) for k in ("backend", "base_url", "served_model")
+                      if k in names and k not in getattr(self, name)})
+        if self.max_new_tokens and "max_new_tokens" in names and \
                 "max_new_tokens" not in getattr(self, name):  # the stage's own value wins
             d["max_new_tokens"] = self.max_new_tokens
         return SECTIONS[name].from_dict({**d, **fixed}, strict=True)
+
+    def target_name(self, model: str) -> str:
+        """The model's name where it generates: over a server, the name it is served under."""
+        return (self.served_model or model) if self.backend == "openai" else model
 
     def resolved(self) -> dict:
         """Every parameter as the loop runs it, each stage's in full: what is stored with
@@ -113,8 +137,9 @@ def _train_extractions(store: Store, i: int, p: LoopParams, bar: Progress) -> li
     rids = []
     for k, name in enumerate(p.train_sets):
         ds, sp = name.split("/", 1)
-        rid = extract(store, ds, sp, limit=p.limit_train, model=model, adapter=adapter,
-                      params=p.stage("extract"),
+        rid = extract(store, ds, sp, limit=p.limit_train, model=p.target_name(model),
+                      adapter=adapter, params=p.stage("extract"), backend=p.backend,
+                      base_url=p.base_url,
                       progress=scaled(bar, k, 1, len(p.train_sets)))
         store.link_run(i, "extract", rid)
         if i > 1:
@@ -142,13 +167,14 @@ def _arms(store: Store, i: int, p: LoopParams, model: str, adapter: str | None,
     """One-shot selection and the arms' baselines, each arm trained and evaluated the
     same way on the same sets. Returns per arm its selection, training and runs."""
     out = {}
-    sel = select(store, p.stage("select", iteration=i, method="oneshot", model=model,
-                                adapter=adapter), bars[0])
+    sel = select(store, p.stage("select", iteration=i, method="oneshot",
+                                model=p.target_name(model), adapter=adapter), bars[0])
     sel_ids = {"sei": sel["selection_id"]}
     for arm in p.arms:
         if arm != "sei":
             sel_ids[arm] = select(store, p.stage(
-                "select", iteration=i, method=ARMS[arm], model=model, adapter=adapter,
+                "select", iteration=i, method=ARMS[arm], model=p.target_name(model),
+                adapter=adapter,
                 size_of=sel["selection_id"] if arm == "random" else None),
                 no_progress)["selection_id"]
     sets_ = p.eval_sets or []

@@ -70,6 +70,15 @@ def _cluster(store: Store, p: dict, progress) -> dict:
     return {"clustering_id": res["clustering_id"], "diff": res["diff"]}
 
 
+@stage("retitle", heavy=False)
+def _retitle(store: Store, p: dict, progress) -> dict:
+    """Recompute the current types' titles (those a person gave are kept unless `all`)."""
+    from pipeline.cluster import retitle
+
+    return {"retitled": retitle(store, only_unedited=not p.get("all", False),
+                                progress=progress)}
+
+
 @stage("quickstart", heavy=True)
 def _quickstart(store: Store, p: dict, progress) -> dict:
     """Extraction -> analysis -> clustering on the embedded default, one job."""

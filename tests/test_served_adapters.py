@@ -225,11 +225,12 @@ def _free_port() -> int:
 class Served:
     """tests/vllm_like_server.py in its own process; `log()` reads its request log."""
 
-    def __init__(self, tmp: Path, *args: str):
-        self.port = _free_port()
+    def __init__(self, tmp: Path, *args: str, port: int | None = None):
+        self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.log_path = tmp / f"requests-{self.port}.jsonl"
-        self.out = open(tmp / f"server-{self.port}.out", "w")
+        n = len(list(tmp.glob("requests-*.jsonl")))  # a server started again: its own log
+        self.log_path = tmp / f"requests-{self.port}-{n}.jsonl"
+        self.out = open(tmp / f"server-{self.port}-{n}.out", "w")
         env = dict(os.environ, OMP_NUM_THREADS="1")  # a busy CPU: one thread, no spinning
         self.proc = subprocess.Popen(
             [sys.executable, str(HERE / "vllm_like_server.py"), "--port", str(self.port),
@@ -264,8 +265,8 @@ class Served:
 def serve(tmp_path):
     started = []
 
-    def start(*args: str) -> Served:
-        started.append(Served(tmp_path, *args))
+    def start(*args: str, port: int | None = None) -> Served:
+        started.append(Served(tmp_path, *args, port=port))
         return started[-1]
     yield start
     for s in started:
@@ -399,3 +400,122 @@ def test_one_shot_selection_through_the_server_is_answered_by_the_adapter(looped
     assert all(_who(x) == {"model": name, "adapter_dir": adapter} for x in log), log
     sel = store.selection(out["selection_id"])
     assert sel["manifest"]["adapter"] == adapter and sel["manifest"]["served_as"] == name
+
+
+# -- the whole loop over the server ------------------------------------------------------------
+
+
+def loop_args(url: str) -> list[str]:
+    """A tiny loop over the server at url (the same ids every time: it resumes)."""
+    return ["--train", "demo:train", "--eval", "demo:test", "--limit-train", "24",
+            "--eval-limit", "4", "--max-new-tokens", "96", "--backend", "openai",
+            "--base-url", url, "--budget", "8", "-p", "synthesize.per_call=8",
+            "-p", "synthesize.synthesizer=offline", "-p", "cluster.min_cluster_size=3",
+            "-p", "select.n_good=1", "-p", "select.n_bad=2", "-p", "select.limit=3",
+            "-p", "select.top=2", "-p", "select.max_new_tokens=48", "-p", "train.epochs=1",
+            "-p", "train.batch_size=2", "-p", "train.max_length=192"]
+
+
+def _blocks(log: list[dict]) -> list[tuple[str | None, list[dict]]]:
+    """The request log as runs of consecutive requests answered by the same adapter."""
+    out: list[tuple[str | None, list[dict]]] = []
+    for x in log:
+        if out and out[-1][0] == x["adapter_dir"]:
+            out[-1][1].append(x)
+        else:
+            out.append((x["adapter_dir"], [x]))
+    return out
+
+
+@pytest.mark.slow
+def test_two_iterations_over_the_server_each_step_answered_by_its_model(
+        tmp_path, monkeypatch, serve):
+    """`sei iterate --backend openai`, 2 iterations, both arms: every generation goes to the
+    server, each by the model the protocol names. In the server's own request log, in
+    order: the base model (base evaluation, iteration 1's extraction and one-shot
+    scoring), iteration 1's SEI adapter (its evaluation), its random arm's adapter (its
+    evaluation), the SEI adapter again (iteration 2's extraction and one-shot scoring),
+    then iteration 2's two adapters, and its SEI adapter on the train set at the end."""
+    from pipeline import resolve
+    from pipeline.data import import_demo
+
+    db = tmp_path / "sei.duckdb"
+    monkeypatch.setenv("SEI_DB", str(db))
+    monkeypatch.setenv("SEI_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SEI_MODELS_DIR", str(config.models_dir()))
+    store = Store(db)
+    import_demo(store, 60, 20, seed=0, mix={1: 0.4, 2: 0.3, 3: 0.3})  # many errors
+    server = serve("--threads", "2")
+    t0 = time.perf_counter()
+    r = CliRunner().invoke(cli, [
+        "--db", str(db), "iterate", "--iterations", "2", *loop_args(server.url)])
+    assert r.exit_code == 0, r.output
+
+    wall = time.perf_counter() - t0
+    a1, r1 = resolve.arm_adapter(store, 1, "sei"), resolve.arm_adapter(store, 1, "random")
+    a2, r2 = resolve.arm_adapter(store, 2, "sei"), resolve.arm_adapter(store, 2, "random")
+    assert len({a1, r1, a2, r2}) == 4
+    log = server.log()
+    blocks = _blocks(log)
+    assert [b[0] for b in blocks] == [None, a1, r1, a1, a2, r2, a2], \
+        [(b[0], len(b[1])) for b in blocks]
+    one_shot = [[x["n_messages"] == 3 for x in b[1]] for b in blocks]
+    # one-shot scoring (3 messages: example question, its solution, the dev question) is
+    # answered by the base model in iteration 1 and by iteration 1's adapter in iteration 2
+    assert any(one_shot[0]) and any(one_shot[3])
+    assert not any(one_shot[1] + one_shot[2] + one_shot[4] + one_shot[5] + one_shot[6])
+    # every request named the adapter by the name it was loaded under
+    for adapter, reqs in blocks[1:]:
+        assert {x["model"] for x in reqs} == {served_adapter_name(adapter)}
+    assert {x["model"] for x in blocks[0][1]} == {BASE}
+    # the store says the same: each run and selection over the server, with its adapter
+    runs = store.runs()
+    assert runs and all(x["backend"] == "openai" for x in runs)
+    sel2 = [s for s in store.selections(2) if s["method"] == "oneshot"]
+    assert len(sel2) == 1 and sel2[0]["manifest"]["adapter"] == a1
+    assert sel2[0]["manifest"]["served_as"] == served_adapter_name(a1)
+    print(f"2 iterations over the server: {wall:.0f} s, {len(log)} requests")
+
+    # The same server restarted without runtime LoRA loading, and a third iteration: what
+    # is done resumes without a request; iteration 3 needs iteration 2's SEI adapter,
+    # which this server does not serve: refused before anything is generated, by name.
+    server.stop()
+    plain = serve("--no-runtime-lora", port=server.port)
+    n_runs = store.count("runs")
+    r = CliRunner().invoke(cli, ["--db", str(db), "iterate", "--iterations", "3",
+                                 *loop_args(plain.url)])
+    assert r.exit_code != 0 and r.exc_info[0] is SystemExit, r.output
+    assert a2 in r.output and f"--lora-modules {served_adapter_name(a2)}={a2}" in r.output, \
+        r.output
+    assert "Traceback" not in r.output
+    assert plain.log() == []  # not one completion request
+    assert store.count("runs") == n_runs
+
+    # (The trainings below are iteration 2's latest: they come after the loop's checks.)
+    # From scratch (the loop's mode): iteration 2's SEI adapter was trained from the base
+    # model on both iterations' one-shot selections.
+    oneshot = {i: [x["selection_id"] for x in store.selections(i) if x["method"] == "oneshot"]
+               for i in (1, 2)}
+    run2 = [t for t in store.train_runs(2) if t["adapter_dir"] == a2]
+    assert len(run2) == 1 and run2[0]["mode"] == "scratch" and run2[0]["init_adapter"] is None
+    assert run2[0]["selection_ids"] == oneshot[1] + oneshot[2]
+    # Iterative: iteration 1's adapter trained further on iteration 2's selection only. At a
+    # learning rate of 0 its weights are a1's exactly (it starts there), while from scratch
+    # they are LoRA's initial ones (B = 0): so the check can tell the two apart.
+    from safetensors.torch import load_file
+
+    from pipeline.train import TrainParams, train
+
+    def weights(d):
+        return load_file(str(Path(d) / "adapter_model.safetensors"))
+
+    small = {"iteration": 2, "epochs": 1, "batch_size": 2, "max_length": 192, "lr": 0.0}
+    it = train(store, resolve.models(store, "train", TrainParams(mode="iterative", **small)))
+    row = store.train_run(it["train_id"])
+    assert row["init_adapter"] == a1 and row["selection_ids"] == oneshot[2]
+    w1, wi = weights(a1), weights(it["adapter_dir"])
+    assert w1.keys() == wi.keys() and all(w1[k].equal(wi[k]) for k in w1)
+    assert any(w1[k].abs().sum() > 0 for k in w1 if "lora_B" in k)
+    sc = weights(train(store, resolve.models(store, "train", TrainParams(
+        mode="scratch", **small)))["adapter_dir"])
+    assert all(v.abs().sum() == 0 for k, v in sc.items() if "lora_B" in k)

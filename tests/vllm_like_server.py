@@ -18,7 +18,8 @@ LoRA adapters on top of it, greedily:
 
 Each completion request appends one JSON line to --log: {"model": the requested name,
 "adapter_dir": the adapter that answered, or null for the base model, "stop": the stop
-sequences it was sent (chat), "path": the endpoint}.
+sequences it was sent (chat), "n_messages": how many chat messages (a one-shot prompt: 3),
+"path": the endpoint}.
 
     python tests/vllm_like_server.py --port 8000 --log /tmp/requests.jsonl \\
         --lora-modules it1=data/adapters/it1
@@ -180,7 +181,8 @@ class Handler(BaseHTTPRequestHandler):
         name = body.get("model")
         if name not in self.models.dirs:
             return self._error(404, f"The model `{name}` does not exist.", "NotFoundError")
-        self._log(name, "chat/completions", stop=body.get("stop"))
+        self._log(name, "chat/completions", stop=body.get("stop"),
+                  n_messages=len(body.get("messages") or []))
         max_tokens = int(body.get("max_tokens") or 16)
         out = self.models.complete(name, body["messages"], max_tokens)
         if "error" in out:

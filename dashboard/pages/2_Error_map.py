@@ -7,44 +7,21 @@ then redrawn from the log, so what is shown is always what is stored."""
 import common
 import pandas as pd
 import streamlit as st
+from map_actions import MapActions
 
 from pipeline import jobs, search, taxonomy
-from pipeline.cluster import retitle
 
 s = common.header("Error map")
 ss = st.session_state
 ACTIVE = ("queued", "running")
-# Widgets whose values describe the taxonomy as it was (the merge box, titles,
-# descriptions, pickers) carry a generation in their key, and every edit starts a new
-# one: they are drawn afresh from what is stored. Deleting their state is not enough:
-# the browser keeps the old value and sends it back with the next click (a stale merge
-# chip; an old title that Rename wrote back).
-GEN = ss.setdefault("gen", 0)
-
-
-def wk(name: str) -> str:
-    return f"{name}~{GEN}"
-
-
-def reset_widgets() -> None:
-    ss["gen"] = ss.get("gen", 0) + 1
-    for key in [x for x in ss if isinstance(x, str) and "~" in x]:
-        del ss[key]
-
-
 flash = common.flash
 
-
 tax = taxonomy.current(s)
+act = MapActions(s, tax)  # the edit callbacks (dashboard/map_actions.py)
+wk, selected, n_dots = act.wk, act.selected, act.n_dots
 
 # -- the clustering in use, and new ones waiting for a decision ------------------------------
 held = taxonomy.held_clusterings(s)
-
-
-def use(cid: str, msg: str) -> None:
-    taxonomy.use_clustering(s, cid, author="app")
-    reset_widgets()
-    flash(msg)
 
 
 for h in held[:1]:
@@ -55,10 +32,10 @@ for h in held[:1]:
                    f"{d['shared_cases']} of the {d['current_cases']} that the current one "
                    "covers, so it was not made current. Make it current?")
         b1, b2 = st.columns(2)
-        b1.button("Make it current", key="held_use", on_click=use,
+        b1.button("Make it current", key="held_use", on_click=act.use,
                   args=(h["clustering_id"], f"clustering {h['clustering_id']} is current"))
         cur = tax.clustering["clustering_id"] if tax.clustering else None
-        b2.button("Keep the current one", key="held_keep", disabled=cur is None, on_click=use,
+        b2.button("Keep the current one", key="held_keep", disabled=cur is None, on_click=act.use,
                   args=(cur, f"kept clustering {cur}"))
 
 if tax.clustering is None:
@@ -71,7 +48,8 @@ p = cl["params"] or {}
 
 
 # a running (re-)clustering shows here; when it ends the page redraws with its map
-common.job_panel(s, ("cluster", "quickstart"), "error_map", redraw_when_done=True)
+common.job_panel(s, ("cluster", "quickstart", "retitle"), "error_map",
+                 redraw_when_done=True)
 
 if msg := ss.pop("flash", None):
     st.success(msg)
@@ -89,7 +67,7 @@ names = {c["clustering_id"]: (f"{c['clustering_id']} · {c['n_points']} keyphras
 k1, k2 = st.columns([5, 1], vertical_alignment="bottom")
 pick = k1.selectbox(f"clustering ({len(cls)} in all)", list(names), format_func=names.get,
                     index=list(names).index(cl["clustering_id"]), key=wk("cl_pick"))
-k2.button("Make current", key="cl_use", disabled=pick == cl["clustering_id"], on_click=use,
+k2.button("Make current", key="cl_use", disabled=pick == cl["clustering_id"], on_click=act.use,
           args=(pick, f"clustering {pick} is current"))
 st.caption(f"Current clustering `{cl['clustering_id']}`: {cl['method']} · {cl['n_points']} "
            f"keyphrases · {cl['n_clusters']} clusters · analysis `{cl['analysis_id']}` · "
@@ -104,93 +82,6 @@ label = {t.type_id: f"{t.type_id}: {t.title}" for t in visible}
 
 def name(t) -> str:
     return label.get(t, f"{t} (gone)")
-
-
-def apply(fn, *args, msg: str, **kw) -> None:
-    """Run one edit from a button callback and say what it did. Callbacks run before the
-    rerun that the click triggers, so that rerun draws the edited map once (instead of
-    drawing, editing, drawing again); they read widget values from session_state, so text
-    typed just before the click counts."""
-    if fn not in (taxonomy.undo, taxonomy.redo):
-        kw["tax"] = tax  # what the user saw and acted on
-    try:
-        out = fn(s, *args, author="app", **kw)
-    except ValueError as e:  # a refused edit is shown, never a traceback
-        flash(str(e), error=True)
-        return
-    reset_widgets()
-    flash(msg.format(out=out))
-
-
-def on_assign() -> None:
-    sel, tid = selected(), ss.get(wk("assign_to"))
-    apply(taxonomy.move, kp_ids=sel, type_id=tid, msg=f"moved {len(sel)} keyphrases to type {tid}")
-
-
-def on_split() -> None:
-    sel = selected()
-    apply(taxonomy.split, kp_ids=sel, title=ss.get(wk("split_title")),
-          msg=f"new type {{out}} from {len(sel)} keyphrases")
-
-
-def on_exclude_selection() -> None:
-    sel = selected()
-    apply(taxonomy.exclude, kp_ids=sel, msg=f"excluded {len(sel)} keyphrases")
-
-
-def on_merge() -> None:
-    ids = ss.get(wk("merge_ids")) or []
-    apply(taxonomy.merge, ids, title=ss.get(wk("merge_title")) or None,
-          msg=f"merged types {ids}")
-
-
-def on_rename(tid: int) -> None:
-    apply(taxonomy.rename, tid, ss.get(wk(f"title-{tid}")), msg=f"renamed type {tid}")
-
-
-def on_describe(tid: int) -> None:
-    apply(taxonomy.describe, tid, ss.get(wk(f"desc-{tid}")), msg=f"described type {tid}")
-
-
-def on_exclude_type(tid: int, include: bool) -> None:
-    apply(taxonomy.exclude, type_id=tid, include=include,
-          msg=f"{'included' if include else 'excluded'} type {tid}")
-
-
-def on_undo(edit_id: int | None = None) -> None:
-    args = () if edit_id is None else (edit_id,)
-    apply(taxonomy.undo, *args,
-          msg="undid the last edit" if edit_id is None else f"undid edit {edit_id}")
-
-
-def on_undo_pick() -> None:
-    on_undo(ss.get(wk("undo_pick")))
-
-
-def on_assign_noise() -> None:
-    floor = ss.get(wk("noise_floor")) or 0.0
-    apply(taxonomy.assign_noise, None if floor <= 0 else float(floor),
-          msg="assigned {out[assigned]} unassigned keyphrases to their nearest types"
-              " ({out[left]} left as noise)")
-
-
-def on_redo() -> None:
-    apply(taxonomy.redo, msg="redid the last undone edit")
-
-
-def selected() -> list[int]:
-    """Keyphrase ids behind the selected dots (a dot stands for identical keyphrases)."""
-    ev = ss.get("map")
-    pts = (ev.selection.points if ev and getattr(ev, "selection", None) else []) or []
-    dots = {int(q["customdata"] if not isinstance(q["customdata"], list)
-                else q["customdata"][0]) for q in pts if q.get("customdata") is not None}
-    return taxonomy.expand(sorted(dots), tax, show_excluded=ss.get("show_excl", False))
-
-
-def n_dots() -> int:
-    ev = ss.get("map")
-    pts = (ev.selection.points if ev and getattr(ev, "selection", None) else []) or []
-    return len({str(q.get("customdata")) for q in pts if q.get("customdata") is not None})
 
 
 def box_of(kp_ids, pad: float = 0.15) -> tuple[float, float, float, float] | None:
@@ -263,13 +154,13 @@ with left:
         with a:
             target = st.selectbox("assign to type", list(label), format_func=name,
                                   key=wk("assign_to"))
-            st.button("Assign", key="assign", disabled=target is None, on_click=on_assign)
+            st.button("Assign", key="assign", disabled=target is None, on_click=act.assign)
         with b, st.form("split-form", border=False):
             st.text_input("new type title", "new type", key=wk("split_title"))
-            st.form_submit_button("Make new type (split)", key="split", on_click=on_split)
+            st.form_submit_button("Make new type (split)", key="split", on_click=act.split)
         with c:
             st.write("")
-            st.button("Exclude selection", key="exclude_sel", on_click=on_exclude_selection)
+            st.button("Exclude selection", key="exclude_sel", on_click=act.exclude_selection)
         st.dataframe(pd.DataFrame([{"kp": k, "keyphrase": by_kp[k]["text"],
                                     "case": by_kp[k]["case_id"],
                                     "type": name(by_kp[k]["type"])
@@ -335,28 +226,23 @@ with right:
             n1.number_input("leave if similarity below", 0.0, 1.0, 0.0, 0.05,
                             key=wk("noise_floor"))
             n2.button("Assign noise to nearest types", key="assign_noise",
-                      on_click=on_assign_noise)
+                      on_click=act.assign_noise)
     for title, ids in taxonomy.duplicate_titles(tax).items():
         st.warning(f"Types {', '.join(map(str, ids))} share the title “{title}”: rename or "
                    "merge them.")
 
     u1, u2, u3 = st.columns(3)
-    u1.button("Undo last edit", key="undo", disabled=not tax.edits, on_click=on_undo)
-    u2.button("Redo", key="redo", disabled=not tax.redoable, on_click=on_redo)
+    u1.button("Undo last edit", key="undo", disabled=not tax.edits, on_click=act.undo)
+    u2.button("Redo", key="redo", disabled=not tax.redoable, on_click=act.redo)
     u3.caption(f"{len(tax.edits)} edits in force")
 
     with st.form("merge"):
         st.multiselect("merge types", list(label), format_func=name, key=wk("merge_ids"))
         st.text_input("title of the merged type (optional)", key=wk("merge_title"))
-        st.form_submit_button("Merge", on_click=on_merge)
-
-    def do_retitle() -> None:
-        n = retitle(s)
-        reset_widgets()
-        flash(f"retitled {n} types (titles a person gave are kept)")
+        st.form_submit_button("Merge", on_click=act.merge)
 
     r1, r2 = st.columns(2)
-    r1.button("Retitle types", key="retitle", on_click=do_retitle,
+    r1.button("Retitle types", key="retitle", on_click=act.retitle,
               help="Recompute titles of types a person has not renamed")
     r2.download_button(
         "Export types (JSONL)", key="export", mime="application/jsonl",
@@ -374,15 +260,15 @@ for t in visible:
             # sends what was typed with the click, in one rerun.
             with st.form(f"rename-form-{t.type_id}", border=False):
                 st.text_input("title", t.title, key=wk(f"title-{t.type_id}"))
-                st.form_submit_button("Rename", key=f"rename-{t.type_id}", on_click=on_rename,
+                st.form_submit_button("Rename", key=f"rename-{t.type_id}", on_click=act.rename,
                                       args=(t.type_id,))
             with st.form(f"describe-form-{t.type_id}", border=False):
                 st.text_area("description", t.description or "",
                              key=wk(f"desc-{t.type_id}"), height=80)
                 st.form_submit_button("Save description", key=f"describe-{t.type_id}",
-                                      on_click=on_describe, args=(t.type_id,))
+                                      on_click=act.describe, args=(t.type_id,))
             st.button("Include again" if t.excluded else "Exclude type",
-                      key=f"excl-{t.type_id}", on_click=on_exclude_type,
+                      key=f"excl-{t.type_id}", on_click=act.exclude_type,
                       args=(t.type_id, t.excluded))
             st.caption(f"title by {t.titled_by or '?'} · {len(t.members)} keyphrases · "
                        f"{t.n_cases} bad cases")
@@ -432,4 +318,4 @@ with st.expander("Edit log"):
     if live:
         st.selectbox("edit to undo", list(live), key=wk("undo_pick"),
                      format_func=lambda i: f"{i}: {live.get(i, '')}"[:120])
-        st.button("Undo this edit", key="undo_one", on_click=on_undo_pick)
+        st.button("Undo this edit", key="undo_one", on_click=act.undo_picked)

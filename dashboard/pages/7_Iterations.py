@@ -241,10 +241,23 @@ with tab_it:
     l_arms = c3.multiselect("arms", ["sei", "random", "all"],
                             default=LoopParams.default("arms"), key="lp_arms",
                             help=LoopParams.help("arms"))
+    # where the generations run (training stays here): this process or a vLLM-like server
+    c1, c2, c3 = st.columns(3)
+    l_backend = common.param_input(c1, LoopParams, "backend", "generation", "lp_backend")
+    local = l_backend == "local"
+    l_url = c2.text_input("server URL", key="lp_url", disabled=local,
+                          placeholder="http://127.0.0.1:8000/v1",
+                          help=LoopParams.help("base_url"))
+    l_served = c3.text_input("served model name", key="lp_served", disabled=local,
+                             help=LoopParams.help("served_model"))
     try:
         lp = resolve(l_preset, None, {"iterations": nxt, "mode": l_mode, "review": l_review,
                                       "train_sets": l_train or None,
-                                      "eval_sets": l_eval or None, "arms": l_arms or None})
+                                      "eval_sets": l_eval or None, "arms": l_arms or None,
+                                      "backend": l_backend,
+                                      "base_url": None if local else l_url.strip() or None,
+                                      "served_model": None if local else
+                                      l_served.strip() or None})
     except ValueError as e:
         st.error(str(e))
         st.stop()
