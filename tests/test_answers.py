@@ -196,6 +196,7 @@ def test_model_output_is_never_evaluated(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_deadline_off_main_thread():
     # sympy needs ~6 s to compare this with 1; the deadline is 1 s.
     with ThreadPoolExecutor(1) as ex:

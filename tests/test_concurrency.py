@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from pipeline import jobs
 
 READER = textwrap.dedent("""
@@ -34,6 +36,7 @@ READER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_reader_and_writer_side_by_side(store):
     store.migrate()
     n = 500

@@ -40,6 +40,7 @@ def test_overview_shows_runs_and_accuracy(clustered):
     assert "offline analyzer" in " ".join(t.value for t in at.text)
 
 
+@pytest.mark.slow
 def test_overview_quick_start_launches_a_job(store):
     at = ok(page("Overview.py"))
     assert "No runs yet" in at.info[1].value  # after the guided path's "Next: extract"
@@ -253,6 +254,7 @@ def test_case_on_the_map_and_back(clustered):
     assert ":orange-background[" in text  # its evidence highlighted in the output
 
 
+@pytest.mark.slow
 def test_jobs_page_shows_progress_and_cancels(store):
     jid = jobs.submit(store, "ticks", {"n": 40, "seconds": 0.25, "tag": "apptest"})
     at = ok(page("8_Jobs.py"))

@@ -77,6 +77,7 @@ def test_a_store_of_the_numbered_scheme_is_not_migrated_again(tmp_path):
     assert Store(db2).count("iterations") == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rel,fmt,n", FILES)
 def test_import_real_files(store, bench, rel, fmt, n):
     rep = import_file(store, bench / rel, fmt, rel.split("/")[0], rel.split("/")[1][:-6])
@@ -337,6 +338,7 @@ def _read_only(paths, on: bool):
             p.chmod((0o555 if p.is_dir() else 0o444) if on else 0o755)
 
 
+@pytest.mark.slow
 def test_a_store_the_user_cannot_write_still_opens_for_reading(tmp_path):
     d = tmp_path / "ro"
     d.mkdir()

@@ -66,6 +66,7 @@ def test_the_cli_offers_every_format():
     assert sorted(choices) == sorted([*FORMATS, "generic"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rel", FILE_PARAMS)
 def test_each_file_imports_with_its_format_and_judges_itself(tmp_path, rel):
     """Imported by name through the CLI: the MANIFEST's rows; every reference judged

@@ -140,6 +140,7 @@ def test_draw_by_tier_and_family():
     assert splits == {"train", "test"}
 
 
+@pytest.mark.slow
 def test_draws_of_one_template_differ_in_wording():
     """The synthesis stage drops a candidate whose Rouge-L F against any existing problem
     is >= 0.7, so redraws of one template must usually differ by more than numbers and

@@ -47,6 +47,7 @@ def secret_hits(store: Store, secret: str, *texts: str) -> list[str]:
     return hits
 
 
+@pytest.mark.slow
 def test_every_instructor_fault_fails_only_its_case_and_a_rerun_retries_only_those(
         store, monkeypatch):
     key = "sk-fault-" + secrets.token_hex(16)
@@ -92,6 +93,7 @@ def test_every_instructor_fault_fails_only_its_case_and_a_rerun_retries_only_tho
         assert store.count("analysis_done") == len(ids)
 
 
+@pytest.mark.slow
 def test_circuit_breaker_stops_asking_a_dead_endpoint(store):
     ids = bad_cases(store, [f"Case {i} FAULT:500" for i in range(8)])
     with FaultServer() as srv:
@@ -107,6 +109,7 @@ def test_circuit_breaker_stops_asking_a_dead_endpoint(store):
             [{"case_id": c} for c in ids[:3]]
 
 
+@pytest.mark.slow
 def test_case_time_limit_bounds_a_slow_endpoint(store):
     """A server that answers after 5 s, a 0.5 s request timeout and a 1.2 s limit per case:
     each case stops after the attempts that fit, says so, and the next case runs."""
@@ -123,6 +126,7 @@ def test_case_time_limit_bounds_a_slow_endpoint(store):
         assert store.count("keyphrases") == 1
 
 
+@pytest.mark.slow
 def test_no_secret_in_store_logs_or_output_from_a_job(store):
     """An endpoint echoing the Authorization header on a 401, from a background job; then
     one reached through a URL with user:password (sent as Basic auth): neither the key
@@ -255,6 +259,7 @@ def test_kill_9_during_import_and_analysis_loses_and_duplicates_nothing(store, b
     assert sorted(x["case_id"] for x in kp) == sorted(ids) and {x["n"] for x in kp} == {1}
 
 
+@pytest.mark.slow
 def test_fault_corpus_figures(store, bench, tmp_path):
     """The figures the README quotes, counted over the whole corpus in one go: bad files
     through the CLI, every instructor fault through the CLI, secrets everywhere."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 PAGES = 100 * (4 << 20) // 4096  # what one churn touches
 
 # Modes: plain (glibc's defaults), keep (keep_freed_memory), and with it a store write in
@@ -42,11 +44,13 @@ def _faults(mode: str, db="") -> int:
     return int(out.stdout.split()[-1])
 
 
+@pytest.mark.slow
 def test_freed_blocks_are_reused_without_page_faults():
     assert _faults("plain") > PAGES / 2  # glibc's default hands the blocks back
     assert _faults("keep") < PAGES / 5   # kept in the heap: reused as they are
 
 
+@pytest.mark.slow
 def test_a_store_write_trims_the_heap_unless_duckdb_runs_in_a_child_process(tmp_path):
     """DuckDB calls malloc_trim when a connection closes: in the same process, the
     freed blocks go back to the kernel and fault in again; through StoreProcess (the

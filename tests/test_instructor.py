@@ -65,6 +65,7 @@ def test_server_down(store):
     assert len(errs) == 3 and all("APIConnectionError" in e for e in errs)
 
 
+@pytest.mark.slow
 def test_timeout(store):
     """A server that accepts and never answers."""
     srv = socket.socket()

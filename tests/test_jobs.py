@@ -56,6 +56,7 @@ def test_extract_job_progress_cancel_resume(store):
     assert j["result"]["run_id"] == store.runs()[0]["run_id"]
 
 
+@pytest.mark.slow
 def test_sigkilled_job_is_marked_failed_then_resumes(store):
     jid = jobs.submit(store, "ticks", {"n": 30, "seconds": 0.1, "tag": "k"})
     _until(lambda: len(store.ticks_done("k")) >= 5)
@@ -138,6 +139,7 @@ def test_heavy_jobs_run_one_at_a_time_light_alongside(store):
     assert store.job(other)["started_at"] >= store.job(first["job_id"])["finished_at"]
 
 
+@pytest.mark.slow
 def test_stage_that_raises_fails_the_job_with_its_reason(store):
     jid = jobs.submit(store, "extract", {"dataset": "nope", "limit": 2})
     j = jobs.wait(store, jid, timeout=120)
@@ -149,6 +151,7 @@ def test_stage_that_raises_fails_the_job_with_its_reason(store):
     assert "error: ValueError: no problems for dataset='nope'" in r.output
 
 
+@pytest.mark.slow
 def test_forced_cancel_kills_a_job_that_does_not_reach_a_safe_point(store):
     """One item of 600 s: the job never reaches its next safe point, so the cancel
     forces it after the grace period, and its process is gone."""
@@ -160,6 +163,7 @@ def test_forced_cancel_kills_a_job_that_does_not_reach_a_safe_point(store):
     assert store.ticks_done("f") == set()
 
 
+@pytest.mark.slow
 def test_cancelling_a_queued_job(store):
     """A heavy job waiting for the slot (held here by a real flock) is cancelled while
     queued: it shows 'cancelling' until it ends, and never runs its stage."""
@@ -184,6 +188,7 @@ def test_cancelling_a_queued_job(store):
     assert store.count("runs") == 0
 
 
+@pytest.mark.slow
 def test_two_stores_in_one_folder_keep_their_logs_apart(tmp_path):
     from pipeline.store import Store
 
@@ -197,6 +202,7 @@ def test_two_stores_in_one_folder_keep_their_logs_apart(tmp_path):
     assert "tag b" in open(lb).read()
 
 
+@pytest.mark.slow
 def test_cli_jobs_commands(store):
     r = CliRunner().invoke(cli, ["--db", str(store.path), "jobs", "submit", "ticks", "n=4",
                                  "seconds=0.05", "tag=c"])

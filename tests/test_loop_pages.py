@@ -164,6 +164,7 @@ def fill(s: Store) -> Store:
     return s
 
 
+@pytest.mark.slow
 def test_synthesis_counts_per_type_and_candidates_beside_their_cases(loop_store):
     at = ok(page("5_Synthesis.py"))
     df = frame(at, "near_duplicate")
@@ -188,6 +189,7 @@ def test_synthesis_counts_per_type_and_candidates_beside_their_cases(loop_store)
     assert metrics["proposals"] == "8" and metrics["synthesizer"] == "offline"
 
 
+@pytest.mark.slow
 def test_selection_scores_cut_preview_and_dev_changes(loop_store):
     from pipeline.select import n_keep, rank
 
@@ -221,6 +223,7 @@ def test_selection_scores_cut_preview_and_dev_changes(loop_store):
     assert "stops &lt;b&gt;early&lt;/b&gt;" in spec and "<b>early" not in spec
 
 
+@pytest.mark.slow
 def test_iterations_accuracy_interval_fix_rates_loss_and_lineage(loop_store):
     at = ok(page("7_Iterations.py"))
     d = stats.paired_diff(EVAL0, EVAL1, n_boot=10_000, seed=0)  # pids t00..t29 in order
@@ -266,6 +269,7 @@ def test_iterations_accuracy_interval_fix_rates_loss_and_lineage(loop_store):
     assert "every stage of it has finished" in caps
 
 
+@pytest.mark.slow
 def test_empty_store_says_what_to_do_first(store):
     at = ok(page("7_Iterations.py"))
     assert "Nothing yet: run the quick start" in at.info[0].value
@@ -276,6 +280,7 @@ def test_empty_store_says_what_to_do_first(store):
     assert "No selection for iteration 1 yet" in at.info[0].value
 
 
+@pytest.mark.slow
 def test_launch_buttons_submit_real_jobs_after_the_estimate(loop_store):
     """Offline synthesis and random selection need no model: launched from the pages, they
     run as real job processes and write a batch and a selection."""
@@ -309,6 +314,7 @@ def test_launch_buttons_submit_real_jobs_after_the_estimate(loop_store):
     assert sel["method"] == "random" and j["result"]["n_scored"] == 5
 
 
+@pytest.mark.slow
 def test_forms_offer_only_what_exists_and_point_to_the_page_that_makes_it(loop_store, store):
     """Evaluate picks among models that exist (the base, iteration 1's sei arm: the only
     trained one), opening on the newest; Train with nothing selected links to Selection."""
@@ -322,6 +328,7 @@ def test_forms_offer_only_what_exists_and_point_to_the_page_that_makes_it(loop_s
     assert at.button(key="tr_go").disabled
 
 
+@pytest.mark.slow
 def test_a_random_baseline_reads_as_a_baseline_beside_its_pair(loop_store):
     """A random selection paired with the one-shot one (same size, same pool) is shown as
     a baseline: what it kept per type beside its pair, no score chart or cut; a newer

@@ -35,6 +35,7 @@ def _paired_runs(n, both_right, fixed, broken, seed):
 
 @pytest.mark.parametrize("n,both,fixed,broken", [(500, 180, 60, 25), (1319, 400, 90, 88),
                                                  (200, 30, 40, 0)])
+@pytest.mark.slow
 def test_paired_bootstrap_matches_scipy_percentile_bootstrap(n, both, fixed, broken):
     """The interval is scipy's percentile bootstrap of the per-item differences (both runs
     resampled on the same items), up to Monte Carlo error at 10,000 resamples."""

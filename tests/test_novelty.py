@@ -80,6 +80,7 @@ def gsm8k(bench) -> dict:
             "brute": brute_force(candidates, pool)}
 
 
+@pytest.mark.slow
 def test_filter_matches_rouge_score_brute_force(gsm8k):
     pool, candidates, brute = gsm8k["pool"], gsm8k["candidates"], gsm8k["brute"]
     results = filter_novel(candidates, pool)
@@ -97,6 +98,7 @@ def test_filter_matches_rouge_score_brute_force(gsm8k):
     assert {r.nearest_text_source for r, _ in dropped} == {"pool", "batch"}
 
 
+@pytest.mark.slow
 def test_index_grown_from_empty_matches_rouge_score(gsm8k):
     # No order hint: every feature gets its rank when first added, the least favourable case
     # for the prefix filter's fixed order.

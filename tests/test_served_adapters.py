@@ -143,6 +143,7 @@ def test_adapter_loaded_at_run_time_under_a_stable_name(canned, fake_adapter):
     assert canned.requests == [("GET", "/v1/models", None)]
 
 
+@pytest.mark.slow
 def test_every_wrong_reply_is_one_refusal_naming_the_adapter(canned, fake_adapter, monkeypatch):
     key = "sk-test-secret-0123456789abcdef"
     monkeypatch.setenv("OPENAI_API_KEY", key)

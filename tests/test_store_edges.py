@@ -94,6 +94,7 @@ def copy_store(real_db: Path, folder: Path) -> Path:
 EXPORTS = [["export", "types"], ["export", "candidates"], ["export", "selection"]]
 
 
+@pytest.mark.slow
 def test_export_refuses_the_store_its_wal_and_what_it_owns(real_db, tmp_path):
     db = copy_store(real_db, tmp_path / "s")
     Store(db).record_train_steps("x", [], 0)  # a write: the store as a job would leave it
@@ -121,6 +122,7 @@ def test_export_refuses_the_store_its_wal_and_what_it_owns(real_db, tmp_path):
     assert sei("data", "list", db=db).returncode == 0
 
 
+@pytest.mark.slow
 def test_export_makes_missing_folders_and_overwrites_only_with_force(real_db, tmp_path):
     db = copy_store(real_db, tmp_path / "s")
     sel = Store(db).selections()[-1]["selection_id"]
@@ -194,6 +196,7 @@ WRITES = [  # no options but what they need: they would run on a writable store
 ]
 
 
+@pytest.mark.slow
 def test_read_only_store_reads_work_and_writes_refuse_in_one_line(read_only_store):
     db = read_only_store
     before, files = digest(db), tree(db.parent)
@@ -210,6 +213,7 @@ def test_read_only_store_reads_work_and_writes_refuse_in_one_line(read_only_stor
     assert digest(db) == before
 
 
+@pytest.mark.slow
 def test_read_only_jobs_folder_refuses_before_any_lock(real_db, tmp_path):
     """The store is writable but the folder of its locks and logs is not."""
     db = copy_store(real_db, tmp_path / "s")
@@ -254,6 +258,7 @@ def _damaged(real_db: Path, folder: Path) -> dict[str, Path]:
     return out
 
 
+@pytest.mark.slow
 def test_a_store_duckdb_cannot_open_is_one_line_naming_the_file(real_db, tmp_path):
     for name, db in _damaged(real_db, tmp_path).items():
         before, files = digest(db), tree(db.parent)
@@ -269,6 +274,7 @@ def test_a_store_duckdb_cannot_open_is_one_line_naming_the_file(real_db, tmp_pat
         assert tree(db.parent) == files, (name, tree(db.parent))
 
 
+@pytest.mark.slow
 def test_a_read_of_a_missing_store_creates_nothing_a_first_write_creates_it(tmp_path):
     db = tmp_path / "nowhere" / "sei.duckdb"
     for cmd in (["runs"], ["data", "list"], ["types", "list"], ["jobs", "list"],
@@ -307,6 +313,7 @@ def full_disk(real_db, tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+@pytest.mark.slow
 def test_a_failed_commit_says_why_in_one_line_and_keeps_the_store(full_disk, tmp_path):
     db = full_disk
     big = tmp_path / "big.jsonl"
@@ -418,6 +425,7 @@ def test_a_checkpoint_is_loaded_without_unpickling_code(tmp_path):
 # -- 7. job logs ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_job_log_has_one_line_for_an_expected_failure_and_a_traceback_for_a_bug(store):
     store.migrate()
     expected = jobs.submit(store, "train", {"method": "random"})  # nothing selected

@@ -31,6 +31,7 @@ def lora():
     return AutoTokenizer.from_pretrained(_model_path()), _fresh_lora()
 
 
+@pytest.mark.slow
 def test_assistant_loss_and_its_gradients_are_the_models_own(lora):
     """The lm_head runs on the assistant positions only and the shared prefix runs once,
     and nothing else changes: the loss and the LoRA gradients equal those of the model's
@@ -215,6 +216,7 @@ def test_sibling_layers_share_one_mask_and_one_a_gemm_and_stay_exact():
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fused_lora_model_loss_and_gradients_equal_peft_own_forward(lora):
     """The whole model, fused and not, on the same batch (dropout off, so both see the same
     network): same loss, same gradient for every LoRA weight."""
@@ -262,6 +264,7 @@ def _random_selection(store, n=4):
     select(store, SelectParams(method="random", top=n))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_left_by_a_deleted_store_is_not_resumed(tmp_path, monkeypatch):
     """Same data, same parameters, same train id, but the store that made the old
     checkpoint is not the one training now: the run trains from the start instead of
