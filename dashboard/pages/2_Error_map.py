@@ -13,7 +13,6 @@ from pipeline import jobs, search, taxonomy
 
 s = common.header("Error map")
 ss = st.session_state
-ACTIVE = ("queued", "running")
 flash = common.flash
 
 tax = taxonomy.current(s)
