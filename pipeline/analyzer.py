@@ -23,6 +23,8 @@ from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 
+import regex
+
 ANALYZER = "offline-analyzer-v1"
 
 _NUM = r"\$?\d[\d,]*(?:\.\d+)?|\$?\.\d+"
@@ -31,10 +33,16 @@ _OPCHARS = {"x": "*", "×": "*", "·": "*", "÷": "/", "−": "-", "–": "-", "
             "\\cdot": "*", "\\div": "/"}
 # Constants a solution may use without them being in the question.
 _CONSTANTS = {Fraction(c) for c in (0, 1, 2, 3, 4, 7, 10, 12, 24, 52, 60, 100, 1000, 365)}
-_STEP = re.compile(
+# The operation group is possessive ("++"): a chain "2 * 2 * ... * 2" with no "=" after it
+# otherwise backtracks through every way of splitting the spaces between its terms
+# (exponential; one GSM8K output of 80 terms hung the analyzer). Giving back terms can never
+# make a match: the chain must end right before "=". The regex module's timeout bounds
+# whatever else a text could do (STEP_TIMEOUT_S; the case is then recorded as failed).
+STEP_TIMEOUT_S = 5.0
+_STEP = regex.compile(
     r"(?<![\d.])(?P<expr>(?:\(|\$)?\s*-?(?:" + _NUM + r")"
     r"(?:\s*(?:[-+*/x×÷·−–]|\\times|\\cdot|\\div)\s*"
-    r"\(?\s*\$?-?(?:" + _NUM + r")\s*\)?)+)\s*=\s*\$?\s*(?P<val>-?(?:" + _NUM + r"))"
+    r"\(?\s*\$?-?(?:" + _NUM + r")\s*\)?)++)\s*=\s*\$?\s*(?P<val>-?(?:" + _NUM + r"))"
     # The value is a whole number that ends the claim: in a chain "0.10*52 = 0.1*52 = 5.2"
     # the middle is another expression, not the value of the first (a bullet on the next
     # line is not an operator).
@@ -132,11 +140,21 @@ def _plain(text: str) -> str:
     return _OF_PCT.sub(r"\1/100*", _OF_FRAC.sub(r"\1*", _ANNOT.sub("", text)))
 
 
+class AnalyzerTimeout(ValueError):
+    """A text the offline analyzer could not read in its time bound (the case is recorded
+    as failed and the analysis goes on)."""
+
+
 def steps_in(text: str) -> list[dict]:
     """Arithmetic claims in a text: expr, claimed value, true value (None if unparsable)."""
     out, seen = [], set()
     plain = _plain(text)
-    for m in list(_ANNOT.finditer(text)) + list(_STEP.finditer(plain)):
+    try:
+        steps = list(_STEP.finditer(plain, timeout=STEP_TIMEOUT_S))
+    except TimeoutError:
+        raise AnalyzerTimeout(f"the arithmetic steps of a {len(text)}-character text could "
+                              f"not be read within {STEP_TIMEOUT_S:g} s") from None
+    for m in list(_ANNOT.finditer(text)) + steps:
         annot = m.re is _ANNOT
         expr, val = m.group(1 if annot else "expr"), m.group(2 if annot else "val")
         claimed = num(val)

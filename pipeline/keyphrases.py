@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 
 from pipeline import analyzer as offline
 from pipeline.instructor import Instructor, InstructorError, from_env, load_prompt
@@ -13,6 +14,7 @@ from pipeline.redact import scrub
 from pipeline.store import Store
 
 PROMPT = "keyphrases_v1"
+log = logging.getLogger(__name__)
 
 
 def _noop(*a):
@@ -86,7 +88,8 @@ def analyze_bad_cases(store: Store, run_id: str | None = None,
     Any exception while analysing one case is that case's failure: recorded (scrubbed)
     in analysis_done.error and retried by the next run; the analysis goes on, unless
     `breaker_after` cases in a row fail (the endpoint is down or refusing us). If any
-    case failed, AnalysisIncomplete says how many, after the others are stored."""
+    case failed, AnalysisIncomplete says how many, after the others are stored; with the
+    offline analyzer (deterministic: a rerun fails alike) a warning says it instead."""
     if isinstance(instructor, dict):
         instructor = Instructor(**instructor)
     # None: the configured instructor if any; "offline": the offline analyzer regardless.
@@ -132,6 +135,14 @@ def analyze_bad_cases(store: Store, run_id: str | None = None,
                  f"{failures} failed" if failures else "")
         if breaker and streak >= breaker and i + 1 < len(todo):
             raise AnalysisIncomplete(aid, failures, len(todo), len(todo) - i - 1, last, streak)
-    if failures:
+    if failures and ins:
         raise AnalysisIncomplete(aid, failures, len(todo), 0, last)
+    if failures:
+        # The offline analyzer is deterministic: a case it cannot read fails the same way
+        # on every rerun, so it must not stop the loop. It stays recorded (with its reason)
+        # and out of the types; the message says how many.
+        log.warning("analysis %s: %d of %d bad cases could not be analyzed (last: %s); "
+                    "they stay out of the error types", aid, failures, len(todo), last)
+        progress(len(cases), len(cases), "analyze",
+                 f"{failures} of {len(todo)} cases could not be analyzed")
     return aid

@@ -184,3 +184,51 @@ def test_precision_on_hand_checked_keyphrases():
     assert len(sampled) == 50 and before == 0.88
     assert not lost, lost
     assert not still_wrong, still_wrong
+
+
+# A real SmolLM2-135M output on a GSM8K train problem (issue 21's real-data run): a chain
+# of 76 "* 2" with no "=" after it. The step pattern backtracked through every way of
+# splitting the spaces between the terms, and the analyzer never returned.
+CHAIN = ("The answer to this math word problem is 2 * 2 = 4.\n\nThe calculation is: 1750 = "
+         + " * ".join(["2"] * 77))
+
+
+def _steps_of_chain(q):
+    q.put([(s["expr"], s["claimed"]) for s in steps_in(CHAIN)])
+
+
+def test_a_long_chain_with_no_equals_is_read_at_once():
+    import multiprocessing as mp
+    q = mp.get_context("spawn").Queue()
+    p = mp.get_context("spawn").Process(target=_steps_of_chain, args=(q,))
+    p.start()
+    p.join(120)  # a liveness bound (it takes milliseconds), not a timing claim
+    if p.is_alive():
+        p.kill()
+    assert p.exitcode == 0, "steps_in did not return on the chain"
+    assert q.get(timeout=5) == [("2*2", 4)]
+    assert phrases(CHAIN)  # and the whole case is analysed
+
+
+def test_a_case_past_the_time_bound_fails_alone_and_a_rerun_retries_it(prepared, monkeypatch,
+                                                                         caplog):
+    """The time bound per case: a text the step reader cannot finish within
+    STEP_TIMEOUT_S is that case's recorded failure (named, with the reason); the offline
+    analysis does not stop the loop over it, and a rerun retries exactly the failed."""
+    cases = prepared.bad_cases()
+    assert len(cases) >= 10
+    monkeypatch.setattr(analyzer, "STEP_TIMEOUT_S", 0)  # every text is past a 0-s bound
+    aid = analyze_bad_cases(prepared, instructor="offline")
+    errs = {r["case_id"]: r["error"] for r in prepared.rows(
+        "SELECT case_id, error FROM analysis_done WHERE analysis_id = ?", [aid])}
+    assert set(errs) == {c["case_id"] for c in cases}
+    for cid, e in errs.items():
+        assert e.startswith(f"bad case {cid}: AnalyzerTimeout: the arithmetic steps of a "), e
+        assert "could not be read within 0 s" in e
+    assert prepared.keyphrases(aid) == []
+    assert f"{len(cases)} of {len(cases)} bad cases could not be analyzed" in caplog.text
+    monkeypatch.setattr(analyzer, "STEP_TIMEOUT_S", 5.0)
+    assert analyze_bad_cases(prepared, instructor="offline") == aid
+    assert {k["case_id"] for k in prepared.keyphrases(aid)} == set(errs)
+    assert prepared.rows("SELECT count(*) AS n FROM analysis_done WHERE analysis_id = ? "
+                         "AND error IS NOT NULL", [aid]) == [{"n": 0}]
