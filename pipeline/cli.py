@@ -536,6 +536,46 @@ def types_clusterings(ctx):
                    f"{c['method']:8} {c['n_points']:>6} kp {c['n_clusters']:>4} clusters{note}")
 
 
+@types.command("agreement")
+@click.argument("a")
+@click.argument("b", required=False)
+@click.option("--json", "as_json", is_flag=True, help="The comparison as JSON.")
+@click.pass_context
+def types_agreement(ctx, a, b, as_json):
+    """Two clusterings of the same keyphrases side by side, with their agreement.
+
+    Types, sizes, noise, adjusted Rand index and NMI. B defaults to the current clustering.
+
+    Example: sei types agreement cl-20260101-120000-abc123 cl-20260101-130000-def456
+    """
+    from pipeline import taxonomy
+    from pipeline.cluster import agreement
+
+    s = _store(ctx)
+    if b is None:
+        cur = taxonomy.current_clustering(s)
+        if cur is None:
+            raise click.ClickException("no clustering yet: run `sei cluster`")
+        b = cur["clustering_id"]
+    try:
+        out = agreement(s, a, b)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    for r in out["rows"]:
+        sizes = ", ".join(map(str, r["sizes"][:12])) + (" ..." if len(r["sizes"]) > 12 else "")
+        click.echo(f"{r['clustering']}  {r['method']:8} {r['types']:>3} types  "
+                   f"noise {r['noise']:>4} of {r['keyphrases']}  sizes {sizes}")
+    line = (f"agreement on {out['shared']} shared keyphrases: ARI {out['ari']:.3f}, "
+            f"NMI {out['nmi']:.3f}")
+    if "ari_in_types" in out:
+        line += (f"; on the {out['in_types']} both put in a type: ARI "
+                 f"{out['ari_in_types']:.3f}, NMI {out['nmi_in_types']:.3f}")
+    click.echo(line)
+
+
 @types.command("use")
 @click.argument("clustering_id")
 @click.pass_context

@@ -1,4 +1,5 @@
-"""Keyphrases -> embeddings -> UMAP -> HDBSCAN (or K-means) -> error types.
+"""Keyphrases -> embeddings -> UMAP -> HDBSCAN (or K-means, or the instructor:
+pipeline/llm_cluster.py) -> error types.
 
 By default one 2-D UMAP serves both the map and the clustering, so that colours on the
 map agree with what the eye sees; `cluster_dims > 2` clusters on a separate UMAP.
@@ -13,23 +14,26 @@ import hashlib
 import json
 import time
 import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline import config, taxonomy
+from pipeline import config, llm_cluster, taxonomy
 from pipeline.embed import MODEL_NAME, embed
 from pipeline.lineage import match
 from pipeline.params import Params, param
-from pipeline.progress import Progress, no_progress
+from pipeline.progress import Progress, no_progress, scaled
 from pipeline.store import Store
 from pipeline.titles import central_texts, title_for
 
 
 @dataclass
 class ClusterParams(Params):
-    method: str = param("hdbscan", "hdbscan, or kmeans (the paper's variant).",
-                        choices=("hdbscan", "kmeans"))
+    method: str = param("hdbscan", "hdbscan; kmeans on the map; or llm: the instructor "
+                                   "names types from a sample and assigns every keyphrase "
+                                   "(the paper's released code).",
+                        choices=("hdbscan", "kmeans", "llm"))
     min_cluster_size: int = param(5, "HDBSCAN: the smallest error type.")
     min_samples: int | None = param(None, "HDBSCAN: min_samples (default: min cluster "
                                           "size).")
@@ -37,7 +41,11 @@ class ClusterParams(Params):
     min_dist: float = param(0.05, "UMAP min_dist.")
     cluster_dims: int = param(2, "UMAP dimensions to cluster in (2: the map itself).")
     k: int = param(8, "K-means clusters.")
-    seed: int = param(0, "Seed of UMAP and K-means.")
+    llm_sample: int = param(60, "LLM clustering: keyphrases the first types are named from.")
+    llm_batch: int = param(40, "LLM clustering: keyphrases per assignment request.")
+    llm_max_types: int = param(12, "LLM clustering: types the instructor may first propose "
+                                   "(it may open more while assigning).")
+    seed: int = param(0, "Seed of UMAP, K-means and the LLM clustering's sample.")
     titles: str = param("auto", "Type titles: auto (the instructor if configured), "
                                 "offline.", choices=("auto", "offline", "instructor"))
 
@@ -46,6 +54,9 @@ def _noop(*a):
     pass
 
 
+# Progress of a clustering in percent: embedding, UMAP, clustering (most of it when the
+# instructor clusters, one request at a time), matching types.
+STEPS = 100
 EXACT_KNN_MAX = 50_000  # distinct points; above this UMAP's own NN-descent is used
 
 
@@ -123,10 +134,10 @@ def embed_and_map(store: Store, texts: list[str], p: ClusterParams, timings: dic
     idx = np.array([where[t] for t in texts])
     if len(uniq) < 5:
         raise ValueError(f"only {len(uniq)} distinct keyphrases; need at least 5 to map them")
-    progress(0, 4, "cluster", f"embedding {len(uniq)} distinct of {len(texts)} keyphrases")
+    progress(0, STEPS, "cluster", f"embedding {len(uniq)} distinct of {len(texts)} keyphrases")
     xu = embed(store, uniq)
     timings["embed_s"] = time.perf_counter() - t0
-    progress(1, 4, "cluster", f"UMAP of {len(uniq)} points")
+    progress(10, STEPS, "cluster", f"UMAP of {len(uniq)} points")
     t = time.perf_counter()
     raw = umap_project(xu, 2, p)
     # HDBSCAN sees the raw layout: aligned coordinates differ in the last bits, which can
@@ -170,12 +181,18 @@ def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str 
     prev = taxonomy.current_clustering(store)
     prev_pts = store.cluster_points(prev["clustering_id"]) if prev else []
     before = {r["text"]: (r["x"], r["y"]) for r in prev_pts}
+    ins = llm_cluster.instructor_for_clustering(instructor) if p.method == "llm" else None
     x, xy, z = embed_and_map(store, [k["text"] for k in kps], p, timings, progress, before)
-    progress(2, 4, "cluster", p.method)
+    progress(20, STEPS, "cluster", p.method)
     t = time.perf_counter()
-    lab, prob = labels_for(z, p)
+    named = None
+    if ins is not None:
+        lab, prob, named, llm_meta = _llm_labels(store, kps, p, ins, progress)
+        timings.update(llm_meta)
+    else:
+        lab, prob = labels_for(z, p)
     timings["cluster_s"] = time.perf_counter() - t
-    progress(3, 4, "cluster", "matching types")
+    progress(90, STEPS, "cluster", "matching types")
 
     ids = [k["kp_id"] for k in kps]
     prev_base = {r["kp_id"]: r["type_id"] for r in prev_pts}
@@ -187,7 +204,8 @@ def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str 
         assign[c] = tid
     diff["new"] = [{"cluster": c, "type_id": assign[c]} for c in new_clusters]
 
-    new_types = _title_new_types(store, new_clusters, assign, kps, lab, emb, p, instructor)
+    new_types = _title_new_types(store, new_clusters, assign, kps, lab, emb, p, instructor) \
+        if named is None else [dict(named[c], type_id=assign[c]) for c in new_clusters]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     key = hashlib.sha256(json.dumps([aid, asdict(p), time.time_ns()]).encode()).hexdigest()[:6]
     meta = {"clustering_id": f"cl-{stamp}-{key}", "analysis_id": aid, "method": p.method,
@@ -203,8 +221,24 @@ def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str 
                "type_id": assign.get(int(label)) if label >= 0 else None, "prob": float(pr)}
               for i, (a, b), label, pr in zip(ids, xy, lab, prob)]
     store.save_clustering(meta, points, new_types)
-    progress(4, 4, "cluster", f"{meta['n_clusters']} clusters")
+    progress(STEPS, STEPS, "cluster", f"{meta['n_clusters']} clusters")
     return meta
+
+
+def _llm_labels(store: Store, kps: list[dict], p: ClusterParams, ins, progress):
+    """Labels, probabilities (1: an assignment is not graded) and each cluster's name as
+    a type title, by the instructor over the distinct keyphrase texts."""
+    uniq = list(dict.fromkeys(k["text"] for k in kps))
+    res = llm_cluster.cluster_texts(store, uniq, ins, p.llm_sample, p.llm_batch,
+                                    p.llm_max_types, p.seed,
+                                    scaled(progress, 20, 70, STEPS))
+    of = dict(zip(uniq, res.labels))
+    lab = np.array([of[k["text"]] for k in kps])
+    named = {c: {"title": t["name"][:120], "description": t["description"] or None,
+                 "titled_by": ins.name} for c, t in enumerate(res.types)}
+    return lab, np.ones(len(kps)), named, {"llm_calls": res.calls,
+                                           "llm_unassigned_texts": res.unassigned,
+                                           "instructor": ins.name}
 
 
 def _title_new_types(store: Store, new_clusters: list[int], assign: dict, kps: list[dict],
@@ -256,3 +290,38 @@ def retitle(store: Store, instructor=None, only_unedited: bool = True,
         store.set_type_title(t.type_id, title, desc, by)
         progress(n, len(todo), "retitle", f"type {t.type_id}: {title[:60]}")
     return len(todo)
+
+
+def agreement(store: Store, a_id: str, b_id: str) -> dict:
+    """Two clusterings side by side on the keyphrases they share, as clustered (before
+    edits): per clustering its method, number of types, type sizes and noise; between
+    them the adjusted Rand index and normalised mutual information, once over every shared
+    keyphrase (noise one group of its own) and once over those both put in a type."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    meta = {c["clustering_id"]: c for c in store.clusterings()}
+    for cid in (a_id, b_id):
+        if cid not in meta:
+            raise ValueError(f"no clustering {cid!r} (`sei types clusterings` lists them)")
+    pts = {cid: {r["kp_id"]: r["cluster"] for r in store.cluster_points(cid)}
+           for cid in (a_id, b_id)}
+    shared = sorted(set(pts[a_id]) & set(pts[b_id]))
+    if len(shared) < 2:
+        raise ValueError(f"{a_id} and {b_id} share {len(shared)} keyphrases: nothing to "
+                         "compare (they cluster different analyses)")
+    rows = []
+    for cid in (a_id, b_id):
+        lab = [pts[cid][k] for k in shared]
+        sizes = sorted(Counter(x for x in lab if x >= 0).values(), reverse=True)
+        rows.append({"clustering": cid, "method": meta[cid]["method"], "types": len(sizes),
+                     "sizes": sizes, "noise": lab.count(-1), "keyphrases": len(lab)})
+    la, lb = [pts[a_id][k] for k in shared], [pts[b_id][k] for k in shared]
+    both = [(x, y) for x, y in zip(la, lb) if x >= 0 and y >= 0]
+    out = {"rows": rows, "shared": len(shared),
+           "ari": float(adjusted_rand_score(la, lb)),
+           "nmi": float(normalized_mutual_info_score(la, lb)), "in_types": len(both)}
+    if len(both) >= 2:
+        xa, xb = zip(*both)
+        out["ari_in_types"] = float(adjusted_rand_score(xa, xb))
+        out["nmi_in_types"] = float(normalized_mutual_info_score(xa, xb))
+    return out

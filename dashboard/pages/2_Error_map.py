@@ -9,7 +9,8 @@ import pandas as pd
 import streamlit as st
 from map_actions import MapActions
 
-from pipeline import jobs, search, taxonomy
+from pipeline import instructor, jobs, llm_cluster, search, taxonomy
+from pipeline.cluster import ClusterParams, agreement
 
 s = common.header("Error map")
 ss = st.session_state
@@ -279,20 +280,74 @@ for t in visible:
                                        for k in t.examples]), hide_index=True, width="stretch")
 
 st.subheader("Re-cluster")
+ins = instructor.from_env()
 with st.form("recluster"):
     c1, c2, c3 = st.columns(3)
-    mcs = c1.number_input("min cluster size", 2, 500, int(p.get("min_cluster_size") or 5))
-    nn = c2.number_input("UMAP neighbours", 2, 200, int(p.get("n_neighbors") or 15))
+    method = common.param_input(c1, ClusterParams, "method", "method", "rc_method")
+    mcs = c2.number_input("min cluster size (HDBSCAN)", 2, 500,
+                          int(p.get("min_cluster_size") or ClusterParams.default(
+                              "min_cluster_size")))
+    nn = c3.number_input("UMAP neighbours", 2, 200,
+                         int(p.get("n_neighbors") or ClusterParams.default("n_neighbors")))
+    k = c1.number_input("k (K-means)", 2, 100, int(p.get("k") or ClusterParams.default("k")))
+    batch = common.param_input(c2, ClusterParams, "llm_batch", "keyphrases per request (LLM)",
+                               "rc_llm_batch", 5, 200)
     seed = c3.number_input("seed", 0, 2**31 - 1, int(cl["seed"] or 0))
-    kmeans = c1.checkbox("K-means (the paper's variant)", p.get("method") == "kmeans")
-    k = c2.number_input("k (K-means)", 2, 100, int(p.get("k") or 8))
+    n_uniq = len({pt["text"] for pt in tax.points})
+    st.caption("LLM clustering: the instructor names types from a sample of keyphrases, then "
+               "assigns every keyphrase in batches, opening new types where none fits (the "
+               f"paper's released code): about {llm_cluster.n_calls(n_uniq, int(batch))} "
+               f"requests for these {n_uniq} distinct keyphrases, cached like every "
+               "instructor call. " + (f"Instructor: `{ins.name}`." if ins else
+                                      "No instructor is configured (Settings page)."))
     if st.form_submit_button("Re-cluster (background job)"):
-        jid = jobs.submit(s, "cluster", {"min_cluster_size": int(mcs), "n_neighbors": int(nn),
-                                         "method": "kmeans" if kmeans else "hdbscan",
-                                         "k": int(k), "seed": int(seed),
-                                         "analysis_id": cl["analysis_id"]})
-        flash(f"clustering job #{jid} started; the map redraws when it ends")
+        if method == "llm" and ins is None:
+            # refused here, not by a failed job
+            ss["flash_error"] = ("LLM clustering needs an instructor model: choose one on the "
+                                 "Settings page.")
+        else:
+            jid = jobs.submit(s, "cluster", {"min_cluster_size": int(mcs),
+                                             "n_neighbors": int(nn), "method": method,
+                                             "k": int(k), "llm_batch": int(batch),
+                                             "seed": int(seed),
+                                             "analysis_id": cl["analysis_id"]})
+            flash(f"clustering job #{jid} started; the map redraws when it ends")
         st.rerun()
+if ins is None:
+    common.page_link("Settings", "Configure an instructor for LLM clustering",
+                     ":material/settings:")
+
+# Two clusterings of the same keyphrases side by side (e.g. the instructor's and HDBSCAN's).
+if len(cls) >= 2:
+    with st.expander("Compare two clusterings (types, sizes, agreement)"):
+        ids = [c["clustering_id"] for c in reversed(cls)]
+        other = next((c["clustering_id"] for c in reversed(cls)
+                      if c["method"] != cl["method"]), ids[1] if ids[0] == cl["clustering_id"]
+                     else ids[0])
+        a1, a2 = st.columns(2)
+        ca = a1.selectbox("clustering A", ids, index=ids.index(cl["clustering_id"]),
+                          format_func=names.get, key="agree_a")
+        cb = a2.selectbox("clustering B", ids, index=ids.index(other), format_func=names.get,
+                          key="agree_b")
+        try:
+            ag = agreement(s, ca, cb)
+        except ValueError as e:
+            st.info(str(e))
+        else:
+            st.dataframe(pd.DataFrame([{
+                "clustering": r["clustering"], "method": r["method"], "types": r["types"],
+                "largest types": ", ".join(map(str, r["sizes"][:10])),
+                "noise keyphrases": r["noise"]} for r in ag["rows"]]),
+                hide_index=True, width="stretch")
+            m1, m2, m3 = st.columns(3)
+            m1.metric("shared keyphrases", ag["shared"])
+            m2.metric("adjusted Rand index", f"{ag['ari']:.3f}",
+                      help="1: the same grouping; 0: no more alike than chance. Noise "
+                           "counts as one group.")
+            m3.metric("normalised mutual information", f"{ag['nmi']:.3f}")
+            if "ari_in_types" in ag:
+                st.caption(f"On the {ag['in_types']} keyphrases both put in a type: ARI "
+                           f"{ag['ari_in_types']:.3f}, NMI {ag['nmi_in_types']:.3f}.")
 
 prev_id = (cl.get("diff") or {}).get("previous")
 # Folding the log onto the previous clustering too costs a second taxonomy: on by default
