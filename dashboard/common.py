@@ -143,14 +143,18 @@ def _hover(cl_key, d: dict) -> str:
 def build_map_figure(tax, show_excluded: bool = False, highlight: int | None = None,
                      mark: set[int] | None = None,
                      view: tuple[float, float, float, float] | None = None,
-                     hits: set[int] | None = None) -> go.Figure:
+                     hits: set[int] | None = None, colour_by: str = "type",
+                     attr: dict[int, str] | None = None) -> go.Figure:
     """The 2-D UMAP of keyphrases in WebGL, coloured by error type (no two visible types
     share a colour), noise in grey, with the largest types' titles drawn on the map.
     Identical keyphrases of one type are one dot sized by their count; customdata carries
     the dot's first keyphrase id, which is what a selection hands back (expand it with
     taxonomy.expand). `highlight` dims every type but one; `mark` rings the dots of
     these keyphrase ids (a case shown on the map); `hits` outlines the dots of search hits
-    (a trace named "search hits"); `view` sets the axis ranges.
+    (a trace named "search hits"); `view` sets the axis ranges. `colour_by` another
+    attribute than "type" (dataset, analyzer, verdict) colours each dot by `attr`
+    (keyphrase id -> value; a dot takes its first keyphrase's) with a legend, one trace
+    per value, the type titles still drawn.
 
     Built for 10k points and hundreds of types: plotly validates every trace and every
     list element, so the largest types get a trace each, the long tail shares one trace
@@ -184,7 +188,9 @@ def build_map_figure(tax, show_excluded: bool = False, highlight: int | None = N
     cl = tax.clustering or {}
     cl_key = (cl.get("clustering_id"), str(cl.get("created_at")))
     data = []
-    for t, ds in parts:
+    if colour_by != "type":
+        data = _attr_traces(groups, attr or {}, colour_by, cl_key, alpha)
+    for t, ds in ([] if colour_by != "type" else parts):
         n = np.fromiter((len(d["kp_ids"]) for d in ds), float, len(ds))
         marker = {"size": (5.0 if t is None else 7.0) + 4.0 * (np.sqrt(n) - 1.0),
                   "color": NOISE if t is None else COLOURS[cols[t]] if t != "tail" else
@@ -237,13 +243,56 @@ def build_map_figure(tax, show_excluded: bool = False, highlight: int | None = N
         return [lo - pad, hi + pad]
 
     layout = {"height": 620, "margin": {"l": 0, "r": 0, "t": 10, "b": 0},
-              "dragmode": "lasso", "showlegend": False, "annotations": notes,
+              "dragmode": "lasso", "showlegend": colour_by != "type",
+              "legend": {"title": {"text": colour_by}, "orientation": "h", "y": -0.02,
+                         "yanchor": "top"},
+              "annotations": notes,
               "xaxis": {"showticklabels": False, "title": None, "zeroline": False,
                         "range": extent("x")},
               "yaxis": {"showticklabels": False, "title": None, "zeroline": False,
                         "range": extent("y")},
               "uirevision": f"map-{cl.get('clustering_id')}"}
     return go.Figure(data=data, layout=layout)
+
+
+def _attr_traces(groups: dict, attr: dict[int, str], by: str, cl_key, alpha) -> list[dict]:
+    """One trace per value of a dot's attribute (the largest first, the colours in order;
+    values past the palette share the last trace, named so)."""
+    vals: dict[str, list[dict]] = {}
+    for ds in groups.values():
+        for d in ds:
+            vals.setdefault(str(attr.get(d["kp_id"], "?")), []).append(d)
+    order = sorted(vals, key=lambda v: (-sum(len(d["kp_ids"]) for d in vals[v]), v))
+    if len(order) > len(COLOURS):
+        rest = order[len(COLOURS) - 1:]
+        vals["other"] = [d for v in rest for d in vals[v]]
+        order = order[:len(COLOURS) - 1] + ["other"]
+    out = []
+    for i, v in enumerate(order):
+        ds = vals[v]
+        n = np.fromiter((len(d["kp_ids"]) for d in ds), float, len(ds))
+        out.append({
+            "type": "scattergl", "mode": "markers", "name": _snip(f"{by}: {v}", 48),
+            "x": np.fromiter((d["x"] for d in ds), float, len(ds)),
+            "y": np.fromiter((d["y"] for d in ds), float, len(ds)),
+            "customdata": np.fromiter((d["kp_id"] for d in ds), np.int64, len(ds)),
+            "hovertext": np.array([_hover(cl_key, d) for d in ds], dtype=object),
+            "hoverinfo": "text",
+            "marker": {"size": 7.0 + 4.0 * (np.sqrt(n) - 1.0), "color": COLOURS[i],
+                       "opacity": np.fromiter((alpha(d["type"]) for d in ds), float, len(ds)),
+                       "line": {"width": 0}}})
+    return out
+
+
+def dense_spot(tx: np.ndarray, ty: np.ndarray, bw: float, limit: int = 400) -> int:
+    """Index of the point in the densest part of a type (a Gaussian kernel of width bw
+    over at most `limit` of its points): where its title goes. A type in two islands gets
+    its title on the larger one, not on the empty middle that its median would be."""
+    idx = np.arange(len(tx))
+    if len(idx) > limit:
+        idx = np.random.default_rng(0).choice(idx, limit, replace=False)
+    d2 = (tx[idx, None] - tx[None, idx]) ** 2 + (ty[idx, None] - ty[None, idx]) ** 2
+    return int(idx[np.argmax(np.exp(-d2 / (2 * bw * bw)).sum(1))])
 
 
 def _titles(tax, groups: dict, types: list[int], cols: dict[int, int],
@@ -261,7 +310,12 @@ def _titles(tax, groups: dict, types: list[int], cols: dict[int, int],
         text = _snip(tax.types[t].title, 32)
         tx = np.array([d["x"] for d in groups[t]])
         ty = np.array([d["y"] for d in groups[t]])
-        x = float(np.median(tx))
+        # the title sits over the densest island of the type: its spot and the points
+        # near it (a tenth of the map's width)
+        bw = 0.05 * max(xs.max() - xs.min(), ys.max() - ys.min(), 1e-9)
+        i0 = dense_spot(tx, ty, bw)
+        near = (tx - tx[i0]) ** 2 + (ty - ty[i0]) ** 2 <= (2 * bw) ** 2
+        x, tx, ty = float(tx[i0]), tx[near], ty[near]
         half = 3.3 * len(text) + 4
         px = (x - xs.min()) * sx
         # Near an edge a centred title would be cut off: anchor it on the inner side.

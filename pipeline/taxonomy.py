@@ -546,6 +546,17 @@ def dots(tax: Taxonomy, show_excluded: bool = False) -> list[dict]:
     return list(out.values())
 
 
+COLOUR_BY = ("type", "dataset", "analyzer")
+
+
+def point_attribute(tax: Taxonomy, by: str) -> dict[int, str]:
+    """What the map can colour keyphrases by besides their type: the dataset of their
+    bad case, or the analyzer (instructor or offline) that wrote them."""
+    if by not in COLOUR_BY[1:]:
+        raise ValueError(f"cannot colour by {by!r}; one of {', '.join(COLOUR_BY)}")
+    return {p["kp_id"]: str(p[by]) for p in tax.points}
+
+
 def expand(dot_ids: list[int], tax: Taxonomy, show_excluded: bool = False) -> list[int]:
     """Keyphrase ids behind the dots a selection named."""
     by = {d["kp_id"]: d["kp_ids"] for d in dots(tax, show_excluded)}

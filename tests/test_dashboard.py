@@ -319,3 +319,47 @@ def test_edit_log_undo_any_redo_and_retitle(clustered):
     assert tx.types[a.type_id].title == "first by hand"  # a person's title is kept
     assert all(t.title != "stale" for t in tx.visible_types())
     assert at.get("download_button")  # Export
+
+
+def test_error_map_colours_by_dataset_and_analyzer(clustered):
+    """Colour by another attribute: one trace per value, every dot in exactly one, the
+    legend on; back to type colouring, the legend off again."""
+    at = ok(page("2_Error_map.py"))
+    tax = taxonomy.current(clustered)
+    dots = sorted(d["kp_id"] for d in taxonomy.dots(tax))
+    for by in ("dataset", "analyzer"):
+        at.selectbox(key="colour_by").set_value(by).run()
+        ok(at)
+        fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+        values = taxonomy.point_attribute(tax, by)
+        assert values  # the store has points to colour
+        names = sorted(tr["name"] for tr in fig["data"])
+        assert names == sorted(f"{by}: {v}" for v in set(values[k] for k in dots))
+        drawn = [int(k) for tr in fig["data"] for k in _array(tr["customdata"])]
+        assert sorted(drawn) == dots
+        for tr in fig["data"]:
+            value = tr["name"].split(": ", 1)[1]
+            assert {values[int(k)] for k in _array(tr["customdata"])} == {value}
+        assert fig["layout"]["showlegend"] is True
+    at.selectbox(key="colour_by").set_value("type").run()
+    fig = json.loads(ok(at).get("plotly_chart")[0].proto.spec)
+    assert fig["layout"]["showlegend"] is False
+    with pytest.raises(ValueError, match="cannot colour by 'length'"):
+        taxonomy.point_attribute(tax, "length")
+
+
+def test_a_type_title_sits_on_its_densest_island_not_between_two():
+    """A type in two islands of 20 points, 20 apart: the median of x lies in the empty
+    gap, the title spot on an island. With islands of 20, 20 and 30 points, the title
+    goes on the largest (not on the middle one, where the median is)."""
+    import common
+
+    rng = np.random.default_rng(1)
+    left, right = rng.normal(0, 0.3, 20), rng.normal(20, 0.3, 20)
+    tx, ty = np.concatenate([left, right]), rng.normal(0, 0.3, 40)
+    assert left.max() < np.median(tx) - 5 and np.median(tx) + 5 < right.min()  # in the gap
+    x = tx[common.dense_spot(tx, ty, bw=1.0)]
+    assert left.min() <= x <= left.max() or right.min() <= x <= right.max()
+    tx3 = np.concatenate([left, rng.normal(10, 0.3, 20), rng.normal(20, 0.3, 30)])
+    i = common.dense_spot(tx3, rng.normal(0, 0.3, 70), bw=1.0)
+    assert i >= 40  # a point of the largest island (the median is on the middle one)

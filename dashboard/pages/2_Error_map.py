@@ -118,8 +118,9 @@ with left:
     query = st.text_input("search keyphrases and cases (words or meaning)", key="map_search",
                           placeholder="e.g. percent of the wrong base")
     hits = search.search(s, query, tax) if query.strip() else None
-    z1, z2, z3 = st.columns([2, 3, 2], vertical_alignment="bottom")
+    z1, z2, z3, z4 = st.columns([2, 3, 2, 2], vertical_alignment="bottom")
     show_excl = z1.toggle("show excluded points", value=False, key="show_excl")
+    colour_by = z4.selectbox("colour by", taxonomy.COLOUR_BY, key="colour_by")
     # The view is app state, not plotly's: Streamlit 1.67 gives a changed figure a new
     # element (its spec is part of the id), so plotly's own zoom is lost at every edit,
     # while this one is drawn again after it.
@@ -131,8 +132,10 @@ with left:
                         format_func=lambda z: z if isinstance(z, str) else name(z))
     z3.button("Zoom to the selection", key="zoom_sel", disabled=not selected(),
               on_click=zoom_to_selection)
-    fig = common.build_map_figure(tax, show_excluded=show_excl, mark=mark,
-                                  view=view_box(zoom), hits=hits.kp_ids() if hits else None)
+    fig = common.build_map_figure(
+        tax, show_excluded=show_excl, mark=mark, view=view_box(zoom),
+        hits=hits.kp_ids() if hits else None, colour_by=colour_by,
+        attr=None if colour_by == "type" else taxonomy.point_attribute(tax, colour_by))
     st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso", "points"),
                     key="map", width="stretch")
     if hits:
