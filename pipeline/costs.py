@@ -98,12 +98,44 @@ def set_size(store: Store | None, name: str) -> int:
     return 0
 
 
-def _assumptions(g: dict) -> list[str]:
+MIN_MEASURED = 20  # rows of a dataset before its measured rate replaces the reference
+
+
+def measured_rates(store: Store | None) -> dict[str, tuple[float, int]]:
+    """Seconds per problem measured in this store's local runs, by dataset (over every
+    model and adapter that ran it), with the rows it rests on; "*" pools all datasets.
+    Datasets differ (a MATH output runs longer than a demo one), so a plan prices each set
+    at its own measured rate when it has one."""
+    rows = store.generation_rates() if store else []
+    by: dict[str, list[float]] = {}
+    for r in rows:
+        t = by.setdefault(r["dataset"], [0.0, 0])
+        t[0] += r["s_per_problem"] * r["n"]
+        t[1] += r["n"]
+    out = {d: (t / n, n) for d, (t, n) in by.items() if n >= MIN_MEASURED}
+    if out:
+        n = sum(k for _, k in out.values())
+        out["*"] = (sum(v * k for v, k in out.values()) / n, n)
+    return out
+
+
+def s_per_problem(rates: dict[str, tuple[float, int]], set_name: str) -> float:
+    """The rate a plan prices a set at: its dataset's measured one, else the store's
+    pooled one, else the reference machine's."""
+    ds = set_name.split("/", 1)[0]
+    return (rates.get(ds) or rates.get("*") or (GEN_S_PER_PROBLEM, 0))[0]
+
+
+def _assumptions(g: dict, rates: dict | None = None) -> list[str]:
     """What every plan assumes, in words."""
+    measured = ", ".join(f"{d} {v:.2f} s ({n} rows)" for d, (v, n) in (rates or {}).items()
+                         if d != "*")
     return [
         f"{KEEP_SHARE:.0%} of proposals kept (verification, novelty, contamination)",
-        f"generation {GEN_S_PER_PROBLEM} s per problem and training {TRAIN_TOKENS_PER_S} "
-        "tokens/s here (measured, 135M, 2 cores, idle machine)",
+        (f"generation time per problem as measured in this store's runs: {measured}; other "
+         "sets at the pooled rate; training " if measured else
+         f"generation {GEN_S_PER_PROBLEM} s per problem (the reference demo set) and training ")
+        + f"{TRAIN_TOKENS_PER_S} tokens/s here (measured, 135M, 2 cores, idle machine)",
         f"{PROMPT_TOKENS['zero_shot']} prompt tokens zero-shot, {PROMPT_TOKENS['one_shot']} "
         f"one-shot, {COMPLETION_TOKENS} completion tokens",
         f"GPU: {g['gen_tokens_per_s']:.0f} generated tokens/s (vLLM, 7-8B, one 80 GB GPU, "
@@ -152,8 +184,14 @@ def plan(store: Store | None, p) -> dict:
     train_tok = train_examples * tr.epochs * TRAIN_TOKENS_PER_EXAMPLE
     n_calls = len(p.train_sets) * math.ceil(syn.budget / len(p.train_sets) / syn.per_call)
     s_prompt, s_out = synth_tokens(n_calls, syn.k, syn.budget)
-    here_s = (sum(gens.values()) * GEN_S_PER_PROBLEM + train_tok / TRAIN_TOKENS_PER_S
-              + syn.budget * SYNTH_OFFLINE_S_PER_PROPOSAL)
+    rates = measured_rates(store)
+    eval_s = sum(n * s_per_problem(rates, name) for name, n in eval_n.items())
+    # the dev set is drawn from the train sets: one-shot answers at their mean rate
+    dev_rate = (sum(s_per_problem(rates, t) for t in train_n) / len(train_n)) if train_n \
+        else s_per_problem(rates, "*")
+    gen_s = (sum(n * s_per_problem(rates, name) for name, n in train_n.items())
+             + gens["select (one-shot: candidates x dev)"] * dev_rate + eval_s * len(p.arms))
+    here_s = gen_s + train_tok / TRAIN_TOKENS_PER_S + syn.budget * SYNTH_OFFLINE_S_PER_PROPOSAL
     g = gpu_rates()
     # decoding dominates on a GPU server (prefill runs ~10x faster per token): generated
     # tokens at the stated rate
@@ -166,7 +204,7 @@ def plan(store: Store | None, p) -> dict:
            "training: tokens": int(train_tok),
            "minutes here (this CPU, 135M target)": round(here_s / 60, 1),
            "GPU-hours (7-8B target, stated rates)": round(gpu_h, 2)}
-    all_s = here_s * p.iterations + sum(eval_n.values()) * GEN_S_PER_PROBLEM
+    all_s = here_s * p.iterations + eval_s  # and the base model's evaluation once
     total = {"generations": int(sum(gens.values()) * p.iterations + sum(eval_n.values())),
              "minutes here (this CPU, 135M target)": round(all_s / 60, 1),
              "hours here for a 7-8B target (scaled by parameters)":
@@ -174,4 +212,4 @@ def plan(store: Store | None, p) -> dict:
              "GPU-hours (7-8B target, stated rates)": round(gpu_h * p.iterations, 1)}
     return {"config": cfg, "deviations": deviations(cfg), "train_sets": train_n,
             "eval_sets": eval_n, "estimate": {"per_iteration": per, "total": total,
-                                              "assumptions": _assumptions(g)}}
+                                              "assumptions": _assumptions(g, rates)}}

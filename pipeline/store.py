@@ -548,6 +548,18 @@ class Store:
         return {r["run_id"]: json.loads(r["gen_params"] or "{}")
                 for r in self.rows("SELECT run_id, gen_params FROM runs")}
 
+    def generation_rates(self) -> list[dict]:
+        """Measured generation time per problem of this store's local runs, by dataset
+        and model (base or adapter): seconds (the batch's time shared by its rows) and how
+        many rows they were measured on."""
+        return self.rows("""
+            SELECT g.dataset, r.model_id, r.adapter IS NOT NULL AS adapted,
+                   sum(g.latency_s) / count(*) AS s_per_problem, count(*) AS n
+            FROM generations g JOIN runs r USING (run_id)
+            WHERE coalesce(r.backend, 'local') = 'local' AND g.latency_s IS NOT NULL
+              AND g.error IS NULL
+            GROUP BY ALL ORDER BY g.dataset""")
+
     # A bad case with its problem, output and grading: the rows of bad_cases and bad_case.
     _BAD_CASES = """
             SELECT b.case_id, b.run_id, b.dataset, b.split, b.pid, p.question, p.solution,

@@ -9,7 +9,12 @@ from __future__ import annotations
 import json
 
 from pipeline import resolve
-from pipeline.costs import GEN_S_PER_PROBLEM, TRAIN_TOKENS_PER_EXAMPLE, TRAIN_TOKENS_PER_S
+from pipeline.costs import (
+    TRAIN_TOKENS_PER_EXAMPLE,
+    TRAIN_TOKENS_PER_S,
+    measured_rates,
+    s_per_problem,
+)
 from pipeline.evaluate import accuracy_table, eval_runs
 from pipeline.stats import pair_runs, paired_diff, paired_macro
 from pipeline.store import Store
@@ -187,8 +192,13 @@ def eval_estimate(store: Store, p, assume: dict[str, int] | None = None) -> dict
         if base:
             per["train_check"] = base["n_items"] or base["n_done"] or 0
     n = sum(per.values())
-    return {"problems": per, "n_problems": n,
-            "seconds": n * GEN_S_PER_PROBLEM}
+    rates = measured_rates(store)
+    base = base_train_run(store) if "train_check" in per else None
+    sec = sum(k * s_per_problem(rates, base["dataset"] if name == "train_check" and base
+                                else name) for name, k in per.items())
+    return {"problems": per, "n_problems": n, "seconds": sec,
+            "s_per_problem": sec / n if n else s_per_problem(rates, "*"),
+            "measured": bool(rates)}
 
 
 def iterate_estimate(store: Store, p) -> dict:
@@ -217,8 +227,9 @@ def iterate_estimate(store: Store, p) -> dict:
             continue
         roles = {lk["role"] for lk in store.iteration_links(i)}
         if store.iteration(i) is None:
-            parts[f"{i}: extract"] = (p.limit_train or 400) * len(p.train_sets) * \
-                GEN_S_PER_PROBLEM
+            rates = measured_rates(store)
+            parts[f"{i}: extract"] = sum((p.limit_train or 400) * s_per_problem(rates, t)
+                                         for t in p.train_sets)
         # what a re-run would find done (stages resume) costs next to nothing
         synth_done = any(b["status"].startswith("finished") for b in batches(store, i))
         sel_done = any(x["method"] == "oneshot" and x["status"] == "finished"

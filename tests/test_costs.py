@@ -24,3 +24,46 @@ def test_the_gpu_rate_per_generation_follows_the_stated_rate(monkeypatch):
 def test_measured_oneshot_rates_are_positive_seconds():
     assert costs.ONESHOT_S_PER_GENERATION
     assert all(0 < s < 60 for s in costs.ONESHOT_S_PER_GENERATION.values())
+
+
+def test_a_plan_prices_each_set_at_the_rate_measured_in_the_store(tmp_path):
+    """Issue 24: the estimate said 20 min for a real-data run that took ~60, because every
+    set was priced at the demo's 0.3 s per problem. With runs in the store, each dataset
+    is priced at its own measured rate (a batch's time shared by its rows), a set never
+    run at the pooled rate, and the plan says which rates it used."""
+    from pipeline.loop import LoopParams
+    from pipeline.presets import resolve
+    from pipeline.store import Store
+
+    s = Store(tmp_path / "sei.duckdb")
+    for ds, secs, n in (("gsm8k", 1.5, 30), ("math", 3.0, 20), ("svamp", 9.0, 5)):
+        run = f"extract-{ds}"
+        s.upsert_run({"run_id": run, "kind": "extract", "model_id": "m", "backend": "local",
+                      "dataset": ds, "split": "train"})
+        s.record_generations(run, [{"dataset": ds, "split": "train", "pid": f"{ds}-{i}",
+                                    "output": "x", "pred": "1", "correct": True,
+                                    "latency_s": secs} for i in range(n)])
+    rates = costs.measured_rates(s)
+    # svamp's 5 rows are too few to trust; the pooled rate weighs rows
+    assert set(rates) == {"gsm8k", "math", "*"}
+    assert rates["gsm8k"] == (1.5, 30) and rates["math"] == (3.0, 20)
+    assert rates["*"] == ((1.5 * 30 + 3.0 * 20) / 50, 50)
+    p = resolve("demo", None, {"train_sets": ["gsm8k/train", "math/train"],
+                               "eval_sets": ["gsm8k/test", "college_math/test"],
+                               "limit_train": 10, "eval_limit": 10, "arms": ["sei"]})
+    assert isinstance(p, LoopParams)
+    plan = costs.plan(s, p)
+    empty = costs.plan(Store(tmp_path / "empty.duckdb"), p)
+    minutes = "minutes here (this CPU, 135M target)"
+    # the difference between the two plans is exactly the generations' pricing
+    gens = plan["estimate"]["per_iteration"]
+    n_dev = gens["generations: select (one-shot: candidates x dev)"]
+    measured = (10 * 1.5 + 10 * 3.0 + n_dev * (1.5 + 3.0) / 2 + 10 * 1.5 + 10 * rates["*"][0])
+    reference = (20 + n_dev + 20) * costs.GEN_S_PER_PROBLEM
+    # (each plan rounds its minutes to 0.1)
+    assert abs(gens[minutes] - empty["estimate"]["per_iteration"][minutes]
+               - (measured - reference) / 60) <= 0.1 + 1e-9
+    said = " ".join(plan["estimate"]["assumptions"])
+    assert "gsm8k 1.50 s (30 rows), math 3.00 s (20 rows)" in said
+    assert "0.3 s per problem (the reference demo set)" in \
+        " ".join(empty["estimate"]["assumptions"])

@@ -220,7 +220,9 @@ with tab_ev:
     ee = views.eval_estimate(s, ep)
     st.caption(f"Estimate: {ee['n_problems']} problems ("
                + common.md_text(", ".join(f"{k} {v}" for k, v in ee["problems"].items()))
-               + f") × ~{costs.GEN_S_PER_PROBLEM} s each ≈ {common.duration(ee['seconds'])}")
+               + f") × ~{ee['s_per_problem']:.2g} s each ("
+               + ("measured in this store's runs" if ee["measured"] else
+                  "the reference machine's rate") + f") ≈ {common.duration(ee['seconds'])}")
     if st.button("Evaluate", key="ev_go", disabled=not e_sets):
         common.launch(s, "evaluate", asdict(ep), "iterations")
 with tab_it:
