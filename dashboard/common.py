@@ -367,7 +367,8 @@ def pct(x: float | None) -> str:
 
 # page name -> its script, for st.page_link (the sidebar's order is the loop's)
 PAGES = {"Overview": "Overview.py", "Bad cases": "pages/1_Bad_cases.py",
-         "Error map": "pages/2_Error_map.py", "Synthesis": "pages/5_Synthesis.py",
+         "Error map": "pages/2_Error_map.py", "Review": "pages/3_Review.py",
+         "Synthesis": "pages/5_Synthesis.py",
          "Selection": "pages/6_Selection.py", "Iterations": "pages/7_Iterations.py",
          "Jobs": "pages/8_Jobs.py", "Settings": "pages/9_Settings.py"}
 

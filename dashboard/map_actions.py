@@ -124,11 +124,12 @@ class MapActions:
                    msg="assigned {out[assigned]} unassigned keyphrases to their nearest "
                        "types ({out[left]} left as noise)")
 
-    def retitle(self) -> None:
+    def retitle(self, type_id: int | None = None) -> None:
         # a job like every long step: with an instructor it is one call per type
         from pipeline import jobs
 
-        jid = jobs.submit(self.s, "retitle", {})
+        jid = jobs.submit(self.s, "retitle", {} if type_id is None else {"type_ids": [type_id]})
         self.ss.setdefault("watch-error_map", set()).add(jid)  # redrawn when it ends
-        common.flash(f"retitle job #{jid} started (titles a person gave are kept); the map "
-                     "redraws when it ends")
+        common.flash(f"retitle job #{jid} started (" + (
+            "titles a person gave are kept" if type_id is None else
+            f"type {type_id}, even if a person renamed it") + "); the map redraws when it ends")

@@ -21,6 +21,7 @@ import signal
 import threading
 import time
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 
 # math-verify warns on every parse that its own timeout is off: we run each comparison
 # under our own deadline (_compare_with_alarm), so the warning says nothing to a user and
@@ -301,6 +302,81 @@ def judge(output: str, reference: str, timeout_s: float = 5.0) -> dict:
         return {"pred": None, "method": method, "correct": False, "detail": "no answer found"}
     ok, detail = _compare(reference, pred, timeout_s)
     return {"pred": pred, "method": method, "correct": bool(ok), "detail": detail}
+
+
+# -- second opinions for the review queue (pipeline/review.py): no sympy, nothing to time out
+
+_PLAIN = re.compile(r"^(-?)(\d+(?:\.\d*)?|\.\d+)(?:\s*/\s*(\d+))?(?:\\?%)?$")
+_TEX_FRAC = re.compile(r"^(-?)\\frac\{(\d+)\}\{(\d+)\}$")
+
+
+def _plain_value(s: str) -> Fraction | None:
+    """The exact value of a plain number ("12", "-0.5", "3/4", "\\frac{3}{4}", "50%" read as
+    50), else None."""
+    m = _PLAIN.match(s) or _TEX_FRAC.match(s)
+    if not m:
+        return None
+    sign, num, den = m.groups()
+    try:
+        v = Fraction(num) / (Fraction(den) if den else 1)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return -v if sign else v
+
+
+def string_verdict(reference: str, pred: str) -> bool | None:
+    """The string comparison beside math-verify: equal after normalisation, or (both plain
+    numbers) equal as exact fractions; None when it has no opinion (not both numbers, and
+    the strings differ). math-verify rounds (0.3333333 = 1/3) and reads "50%" as 0.5 or 50;
+    this does neither, so where the two disagree a person should look."""
+    g, p = normalize(reference), normalize(pred)
+    if g == p:
+        return True
+    gv, pv = _plain_value(g), _plain_value(p)
+    if gv is None or pv is None:
+        return None
+    return gv == pv
+
+
+def _all_boxed(text: str) -> list[tuple[int, str]]:
+    out, i = [], 0
+    while True:
+        j = min((k for k in (text.find("\\boxed{", i), text.find("\\fbox{", i)) if k >= 0),
+                default=-1)
+        if j < 0:
+            return out
+        body = _balanced(text, text.index("{", j) + 1)
+        if body is not None and body.strip():
+            out.append((j, body.strip()))
+        i = j + 1
+
+
+def final_answers(text: str) -> list[str]:
+    """Every final answer an output states, in order: each `####` line, each "the answer
+    is ..." that holds a number or a choice letter, each \\boxed{}. Repeats of one value
+    (also "13 + 3 = 19" beside "19") count once; several different ones make a verdict
+    depend on which one is read (extraction reads the last, evaluation the first)."""
+    found: list[tuple[int, str]] = []
+    for m in re.finditer(r"####[ \t]*([^\n]+)", text or ""):
+        found.append((m.start(), m.group(1).strip()))
+    for m in _ANSWER_IS.finditer(text or ""):
+        ans = _clean_tail(text[m.end():])
+        if ans and (re.search(r"\d", ans) or _CHOICE.match(ans)):
+            found.append((m.start(), ans))
+    found += _all_boxed(text or "")
+    distinct: list[str] = []
+    for _, a in sorted(found, key=lambda t: t[0]):
+        if len(a) <= MAX_LEN and not any(string_verdict(_result(d), _result(a))
+                                         for d in distinct):
+            distinct.append(a)
+    return distinct
+
+
+def _result(a: str) -> str:
+    """What an answer written as a calculation comes to ("3 * 7 = 21 people" -> "21
+    people"); any other answer as it is."""
+    m = re.match(r"^[-\d\s.,$+*/×()^]+=\s*(.+)$", a)
+    return m.group(1) if m else a
 
 
 # A final answer is complete once the character after its number cannot continue it:

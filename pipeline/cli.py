@@ -605,15 +605,98 @@ def types_log(ctx):
 
 @types.command("retitle")
 @click.option("--all", "everything", is_flag=True, help="Also types renamed by a person.")
+@click.option("--type", "type_ids", type=int, multiple=True,
+              help="Only this type (repeatable), even if a person renamed it.")
 @click.pass_context
-def types_retitle(ctx, everything):
+def types_retitle(ctx, everything, type_ids):
     """Recompute titles and descriptions without re-clustering.
 
-    Example: sei types retitle --all
+    Example: sei types retitle --all; sei types retitle --type 3
     """
     from pipeline.cluster import retitle
 
-    click.echo(f"retitled {retitle(_store(ctx), only_unedited=not everything)} types")
+    try:
+        n = retitle(_store(ctx), only_unedited=not everything, type_ids=list(type_ids) or None)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"retitled {n} types")
+
+
+@cli.command("review")
+@click.option("--run", "run_id", default=None, help="Only this extraction run.")
+@click.option("--reviewed", is_flag=True, help="Also list what was decided, with the decision.")
+@click.option("--confirm", "confirm_id", metavar="ID", default=None,
+              help="Keep the judge's verdict of ID (it leaves the queue).")
+@click.option("--override", "override_id", metavar="ID", default=None,
+              help="Set the verdict of ID; with --correct or --wrong.")
+@click.option("--correct/--wrong", "correct", default=None,
+              help="The verdict --override sets.")
+@click.option("--undo", is_flag=True, help="Undo the latest review decision in force.")
+@click.option("--full", is_flag=True, help="Show whole outputs.")
+@json_option
+@click.pass_context
+def review_cmd(ctx, run_id, reviewed, confirm_id, override_id, correct, undo, full, as_json):
+    """Doubtful verdicts with their reasons; confirm or override them (undoable edits).
+
+    Doubtful: no final answer, an output cut at the token limit, a comparison that timed
+    out or failed, math-verify and the string comparison disagreeing, several different
+    final answers. A decision is an edit in the log (`sei types log`), undone by --undo
+    or `sei types undo EDIT`; an override moves the case into or out of the bad cases
+    that analysis reads and the dev set's pools.
+
+    Example: sei review --override 3f9a1c2d --correct
+    """
+    from pipeline import review
+
+    s = _store(ctx)
+    acts = [x for x in (confirm_id, override_id, undo or None) if x]
+    if len(acts) > 1:
+        raise click.ClickException("one of --confirm, --override, --undo at a time")
+    if override_id and correct is None:
+        raise click.ClickException("--override needs --correct or --wrong")
+    if correct is not None and not override_id:
+        raise click.ClickException("--correct/--wrong go with --override ID")
+    try:
+        if confirm_id:
+            edit = review.confirm(s, confirm_id, author="cli")
+        elif override_id:
+            edit = review.override(s, override_id, correct, author="cli")
+        elif undo:
+            edit = review.undo(s, author="cli")
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+    if acts:
+        from pipeline import taxonomy
+
+        by_id = {e["edit_id"]: e for e in s.edits()}
+        click.echo(f"edit {edit}: {taxonomy.describe_edit(by_id[edit], {}, by_id)}")
+        return
+    _review_list(review.queue(s, run_id, reviewed), full, as_json)
+
+
+def _review_list(items: list[dict], full: bool, as_json: bool) -> None:
+    if as_json:
+        keep = ("id", "key", "case_id", "dataset", "split", "pid", "stored", "verdict",
+                "decision", "edit_id", "answer", "pred", "reasons", "question", "output")
+        click.echo(json.dumps([{k: r[k] for k in keep} for r in items], default=str, indent=1))
+        return
+    if not items:
+        click.echo("no doubtful verdict waiting for review")
+        return
+    word = {True: "correct", False: "wrong"}
+    for r in items:
+        case = f"  bad case #{r['case_id']}" if r["case_id"] is not None else ""
+        state = (f"  {r['decision']} as {word[r['verdict']]} (edit {r['edit_id']})"
+                 if r["decision"] else "")
+        out = r["output"] if full else (r["output"] or "").replace("\n", " ")[-100:]
+        click.echo(f"{r['id']}  {r['dataset']}/{r['split']}/{r['pid']}  judged "
+                   f"{word[r['stored']]}{case}{state}\n"
+                   + "".join(f"   - {x['text']}\n" for x in r["reasons"])
+                   + f"   expected {r['answer']}, got {r['pred']}\n   Q: {r['question'][:100]}\n"
+                   + f"   A: {'...' if not full and len(r['output'] or '') > 100 else ''}{out}")
+    pending = sum(1 for r in items if r["decision"] is None)
+    click.echo(f"{pending} waiting; `sei review --confirm ID` or "
+               "`sei review --override ID --correct|--wrong`")
 
 
 @cli.command("search")

@@ -271,23 +271,35 @@ def _held(prev: dict | None, prev_pts: list[dict], kps: list[dict],
 
 
 def retitle(store: Store, instructor=None, only_unedited: bool = True,
-            progress: Progress = no_progress) -> int:
+            progress: Progress = no_progress, type_ids: list[int] | None = None) -> int:
     """Recompute titles of the current types without re-clustering (one instructor call
-    per type when one titles them: a job in the app, with progress per type)."""
+    per type when one titles them: a job in the app, with progress per type). `type_ids`:
+    only these, forced (a title a person gave is replaced too)."""
     tax = taxonomy.current(store)
     if tax.clustering is None:
         raise ValueError("no clustering yet")
     kps = {p["kp_id"]: p["text"] for p in tax.points}
     x = embed(store, list(kps.values()))
     emb = dict(zip(kps, x))
-    todo = [t for t in tax.types.values()
-            if t.members and not (only_unedited and t.titled_by == "human")]
+    if type_ids is not None:
+        missing = [t for t in type_ids if t not in tax.types or not tax.types[t].members]
+        if missing:
+            raise ValueError(f"no current type {', '.join(map(str, missing))} to retitle")
+    todo = [t for t in tax.types.values() if t.members and (
+        t.type_id in type_ids if type_ids is not None
+        else not (only_unedited and t.titled_by == "human"))]
     progress(0, len(todo), "retitle", "")
     for n, t in enumerate(todo, 1):
         title, desc, by = title_for(store, [kps[k] for k in t.members],
                                     central_texts(t.members, emb, kps),
                                     ClusterParams().titles, instructor)
-        store.set_type_title(t.type_id, title, desc, by)
+        if t.titled_by == "human":
+            # a person's title lives in the edit log and would win over a stored one: the
+            # new title goes there too, as an edit that Undo takes back
+            store.add_edit("rename", {"type_id": t.type_id, "title": title,
+                                      "description": desc, "titled_by": by}, "retitle")
+        else:
+            store.set_type_title(t.type_id, title, desc, by)
         progress(n, len(todo), "retitle", f"type {t.type_id}: {title[:60]}")
     return len(todo)
 

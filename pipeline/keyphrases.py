@@ -9,6 +9,7 @@ import json
 import logging
 
 from pipeline import analyzer as offline
+from pipeline import review
 from pipeline.instructor import Instructor, InstructorError, from_env, load_prompt
 from pipeline.redact import scrub
 from pipeline.store import Store
@@ -105,7 +106,7 @@ def analyze_bad_cases(store: Store, run_id: str | None = None,
     manifest = {"analyzer": name, "prompt": prompt_version, "run_id": key, "run_ids": runs,
                 "prompt_text": load_prompt(PROMPT)[0] if ins else None}
     store.upsert_analysis(aid, name, prompt_version, manifest)
-    cases = store.bad_cases_of(runs, limit)
+    cases = store.bad_cases_of(runs, limit, verdicts=review.overrides(store))
     done = store.analysis_done(aid)
     todo = [c for c in cases if c["case_id"] not in done]
     max_tokens = {rid: gp.get("max_new_tokens") for rid, gp in store.runs_gen_params().items()}
@@ -135,14 +136,18 @@ def analyze_bad_cases(store: Store, run_id: str | None = None,
                  f"{failures} failed" if failures else "")
         if breaker and streak >= breaker and i + 1 < len(todo):
             raise AnalysisIncomplete(aid, failures, len(todo), len(todo) - i - 1, last, streak)
-    if failures and ins:
-        raise AnalysisIncomplete(aid, failures, len(todo), 0, last)
     if failures:
-        # The offline analyzer is deterministic: a case it cannot read fails the same way
-        # on every rerun, so it must not stop the loop. It stays recorded (with its reason)
-        # and out of the types; the message says how many.
-        log.warning("analysis %s: %d of %d bad cases could not be analyzed (last: %s); "
-                    "they stay out of the error types", aid, failures, len(todo), last)
-        progress(len(cases), len(cases), "analyze",
-                 f"{failures} of {len(todo)} cases could not be analyzed")
+        _failed(aid, failures, len(todo), last, ins, progress)
     return aid
+
+
+def _failed(aid: str, failures: int, todo: int, last: str, ins, progress) -> None:
+    """After an analysis in which some cases failed: AnalysisIncomplete with an instructor.
+    The offline analyzer is deterministic (a case it cannot read fails alike on every
+    rerun), so its failures must not stop the loop: they stay recorded with their reason,
+    out of the types, and a warning says how many."""
+    if ins:
+        raise AnalysisIncomplete(aid, failures, todo, 0, last)
+    log.warning("analysis %s: %d of %d bad cases could not be analyzed (last: %s); they "
+                "stay out of the error types", aid, failures, todo, last)
+    progress(todo, todo, "analyze", f"{failures} of {todo} cases could not be analyzed")

@@ -30,6 +30,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
+from pipeline import review
 from pipeline.answers import cut_at_final_answer, judge
 from pipeline.params import param
 from pipeline.progress import Progress, no_progress
@@ -117,11 +118,12 @@ def dev_set(store: Store, iteration: int, n_good: int, n_bad: int, seed: int = 0
         if run["kind"] != "extract" or is_test_split(run["split"]):
             raise ValueError(f"run {run['run_id']} is on {run['dataset']}/{run['split']} "
                              f"({run['kind']}): a dev set never comes from a test split")
-    items = [store.run_items(r["run_id"]) for r in runs]
-    good = [[dict(x, run_id=r["run_id"]) for x in it if x["correct"]]
-            for r, it in zip(runs, items)]
-    bad = [[dict(x, run_id=r["run_id"]) for x in it if not x["correct"]]
-           for r, it in zip(runs, items)]
+    verdicts = review.overrides(store)  # a reviewer's verdicts in force win over the judge's
+    items = [[dict(x, run_id=r["run_id"], correct=review.effective(
+        x["correct"], (r["run_id"], x["dataset"], x["split"], x["pid"]), verdicts))
+        for x in store.run_items(r["run_id"])] for r in runs]
+    good = [[x for x in it if x["correct"]] for it in items]
+    bad = [[x for x in it if not x["correct"]] for it in items]
     if not any(good) or not any(bad):
         raise ValueError(f"runs {[r['run_id'] for r in runs]} have {sum(map(len, good))} "
                          f"right and {sum(map(len, bad))} wrong answers; a dev set needs both")

@@ -72,11 +72,12 @@ def _cluster(store: Store, p: dict, progress) -> dict:
 
 @stage("retitle", heavy=False)
 def _retitle(store: Store, p: dict, progress) -> dict:
-    """Recompute the current types' titles (those a person gave are kept unless `all`)."""
+    """Recompute the current types' titles (those a person gave are kept unless `all`;
+    `type_ids`: only these, forced)."""
     from pipeline.cluster import retitle
 
     return {"retitled": retitle(store, only_unedited=not p.get("all", False),
-                                progress=progress)}
+                                progress=progress, type_ids=p.get("type_ids"))}
 
 
 @stage("quickstart", heavy=True)

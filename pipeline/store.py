@@ -576,12 +576,35 @@ class Store:
             ORDER BY b.case_id LIMIT ?"""
         return self.rows(sql, [run_id, run_id, limit if limit is not None else 2**62])
 
-    def bad_cases_of(self, run_ids: list[str], limit: int | None = None) -> list[dict]:
-        """Bad cases of these runs in case-id order, at most `limit`."""
+    def bad_cases_of(self, run_ids: list[str], limit: int | None = None,
+                     verdicts: dict[tuple, bool] | None = None) -> list[dict]:
+        """Bad cases of these runs in case-id order, at most `limit`: the generations whose
+        verdict is wrong, where `verdicts` ((run_id, dataset, split, pid) -> correct: the
+        decisions of a review in force, pipeline/review.py) wins over the judge's."""
+        keys = {True: [], False: []}
+        for k, ok in (verdicts or {}).items():
+            keys[bool(ok)].append("/".join(k))
         sql = self._BAD_CASES + """
             WHERE list_contains(?, b.run_id)
+              AND CASE WHEN list_contains(?::VARCHAR[], b.run_id || '/' || b.dataset || '/' ||
+                                          b.split || '/' || b.pid) THEN false
+                       WHEN list_contains(?::VARCHAR[], b.run_id || '/' || b.dataset || '/' ||
+                                          b.split || '/' || b.pid) THEN true
+                       ELSE NOT coalesce(g.correct, false) END
             ORDER BY b.case_id LIMIT ?"""
-        return self.rows(sql, [list(run_ids), limit if limit is not None else 2**62])
+        return self.rows(sql, [list(run_ids), keys[True], keys[False],
+                               limit if limit is not None else 2**62])
+
+    def ensure_bad_case(self, run_id: str, dataset: str, split: str, pid: str) -> int:
+        """The bad-case id of a generation, made if it has none (a reviewer judged a right
+        answer wrong: analysis keys its keyphrases on this id). Kept when the verdict is
+        undone, so the id and its keyphrases stay stable; bad_cases_of reads the verdict."""
+        with self.write() as con:
+            con.execute("INSERT INTO bad_cases (run_id, dataset, split, pid) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT DO NOTHING", [run_id, dataset, split, pid])
+            return con.execute("SELECT case_id FROM bad_cases WHERE run_id = ? AND dataset = ? "
+                               "AND split = ? AND pid = ?",
+                               [run_id, dataset, split, pid]).fetchall()[0][0]
 
     def generations_view(self, run_id: str | None = None) -> list[dict]:
         """Every judged generation with its problem and, when wrong, its bad-case id."""
@@ -1064,10 +1087,11 @@ class Store:
                               r["half"], r["seed"]] for r in rows])
 
     def dev_set(self, iteration: int) -> list[dict]:
-        """An iteration's dev set with its problems and the base run's verdicts."""
+        """An iteration's dev set with its problems and the base run's verdicts: the verdict
+        each problem was drawn by (its half: the judge's, or a review's in force then)."""
         return self.rows("""
             SELECT d.*, p.question, p.solution, p.answer, g.output AS zero_output,
-                   g.correct AS zero_correct
+                   d.half = 'good' AS zero_correct
             FROM dev_sets d JOIN problems p USING (dataset, split, pid)
             JOIN generations g ON g.run_id = d.run_id AND g.dataset = d.dataset
                  AND g.split = d.split AND g.pid = d.pid

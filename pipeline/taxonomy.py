@@ -16,7 +16,7 @@ import numpy as np
 from pipeline.store import Store
 
 OPS = ("rename", "describe", "merge", "split", "move", "exclude", "include", "undo", "use",
-       "assign_noise")
+       "assign_noise", "verdict")  # verdict: a reviewer's decision (pipeline/review.py)
 
 
 @dataclass
@@ -159,7 +159,11 @@ def _fold_edits(points: list[dict], meta: dict[int, dict], edits: list[dict]) ->
     for e in edits:
         op, pay = e["op"], e["payload"]
         if op == "rename":
-            f.title[pay["type_id"]], f.titled_by[pay["type_id"]] = pay["title"], "human"
+            # a forced retitle is a rename by the titler (with a description), undoable
+            f.title[pay["type_id"]] = pay["title"]
+            f.titled_by[pay["type_id"]] = pay.get("titled_by", "human")
+            if "description" in pay:
+                f.desc[pay["type_id"]] = pay["description"]
             f.edited.add(pay["type_id"])
         elif op == "describe":
             f.desc[pay["type_id"]] = pay["description"]
@@ -418,24 +422,31 @@ def undo(store: Store, edit_id: int | None = None, author: str | None = None) ->
     undone, an undo too (which redoes what it took back)."""
     edits = store.edits()
     if edit_id is None:
-        act = active_edits(edits)
-        if not act:
+        edit_id = last_effective(edits)
+        if edit_id is None:
             raise ValueError("nothing to undo")
-        # The edit made effective last: a redo makes its edit effective again at its own
-        # id, so Undo after Redo takes back what was redone.
-        by_id = {e["edit_id"]: e for e in edits}
-        undone = undone_ids(edits)
-        when = {e["edit_id"]: e["edit_id"] for e in act}
-        for e in edits:
-            target = by_id.get(e["payload"].get("edit_id")) if e["op"] == "undo" else None
-            if e["edit_id"] not in undone and target and target["op"] == "undo":
-                again = target["payload"]["edit_id"]
-                if again in when:
-                    when[again] = max(when[again], e["edit_id"])
-        edit_id = max(when, key=when.get)
     elif edit_id not in {e["edit_id"] for e in edits} - undone_ids(edits):
         raise ValueError(f"edit {edit_id} is not in force")
     return store.add_edit("undo", {"edit_id": edit_id}, author)
+
+
+def last_effective(edits: list[dict], ops: tuple[str, ...] | None = None) -> int | None:
+    """The id of the edit in force (of these ops, or any) made effective last: a redo
+    makes its edit effective again at the redo's id, so Undo after Redo takes back what
+    was redone. None when no such edit is in force."""
+    act = [e for e in active_edits(edits) if ops is None or e["op"] in ops]
+    if not act:
+        return None
+    by_id = {e["edit_id"]: e for e in edits}
+    undone = undone_ids(edits)
+    when = {e["edit_id"]: e["edit_id"] for e in act}
+    for e in edits:
+        target = by_id.get(e["payload"].get("edit_id")) if e["op"] == "undo" else None
+        if e["edit_id"] not in undone and target and target["op"] == "undo":
+            again = target["payload"]["edit_id"]
+            if again in when:
+                when[again] = max(when[again], e["edit_id"])
+    return max(when, key=when.get)
 
 
 def redo(store: Store, author: str | None = None) -> int:
@@ -500,6 +511,11 @@ def describe_edit(e: dict, titles: dict[int, str], by_id: dict[int, dict] | None
         return f"undid edit {p['edit_id']}{what}"
     if op == "use":
         return f"made clustering {p['clustering_id']} current"
+    if op == "verdict":
+        word = {True: "correct", False: "wrong"}
+        what = (f"confirmed the verdict {word[p['correct']]}" if p["correct"] == p["stored"]
+                else f"overrode the verdict {word[p['stored']]} → {word[p['correct']]}")
+        return f"{what} of {p['dataset']}/{p['split']}/{p['pid']} (run {p['run_id']})"
     return f"{op} {p}"
 
 

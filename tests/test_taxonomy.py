@@ -367,3 +367,24 @@ def test_new_layout_is_drawn_in_the_previous_frame(clustered):
     _, again, _ = embed_and_map(clustered, texts, ClusterParams(min_cluster_size=4), {},
                                 before=before)
     assert np.abs(again - old).max() < 1e-4  # float32 layouts
+
+
+def test_retitle_one_chosen_type_even_when_a_person_renamed_it(clustered):
+    """Issue 24, item 5: retitle can be forced for a chosen type; the others keep theirs."""
+    tax = taxonomy.current(clustered)
+    a, b = [t.type_id for t in tax.visible_types()][:2]
+    taxonomy.rename(clustered, a, "my name for a")
+    taxonomy.rename(clustered, b, "my name for b")
+    r = CliRunner().invoke(cli, ["--db", str(clustered.path), "types", "retitle", "--type",
+                                 str(a)])
+    assert r.exit_code == 0 and "retitled 1 types" in r.output, r.output
+    now = taxonomy.current(clustered).types
+    assert now[a].title != "my name for a" and now[a].titled_by != "human"
+    assert now[b].title == "my name for b" and now[b].titled_by == "human"
+    # a plain retitle still keeps what a person gave
+    assert retitle(clustered) == len([t for t in now.values()
+                                      if t.members and t.titled_by != "human"])
+    assert taxonomy.current(clustered).types[b].title == "my name for b"
+    r = CliRunner().invoke(cli, ["--db", str(clustered.path), "types", "retitle", "--type",
+                                 "9999"])
+    assert r.exit_code != 0 and "no current type 9999 to retitle" in r.output

@@ -270,9 +270,13 @@ for t in visible:
                              key=wk(f"desc-{t.type_id}"), height=80)
                 st.form_submit_button("Save description", key=f"describe-{t.type_id}",
                                       on_click=act.describe, args=(t.type_id,))
-            st.button("Include again" if t.excluded else "Exclude type",
+            b1, b2 = st.columns(2)
+            b1.button("Include again" if t.excluded else "Exclude type",
                       key=f"excl-{t.type_id}", on_click=act.exclude_type,
                       args=(t.type_id, t.excluded))
+            b2.button("Retitle this type", key=f"retitle-{t.type_id}", on_click=act.retitle,
+                      args=(t.type_id,), help="A new title and description from its members "
+                      "now (by the instructor if configured), even if a person renamed it")
             st.caption(f"title by {t.titled_by or '?'} · {len(t.members)} keyphrases · "
                        f"{t.n_cases} bad cases")
         with c2:
