@@ -170,7 +170,9 @@ def steps_in(text: str) -> list[dict]:
             continue
         operands = [Fraction(t) for t in _tokens(expr) if re.match(r"[\d.]", t)]
         out.append({"expr": re.sub(r"\s+", "", expr), "claimed": claimed, "true": true,
-                    "ops": ops, "operands": operands, "at": m.start()})
+                    "ops": ops, "operands": operands, "at": m.start(),
+                    # where the step starts in the text itself (`at` is in _plain(text))
+                    "pos": m.start() if annot else _in_text(text, m.start())})
     return sorted(out, key=lambda s: s["at"])
 
 
@@ -191,17 +193,122 @@ def numbers_in(text: str) -> list[Fraction]:
     return vals
 
 
+# -- evidence: exact pieces of the output, in whole words -------------------------------
+
+def _word(c: str) -> bool:
+    return c.isalnum() or c == "_"
+
+
+def _widen(text: str, start: int, end: int) -> tuple[int, int]:
+    """[start, end) widened so that no word is cut in two, without spaces at its ends."""
+    start, end = max(0, min(start, len(text))), max(0, min(end, len(text)))
+    while 0 < start < len(text) and _word(text[start - 1]) and _word(text[start]):
+        start -= 1
+    while 0 < end < len(text) and _word(text[end - 1]) and _word(text[end]):
+        end += 1
+    while start < end and text[start].isspace():
+        start += 1
+    while end > start and text[end - 1].isspace():
+        end -= 1
+    return start, end
+
+
+def _span(text: str, start: int, end: int) -> str:
+    """text[start:end] in whole words: an exact substring of the text that starts and ends
+    on word boundaries."""
+    a, b = _widen(text, start, end)
+    return text[a:b]
+
+
 def _snip(text: str, at: int, width: int = 60) -> str:
-    return " ".join(text[max(0, at - 10):at + width].split())
+    """From `at` (where a step starts in the text) to the end of its line, at most about
+    `width` characters."""
+    eol = text.find("\n", at)
+    return _span(text, at, min(at + width, eol if eol >= 0 else len(text)))
+
+
+def _tail(text: str, n: int = 80) -> str:
+    """The last n characters or so of the text, in whole words."""
+    return _span(text, len(text) - n, len(text))
+
+
+def _line_of(text: str, start: int, end: int, width: int = 80) -> str:
+    """The line around text[start:end], at most about `width` characters, in whole words."""
+    a = max(text.rfind("\n", 0, start) + 1, start - width // 2)
+    eol = text.find("\n", end)
+    return _span(text, a, min(eol if eol >= 0 else len(text), max(end, a + width)))
+
+
+def _answer_span(output: str, pred: str | None) -> str:
+    """Where the output states its final answer: the line of the last place it writes the
+    extracted answer, in a line that says "answer" if there is one; "" if it does not
+    write it as such."""
+    hits = list(re.finditer(r"(?<![\w.])" + re.escape(pred) + r"(?!\w|\.\d)", output)) \
+        if pred else []
+    said = [m for m in hits if "answer" in output[output.rfind("\n", 0, m.start()) + 1:
+                                                  m.start()].lower()]
+    m = (said or hits or [None])[-1]
+    return _line_of(output, m.start(), m.end()) if m else ""
+
+
+def _number_span(output: str, value: Fraction) -> str:
+    """The line of the first place the output writes a number of this value, read as
+    numbers_in reads it ("110 / 2" is 55); "" if none."""
+    for m in re.finditer(r"(?<![\w.])-?(?:" + _NUM + r")(?:\s*/\s*\d+)?", output):
+        if numbers_in(m.group(0)) == [value]:
+            return _line_of(output, m.start(), m.end())
+    return ""
+
+
+def _phrase_span(output: str, phrase: str, width: int = 80) -> str:
+    """A repeated phrase as the output writes it: the phrase is the output's own line, or its
+    words lower-cased with the punctuation at their ends left out."""
+    i = output.find(phrase)
+    if i < 0:
+        m = re.search(r"[.,;:!?]*\s+[.,;:!?]*".join(map(re.escape, phrase.split())), output,
+                      re.I)
+        if m is None:
+            return ""
+        i = m.start()
+    return _span(output, i, i + width)
+
+
+def _unsub(pattern: re.Pattern, repl: str, old: str, p: int) -> int:
+    """Where position p of pattern.sub(repl, old) lies in old."""
+    shift = 0
+    for m in pattern.finditer(old):
+        start, n = m.start() + shift, len(m.expand(repl))
+        if p < start:
+            break
+        if p < start + n:
+            return m.start() + min(p - start, len(m.group(0)))
+        shift += n - len(m.group(0))
+    return p - shift
+
+
+def _in_text(text: str, p: int) -> int:
+    """Where position p of _plain(text) lies in the text itself."""
+    t1 = _ANNOT.sub("", text)
+    t2 = _OF_FRAC.sub(r"\1*", t1)
+    p = _unsub(_OF_PCT, r"\1/100*", t2, p)
+    p = _unsub(_OF_FRAC, r"\1*", t1, p)
+    return _unsub(_ANNOT, "", text, p)
 
 
 def evidence_span(output: str, evidence: str) -> tuple[int, int] | None:
-    """Where a keyphrase's evidence (a whitespace-collapsed snippet) sits in the output."""
-    words = (evidence or "").split()
-    if not words:
+    """Where a keyphrase's evidence sits in the output: the first place the output has it
+    exactly on word boundaries, else (evidence written by an older analyzer, with its
+    spaces collapsed and words cut) the place its words are, widened to whole words."""
+    output, evidence = output or "", (evidence or "").strip()
+    if not evidence:
         return None
-    m = re.search(r"\s+".join(map(re.escape, words)), output or "")
-    return (m.start(), m.end()) if m else None
+    i = output.find(evidence)
+    while i >= 0:
+        if _widen(output, i, i + len(evidence)) == (i, i + len(evidence)):
+            return i, i + len(evidence)
+        i = output.find(evidence, i + 1)
+    m = re.search(r"\s+".join(map(re.escape, evidence.split())), output)
+    return _widen(output, m.start(), m.end()) if m else None
 
 
 # -- checks ------------------------------------------------------------------------------
@@ -271,7 +378,7 @@ def _arithmetic(c: _Case) -> list[Finding]:
             kind = _OPS[s["ops"][0]] if len(set(s["ops"])) == 1 else "multi-operation arithmetic"
             found.append((0, f"{kind} error: {s['expr']} given as {show(s['claimed'])} "
                              f"instead of {show(s['true'])}",
-                          _snip(c.output, s["at"])))
+                          _snip(c.output, s["pos"])))
     return found
 
 
@@ -284,7 +391,7 @@ def _wrong_operation(c: _Case) -> list[Finding]:
                     and s["ops"] != r["ops"] and s["true"] is not None):
                 found.append((1, f"used {_OPS[s['ops'][0]]} instead of {_OPS[r['ops'][0]]} "
                                  f"on {show(r['operands'][0])} and {show(r['operands'][1])}",
-                              _snip(c.output, s["at"])))
+                              _snip(c.output, s["pos"])))
                 break
     return found
 
@@ -296,12 +403,13 @@ def _loop_or_cut(c: _Case) -> list[Finding]:
     truncated = bool(c.completion_tokens and max_new and c.completion_tokens >= max_new)
     rep = _repetition(output)
     if rep:
-        found.append((0, f"repetition loop: repeats \"{rep[0][:40]}\" {rep[1]} times", rep[0][:80]))
+        found.append((0, f"repetition loop: repeats \"{rep[0][:40]}\" {rep[1]} times",
+                      _phrase_span(output, rep[0])))
     if truncated:
         found.append((1 if rep else 0,
                       f"output truncated at the {max_new}-token limit"
                       + (" before a final answer" if "answer is" not in output.lower() else ""),
-                      output[-80:]))
+                      _tail(output)))
     return found
 
 
@@ -310,9 +418,10 @@ def _no_answer(c: _Case) -> list[Finding]:
     if not c.output.strip():
         return [(0, "empty output", "")]
     if c.pred is None:
-        return [(0, "no final answer stated", c.output[-80:])]
+        return [(0, "no final answer stated", _tail(c.output))]
     if c.p is None:
-        return [(1, f"final answer \"{c.pred[:30]}\" is not a number", c.pred[:80])]
+        return [(1, f"final answer \"{c.pred[:30]}\" is not a number",
+                 _answer_span(c.output, c.pred))]
     return []
 
 
@@ -327,21 +436,21 @@ def _wrong_answer_shape(c: _Case) -> list[Finding]:
     if k:
         found.append((1, f"stopped early: final answer {show(p)} is the result of step {k} "
                          f"of {len(ref_vals)}" + (f" ({c.topic})" if c.topic else ""),
-                      f"answer {show(p)}, reference {show(ref)}"))
+                      _answer_span(c.output, c.pred)))
     elif p in c.q_nums:
         found.append((1, f"final answer copies the given quantity {show(p)} from the question",
-                      f"answer {show(p)}, reference {show(ref)}"))
+                      _answer_span(c.output, c.pred)))
     elif ref and p / ref in (10, 100, 1000, Fraction(1, 10), Fraction(1, 100),
                              Fraction(1, 1000)):
         found.append((1, f"scale error: answer {show(p)} is {show(p / ref)} times the "
-                         f"correct {show(ref)}", f"answer {show(p)}"))
+                         f"correct {show(ref)}", _answer_span(c.output, c.pred)))
     elif p == -ref:
         found.append((1, f"sign error: answer {show(p)} instead of {show(ref)}", ""))
     hit = [v for v in ref_vals[:-1] if v in set(numbers_in(c.output))]
     if hit and not k and len(ref_vals) > 1:
         found.append((2, f"wrong final step after correct intermediate value {show(hit[-1])}: "
                          f"{show(p)} instead of {show(ref)}",
-                      f"intermediate {show(hit[-1])} found in output"))
+                      _number_span(c.output, hit[-1])))
     return found
 
 
@@ -361,7 +470,7 @@ def _grounding(c: _Case) -> list[Finding]:
             if o not in known and o.denominator == 1 and o > 12:
                 found.append((2, f"ungrounded quantity {show(o)} used in {s['expr']} "
                                  f"(not in the question or earlier steps)",
-                              _snip(output, s["at"])))
+                              _snip(output, s["pos"])))
                 break
         known.add(s["claimed"])
         if s["true"] is not None:
@@ -378,13 +487,13 @@ def _grounding(c: _Case) -> list[Finding]:
 def _fallback(c: _Case) -> Finding:
     """When no check found anything: a wrong result, with how much of it could be checked."""
     if c.p is None or c.ref is None:
-        return (4, "wrong final answer with no checkable steps", c.output[-80:])
+        return (4, "wrong final answer with no checkable steps", _tail(c.output))
     checked = [x for x in c.steps if x["true"] is not None]
     how = ((f"though its {len(checked)} arithmetic steps check out" if len(checked) > 1
             else "though its one arithmetic step checks out") if checked
            else "with no checkable arithmetic")
     return (4, f"wrong result {show(c.p)} instead of {show(c.ref)} {how}"
-            + (f" ({c.topic})" if c.topic else ""), c.output[-80:])
+            + (f" ({c.topic})" if c.topic else ""), _tail(c.output))
 
 
 # In this order; ties in priority keep it.

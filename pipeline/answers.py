@@ -34,7 +34,9 @@ MAX_LEN = 300  # longer "answers" are not answers; they only feed sympy patholog
 # A minus sign counts only where it cannot be a hyphen ("pages 12-15" ends in 15, not -15).
 _MINUS = r"(?:(?<![\w)])-)?"
 _NUMBER = _MINUS + r"\$?\s?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|" + _MINUS + r"\$?\.\d+"
-_ANSWER_IS = re.compile(r"(?:final\s+)?answer\s+is\s*:?\s*", re.I)
+# "The answer is", "The final answer is:", "The answer to this math word problem is".
+_ANSWER_IS = re.compile(r"(?:final\s+)?answer(?:\s+to\s+(?:this|the)(?:\s+[a-z]+){0,3}?\s+"
+                        r"(?:problem|question))?\s+is\s*:?\s*", re.I)
 _LAST_NUM = re.compile(_NUMBER)
 # "B", "(B)", "B." and "(b) 7" are choice letters; a bare lowercase "e" is Euler's number.
 _CHOICE = re.compile(r"^\(?([A-E])\)?[.:]?$|^\(?([A-Ea-e])\)(?:\s.*)?$")
@@ -102,32 +104,75 @@ def _first_line(s: str) -> str:
     return out
 
 
-# The end of a sentence: a full stop, then space and a capital letter (not "3.5", "e.g.").
-_SENTENCE_END = re.compile(r"(?<=[^\s.])\.\s+(?=[A-Z])")
-# Plain arithmetic that ends in its result: "9 * 8 = 64" answers 64 (no letters: "x = 5"
-# and "m = 100 \times .001" are answers as written).
-_CALC = re.compile(r"^[-\d\s.,$+*/×()^]+=\s*(?P<result>[-\d\s.,$/]+?)\s*$")
+# The end of a sentence: a full stop, then space and a capital letter or a digit ("64.
+# Diego's total", "6. 6 minutes is 2 pages"; not "3.5", "e.g.").
+_SENTENCE_END = re.compile(r"(?<=[^\s.])\.\s+(?=[A-Z\d])")
+# A number as a result: "64", "$1,200", "-0.5", "3/4", "25%".
+_RESULT = r"-?\$?\s?\d+(?:,\d{3})*(?:\.\d+)?(?:\s*/\s*\d+)?%?(?![.,/]?\d)"
+# Plain arithmetic, or a chain of it, that ends in its result: "9 * 8 = 64", "5 x 5 = 25
+# eggs", "100 * 5 * 8 = 100 * 12 = 1200" answer 64, 25 and 1200 (a unit or words after the
+# result are left out). No letters but an "x" between numbers: "x = 5", "2x = 10" and
+# "m = 100 \times .001" are answers as written. One character per step (no two ways to
+# read a space), so a long chain with no result fails at once.
+_ARITH = r"(?:[-\d\s.,$+*/×()^%]|(?<=[\d\s])x(?=\s*\$?\d))+"
+_CALC = re.compile(rf"^{_ARITH}(?:={_ARITH})*=\s*(?P<result>{_RESULT})"
+                   r"(?:[\s,;:]*[a-zA-Z(][^=]*)?$")
+# An answer cut off mid-way: it ends in an operator, "^", "_", a backslash or "(", or
+# leaves a brace open ("11 - 2 =", "3^", "16 x^{", "$2 \\").
+_CUT = re.compile(r"[-=+*/×^_\\(]\s*$")
+# A numbered list item: "7. To find ...", "2) Then" (a number of one or two digits).
+_LIST_ITEM = re.compile(r"(?m)^([ \t]*)\d{1,2}[.)](?=[ \t]+\S)")
 # A value alone: a number with at most one word after it ("64", "5 dollars", "$1,200").
 _VALUE = re.compile(r"^-?\$?\s?\d[\d,]*(?:\.\d+)?(?:\s+[a-zA-Z]+)?$")
+# A full stop or space at the end (not the "." of LaTeX's "\right.").
+_END = re.compile(r"(?<!\\right)(?<!\\left)[.\s]+$")
+
+
+def _words(s: str) -> int:
+    """Words of two letters or more, LaTeX math, commands and braced arguments aside."""
+    t = re.sub(r"\$[^$]*\$|\\[a-zA-Z]+", " ", s)
+    while re.search(r"\{[^{}]*\}", t):
+        t = re.sub(r"\{[^{}]*\}", " ", t)
+    return len(re.findall(r"\b[a-zA-Z]{2,}\b", t))
+
+
+def _unwrap(s: str) -> str:
+    """An answer without its full stop and its math delimiters: "$30$." is 30; "(A)
+    $f(-6)=0$" stays."""
+    s = _END.sub("", s.strip())
+    if s.startswith("$") or s.count("$") == 1:
+        s = _END.sub("", s.strip("$").strip())
+    return s
 
 
 def _clean_tail(s: str) -> str:
+    """The final answer in the text after "the answer is": a number, an expression, a
+    choice letter or a LaTeX value, not a sentence around a number; "" when there is none.
+    An answer with no number in it ("There is no solution") stays as written."""
     s = _first_line(s) if s.strip() else ""
     s = s.strip().strip("*").strip()
     b = _last_boxed(s)
     if b is not None:
         return b.strip()
-    s = re.sub(r"^\$+|\$+$", "", s).strip()
+    s = _unwrap(s)
     # the answer is its first sentence when that sentence is a value or a calculation
-    # ("64. Diego's total is ...", "9 * 8 = 64. So ..."); prose answers stay whole
-    first = _SENTENCE_END.split(s, maxsplit=1)[0].rstrip(".").strip()
-    if _CALC.match(first):
-        return _CALC.match(first).group("result").strip()
-    if first != s.rstrip(".").strip() and _VALUE.match(first):
+    # ("64. Diego's total is ...", "6. 6 minutes is 2 pages", "9 * 8 = 64. So ...")
+    first = _unwrap(_SENTENCE_END.split(s, maxsplit=1)[0])
+    m = _CALC.match(first)
+    if m:
+        return re.sub(r"[$\s]", "", m.group("result"))
+    if first != s and _VALUE.match(first):
         return first
-    if re.search(r"[=+*/×-]\s*$", s):  # cut off mid-equation: no answer
+    braces = s.replace("\\{", "").replace("\\}", "")  # "\left\{ ... \right." is closed
+    if _CUT.search(s) or braces.count("{") > braces.count("}"):  # cut off mid-way
         return ""
-    return s.rstrip(".").strip()
+    # a number, then a sentence with no other number: the number ("75% of the toys are
+    # not painted red"; "236 adult, 342 child" stays)
+    m = re.match(_RESULT, s)
+    rest = s[m.end():] if m else ""
+    if rest[:1].isspace() and not re.search(r"\d", rest) and _words(rest) >= 2:
+        return re.sub(r"[$\s]", "", m.group(0))
+    return s
 
 
 def extract_answer(text: str) -> tuple[str | None, str]:
@@ -139,16 +184,31 @@ def extract_answer(text: str) -> tuple[str | None, str]:
         if tail:
             return tail.splitlines()[0].strip(), "####"
     matches = list(_ANSWER_IS.finditer(text))
+    b = _last_boxed(text)
     if matches:  # the text after the last "answer is", even with two on one line
-        ans = _clean_tail(text[matches[-1].end():])
+        tail = text[matches[-1].end():]
+        # "The answer is:" then a numbered step on the next line ("7. To find ...") states
+        # no answer; nor does a last "answer is" cut off mid-way ("The answer is 3^") or
+        # with nothing after it: then there is no final answer, not some earlier number
+        ans = ("" if "\n" in matches[-1].group(0) and _LIST_ITEM.match(tail)
+               else _clean_tail(tail))
         if ans:
             return ans, "answer_is"
-    b = _last_boxed(text)
+        if b is None or not b.strip():
+            return None, "none"
     if b is not None and b.strip():
         return b.strip(), "boxed"
-    if re.search(r"[=+*/×]\s*$", text):  # cut off mid-equation: its last number is no answer
+    # cut off mid-equation ("... = $236 - ", "= z + \frac{1"): its last number is no answer
+    if re.search(r"(?:[=+*/×^]|[\s\d]-)\s*$|(?:\\(?!boxed|fbox)[a-zA-Z]+|[\^_])\{[^{}]*$",
+                 text):
         return None, "none"
-    nums = _LAST_NUM.findall(text)
+    # numbers that only number a list ("7. To find ...") are not answers
+    body = _LIST_ITEM.sub(r"\1", text)
+    if re.search(r"[A-Za-z]\s*$", text):
+        # cut off mid-sentence ("... the maximum value of"): a number before the sentence
+        # it was writing is no answer
+        body = re.split(r"(?<=[.!?:])\s+|\n", body.rstrip())[-1]
+    nums = _LAST_NUM.findall(body)
     if nums:
         return nums[-1].replace("$", "").replace(" ", ""), "last_number"
     return None, "none"
