@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline import config, llm_cluster, taxonomy
+from pipeline import config, llm_cluster, review, taxonomy
 from pipeline.embed import MODEL_NAME, embed
 from pipeline.lineage import match
 from pipeline.params import Params, param
@@ -173,7 +173,9 @@ def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str 
     aid = analysis_id or store.latest_analysis()
     if aid is None:
         raise ValueError("no keyphrases yet: run `sei analyze` first")
-    kps = store.keyphrases(aid)
+    # a case a reviewer judged right is no bad case (pipeline/review.py)
+    right = review.overridden_to_correct(store)
+    kps = [k for k in store.keyphrases(aid) if k["case_id"] not in right]
     if len(kps) < max(5, p.min_cluster_size):
         raise ValueError(f"analysis {aid} has {len(kps)} keyphrases; need at least "
                          f"{max(5, p.min_cluster_size)} to cluster")

@@ -214,3 +214,31 @@ def counts(items: list[dict]) -> dict[str, int]:
         for x in r["reasons"]:
             out[x["code"]] += 1
     return out
+
+
+def point_verdicts(store: Store, points: list[dict]) -> dict[int, str]:
+    """What the Error map colours keyphrases by under "verdict" (kp_id -> label): their
+    case's verdict as reviewed ("overridden to correct", "confirmed wrong"), else doubtful
+    with its first reason, else "wrong"."""
+    by_key = {r["key"]: r for r in _items(store)}
+    cases = {c["case_id"]: "/".join(key_of(c)) for c in store.bad_cases()}
+    out = {}
+    for p in points:
+        r = by_key.get(cases.get(p["case_id"]))
+        if r is None:
+            out[p["kp_id"]] = "wrong"
+        elif r["decision"]:
+            out[p["kp_id"]] = f"{r['decision']} {_WORD[r['verdict']]}"
+        elif r["reasons"]:
+            out[p["kp_id"]] = f"doubtful: {r['reasons'][0]['text']}"
+        else:
+            out[p["kp_id"]] = "wrong"
+    return out
+
+
+def overridden_to_correct(store: Store) -> set[int]:
+    """Bad-case ids a person judged right: no clustering places their keyphrases."""
+    ov = overrides(store)
+    if not ov:
+        return set()
+    return {c["case_id"] for c in store.bad_cases() if ov.get(key_of(c)) is True}

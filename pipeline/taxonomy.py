@@ -562,13 +562,13 @@ def dots(tax: Taxonomy, show_excluded: bool = False) -> list[dict]:
     return list(out.values())
 
 
-COLOUR_BY = ("type", "dataset", "analyzer")
+COLOUR_BY = ("type", "dataset", "analyzer", "verdict")  # verdict: review.point_verdicts
 
 
 def point_attribute(tax: Taxonomy, by: str) -> dict[int, str]:
     """What the map can colour keyphrases by besides their type: the dataset of their
     bad case, or the analyzer (instructor or offline) that wrote them."""
-    if by not in COLOUR_BY[1:]:
+    if by not in ("dataset", "analyzer"):
         raise ValueError(f"cannot colour by {by!r}; one of {', '.join(COLOUR_BY)}")
     return {p["kp_id"]: str(p[by]) for p in tax.points}
 

@@ -298,3 +298,33 @@ def test_reasons_on_the_real_model_outputs(prepared):
     assert first not in {r["id"] for r in review.queue(prepared)}
     taxonomy.undo(prepared)
     assert first in {r["id"] for r in review.queue(prepared)}
+
+
+def test_the_map_colours_by_verdict_and_a_new_clustering_leaves_out_cases_judged_right(
+        clustered):
+    """On the clustered store of real outputs: colour by verdict names each point's case
+    as the review left it; a re-clustering places no keyphrase of a case overridden to
+    correct, and keeps the one a person confirmed wrong."""
+    from pipeline.cluster import ClusterParams, cluster
+
+    tax = taxonomy.current(clustered)
+    wrong_cases = [c for c in clustered.bad_cases()
+                   if c["case_id"] in {p["case_id"] for p in tax.points}]
+    a, b = wrong_cases[0], wrong_cases[1]
+    review.override(clustered, "/".join(review.key_of(a)), True)
+    review.confirm(clustered, "/".join(review.key_of(b)))
+    colours = review.point_verdicts(clustered, tax.points)
+    assert set(colours) == {p["kp_id"] for p in tax.points}
+    for p in tax.points:
+        want = ("overridden correct" if p["case_id"] == a["case_id"] else
+                "confirmed wrong" if p["case_id"] == b["case_id"] else None)
+        if want is None:
+            assert colours[p["kp_id"]] == "wrong" or colours[p["kp_id"]].startswith(
+                "doubtful: ")
+        else:
+            assert colours[p["kp_id"]] == want
+    assert "overridden correct" in colours.values()
+    meta = cluster(clustered, ClusterParams(min_cluster_size=4))
+    cases = {r["case_id"] for r in clustered.cluster_points(meta["clustering_id"])}
+    assert a["case_id"] not in cases and b["case_id"] in cases
+    assert cases == {p["case_id"] for p in tax.points} - {a["case_id"]}

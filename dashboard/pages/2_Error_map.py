@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 from map_actions import MapActions
 
-from pipeline import instructor, jobs, llm_cluster, search, taxonomy
+from pipeline import instructor, jobs, llm_cluster, review, search, taxonomy
 from pipeline.cluster import ClusterParams, agreement
 
 s = common.header("Error map")
@@ -135,7 +135,8 @@ with left:
     fig = common.build_map_figure(
         tax, show_excluded=show_excl, mark=mark, view=view_box(zoom),
         hits=hits.kp_ids() if hits else None, colour_by=colour_by,
-        attr=None if colour_by == "type" else taxonomy.point_attribute(tax, colour_by))
+        attr=None if colour_by == "type" else review.point_verdicts(s, tax.points)
+        if colour_by == "verdict" else taxonomy.point_attribute(tax, colour_by))
     st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso", "points"),
                     key="map", width="stretch")
     if hits:
