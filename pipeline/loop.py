@@ -27,7 +27,7 @@ from pipeline.params import Params, param
 from pipeline.progress import Progress, no_progress, scaled
 from pipeline.select import SelectParams, select
 from pipeline.store import Store
-from pipeline.synthesize import SynthParams, synthesize
+from pipeline.synthesize import SynthParams, none_kept, synthesize
 from pipeline.target import GenParams
 from pipeline.train import TrainParams, train
 
@@ -217,6 +217,8 @@ def iterate(store: Store, p: LoopParams, progress: Progress = no_progress) -> di
             taxonomy.freeze(store, i, p.mode, p.resolved())
         model, adapter = resolve.model_for(store, i)
         syn = synthesize(store, p.stage("synthesize", iteration=i), bar(k0 + 3))
+        if why := none_kept(store, i):
+            raise ValueError(why)
         arms = _arms(store, i, p, model, adapter, [bar(k0 + 4), bar(k0 + 5), bar(k0 + 6)])
         store.set_iteration_status(i, "done")
         out["iterations"].append({"iteration": i, "batch_id": syn["batch_id"], "arms": arms})

@@ -413,6 +413,37 @@ def synthesize(store: Store, p: SynthParams, progress: Progress = no_progress,
             "failed_calls": failures, "unreached": unreached(it, types)}
 
 
+def none_kept(store: Store, iteration: int) -> str | None:
+    """Why an iteration's synthesis kept no candidate, in a sentence with counts by reason
+    and what to do; None when it kept some (or made none)."""
+    import re
+    from collections import Counter
+
+    cands = store.candidates(iteration=iteration)
+    if not cands or any(c["status"] == "kept" for c in cands):
+        return None
+    def kind(c: dict) -> str:
+        if c["status"] == "near_duplicate":
+            return "near-duplicates (Rouge-L at or above the novelty filter)"
+        if (c["reason"] or "").startswith("no offline recipe"):
+            return "with no offline recipe (not a demo template, no <<expr=value>> steps)"
+        return re.sub(r"\d[\d.,]*", "N", c["reason"] or c["status"])
+
+    by = Counter(kind(c) for c in cands)
+    parts = "; ".join(f"{n} {r}" for r, n in by.most_common(6))
+    offline = all(c["synthesizer"] == "offline" for c in cands)
+    hint = ("The offline synthesizer varies the numbers of a problem whose steps are "
+            "annotated (<<expr=value>>): on real data such variants are near-duplicates of "
+            "their source by construction, and it has no recipe for other problems (MATH). "
+            "Configure an instructor (SEI_INSTRUCTOR_MODEL, OPENAI_BASE_URL; Settings page), "
+            "or, for an offline trial run, lift the novelty filter "
+            "(-p synthesize.novelty=0.99, recorded as a deviation)." if offline else
+            "See the candidates' reasons (`sei candidates --status rejected`, or the "
+            "Synthesis page).")
+    return (f"iteration {iteration}: synthesis kept none of its {len(cands)} candidates "
+            f"({parts}). {hint}")
+
+
 def unreached(it: dict, types: list[dict]) -> dict:
     """Bad cases of the iteration's taxonomy that a batch over `types` cannot draw from,
     by reason, with a sentence each: cases whose keyphrases are all noise (HDBSCAN put them

@@ -169,3 +169,29 @@ assert "torch" not in sys.modules and "transformers" not in sys.modules
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert tr._finished(None) is None
+
+
+def test_a_synthesis_that_kept_nothing_says_why_and_what_to_do(tmp_path):
+    """Issue 21's real-data run: offline synthesis on GSM8K + MATH kept none of 64 (its
+    numeric variants are near-duplicates, MATH has no recipe), and the loop said only
+    "run `sei synthesize` first". It now says why, by reason, and what to do."""
+    from pipeline.store import Store
+    from pipeline.synthesize import none_kept
+
+    s = Store(tmp_path / "sei.duckdb")
+    rows = ([{"status": "near_duplicate", "reason": f"Rouge-L 0.9{i} >= 0.7"} for i in range(3)]
+            + [{"status": "rejected", "reason": f"no offline recipe for math/train-{i}: not a "
+                "demo template and no <<expr=value>> steps"} for i in range(2)]
+            + [{"status": "rejected", "reason": "variant: unexplained literal 60 in step 1"}])
+    s.add_candidates([dict(r, slot=f"b/1/{i}", batch_id="b", iteration=1,
+                           synthesizer="offline") for i, r in enumerate(rows)])
+    why = none_kept(s, 1)
+    assert why.startswith("iteration 1: synthesis kept none of its 6 candidates (3 "
+                          "near-duplicates (Rouge-L at or above the novelty filter); 2 with "
+                          "no offline recipe")
+    assert "1 variant: unexplained literal N in step N" in why
+    assert "-p synthesize.novelty=0.99" in why and "SEI_INSTRUCTOR_MODEL" in why
+    assert none_kept(s, 2) is None  # nothing made: nothing to explain
+    s.add_candidates([{"slot": "b/1/9", "batch_id": "b", "iteration": 1, "status": "kept",
+                       "synthesizer": "offline"}])
+    assert none_kept(s, 1) is None
