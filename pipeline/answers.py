@@ -443,35 +443,98 @@ def _result(a: str) -> str:
 # "The answer is 42." + " " or "\n", "#### 7\n", "answer is $3.50 each". A model may also
 # write its answer as a computation ("The answer is 8 * 7 = 56."): the answer then runs to
 # the end of the expression, which the judge reads as its result (56), so a cut must not
-# fall after the "8".
-_FINAL = re.compile(r"(?:answer\s+is|####)\s*:?\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?)",
-                    re.I)
+# fall after the "8". An answer that goes on as LaTeX or algebra ("10 x^{2} + 3", "3^{4}",
+# "45\pi", "12k", "2 + x") is no number: the judge reads its whole line, so it is complete
+# only where that line ends (a cut after "10 x^{" was an answer cut in two).
+_FINAL = re.compile(r"(?:answer\s+is|####)\s*:?\s*(?P<ans>\$?\s*(-?\d[\d,]*(?:\.\d+)?"
+                    r"(?:\s*/\s*\d+)?(?:\\?%)?))", re.I)
 _NUM = r"\$?\s*-?\d[\d,]*(?:\.\d+)?"
 _MORE = re.compile(rf"(?:[ \t]*[-+*/×x=][ \t]*{_NUM})+")
 _GROWING = re.compile(r"[ \t]*(?:[-+*/×x=][ \t]*\$?[ \t]*-?)?")
+# Words of one or two letters that may follow a number in a sentence or as its unit ("5 cm",
+# "12 in all"); any other ("x", "xy", "pi") is a variable or a function.
+_SHORT_WORDS = frozenset("cm mm km kg mg ml ft in mi hr yd lb oz am pm of is or to at as on by "
+                         "so if an it we be no do up".split())
+_FUNCTIONS = frozenset("sqrt sin cos tan cot sec csc log ln exp mod".split())
+_MATH_AFTER = "\\^_{([!'"          # a LaTeX command, power, index, brace, bracket, factorial
+_OPERATORS = "-+*/×÷=<>·"
+
+
+def _goes_on(rest: str) -> str | None:
+    """What the text after an answer's number (and its computation) says of it: "end"
+    (complete there), "stop" (complete after a full stop), "skip" (the number goes on:
+    "1,200", "7.5"), "math" (LaTeX or algebra goes on: complete at the end of its line), or
+    None while that cannot be told yet."""
+    body = rest.lstrip(" \t")
+    if not body:
+        return None
+    spaced, d = body != rest, body[0]
+    if d in "\r\n$":
+        return "end"
+    if not spaced and d in "0123456789,/":
+        return "skip"
+    if not spaced and d == ".":
+        return None if len(body) < 2 else "skip" if body[1].isdigit() else "stop"
+    if d.isalpha():
+        word = re.match(r"[A-Za-z]+", body)
+        after = body[word.end():] if word else body[1:]
+        w = word.group(0).lower() if word else d
+        if not spaced or w in _FUNCTIONS or (after[:1] and after[0] in _MATH_AFTER):
+            return "math"   # "12k", "2x - 1", "2 sqrt(3)", "10 xy^{2}"
+        if len(w) >= 3:
+            return "end"    # "7.5 apples", "5 xylophones", "$3.50 each"
+        if not after:
+            return None     # " x" may be "x^{2}" or "xylophones"
+        return "end" if w in _SHORT_WORDS else "math"
+    if d in _MATH_AFTER or (spaced and d.isdigit()):
+        return "math"
+    if d in _OPERATORS:  # "2 + x", "10 - \frac": more than a number follows
+        e = body[1:].lstrip(" \t")
+        if not e:
+            return None
+        return "math" if e[0].isalpha() or e[0] in "\\({[" else "end"
+    return "end"
+
+
+def _line_end(text: str, start: int) -> int | None:
+    """Where the answer that starts at `start` ends as the judge reads it (_first_line): at
+    the newline after its line, once the delimiters it opened are closed and the next line
+    cannot carry it on ("$y_1 = 2$" then "$y_2 = 3$"); None while that cannot be told."""
+    out, i = "", start
+    while True:
+        nl = text.find("\n", i)
+        if nl < 0:
+            return None
+        out += text[i:nl]
+        if not _open(out):
+            if not (re.search(r"\$\s*[,;]?\s*$", out) and out.lstrip().startswith("$")):
+                return nl
+            nxt = re.match(r"[^\S\n]*(\S)", text[nl + 1:])
+            if nxt is None and "\n" not in text[nl + 1:]:
+                return None
+            if nxt is None or nxt.group(1) != "$":
+                return nl
+        out += "\n"
+        i = nl + 1
 
 
 def final_answer_end(text: str) -> int | None:
     """End offset of the first complete final answer ("The answer is N", "#### N", "The
-    answer is 8 * 7 = 56"), or None while it may still be growing. Generation can stop
-    there; judging text cut at this offset gives the same verdict whether or not
-    generation went on."""
+    answer is 8 * 7 = 56", "The answer is 10 x^{2} + 1" at the end of its line), or None
+    while it may still be growing. Generation can stop there; judging text cut at this
+    offset gives the same verdict whether or not generation went on."""
     for m in _FINAL.finditer(text):
         more = _MORE.match(text, m.end())  # "8 * 7 = 56": the answer is the whole expression
         end = more.end() if more else m.end()
         rest = text[end:]
         if _GROWING.fullmatch(rest):
             return None  # "8", "8 ", "8 *", "8 * -": the expression may go on
-        c = rest[0]
-        if c in "0123456789,/":
+        how = _goes_on(rest)
+        if how == "skip":
             continue
-        if c == ".":
-            if len(rest) < 2:
-                return None
-            if rest[1].isdigit():
-                continue
-            return end + 1
-        return end
+        if how == "math":
+            return _line_end(text, m.start("ans"))
+        return None if how is None else end + (how == "stop")
     return None
 
 

@@ -173,8 +173,7 @@ def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str 
     aid = analysis_id or store.latest_analysis()
     if aid is None:
         raise ValueError("no keyphrases yet: run `sei analyze` first")
-    # a case a reviewer judged right is no bad case (pipeline/review.py)
-    right = review.overridden_to_correct(store)
+    right = review.overridden_to_correct(store)  # a case a reviewer judged right: no bad case
     kps = [k for k in store.keyphrases(aid) if k["case_id"] not in right]
     if len(kps) < max(5, p.min_cluster_size):
         raise ValueError(f"analysis {aid} has {len(kps)} keyphrases; need at least "

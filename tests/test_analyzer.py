@@ -160,6 +160,52 @@ def test_restating_a_phrase_is_not_a_repetition_loop():
                                 'liters, so" 2 times')
 
 
+def test_defects_of_the_fresh_hand_checked_sample():
+    """The defects the fresh sample named (tests/data/hand_checked_outputs.json, the
+    'defect' of each wrong label), each on a hand-made output."""
+    def final_step(out):
+        return [p for p in phrases(out) if p.startswith("wrong final step")]
+    # a list's numbering and an "a / b" inside a calculation are not values reached
+    assert final_step("1. We cut it.\n60. The answer is 50.") == []
+    assert final_step("The answer is 120 / 2 = 50.") == []
+    assert final_step("We have 60 feet. The answer is 50.") != []
+    # a restated answer line is no loop; three times is one
+    said = "The answer is 20 * 3 - 9 = 50 feet.\n"
+    assert not any(p.startswith("repetition loop") for p in phrases(said + "So.\n" + said))
+    assert any(p.startswith("repetition loop") for p in phrases(said * 3))
+    # a number with its unit is a number
+    assert not any("is not a number" in p for p in phrases("The answer is 50 feet."))
+    # steps with units are checked; different units added or taken away are not read
+    out = "20 yards * 3 feet = 60 feet, then 60 feet - 9 feet = 50 feet. The answer is 50."
+    assert "subtraction error: 60-9 given as 50 instead of 51" in phrases(out)
+    assert steps_in("20 yards - 9 feet = 11 feet") == []
+    out = "Yara makes $5 per hour * 5 hours = 25 hours * $5 = $125. The answer is 125."
+    assert [(s["expr"], s["claimed"], s["true"]) for s in steps_in(out)] == [
+        ("25*$5", 125, 125)]
+    assert not any(p.startswith("ungrounded quantity 25") for p in phrases(out))
+    # a given quantity is not a correct intermediate value unless the output computes it
+    q = "Ann picks 4 bags of 5 apples and buys 20 more. How many apples does she have?"
+    sol = "4*5 = <<4*5=20>>20.\n20+20 = <<20+20=40>>40.\n#### 40"
+    texts = [k["text"] for k in analyze_case(q, sol, "40", "She buys 20 apples, so 20 * 3 = "
+                                             "60. The answer is 60.", "60", 30, 256)]
+    assert not any(t.startswith("wrong final step") for t in texts), texts
+    texts = [k["text"] for k in analyze_case(q, sol, "40", "4 * 5 = 20 apples, 20 * 3 = 60. "
+                                             "The answer is 60.", "60", 30, 256)]
+    assert any(t.startswith("wrong final step after correct intermediate value 20")
+               for t in texts), texts
+    # an answer computed by a correct step is no copy, though a given quantity has its value
+    q = ("Sara buys shoes for $50 and a dress for $200. Rachel spends twice as much. How "
+         "much does Rachel spend?")
+    sol = ("50*2 = <<50*2=100>>100.\n200*2 = <<200*2=400>>400.\n"
+           "100+400 = <<100+400=500>>500.\n#### 500")
+    out = "We add $50 and $200, which equals $100. Dividing $100 by 2 gives $50. The answer is 50."
+    texts = [k["text"] for k in analyze_case(q, sol, "500", out, "50", 40, 256)]
+    assert "addition error: 50+$200 given as 100 instead of 250" in texts
+    assert not any(t.startswith("final answer copies") for t in texts), texts
+    texts = [k["text"] for k in analyze_case(q, sol, "500", "The answer is 50.", "50", 9, 256)]
+    assert "final answer copies the given quantity 50 from the question" in texts
+
+
 def test_precision_on_hand_checked_keyphrases():
     """Keyphrases of real bad cases checked by hand (tests/data/analyzer_precision.json):
     every one judged wrong stays gone, every one judged right is still written."""

@@ -23,7 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.answers import MAX_LEN, answers_equal, extract_answer, judge
+from pipeline.answers import (
+    MAX_LEN,
+    answers_equal,
+    cut_at_final_answer,
+    extract_answer,
+    final_answer_end,
+    judge,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -263,3 +270,56 @@ def test_math_verify_says_nothing_about_its_own_timeout(caplog):
         with ThreadPoolExecutor(1) as ex:
             assert ex.submit(judge, "The answer is 3/6.", "1/2").result()["correct"]
     assert not [r for r in caplog.records if r.name.startswith("math_verify")]
+
+
+# An evaluation run stops each row at its first complete final answer (final_answer_end).
+# Real MATH-500 and college-math outputs were stopped mid-answer when "10" in "The answer is
+# 10 x^{2}" was taken for a complete number (preds "3^", "16 x^{", "10x^", "2x - ", "$45\\",
+# "12k", "7 + 2" of "7 + 2i"): an answer that goes on as LaTeX or algebra is complete only at
+# the end of its line, which the judge reads whole. (Plain answers: tests/test_loop_units.py.)
+@pytest.mark.parametrize("prefix", [
+    "The answer is 10", "The answer is 10 x", "The answer is 10 x^", "The answer is 16 x^{",
+    "The answer is 16 x^{2}", "The answer is 3^", "The answer is 10x^", "The answer is 2x - ",
+    "The answer is $45\\", "The answer is $2 \\", "The answer is $2 x+", "The answer is 12k",
+    "The answer is: 7 + 2i", "The answer is $2a", "The answer is 2 + 2 + 3k",
+    "The answer is: \n$2x+", "The answer is 5 x^", "The answer is 10 - x",
+    "The answer is 2 sqrt(3)", "The answer is 10 xy", "The answer is 5!",
+    "The answer is $2 x+1$\n",          # the next line may be "$y = 3$", read with it
+    "The answer is 16 x^{\n",           # a brace still open
+])
+def test_an_answer_that_goes_on_as_latex_or_algebra_is_not_complete(prefix):
+    assert final_answer_end(prefix) is None
+
+
+@pytest.mark.parametrize("text,cut", [
+    ("The answer is 10 x^{2} + 3x.\nSo we are done.", "The answer is 10 x^{2} + 3x."),
+    ("The answer is 3^{4}\n\nNext", "The answer is 3^{4}"),
+    ("The answer is $45\\pi$ cm.\nNext", "The answer is $45\\pi$ cm."),
+    ("The answer is: 7 + 2i\nNext", "The answer is: 7 + 2i"),
+    ("The answer is 12k\n", "The answer is 12k"),
+    ("The answer is 10 - x\n", "The answer is 10 - x"),
+    ("The answer is $2 x+1$\n$y=3$\nNext", "The answer is $2 x+1$\n$y=3$"),
+    ("The answer is $2 x+1$\n\nNext", "The answer is $2 x+1$"),
+    ("The answer is 3, 5, 7\nNext", "The answer is 3, 5, 7"),
+])
+def test_an_answer_in_latex_or_algebra_ends_with_its_line(text, cut):
+    end = final_answer_end(text)
+    assert (text[:end] if end is not None else None) == cut
+    # the judge reads the same answer in the cut text as in the whole answer line
+    assert extract_answer(cut) == extract_answer(text.rsplit("\nNext", 1)[0])
+
+
+@pytest.mark.parametrize("text,cut", [
+    # plain answers still end at once
+    ("The answer is 42. So", "The answer is 42."),
+    ("The answer is 42\n", "The answer is 42"),
+    ("#### 7\n", "#### 7"),
+    ("The answer is $3.50 each", "The answer is $3.50"),
+    ("The answer is 8 * 7 = 56. Next", "The answer is 8 * 7 = 56."),
+    ("The answer is 18 cm.\n", "The answer is 18"),
+    ("The answer is 25%.\n", "The answer is 25%."),
+    ("The answer is 5 xylophones", "The answer is 5"),
+    ("The answer is 7 apples\n", "The answer is 7"),
+])
+def test_a_plain_answer_still_ends_at_once(text, cut):
+    assert cut_at_final_answer(text) == cut
