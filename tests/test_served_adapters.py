@@ -8,6 +8,7 @@ whose request log says which adapter answered each completion."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -520,3 +522,53 @@ def test_two_iterations_over_the_server_each_step_answered_by_its_model(
     sc = weights(train(store, resolve.models(store, "train", TrainParams(
         mode="scratch", **small)))["adapter_dir"])
     assert all(v.abs().sum() == 0 for k, v in sc.items() if "lora_B" in k)
+
+
+@pytest.mark.slow
+def test_a_cancelled_one_shot_job_resumes_without_rescoring_a_finished_candidate(looped, serve):
+    """Issue 24: a cancel lost all of a one-shot job's work. Scoring through the server
+    (its request log names each request's one-shot example by a digest): after a cancel
+    once two candidates are scored, the resumed job sends no request for a candidate
+    whose scores were stored, scores the rest, and finishes with every candidate."""
+    from pipeline import jobs
+    from pipeline.select import _demo_turns
+    from pipeline.target import DEFAULT_PROMPT, prompt_template
+
+    store, adapter = looped
+    server = serve()
+    params = {"iteration": 1, "method": "oneshot", "backend": "openai",
+              "base_url": server.url, "model": BASE, "adapter": adapter, "limit": 5,
+              "n_good": 2, "n_bad": 2, "max_new_tokens": 40, "seed": 7}
+    jid = jobs.submit(store, "select", params)
+    deadline = time.monotonic() + 600
+    sid = None
+    while True:
+        assert time.monotonic() < deadline, "no two candidates scored in 10 min"
+        job = store.job(jid)
+        assert job["status"] in ("queued", "running"), (job["status"], job["error"])
+        sels = [x for x in store.selections(1) if x["method"] == "oneshot"
+                and x["status"] == "running"]
+        sid = sels[-1]["selection_id"] if sels else sid
+        if sid and len(store.scored_cands(sid)) >= 2:
+            break
+        time.sleep(0.2)
+    jobs.cancel(store, jid, wait=120)
+    assert store.job(jid)["status"] == "cancelled"
+    before = store.scored_cands(sid)
+    n_log = len(server.log())
+    dev = len(store.dev_set(1))
+    assert 2 <= len(before) < 5 and dev == 4
+    # the digest the server logs for each candidate's one-shot example
+    tmpl = prompt_template(DEFAULT_PROMPT)
+    digest = {c["cand_id"]: hashlib.sha1(str(_demo_turns(c, tmpl)[0]["content"]).encode())
+              .hexdigest()[:12] for c in store.candidates(iteration=1, status="kept")}
+    asked = Counter(x["first"] for x in server.log()[:n_log])
+    finished = {digest[c] for c in before}
+    assert all(asked[h] >= dev for h in finished)  # each asked once per dev row (at least)
+    jobs.resume(store, jid)
+    assert jobs.wait(store, jid, timeout=600)["status"] == "succeeded"
+    after = server.log()[n_log:]
+    assert after, "the resumed job asked nothing"
+    assert not finished & {x["first"] for x in after}  # nothing scored again
+    assert len({x["first"] for x in after}) == 5 - len(before)
+    assert store.scored_cands(sid) >= before and len(store.scored_cands(sid)) == 5

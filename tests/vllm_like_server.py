@@ -19,7 +19,8 @@ LoRA adapters on top of it, greedily:
 Each completion request appends one JSON line to --log: {"model": the requested name,
 "adapter_dir": the adapter that answered, or null for the base model, "stop": the stop
 sequences it was sent (chat), "n_messages": how many chat messages (a one-shot prompt: 3),
-"path": the endpoint}.
+"first": a digest of the first message's text (a one-shot prompt's example), "path": the
+endpoint}.
 
     python tests/vllm_like_server.py --port 8000 --log /tmp/requests.jsonl \\
         --lora-modules it1=data/adapters/it1
@@ -28,6 +29,7 @@ sequences it was sent (chat), "n_messages": how many chat messages (a one-shot p
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import queue
 import sys
@@ -181,8 +183,13 @@ class Handler(BaseHTTPRequestHandler):
         name = body.get("model")
         if name not in self.models.dirs:
             return self._error(404, f"The model `{name}` does not exist.", "NotFoundError")
-        self._log(name, "chat/completions", stop=body.get("stop"),
-                  n_messages=len(body.get("messages") or []))
+        msgs = body.get("messages") or []
+        # "first": a digest of the first message (a one-shot prompt's example), so a test
+        # can tell which candidate a scoring request was for
+        first = hashlib.sha1(str(msgs[0].get("content")).encode()).hexdigest()[:12] \
+            if msgs else None
+        self._log(name, "chat/completions", stop=body.get("stop"), n_messages=len(msgs),
+                  first=first)
         max_tokens = int(body.get("max_tokens") or 16)
         out = self.models.complete(name, body["messages"], max_tokens)
         if "error" in out:
