@@ -7,6 +7,7 @@ import streamlit as st
 from pipeline import settings, views
 from pipeline.instructor import from_env
 from pipeline.loop import LoopParams
+from pipeline.presets import resolve
 from pipeline.target import GenParams
 
 s = common.header("SEI Studio")
@@ -84,3 +85,19 @@ if go:
                                     "batch_size": int(batch)}, "quickstart")
 if st.session_state.get("job-quickstart"):
     common.job_panel(s, ("quickstart",), "quickstart", latest=1)
+
+# -- or the whole loop at once ------------------------------------------------------------------
+st.subheader("Or the whole demo loop in one click")
+demo = resolve("demo", None, {"iterations": 1})
+est = views.iterate_estimate(s, demo)
+st.write("Base evaluation → extraction → keyphrases → error types → synthesis → one-shot and "
+         "random selection → training of both arms → evaluation: iteration 1 of the demo "
+         "preset, as one background job (finished stages are skipped). "
+         + (f"Estimate: ~{common.duration(60 * est['minutes'])} on this machine."
+            if est["parts"] else "Every stage of it has finished."))
+if st.button("Run the demo loop", key="demo_loop", type="primary"):
+    common.launch(s, "iterate", demo.resolved(), "demo_loop")
+if st.session_state.get("job-demo_loop"):
+    common.job_panel(s, ("iterate",), "demo_loop", latest=1)
+    common.page_link("Iterations", "See the accuracy chart on the Iterations page",
+                     ":material/insights:")

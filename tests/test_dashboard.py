@@ -363,3 +363,23 @@ def test_a_type_title_sits_on_its_densest_island_not_between_two():
     tx3 = np.concatenate([left, rng.normal(10, 0.3, 20), rng.normal(20, 0.3, 30)])
     i = common.dense_spot(tx3, rng.normal(0, 0.3, 70), bw=1.0)
     assert i >= 40  # a point of the largest island (the median is on the middle one)
+
+
+def test_overview_runs_the_whole_demo_loop_in_one_click(store):
+    """Issue 24, item 7: a fresh store to the accuracy chart in one click: the button
+    submits iteration 1 of the demo preset as one iterate job, shows its progress, and
+    links to the Iterations page."""
+    from pipeline.presets import resolve
+
+    at = ok(page("Overview.py"))
+    assert any("Estimate: ~" in m.value for m in at.markdown)
+    at.button(key="demo_loop").click().run()
+    ok(at)
+    [j] = store.jobs()
+    assert j["kind"] == "iterate"
+    assert j["params"] == json.loads(json.dumps(resolve("demo", None, {"iterations": 1})
+                                                .resolved()))
+    assert j["params"]["iterations"] == 1 and j["params"]["preset"] == "demo"
+    assert "started" in at.success[0].value
+    jobs.cancel(store, j["job_id"], wait=30)
+    assert store.job(j["job_id"])["status"] == "cancelled"
