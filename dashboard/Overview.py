@@ -67,7 +67,8 @@ if runs:
     st.caption("Each accuracy is one stored run: its manifest (model, weights hash, data hash, "
                "prompt, generation parameters, seed, code version) is in the runs table.")
 else:
-    st.info("No runs yet. Start with the quick start below, or `sei extract` in a shell.")
+    st.info("No runs yet. Start with the quick start below, or run the whole demo loop "
+            "(the button at the end of this page).")
 
 st.subheader("Quick start on the embedded default")
 st.write("Demo problems → extraction with the target model → error keyphrases → "

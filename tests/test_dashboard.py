@@ -383,3 +383,13 @@ def test_overview_runs_the_whole_demo_loop_in_one_click(store):
     assert "started" in at.success[0].value
     jobs.cancel(store, j["job_id"], wait=30)
     assert store.job(j["job_id"])["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("name", ["1_Bad_cases.py", "2_Error_map.py", "3_Review.py"])
+def test_an_empty_store_leads_to_the_page_that_fills_it_not_to_the_cli(store, name):
+    """Issue 22, item 7: every "do this first" is a link to the page that does it."""
+    at = ok(page(name))
+    said = " ".join(i.value for i in at.info)
+    assert "quick start" in said and "`sei " not in said
+    # run alone (AppTest), st.page_link falls back to a plain link to the Overview page
+    assert "[Open the quick start](/)" in [m.value for m in at.markdown]

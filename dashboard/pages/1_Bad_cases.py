@@ -18,7 +18,8 @@ ss = st.session_state
 
 rows = s.generations_view()
 if not rows:
-    st.info("No generations yet: run an extraction (Overview → quick start, or `sei extract`).")
+    st.info("No generations yet: run an extraction (the quick start on the Overview page).")
+    common.page_link("Overview", "Open the quick start", ":material/play_arrow:")
     st.stop()
 
 tax = taxonomy.current(s)
@@ -110,7 +111,8 @@ if case is not None and any(k["on_map"] for k in case["keyphrases"]):
 if case is not None:
     st.markdown("**Error keyphrases**")
     if not case["keyphrases"]:
-        st.caption("Not analysed yet (`sei analyze`).")
+        st.caption("Not analysed yet: the quick start (Overview) or the loop (Iterations) "
+                   "writes keyphrases for every bad case.")
     st.dataframe(pd.DataFrame([{
         "keyphrase": k["text"], "evidence": k["evidence"], "written by": k["analyzer"],
         "error type": k["type"], "excluded": k["excluded"]} for k in case["keyphrases"]]),

@@ -39,8 +39,9 @@ for h in held[:1]:
                   args=(cur, f"kept clustering {cur}"))
 
 if tax.clustering is None:
-    st.info("No clustering yet: run the quick start on the Overview page, or "
-            "`sei analyze && sei cluster`.")
+    st.info("No clustering yet: the quick start on the Overview page extracts, analyses and "
+            "clusters in one job.")
+    common.page_link("Overview", "Open the quick start", ":material/play_arrow:")
     st.stop()
 
 cl = tax.clustering

@@ -53,8 +53,11 @@ st.caption(f"{len(waiting)} doubtful verdicts waiting · "
            + " · ".join(f"{review.REASONS[k]}: {v}" for k, v in n.items() if v)
            + f" · {len(decided)} decisions in force")
 if not items:
-    st.info("No doubtful verdict waiting for review." if s.runs("extract") else
-            "No extraction runs yet: run one (Overview → quick start, or `sei extract`).")
+    if s.runs("extract"):
+        st.info("No doubtful verdict waiting for review.")
+    else:
+        st.info("No extraction runs yet: the quick start on the Overview page makes one.")
+        common.page_link("Overview", "Open the quick start", ":material/play_arrow:")
     st.stop()
 
 table = pd.DataFrame([{
