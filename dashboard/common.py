@@ -451,7 +451,8 @@ def job_row(s: Store, j: dict, container=None, controls: bool = False) -> None:
 def job_panel(s: Store, kinds: tuple[str, ...], key: str, latest: int = 3,
               redraw_when_done: bool = False) -> None:
     """The one job widget of the app's pages: the job this page launched and the latest
-    of these kinds, refreshed every 2 s. With redraw_when_done it shows only running jobs
+    of these kinds, refreshed every 2 s; when the job this page launched ends, the whole
+    page reruns once (its results drawn). With redraw_when_done it shows only running jobs
     and reruns the whole page when one of them ends (what it made is then drawn)."""
     @st.fragment(run_every=2)
     def _panel():
@@ -470,6 +471,13 @@ def job_panel(s: Store, kinds: tuple[str, ...], key: str, latest: int = 3,
                 st.rerun()
         else:
             rows = rows[:latest]
+            done = s.job(mine) if mine else None
+            if done and done["status"] not in jobs.ACTIVE and \
+                    st.session_state.get(f"redrawn-{key}") != mine:
+                # the job this page launched has ended: the whole page runs once more, so
+                # what the job made is drawn without a reload
+                st.session_state[f"redrawn-{key}"] = mine
+                st.rerun()
             if mine and all(j["job_id"] != mine for j in rows):
                 j = s.job(mine)
                 rows = ([j] if j else []) + rows
@@ -479,6 +487,15 @@ def job_panel(s: Store, kinds: tuple[str, ...], key: str, latest: int = 3,
             job_row(s, j)
 
     _panel()
+
+
+def open_on_newest(key: str, newest: str) -> None:
+    """Open a picker on `newest` when it is new since the page last ran (a job ended and
+    made it); otherwise the picker keeps what the person chose."""
+    seen = st.session_state.get(f"{key}-newest")
+    if seen is not None and seen != newest:
+        st.session_state[key] = newest
+    st.session_state[f"{key}-newest"] = newest
 
 
 def param_input(container, cls, name: str, label: str, key: str, lo=None, hi=None,

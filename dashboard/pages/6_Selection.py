@@ -29,8 +29,10 @@ else:
     # finished one (never a cancelled or running one while a finished one exists)
     done = [i for i, x in enumerate(sels) if x["status"] == "finished"]
     first = next((i for i in done if sels[i]["method"] == "oneshot"), done[0] if done else 0)
-    sid = st.selectbox("selection", list(names), index=first, format_func=names.get,
-                       key="sel_pick")
+    # a selection finished since the last run (a job just ended) is shown at once
+    common.open_on_newest("sel_pick", sels[done[0] if done else 0]["selection_id"])
+    sid = st.selectbox("selection", list(names), format_func=names.get, key="sel_pick",
+                       index=0 if "sel_pick" in st.session_state else first)
     sel = s.selection(sid)
     scores = s.cand_scores(sid)
     stats = sel["stats"] or {}
