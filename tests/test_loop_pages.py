@@ -347,3 +347,33 @@ def test_a_random_baseline_reads_as_a_baseline_beside_its_pair(loop_store):
     assert not at.get("plotly_chart")
     table = next(d.value for d in at.dataframe if "baseline kept" in d.value.columns)
     assert table["baseline kept"].sum() == table["paired selection kept"].sum() == 2
+
+
+def test_a_chart_with_one_point_says_so_instead_of_drawing_it(store):
+    """Issue 24, item 5: only the base model evaluated, and a training run with one step,
+    are sentences with their values, not axes drawn around a single point."""
+    store.insert_problems([{"dataset": "demo", "split": "test", "pid": p, "question": f"Q {p}?",
+                            "solution": "The answer is 7.", "answer": "7", "meta": {}}
+                           for p in TEST])
+    store.link_run(0, "eval:demo/test", run(store, "run-eval-0", "demo", "test", TEST, EVAL0,
+                                            kind="evaluate"))
+    store.create_iteration(1, "scratch", None, {"types": [], "edit_ids": [], "n_cases": 0},
+                           "cl-test", {})
+    tid = "train-1-scratch-one"
+    store.upsert_train_run({"train_id": tid, "iteration": 1, "mode": "scratch",
+                            "base_model": "smollm2-135m-instruct", "init_adapter": None,
+                            "selection_ids": [], "data_hash": "dh", "n_examples": 2,
+                            "params": {}, "adapter_dir": "data/adapters/x", "total_steps": 3})
+    store.record_train_steps(tid, [{"step": 1, "epoch": 0.3, "loss": 1.23456, "lr": 2e-4,
+                                    "tokens": 300, "seconds": 1.5}], 1)
+    at = ok(page("7_Iterations.py"))
+    titles = [json.loads(c.proto.spec)["layout"].get("title", {}).get("text")
+              for c in at.get("plotly_chart")]
+    assert "Accuracy per iteration" not in titles and "Loss per step" not in titles
+    said = " ".join(i.value for i in at.info)
+    assert (f"Only the base model (iteration 0) is evaluated so far: demo/test "
+            f"{100 * sum(EVAL0) / len(EVAL0):.1f}% (n 30)") in said
+    caps = [c.value for c in at.caption]
+    # (a run with no live process is shown as interrupted)
+    assert f"No loss curve yet: {tid} (interrupted): loss 1.235 after step 1." in caps, \
+        "\n".join(caps)

@@ -43,6 +43,12 @@ else:
     if not acc:
         st.info("No evaluation runs yet: evaluate iteration 0 (the base model) and a trained "
                 "iteration below.")
+    elif all(r["iteration"] == 0 for r in acc):
+        # one point per line is no chart: the base model's accuracy, and what comes next
+        st.info("Only the base model (iteration 0) is evaluated so far: "
+                + "; ".join(f"{r['set']} {pts(r['accuracy'], False)}% (n {r['n']})"
+                            for r in acc)
+                + ". The chart starts once a trained iteration is evaluated (below).")
     else:
         fig = go.Figure()
         for arm, name in sorted({(r["arm"], r["set"]) for r in acc}):
@@ -133,8 +139,14 @@ else:
 
     st.subheader("Training loss")
     curves = views.loss_curves(s)
+    n_steps = max((len(t["steps"]) for t in curves), default=0)
     if not curves:
         st.caption("No training runs yet.")
+    elif n_steps < 2:  # no line to draw yet: say where each run stands
+        st.caption("No loss curve yet: " + "; ".join(
+            f"{t['train_id']} ({t['status']}): " + (
+                f"loss {t['steps'][0]['loss']:.4g} after step {t['steps'][0]['step']}"
+                if t["steps"] else "no step yet") for t in curves) + ".")
     else:
         lf = go.Figure()
         for t in curves:
