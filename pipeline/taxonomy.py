@@ -193,6 +193,13 @@ def _fold_edits(points: list[dict], meta: dict[int, dict], edits: list[dict]) ->
 
 def _fold_merge(f: _Folded, pay: dict) -> None:
     into = pay["into"]
+    # the merged type's description covers what it absorbed (until a person or a retitle
+    # writes a new one): the kept type's, then each absorbed type's title and description
+    absorbed = [f"{f.title.get(s) or s}" + (f": {f.desc[s]}" if f.desc.get(s) else "")
+                for s in pay["type_ids"] if s != into]
+    if absorbed:
+        f.desc[into] = ((f.desc.get(into) or "") + " Merged with " + "; ".join(absorbed)
+                        ).strip()[:1000]
     for src in pay["type_ids"]:
         if src == into:
             continue

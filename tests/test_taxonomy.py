@@ -388,3 +388,22 @@ def test_retitle_one_chosen_type_even_when_a_person_renamed_it(clustered):
     r = CliRunner().invoke(cli, ["--db", str(clustered.path), "types", "retitle", "--type",
                                  "9999"])
     assert r.exit_code != 0 and "no current type 9999 to retitle" in r.output
+
+
+def test_an_export_after_a_merge_carries_the_merged_types_current_description(clustered):
+    """Issue 24, item 5: the merged type's description says what it absorbed, and a
+    description a person writes afterwards is what the export carries."""
+    tax = taxonomy.current(clustered)
+    a, b = [t.type_id for t in tax.visible_types()][:2]
+    title_b, desc_b = tax.types[b].title, tax.types[b].description
+    taxonomy.merge(clustered, [a, b], into=a, title="merged type")
+    row = next(r for r in taxonomy.export_rows(clustered, taxonomy.current(clustered))
+               if r["type_id"] == a)
+    assert row["title"] == "merged type"
+    assert f"Merged with {title_b}" + (f": {desc_b}" if desc_b else "") in row["description"]
+    assert row["description"] == taxonomy.current(clustered).types[a].description  # as shown
+    taxonomy.describe(clustered, a, "both halves: a wrong operation")
+    out = [json.loads(x) for x in taxonomy.export_jsonl(
+        clustered, taxonomy.current(clustered)).splitlines()]
+    assert next(r for r in out if r["type_id"] == a)["description"] == \
+        "both halves: a wrong operation"
