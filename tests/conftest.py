@@ -180,3 +180,16 @@ def looped_db(clustered_db, tmp_path_factory) -> Path:
             os.environ["SEI_DATA_DIR"] = old
     (d / "iterate.json").write_text(__import__("json").dumps(out, default=str))
     return db
+
+
+def three_types(store: Store) -> list:
+    """The visible types after half of the largest is split off: three at least, whatever
+    HDBSCAN makes of the prepared store (it has made two or three as answer extraction and
+    the offline analyzer changed). The split is an edit like any other."""
+    from pipeline import taxonomy
+
+    big = taxonomy.current(store).visible_types()[0]
+    taxonomy.split(store, big.members[:len(big.members) // 2], "split off for this test")
+    ts = taxonomy.current(store).visible_types()
+    assert len(ts) >= 3
+    return ts

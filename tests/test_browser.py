@@ -18,6 +18,7 @@ import time
 import urllib.request
 
 import pytest
+from conftest import three_types
 
 from pipeline import jobs, taxonomy
 from pipeline.config import ROOT
@@ -239,12 +240,7 @@ def test_error_map_edit_bugs(app, page):
     "merge needs at least two types" then a TypeError; after a titled merge the title
     box kept the old title and Rename wrote it back. Times edit -> redrawn map."""
     url, store = app
-    # Three types whatever HDBSCAN makes of the prepared store (2 or 3 as answer extraction
-    # and the analyzer changed): half of the largest type split off, an edit like any other.
-    big = taxonomy.current(store).visible_types()[0]
-    taxonomy.split(store, big.members[:len(big.members) // 2], "split off for this test")
-    ts = taxonomy.current(store).visible_types()
-    assert len(ts) >= 3
+    ts = three_types(store)
     a, b, c = ts[0], ts[1], ts[2]
     page.goto(f"{url}/Error_map")
     map_ready(page)

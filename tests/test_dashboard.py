@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import three_types
 
 from pipeline import jobs, settings, taxonomy
 from pipeline.config import ROOT
@@ -177,8 +178,8 @@ def test_type_colours_never_repeat():
 def test_merge_undo_merge_again_and_fresh_titles(clustered):
     """Issue 12's edit bugs: a stale merge chip after undo, an old title left in the box
     after a titled merge (and Rename writing it back), widget values kept after edits."""
+    ts = three_types(clustered)
     at = ok(page("2_Error_map.py"))
-    ts = taxonomy.current(clustered).visible_types()
     a, b, c = ts[0].type_id, ts[1].type_id, ts[2].type_id
     w(at.text_area, f"desc-{c}").set_value("typed but not saved")
     w(at.multiselect, "merge_ids").set_value([a, b])
