@@ -27,6 +27,18 @@ KNOWN: dict[str, tuple[str, str, tuple[str, ...]]] = {
 }
 
 
+# datasets drawn from another's distribution: MATH-500 is 500 problems of MATH's test set,
+# so it is in-domain for a MATH train pool
+DOMAIN = {"math500": "math"}
+
+
+def in_domain(eval_sets, train_sets) -> set[str]:
+    """The evaluation sets from the train sets' domains (their dataset, or the dataset it
+    was drawn from); the rest are out-of-domain."""
+    train = {DOMAIN.get(t.split("/", 1)[0], t.split("/", 1)[0]) for t in train_sets}
+    return {s for s in eval_sets if DOMAIN.get(s.split("/", 1)[0], s.split("/", 1)[0]) in train}
+
+
 def benchmarks_dir() -> Path:
     """Where the shared benchmark files are read from (env SEI_BENCHMARKS_DIR)."""
     return Path(os.environ.get("SEI_BENCHMARKS_DIR",

@@ -16,6 +16,7 @@ from pipeline.costs import (
     s_per_problem,
 )
 from pipeline.evaluate import accuracy_table, eval_runs
+from pipeline.sets import in_domain as in_domain_sets
 from pipeline.stats import pair_runs, paired_diff, paired_macro
 from pipeline.store import Store
 
@@ -371,8 +372,7 @@ def arms_table(store: Store) -> list[dict]:
     for it in store.iterations():
         n = it["iteration"]
         cfg = it.get("params") or {}
-        train_ds = {s.split("/", 1)[0] for s in cfg.get("train_sets") or ["demo/train"]}
-        in_domain = {s for s in base if s.split("/", 1)[0] in train_ds}
+        in_domain = in_domain_sets(base, cfg.get("train_sets") or ["demo/train"])
         arms = {}
         for (i, arm, s), rid in runs.items():
             if i == n:

@@ -195,3 +195,14 @@ def test_a_synthesis_that_kept_nothing_says_why_and_what_to_do(tmp_path):
     s.add_candidates([{"slot": "b/1/9", "batch_id": "b", "iteration": 1, "status": "kept",
                        "synthesizer": "offline"}])
     assert none_kept(s, 1) is None
+
+
+def test_math500_is_in_domain_for_a_math_train_pool():
+    """MATH-500 is drawn from MATH's test set: with MATH as a train pool it is in-domain
+    (issue 21's run counted it out-of-domain, as a dataset name of its own)."""
+    from pipeline.sets import in_domain
+
+    evals = ["gsm8k/test", "math500/test", "svamp/test", "college_math/test"]
+    assert in_domain(evals, ["gsm8k/train", "math/train"]) == {"gsm8k/test", "math500/test"}
+    assert in_domain(evals, ["gsm8k/train"]) == {"gsm8k/test"}
+    assert in_domain(["demo/test"], ["demo/train"]) == {"demo/test"}
