@@ -489,13 +489,14 @@ def job_panel(s: Store, kinds: tuple[str, ...], key: str, latest: int = 3,
     _panel()
 
 
-def open_on_newest(key: str, newest: str) -> None:
-    """Open a picker on `newest` when it is new since the page last ran (a job ended and
-    made it); otherwise the picker keeps what the person chose."""
-    seen = st.session_state.get(f"{key}-newest")
+def open_on_newest(key: str, newest: str, scope="") -> None:
+    """Open a picker on `newest` when it is new since the page last ran in the same
+    `scope` (e.g. the iteration shown: a job ended and made it); otherwise the picker keeps
+    what the person chose, or its own default when the scope is new."""
+    seen = st.session_state.get(f"{key}-newest-{scope}")
     if seen is not None and seen != newest:
         st.session_state[key] = newest
-    st.session_state[f"{key}-newest"] = newest
+    st.session_state[f"{key}-newest-{scope}"] = newest
 
 
 def param_input(container, cls, name: str, label: str, key: str, lo=None, hi=None,

@@ -90,14 +90,20 @@ def test_selection_page_shows_the_stored_scores(loop_app, page):  # noqa: F811
 
 
 @pytest.fixture
-def filled_app(server):  # noqa: F811
-    """The app on a store holding the loop's data as the stages write it (no model)."""
+def filled_app(server, tmp_path):  # noqa: F811
+    """The app on a store holding the loop's data as the stages write it (no model): made
+    at a path of its own (a Store migrates a path once per process), then copied in."""
     from test_loop_pages import fill
 
     url, db = server
+    made = tmp_path / "filled.duckdb"
+    fill(Store(made))
     for f in (db, db.parent / (db.name + ".wal")):
         f.unlink(missing_ok=True)
-    yield url, fill(Store(db))
+    shutil.copy(made, db)
+    if (made.parent / (made.name + ".wal")).exists():  # what is not checkpointed yet
+        shutil.copy(made.parent / (made.name + ".wal"), db.parent / (db.name + ".wal"))
+    yield url, Store(db)
 
 
 def test_synthesize_and_random_select_from_their_buttons_and_see_the_results(

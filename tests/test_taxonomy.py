@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import three_types
 
 from pipeline import lineage, taxonomy
 from pipeline.cli import cli
@@ -41,8 +42,7 @@ def test_same_params_same_clusters(clustered):
 
 
 def test_rename_merge_split_survive_reclustering_and_undo(clustered):
-    tax = taxonomy.current(clustered)
-    ts = tax.visible_types()
+    ts = three_types(clustered)
     a, b, c = ts[0], ts[1], ts[-1]
     taxonomy.rename(clustered, a.type_id, "wrong final step")
     taxonomy.merge(clustered, [b.type_id, c.type_id], into=b.type_id)
@@ -133,14 +133,22 @@ def test_kmeans_variant_and_retitle(clustered):
     assert stored[u.type_id]["title"] not in ("stale title", "kept by a person")
     assert stored[t.type_id]["title"] == "stale title"
     assert taxonomy.current(clustered).types[t.type_id].title == "kept by a person"
-    # --all recomputes the renamed type's stored title too; the rename still wins.
+    # --all retitles the renamed type too, as a rename edit by the titler (the person's
+    # title lives in the edit log, so a stored title could not win over it); undo gives
+    # the person's title back.
+    n_edits = len(clustered.edits())
     assert retitle(clustered, only_unedited=False) == len(with_members)
-    assert clustered.error_types()[t.type_id]["title"] not in ("stale title",
-                                                               "kept by a person")
-    first = {k: v["title"] for k, v in clustered.error_types().items()}
+    now = taxonomy.current(clustered).types[t.type_id]
+    assert now.title not in ("stale title", "kept by a person") and now.titled_by != "human"
+    assert len(clustered.edits()) == n_edits + 1 and clustered.edits()[-1]["author"] == "retitle"
+
+    def titles():
+        return {k: v.title for k, v in taxonomy.current(clustered).types.items() if v.members}
+    first = titles()
     assert retitle(clustered, only_unedited=False) == len(with_members)
-    assert {k: v["title"] for k, v in clustered.error_types().items()} == first  # stable
+    assert titles() == first  # stable
     assert first[u.type_id] == stored[u.type_id]["title"]
+    taxonomy.undo(clustered)
     assert taxonomy.current(clustered).types[t.type_id].title == "kept by a person"
 
 

@@ -28,7 +28,7 @@ else:
              f"{str(b['created_at'])[:16]}" for b in bs}
     # a batch that appeared since the last run (a job this page launched) is shown at once:
     # the picker keeps a person's choice otherwise
-    common.open_on_newest("syn_batch", bs[0]["batch_id"])
+    common.open_on_newest("syn_batch", bs[0]["batch_id"], it_n)
     bid = st.selectbox("batch", list(names), format_func=names.get, key="syn_batch")
     counts = synthesize.summary(s, bid)
     df = pd.DataFrame(counts, columns=COUNTS)

@@ -30,9 +30,10 @@ else:
     done = [i for i, x in enumerate(sels) if x["status"] == "finished"]
     first = next((i for i in done if sels[i]["method"] == "oneshot"), done[0] if done else 0)
     # a selection finished since the last run (a job just ended) is shown at once
-    common.open_on_newest("sel_pick", sels[done[0] if done else 0]["selection_id"])
+    common.open_on_newest("sel_pick", sels[done[0] if done else 0]["selection_id"], it_n)
     sid = st.selectbox("selection", list(names), format_func=names.get, key="sel_pick",
-                       index=0 if "sel_pick" in st.session_state else first)
+                       # a valid choice in force wins (so no default is passed with it)
+                       index=0 if st.session_state.get("sel_pick") in names else first)
     sel = s.selection(sid)
     scores = s.cand_scores(sid)
     stats = sel["stats"] or {}
