@@ -525,8 +525,6 @@ def test_two_iterations_over_the_server_each_step_answered_by_its_model(
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="written 2026-12-03, not yet seen passing: its one run, on a loaded "
-                  "machine, failed and the traceback was lost; issue 24 keeps it open")
 def test_a_cancelled_one_shot_job_resumes_without_rescoring_a_finished_candidate(looped, serve):
     """Issue 24: a cancel lost all of a one-shot job's work. Scoring through the server
     (its request log names each request's one-shot example by a digest): after a cancel
