@@ -535,10 +535,12 @@ def test_a_cancelled_one_shot_job_resumes_without_rescoring_a_finished_candidate
     from pipeline.target import DEFAULT_PROMPT, prompt_template
 
     store, adapter = looped
-    server = serve()
+    # a slowed server, and one candidate per batch (its 4 dev rows): the cancel lands
+    # between candidates, not after the last one
+    server = serve("--delay-s", "1.0")
     params = {"iteration": 1, "method": "oneshot", "backend": "openai",
               "base_url": server.url, "model": BASE, "adapter": adapter, "limit": 5,
-              "n_good": 2, "n_bad": 2, "max_new_tokens": 40, "seed": 7}
+              "n_good": 2, "n_bad": 2, "max_new_tokens": 40, "seed": 7, "batch_size": 4}
     jid = jobs.submit(store, "select", params)
     deadline = time.monotonic() + 600
     sid = None

@@ -56,6 +56,7 @@ class Models:
         self.lock = threading.Lock()
         self.busy = threading.Lock()  # one forward pass at a time (generation or logprobs)
         self.pending: queue.Queue = queue.Queue()
+        self.delay_s = 0.0  # --delay-s
         threading.Thread(target=self._work, daemon=True).start()
 
     def load_adapter(self, name: str, path: str) -> None:
@@ -80,7 +81,7 @@ class Models:
     def _work(self) -> None:
         while True:
             batch = [self.pending.get()]
-            time.sleep(0.05)  # let the client's other requests in flight arrive
+            time.sleep(0.05 + self.delay_s)  # the client's other requests in flight arrive
             while not self.pending.empty():
                 batch.append(self.pending.get())
             groups: dict[tuple, list] = {}
@@ -273,6 +274,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lora-modules", nargs="*", default=[], metavar="NAME=DIR")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (1 on a busy CPU: no spinning between threads).")
+    ap.add_argument("--delay-s", type=float, default=0.0,
+                    help="Seconds added to each batch: a server slowed by other clients.")
     ap.add_argument("--no-runtime-lora", action="store_true",
                     help="No /v1/load_lora_adapter (404), as vLLM without "
                          "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True.")
@@ -285,6 +288,7 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(a.threads)
     models = Models(a.served_model_name, Path(a.log))
+    models.delay_s = a.delay_s
     for spec in a.lora_modules:
         name, _, path = spec.partition("=")
         models.load_adapter(name, path)

@@ -4,6 +4,8 @@ Every edit goes through pipeline.taxonomy, which appends to the edit log; the ma
 then redrawn from the log, so what is shown is always what is stored."""
 
 
+import os
+
 import common
 import pandas as pd
 import streamlit as st
@@ -18,7 +20,7 @@ flash = common.flash
 
 tax = taxonomy.current(s)
 act = MapActions(s, tax)  # the edit callbacks (dashboard/map_actions.py)
-wk, selected, n_dots = act.wk, act.selected, act.n_dots
+wk = act.wk
 
 # -- the clustering in use, and new ones waiting for a decision ------------------------------
 held = taxonomy.held_clusterings(s)
@@ -52,10 +54,6 @@ p = cl["params"] or {}
 common.job_panel(s, ("cluster", "quickstart", "retitle"), "error_map",
                  redraw_when_done=True)
 
-if msg := ss.pop("flash", None):
-    st.success(msg)
-if err := ss.pop("flash_error", None):
-    st.error(err)
 
 cls = s.clusterings()
 # The clustering in use and a picker, always in view (a switch is an edit: Undo goes back).
@@ -76,218 +74,267 @@ st.caption(f"Current clustering `{cl['clustering_id']}`: {cl['method']} · {cl['
            f"UMAP neighbours {p.get('n_neighbors')} · seed {cl['seed']} · made "
            f"{cl['created_at']:%Y-%m-%d %H:%M:%S}")
 
-by_kp = tax.by_kp()
-visible = tax.visible_types()
-label = {t.type_id: f"{t.type_id}: {t.title}" for t in visible}
 
+def curation(tax: taxonomy.Taxonomy) -> None:
+    """The map, the types panel, the type editors, the diff against the previous clustering
+    and the edit log: everything an edit changes. Run as a fragment, an edit reruns this
+    alone (the rest of the page is not rebuilt and sent again)."""
+    if (tax.clustering or {}).get("clustering_id") != cl["clustering_id"]:
+        st.rerun()  # an undo switched clusterings: the whole page follows
+    act = MapActions(s, tax)  # the edit callbacks (dashboard/map_actions.py)
+    wk, selected, n_dots = act.wk, act.selected, act.n_dots
+    if msg := ss.pop("flash", None):
+        st.success(msg)
+    if err := ss.pop("flash_error", None):
+        st.error(err)
+    by_kp = tax.by_kp()
+    visible = tax.visible_types()
+    label = {t.type_id: f"{t.type_id}: {t.title}" for t in visible}
 
-def name(t) -> str:
-    return label.get(t, f"{t} (gone)")
+    def name(t) -> str:
+        return label.get(t, f"{t} (gone)")
 
+    def box_of(kp_ids, pad: float = 0.15) -> tuple[float, float, float, float] | None:
+        xs = [by_kp[k]["x"] for k in kp_ids if k in by_kp]
+        ys = [by_kp[k]["y"] for k in kp_ids if k in by_kp]
+        if not xs:
+            return None
+        dx, dy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+        return (min(xs) - pad * dx, max(xs) + pad * dx, min(ys) - pad * dy, max(ys) + pad * dy)
 
-def box_of(kp_ids, pad: float = 0.15) -> tuple[float, float, float, float] | None:
-    xs = [by_kp[k]["x"] for k in kp_ids if k in by_kp]
-    ys = [by_kp[k]["y"] for k in kp_ids if k in by_kp]
-    if not xs:
+    def view_box(zoom) -> tuple[float, float, float, float] | None:
+        """Axis ranges of the chosen view (None: the whole map)."""
+        if zoom == "the selection":
+            return ss.get("zoom_box")
+        if isinstance(zoom, int) and zoom in tax.types:
+            return box_of(tax.types[zoom].members)
         return None
-    dx, dy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
-    return (min(xs) - pad * dx, max(xs) + pad * dx, min(ys) - pad * dy, max(ys) + pad * dy)
+
+    def zoom_to_selection() -> None:
+        ss["zoom_box"] = box_of(selected())
+        ss["zoom"] = "the selection" if ss["zoom_box"] else "whole map"
 
 
-def view_box(zoom) -> tuple[float, float, float, float] | None:
-    """Axis ranges of the chosen view (None: the whole map)."""
-    if zoom == "the selection":
-        return ss.get("zoom_box")
-    if isinstance(zoom, int) and zoom in tax.types:
-        return box_of(tax.types[zoom].members)
-    return None
+    # A case sent from Bad cases ("show on the map"): its keyphrases are ringed.
+    shown_case = st.query_params.get("case")
+    shown_case = int(shown_case) if shown_case and shown_case.isdigit() else None
+    mark = taxonomy.kp_ids_of_case(tax, shown_case) if shown_case else None
 
-
-def zoom_to_selection() -> None:
-    ss["zoom_box"] = box_of(selected())
-    ss["zoom"] = "the selection" if ss["zoom_box"] else "whole map"
-
-
-# A case sent from Bad cases ("show on the map"): its keyphrases are ringed.
-shown_case = st.query_params.get("case")
-shown_case = int(shown_case) if shown_case and shown_case.isdigit() else None
-mark = taxonomy.kp_ids_of_case(tax, shown_case) if shown_case else None
-
-left, right = st.columns([3, 2])
-with left:
-    # Search: hits (by words and by meaning) are outlined on the map and listed below it.
-    query = st.text_input("search keyphrases and cases (words or meaning)", key="map_search",
-                          placeholder="e.g. percent of the wrong base")
-    hits = search.search(s, query, tax) if query.strip() else None
-    z1, z2, z3, z4 = st.columns([2, 3, 2, 2], vertical_alignment="bottom")
-    show_excl = z1.toggle("show excluded points", value=False, key="show_excl")
-    colour_by = z4.selectbox("colour by", taxonomy.COLOUR_BY, key="colour_by")
-    # The view is app state, not plotly's: Streamlit 1.67 gives a changed figure a new
-    # element (its spec is part of the id), so plotly's own zoom is lost at every edit,
-    # while this one is drawn again after it.
-    zooms = ["whole map"] + (["the selection"] if ss.get("zoom_box") else []) + \
-        [t.type_id for t in visible]
-    if ss.get("zoom") not in zooms:
-        ss["zoom"] = "whole map"
-    zoom = z2.selectbox("zoom to", zooms, key="zoom",
-                        format_func=lambda z: z if isinstance(z, str) else name(z))
-    z3.button("Zoom to the selection", key="zoom_sel", disabled=not selected(),
-              on_click=zoom_to_selection)
-    fig = common.build_map_figure(
-        tax, show_excluded=show_excl, mark=mark, view=view_box(zoom),
-        hits=hits.kp_ids() if hits else None, colour_by=colour_by,
-        attr=None if colour_by == "type" else review.point_verdicts(s, tax.points)
-        if colour_by == "verdict" else taxonomy.point_attribute(tax, colour_by))
-    st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso", "points"),
-                    key="map", width="stretch")
-    if hits:
-        st.caption(f"Search “{query}”: {len(hits.keyphrases)} keyphrases and "
-                   f"{len(hits.cases)} cases contain it; {len(hits.kp_ids())} keyphrases "
-                   "outlined in red (words and nearest in meaning).")
-        with st.expander("search hits", expanded=True):
-            st.dataframe(pd.DataFrame(
-                [dict(k, found="words") for k in hits.keyphrases]
-                + [dict(k, found=f"meaning {k['score']:.2f}") for k in hits.similar],
-                columns=["found", "kp_id", "text", "case_id", "type"]),
-                hide_index=True, width="stretch", height=200, key="search_hits")
-    sel = selected()
-    if shown_case and not mark:
-        st.caption(f"Case {shown_case} has no keyphrases in this clustering.")
-    if sel:
-        st.markdown(f"**{len(sel)} selected keyphrases** ({n_dots()} dots)")
-        a, b, c = st.columns(3)
-        with a:
-            target = st.selectbox("assign to type", list(label), format_func=name,
-                                  key=wk("assign_to"))
-            st.button("Assign", key="assign", disabled=target is None, on_click=act.assign)
-        with b, st.form("split-form", border=False):
-            st.text_input("new type title", "new type", key=wk("split_title"))
-            st.form_submit_button("Make new type (split)", key="split", on_click=act.split)
-        with c:
-            st.write("")
-            st.button("Exclude selection", key="exclude_sel", on_click=act.exclude_selection)
-        st.dataframe(pd.DataFrame([{"kp": k, "keyphrase": by_kp[k]["text"],
-                                    "case": by_kp[k]["case_id"],
-                                    "type": name(by_kp[k]["type"])
-                                    if by_kp[k]["type"] is not None else "unassigned"}
-                                   for k in sel if k in by_kp]),
-                     hide_index=True, height=180, width="stretch")
-    else:
-        st.caption("Click, box or lasso points on the map to open their cases and to assign, "
-                   "split or exclude them.")
-
-    # The cases behind the selection (or the case sent here), one at a time.
-    cases = taxonomy.cases_of(tax, sel) if sel else ([shown_case] if shown_case else [])
-    if cases:
-        st.subheader("Case")
-        question = {q["case_id"]: q["question"] for q in tax.points}
-        pick = st.selectbox(f"{len(cases)} cases behind the selection", cases,
-                            key=wk("case_pick"),
-                            format_func=lambda c: f"case {c}: {question.get(c, '')[:90]}"
-                            ) if len(cases) > 1 else cases[0]
-        view = taxonomy.case_view(s, tax, pick)
-        if view is None:
-            st.caption(f"Case {pick} is not in the store.")
-        else:
-            st.markdown(f"**Case {pick}** · {view['dataset']} / {view['pid']} · answered "
-                        f"`{view['pred']}`, reference `{view['answer']}`")
-            common.page_link("1_Bad_cases", "Open in Bad cases", ":material/open_in_new:",
-                             case=pick)
-            st.markdown("**Question**")
-            st.text(view["question"])
-            st.markdown("**Model output** (evidence highlighted)")
-            with st.container(border=True, height=260):
-                st.markdown(common.highlighted(view["output"] or "",
-                                               [k["span"] for k in view["keyphrases"]
-                                                if k["span"]]))
-            st.dataframe(pd.DataFrame([{"keyphrase": k["text"], "type": k["type"],
-                                        "evidence": k["evidence"], "written by": k["analyzer"],
-                                        "excluded": k["excluded"]}
-                                       for k in view["keyphrases"]]),
-                         hide_index=True, width="stretch")
-
-with right:
-    st.subheader("Error types")
-    n_noise = sum(1 for q in tax.points if q["type"] is None and not q["excluded"])
-    st.caption(f"{tax.n_cases} bad cases with keyphrases · {n_noise} keyphrases unassigned")
-    st.dataframe(common.legend_table(tax), hide_index=True, width="stretch",
-                 height=min(420, 38 + 35 * len(visible)),
-                 column_config={"colour": st.column_config.TextColumn("", width=28)})
-    nz = taxonomy.noise(tax)
-    if nz["kp_ids"]:
-        with st.expander(f"{len(nz['kp_ids'])} unassigned keyphrases (noise) in "
-                         f"{len(nz['case_ids'])} bad cases · {len(nz['only_noise'])} cases "
-                         "reached by no type"):
-            only = set(nz["only_noise"])
+    left, right = st.columns([3, 2])
+    with left:
+        # Search: hits (by words and by meaning) are outlined on the map and listed below it.
+        query = st.text_input("search keyphrases and cases (words or meaning)", key="map_search",
+                              placeholder="e.g. percent of the wrong base")
+        hits = search.search(s, query, tax) if query.strip() else None
+        z1, z2, z3, z4 = st.columns([2, 3, 2, 2], vertical_alignment="bottom")
+        show_excl = z1.toggle("show excluded points", value=False, key="show_excl")
+        colour_by = z4.selectbox("colour by", taxonomy.COLOUR_BY, key="colour_by")
+        # The view is app state, not plotly's: Streamlit 1.67 gives a changed figure a new
+        # element (its spec is part of the id), so plotly's own zoom is lost at every edit,
+        # while this one is drawn again after it.
+        zooms = ["whole map"] + (["the selection"] if ss.get("zoom_box") else []) + \
+            [t.type_id for t in visible]
+        if ss.get("zoom") not in zooms:
+            ss["zoom"] = "whole map"
+        zoom = z2.selectbox("zoom to", zooms, key="zoom",
+                            format_func=lambda z: z if isinstance(z, str) else name(z))
+        z3.button("Zoom to the selection", key="zoom_sel", disabled=not selected(),
+                  on_click=zoom_to_selection)
+        fig = common.build_map_figure(
+            tax, show_excluded=show_excl, mark=mark, view=view_box(zoom),
+            hits=hits.kp_ids() if hits else None, colour_by=colour_by,
+            attr=None if colour_by == "type" else review.point_verdicts(s, tax.points)
+            if colour_by == "verdict" else taxonomy.point_attribute(tax, colour_by))
+        st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso", "points"),
+                        key="map", width="stretch")
+        if hits:
+            st.caption(f"Search “{query}”: {len(hits.keyphrases)} keyphrases and "
+                       f"{len(hits.cases)} cases contain it; {len(hits.kp_ids())} keyphrases "
+                       "outlined in red (words and nearest in meaning).")
+            with st.expander("search hits", expanded=True):
+                st.dataframe(pd.DataFrame(
+                    [dict(k, found="words") for k in hits.keyphrases]
+                    + [dict(k, found=f"meaning {k['score']:.2f}") for k in hits.similar],
+                    columns=["found", "kp_id", "text", "case_id", "type"]),
+                    hide_index=True, width="stretch", height=200, key="search_hits")
+        sel = selected()
+        if shown_case and not mark:
+            st.caption(f"Case {shown_case} has no keyphrases in this clustering.")
+        if sel:
+            st.markdown(f"**{len(sel)} selected keyphrases** ({n_dots()} dots)")
+            a, b, c = st.columns(3)
+            with a:
+                target = st.selectbox("assign to type", list(label), format_func=name,
+                                      key=wk("assign_to"))
+                st.button("Assign", key="assign", disabled=target is None, on_click=act.assign)
+            with b, st.form("split-form", border=False):
+                st.text_input("new type title", "new type", key=wk("split_title"))
+                st.form_submit_button("Make new type (split)", key="split", on_click=act.split)
+            with c:
+                st.write("")
+                st.button("Exclude selection", key="exclude_sel", on_click=act.exclude_selection)
             st.dataframe(pd.DataFrame([{"kp": k, "keyphrase": by_kp[k]["text"],
                                         "case": by_kp[k]["case_id"],
-                                        "noise only": by_kp[k]["case_id"] in only}
-                                       for k in nz["kp_ids"]]),
-                         hide_index=True, width="stretch", height=180, key="noise_table")
-            st.caption("Synthesis cannot reach a case whose keyphrases are all noise. Assign "
-                       "each to the type whose centre is nearest (one edit; Undo takes it "
-                       "back), or leave those less similar than a floor.")
-            n1, n2 = st.columns(2, vertical_alignment="bottom")
-            n1.number_input("leave if similarity below", 0.0, 1.0, 0.0, 0.05,
-                            key=wk("noise_floor"))
-            n2.button("Assign noise to nearest types", key="assign_noise",
-                      on_click=act.assign_noise)
-    for title, ids in taxonomy.duplicate_titles(tax).items():
-        st.warning(f"Types {', '.join(map(str, ids))} share the title “{title}”: rename or "
-                   "merge them.")
+                                        "type": name(by_kp[k]["type"])
+                                        if by_kp[k]["type"] is not None else "unassigned"}
+                                       for k in sel if k in by_kp]),
+                         hide_index=True, height=180, width="stretch")
+        else:
+            st.caption("Click, box or lasso points on the map to open their cases and to assign, "
+                       "split or exclude them.")
 
-    u1, u2, u3 = st.columns(3)
-    u1.button("Undo last edit", key="undo", disabled=not tax.edits, on_click=act.undo)
-    u2.button("Redo", key="redo", disabled=not tax.redoable, on_click=act.redo)
-    u3.caption(f"{len(tax.edits)} edits in force")
+        # The cases behind the selection (or the case sent here), one at a time.
+        cases = taxonomy.cases_of(tax, sel) if sel else ([shown_case] if shown_case else [])
+        if cases:
+            st.subheader("Case")
+            question = {q["case_id"]: q["question"] for q in tax.points}
+            pick = st.selectbox(f"{len(cases)} cases behind the selection", cases,
+                                key=wk("case_pick"),
+                                format_func=lambda c: f"case {c}: {question.get(c, '')[:90]}"
+                                ) if len(cases) > 1 else cases[0]
+            view = taxonomy.case_view(s, tax, pick)
+            if view is None:
+                st.caption(f"Case {pick} is not in the store.")
+            else:
+                st.markdown(f"**Case {pick}** · {view['dataset']} / {view['pid']} · answered "
+                            f"`{view['pred']}`, reference `{view['answer']}`")
+                common.page_link("1_Bad_cases", "Open in Bad cases", ":material/open_in_new:",
+                                 case=pick)
+                st.markdown("**Question**")
+                st.text(view["question"])
+                st.markdown("**Model output** (evidence highlighted)")
+                with st.container(border=True, height=260):
+                    st.markdown(common.highlighted(view["output"] or "",
+                                                   [k["span"] for k in view["keyphrases"]
+                                                    if k["span"]]))
+                st.dataframe(pd.DataFrame([{"keyphrase": k["text"], "type": k["type"],
+                                            "evidence": k["evidence"], "written by": k["analyzer"],
+                                            "excluded": k["excluded"]}
+                                           for k in view["keyphrases"]]),
+                             hide_index=True, width="stretch")
 
-    with st.form("merge"):
-        st.multiselect("merge types", list(label), format_func=name, key=wk("merge_ids"))
-        st.text_input("title of the merged type (optional)", key=wk("merge_title"))
-        st.form_submit_button("Merge", on_click=act.merge)
+    with right:
+        st.subheader("Error types")
+        n_noise = sum(1 for q in tax.points if q["type"] is None and not q["excluded"])
+        st.caption(f"{tax.n_cases} bad cases with keyphrases · {n_noise} keyphrases unassigned")
+        st.dataframe(common.legend_table(tax), hide_index=True, width="stretch",
+                     height=min(420, 38 + 35 * len(visible)),
+                     column_config={"colour": st.column_config.TextColumn("", width=28)})
+        nz = taxonomy.noise(tax)
+        if nz["kp_ids"]:
+            with st.expander(f"{len(nz['kp_ids'])} unassigned keyphrases (noise) in "
+                             f"{len(nz['case_ids'])} bad cases · {len(nz['only_noise'])} cases "
+                             "reached by no type"):
+                only = set(nz["only_noise"])
+                st.dataframe(pd.DataFrame([{"kp": k, "keyphrase": by_kp[k]["text"],
+                                            "case": by_kp[k]["case_id"],
+                                            "noise only": by_kp[k]["case_id"] in only}
+                                           for k in nz["kp_ids"]]),
+                             hide_index=True, width="stretch", height=180, key="noise_table")
+                st.caption("Synthesis cannot reach a case whose keyphrases are all noise. Assign "
+                           "each to the type whose centre is nearest (one edit; Undo takes it "
+                           "back), or leave those less similar than a floor.")
+                n1, n2 = st.columns(2, vertical_alignment="bottom")
+                n1.number_input("leave if similarity below", 0.0, 1.0, 0.0, 0.05,
+                                key=wk("noise_floor"))
+                n2.button("Assign noise to nearest types", key="assign_noise",
+                          on_click=act.assign_noise)
+        for title, ids in taxonomy.duplicate_titles(tax).items():
+            st.warning(f"Types {', '.join(map(str, ids))} share the title “{title}”: rename or "
+                       "merge them.")
 
-    r1, r2 = st.columns(2)
-    r1.button("Retitle types", key="retitle", on_click=act.retitle,
-              help="Recompute titles of types a person has not renamed")
-    r2.download_button(
-        "Export types (JSONL)", key="export", mime="application/jsonl",
-        file_name=f"types-{cl['clustering_id']}.jsonl",
-        data=lambda: taxonomy.export_jsonl(s, taxonomy.current(s)))
+        u1, u2, u3 = st.columns(3)
+        u1.button("Undo last edit", key="undo", disabled=not tax.edits, on_click=act.undo)
+        u2.button("Redo", key="redo", disabled=not tax.redoable, on_click=act.redo)
+        u3.caption(f"{len(tax.edits)} edits in force")
 
-for t in visible:
-    # a label is markdown: a title such as "N*N given as N" must not turn italic
-    with st.expander(f"{common.md_text(label[t.type_id])} · {common.pct(t.share)} · "
-                     f"{t.n_cases} cases"
-                     + (" · excluded" if t.excluded else "")):
-        c1, c2 = st.columns([2, 3])
-        with c1:
-            # Forms: typing reruns nothing (a rerun redraws the map); the button (or Enter)
-            # sends what was typed with the click, in one rerun.
-            with st.form(f"rename-form-{t.type_id}", border=False):
-                st.text_input("title", t.title, key=wk(f"title-{t.type_id}"))
-                st.form_submit_button("Rename", key=f"rename-{t.type_id}", on_click=act.rename,
-                                      args=(t.type_id,))
-            with st.form(f"describe-form-{t.type_id}", border=False):
-                st.text_area("description", t.description or "",
-                             key=wk(f"desc-{t.type_id}"), height=80)
-                st.form_submit_button("Save description", key=f"describe-{t.type_id}",
-                                      on_click=act.describe, args=(t.type_id,))
-            b1, b2 = st.columns(2)
-            b1.button("Include again" if t.excluded else "Exclude type",
-                      key=f"excl-{t.type_id}", on_click=act.exclude_type,
-                      args=(t.type_id, t.excluded))
-            b2.button("Retitle this type", key=f"retitle-{t.type_id}", on_click=act.retitle,
-                      args=(t.type_id,), help="A new title and description from its members "
-                      "now (by the instructor if configured), even if a person renamed it")
-            st.caption(f"title by {t.titled_by or '?'} · {len(t.members)} keyphrases · "
-                       f"{t.n_cases} bad cases")
-        with c2:
-            st.markdown("Representative examples")
-            st.dataframe(pd.DataFrame([{"keyphrase": by_kp[k]["text"],
-                                        "case": by_kp[k]["case_id"],
-                                        "question": by_kp[k]["question"]}
-                                       for k in t.examples]), hide_index=True, width="stretch")
+        with st.form("merge"):
+            st.multiselect("merge types", list(label), format_func=name, key=wk("merge_ids"))
+            st.text_input("title of the merged type (optional)", key=wk("merge_title"))
+            st.form_submit_button("Merge", on_click=act.merge)
 
+        r1, r2 = st.columns(2)
+        r1.button("Retitle types", key="retitle", on_click=act.retitle,
+                  help="Recompute titles of types a person has not renamed")
+        r2.download_button(
+            "Export types (JSONL)", key="export", mime="application/jsonl",
+            file_name=f"types-{cl['clustering_id']}.jsonl",
+            data=lambda: taxonomy.export_jsonl(s, taxonomy.current(s)))
+
+    for t in visible:
+        # a label is markdown: a title such as "N*N given as N" must not turn italic
+        with st.expander(f"{common.md_text(label[t.type_id])} · {common.pct(t.share)} · "
+                         f"{t.n_cases} cases"
+                         + (" · excluded" if t.excluded else "")):
+            c1, c2 = st.columns([2, 3])
+            with c1:
+                # Forms: typing reruns nothing (a rerun redraws the map); the button (or Enter)
+                # sends what was typed with the click, in one rerun.
+                with st.form(f"rename-form-{t.type_id}", border=False):
+                    st.text_input("title", t.title, key=wk(f"title-{t.type_id}"))
+                    st.form_submit_button("Rename", key=f"rename-{t.type_id}", on_click=act.rename,
+                                          args=(t.type_id,))
+                with st.form(f"describe-form-{t.type_id}", border=False):
+                    st.text_area("description", t.description or "",
+                                 key=wk(f"desc-{t.type_id}"), height=80)
+                    st.form_submit_button("Save description", key=f"describe-{t.type_id}",
+                                          on_click=act.describe, args=(t.type_id,))
+                b1, b2 = st.columns(2)
+                b1.button("Include again" if t.excluded else "Exclude type",
+                          key=f"excl-{t.type_id}", on_click=act.exclude_type,
+                          args=(t.type_id, t.excluded))
+                b2.button("Retitle this type", key=f"retitle-{t.type_id}", on_click=act.retitle,
+                          args=(t.type_id,), help="A new title and description from its members "
+                          "now (by the instructor if configured), even if a person renamed it")
+                st.caption(f"title by {t.titled_by or '?'} · {len(t.members)} keyphrases · "
+                           f"{t.n_cases} bad cases")
+            with c2:
+                st.markdown("Representative examples")
+                st.dataframe(pd.DataFrame([{"keyphrase": by_kp[k]["text"],
+                                            "case": by_kp[k]["case_id"],
+                                            "question": by_kp[k]["question"]}
+                                           for k in t.examples]), hide_index=True, width="stretch")
+
+    prev_id = (cl.get("diff") or {}).get("previous")
+    # Folding the log onto the previous clustering too costs a second taxonomy: on by default
+    # for maps of demo size, a click away on large ones.
+    if prev_id and any(c["clustering_id"] == prev_id for c in cls) and st.toggle(
+            "Compare with the previous clustering", value=len(tax.points) <= 5000,
+            key="compare"):
+        rows = taxonomy.compare(taxonomy.current(s, prev_id), tax)
+        st.markdown(f"**What changed against the previous clustering `{prev_id}`** "
+                    "(both with your edits applied)")
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        stale = [r["type"] for r in rows if r["inherited title"]]
+        if stale:
+            st.info(f"Types {', '.join(map(str, stale))} kept titles from the previous clustering "
+                    "although their members changed: Retitle types (above) recomputes them.")
+
+    with st.expander("Edit log"):
+        log = taxonomy.edit_log(s, tax)
+        st.dataframe(pd.DataFrame(log, columns=["edit", "at", "what", "in force", "by"]),
+                     hide_index=True, width="stretch")
+        live = {e["edit"]: e["what"] for e in log if e["in force"]}
+        if live:
+            st.selectbox("edit to undo", list(live), key=wk("undo_pick"),
+                         format_func=lambda i: f"{i}: {live.get(i, '')}"[:120])
+            st.button("Undo this edit", key="undo_one", on_click=act.undo_picked)
+
+
+# SEI_MAP_FRAGMENT=0: an edit reruns the whole page, as before the fragment (the baseline
+# of benchmarks/browser_edit.py).
+if os.environ.get("SEI_MAP_FRAGMENT", "1") == "0":
+    curation(tax)
+else:
+    drawn = [tax]  # a full run draws the taxonomy it already derived; a fragment rerun anew
+
+    @st.fragment
+    def curation_fragment() -> None:
+        curation(drawn.pop() if drawn else taxonomy.current(s))
+
+    curation_fragment()
+
+# Re-clustering and comparing two clusterings: below the curation, not rerun by an edit.
 st.subheader("Re-cluster")
 ins = instructor.from_env()
 with st.form("recluster"):
@@ -357,28 +404,3 @@ if len(cls) >= 2:
             if "ari_in_types" in ag:
                 st.caption(f"On the {ag['in_types']} keyphrases both put in a type: ARI "
                            f"{ag['ari_in_types']:.3f}, NMI {ag['nmi_in_types']:.3f}.")
-
-prev_id = (cl.get("diff") or {}).get("previous")
-# Folding the log onto the previous clustering too costs a second taxonomy: on by default
-# for maps of demo size, a click away on large ones.
-if prev_id and any(c["clustering_id"] == prev_id for c in cls) and st.toggle(
-        "Compare with the previous clustering", value=len(tax.points) <= 5000,
-        key="compare"):
-    rows = taxonomy.compare(taxonomy.current(s, prev_id), tax)
-    st.markdown(f"**What changed against the previous clustering `{prev_id}`** "
-                "(both with your edits applied)")
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    stale = [r["type"] for r in rows if r["inherited title"]]
-    if stale:
-        st.info(f"Types {', '.join(map(str, stale))} kept titles from the previous clustering "
-                "although their members changed: Retitle types (above) recomputes them.")
-
-with st.expander("Edit log"):
-    log = taxonomy.edit_log(s, tax)
-    st.dataframe(pd.DataFrame(log, columns=["edit", "at", "what", "in force", "by"]),
-                 hide_index=True, width="stretch")
-    live = {e["edit"]: e["what"] for e in log if e["in force"]}
-    if live:
-        st.selectbox("edit to undo", list(live), key=wk("undo_pick"),
-                     format_func=lambda i: f"{i}: {live.get(i, '')}"[:120])
-        st.button("Undo this edit", key="undo_one", on_click=act.undo_picked)

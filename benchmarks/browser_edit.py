@@ -1,0 +1,176 @@
+"""Click -> redrawn map on the Error map, in Chromium: the fragment-scoped page against the
+whole-page rerun (the code path before it), side by side in one run.
+
+    python benchmarks/browser_edit.py [--sizes 120,10000] [--repeats 5]
+
+For each size, a store of that many keyphrases (corpus.py) clustered for real (MiniLM,
+UMAP, HDBSCAN), copied once per path; two `streamlit run` servers on those copies, one with
+SEI_MAP_FRAGMENT=0 (an edit reruns the whole page) and one as shipped (an edit reruns the
+map, the panel and the type editors only). Per repeat, on each server in turn: rename the
+largest type, merge it with the next, undo the merge; each timed from the click to the
+moment the map shows the new title (a Plotly annotation in the page). Same store, same
+edits, same browser; the medians and their ratio are printed per edit and size."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE), str(ROOT)]
+
+from map_edit import build_store  # noqa: E402
+
+from pipeline import taxonomy  # noqa: E402
+from pipeline.cluster import ClusterParams, cluster  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+PATHS = {"whole page": "0", "fragment": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(db: Path, fragment: str, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = dict(os.environ, SEI_DB=str(db), SEI_SETTINGS=str(db.parent / "settings.json"),
+               SEI_MAP_FRAGMENT=fragment)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "Overview.py"),
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless",
+         "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(180):
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                return proc, url
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"streamlit did not start: {log.read_text()[-2000:]}")
+
+
+def idle(page) -> None:
+    page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']",
+                           state="attached", timeout=300_000)
+
+
+def on_map(page, text: str):
+    return page.locator(".js-plotly-plot .annotation-text", has_text=text).first
+
+
+def timed(act, done) -> float:
+    t = time.perf_counter()
+    act()
+    done()
+    return time.perf_counter() - t
+
+
+def choose(page, box: str, pattern) -> None:
+    idle(page)
+    page.get_by_role("combobox", name=box).click()
+    page.get_by_role("option", name=pattern).first.click()
+    page.keyboard.press("Escape")
+    page.get_by_role("listbox").wait_for(state="hidden")
+
+
+def edits(page, a: int, b: int, i: int, tag: str) -> dict[str, float]:
+    """Rename type a, merge a and b, undo the merge: seconds from click to redrawn map."""
+    out = {}
+    idle(page)
+    exp = page.locator("[data-testid='stExpander']").filter(
+        has=page.locator("summary", has_text=re.compile(rf"^{a}: ")))
+    if not exp.get_by_label("title", exact=True).is_visible():
+        exp.locator("summary").click()
+    name = f"renamed {tag} {i}"
+    exp.get_by_label("title", exact=True).fill(name)
+    out["rename"] = timed(lambda: exp.get_by_role("button", name="Rename").click(),
+                          lambda: on_map(page, name).wait_for(timeout=300_000))
+    for t in (a, b):
+        choose(page, "merge types", re.compile(rf"^{t}: "))
+    page.get_by_label("title of the merged type (optional)").fill(f"merged {tag} {i}")
+    out["merge"] = timed(lambda: page.get_by_role("button", name="Merge", exact=True).click(),
+                         lambda: on_map(page, f"merged {tag} {i}").wait_for(timeout=300_000))
+    idle(page)
+    out["undo"] = timed(lambda: page.get_by_role("button", name="Undo last edit").click(),
+                        lambda: on_map(page, name).wait_for(timeout=300_000))
+    return out
+
+
+def one_size(n: int, repeats: int, work: Path, sync) -> dict:
+    base = work / f"map-{n}.duckdb"
+    s = build_store(base, n)
+    cluster(s, ClusterParams(min_cluster_size=5 if n < 1000 else 15), analysis_id="an-bench")
+    tax = taxonomy.current(s)
+    a, b = [t.type_id for t in sorted(tax.visible_types(), key=lambda t: -len(t.members))[:2]]
+    print(f"{n} keyphrases: {len(tax.points)} points, {len(tax.visible_types())} types",
+          flush=True)
+    del s
+    servers, times = {}, {p: {} for p in PATHS}
+    try:
+        for path, flag in PATHS.items():
+            db = work / f"{n}-{flag}" / "sei.duckdb"
+            db.parent.mkdir()
+            shutil.copy(base, db)
+            servers[path] = serve(db, flag, db.parent / "streamlit.log")
+        with sync() as pw:
+            br = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu"])
+            pages = {}
+            for path, (_, url) in servers.items():
+                pg = br.new_context(viewport={"width": 1500, "height": 1100}).new_page()
+                pg.set_default_timeout(300_000)
+                pg.goto(f"{url}/Error_map")
+                pg.locator(".js-plotly-plot .nsewdrag").first.wait_for()
+                pages[path] = pg
+            for i in range(repeats):
+                for path, pg in pages.items():  # the two paths alternate under one load
+                    for k, v in edits(pg, a, b, i, "w" if PATHS[path] == "0" else "f").items():
+                        times[path].setdefault(k, []).append(v)
+            br.close()
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(10)
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="120,10000")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as d:
+        for n in map(int, args.sizes.split(",")):
+            times = one_size(n, args.repeats, Path(d), sync_playwright)
+            print(f"\n{n} keyphrases, median of {args.repeats} (click -> map redrawn, "
+                  f"{os.cpu_count()} cores):")
+            for k in times["fragment"]:
+                w = statistics.median(times["whole page"][k])
+                f = statistics.median(times["fragment"][k])
+                print(f"  {k:7} whole page {w:6.2f} s   fragment {f:6.2f} s   "
+                      f"{w / f:4.1f}x faster   (fragment max {max(times['fragment'][k]):.2f} s)")
+            worst = max(statistics.median(v) for v in times["fragment"].values())
+            print(f"  goal median <= 1 s: {'met' if worst <= 1 else 'NOT met'} "
+                  f"(worst edit median {worst:.2f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""The demo path from buttons alone, in Chromium, on an empty store (issue 24's done-when;
+issue 22, item 7): quick start → synthesis → one-shot and random selection → training of
+both arms → evaluation of the base model and both arms → the accuracy chart; then Run
+iteration 2 is pressed and its progress watched until a Cancel from the Jobs page.
+
+Every stage runs for real (the embedded SmolLM2, MiniLM, UMAP, HDBSCAN, LoRA) at sizes
+typed into the forms, small enough for a 2-core CPU. Each wait is on the store or on the
+page, never on a sleep."""
+
+import pytest
+from test_browser import (  # noqa: F401
+    CHROMIUM,
+    browser,
+    choose,
+    idle,
+    no_exception,
+    page,
+    server,
+    shot,
+    until,
+)
+
+from pipeline import jobs
+from pipeline.evaluate import accuracy_table
+from pipeline.store import Store
+
+pytestmark = pytest.mark.skipif(not __import__("os").path.exists(CHROMIUM),
+                                reason="Debian chromium not installed (make test installs it)")
+
+
+def number(page, label: str, value) -> None:
+    """Type a number and leave the box (Tab, not Enter: Enter in a form submits it)."""
+    box = page.get_by_role("spinbutton", name=label)
+    box.fill(str(value))
+    box.press("Tab")
+    idle(page)
+
+
+def press_and_wait(page, store: Store, button: str, kind: str, timeout: float):
+    """Press a launch button; wait for its job to end; return the job (it must succeed)."""
+    before = {j["job_id"] for j in store.jobs(limit=1000)}
+    idle(page)
+    page.get_by_role("button", name=button).click()
+    assert until(lambda: any(j["job_id"] not in before and j["kind"] == kind
+                             for j in store.jobs(limit=1000)), 60), f"{button}: no {kind} job"
+    [j] = [j for j in store.jobs(limit=1000) if j["job_id"] not in before]
+    assert until(lambda: store.job(j["job_id"])["status"] not in jobs.ACTIVE, timeout)
+    j = store.job(j["job_id"])
+    assert j["status"] == "succeeded", (button, j["error"])
+    return j
+
+
+def test_the_demo_path_from_buttons(server, page):  # noqa: F811
+    url, db = server
+    store = Store(db)
+
+    # -- quick start: demo data, extraction, keyphrases, error types ------------------------
+    page.goto(url)
+    page.get_by_text("Quick start on the embedded default").first.wait_for()
+    number(page, "problems", 24)
+    number(page, "max new tokens", 64)
+    press_and_wait(page, store, "Launch quick start", "quickstart", 600)
+    cl = store.latest_clustering()
+    assert cl and cl["n_clusters"] >= 1
+    # the Overview redraws on its own and points at the next step
+    page.get_by_text("Next: synthesize").first.wait_for()
+
+    # -- synthesis ------------------------------------------------------------------------
+    page.goto(f"{url}/Synthesis")
+    page.get_by_text("Launch a synthesis batch").first.wait_for()
+    idle(page)
+    number(page, "for iteration", 1)
+    number(page, "budget (proposals)", 16)
+    choose(page, "synthesizer", "offline")
+    j = press_and_wait(page, store, "Launch synthesis", "synthesize", 300)
+    assert len(store.synth_batches()) == 1
+    kept = len(store.candidates(iteration=1, status="kept"))
+    assert kept >= 2, j["result"]
+    page.get_by_text(f"{kept} kept").first.wait_for()
+
+    # -- one-shot selection, then its random baseline --------------------------------------
+    page.goto(f"{url}/Selection")
+    page.get_by_text("Score candidates").first.wait_for()
+    idle(page)
+    choose(page, "method", "oneshot")
+    number(page, "dev: right answers", 1)
+    number(page, "dev: wrong answers", 2)
+    number(page, "keep top (fraction < 1, else a count)", 2)
+    number(page, "score only the first N (0: all)", 3)
+    press_and_wait(page, store, "Score with oneshot", "select", 600)
+    [one] = [x for x in store.selections(1) if x["method"] == "oneshot"]
+    assert (one["n_scored"], one["n_selected"]) == (3, 2)
+    choose(page, "method", "random")
+    press_and_wait(page, store, "Score with random", "select", 120)
+    [rnd] = [x for x in store.selections(1) if x["method"] == "random"]
+    assert rnd["n_selected"] == one["n_selected"]  # the baseline is the same size
+    page.get_by_text("A random baseline:").first.wait_for()
+    no_exception(page)
+
+    # -- training of both arms --------------------------------------------------------------
+    page.goto(f"{url}/Iterations")
+    page.get_by_role("tab", name="Train").first.wait_for()
+    idle(page)
+    number(page, "iteration", 1)
+    for method in ("oneshot", "random"):
+        choose(page, "selected by", method)
+        press_and_wait(page, store, "Train", "train", 600)
+    trains = store.train_runs(1)
+    assert len(trains) == 2 and all(t["status"] == "finished" and t["adapter_hash"]
+                                    for t in trains)
+    assert {tuple(t["selection_ids"]) for t in trains} == {(one["selection_id"],),
+                                                           (rnd["selection_id"],)}
+
+    # -- evaluation of the base model and both arms -----------------------------------------
+    page.reload()
+    page.get_by_role("tab", name="Evaluate").first.wait_for()
+    idle(page)
+    page.get_by_role("tab", name="Evaluate").click()
+    for model in ("base model (iteration 0)", "iteration 1, sei arm",
+                  "iteration 1, random arm"):
+        choose(page, "model", model)
+        number(page, "problems per set (0: all)", 6)
+        press_and_wait(page, store, "Evaluate", "evaluate", 600)
+
+    # -- the accuracy chart: one line per arm, base model to iteration 1, as stored -------------
+    page.reload()
+    page.get_by_text("Accuracy per iteration").first.wait_for()
+    idle(page)
+    page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')]"
+                           ".some(p => (p.layout && p.layout.title && p.layout.title.text || '')"
+                           ".includes('Accuracy per iteration') && p.data.length > 1)")
+    traces = page.evaluate("() => { const p = [...document.querySelectorAll('.js-plotly-plot')]"
+                           ".find(p => (p.layout.title.text || '').includes('Accuracy per "
+                           "iter')); return p.data.map(t => [t.name, Array.from(t.y)]); }")
+    rows = [r for r in accuracy_table(store) if r["set"] == "demo/test"]
+    base = [100 * r["accuracy"] for r in rows if r["iteration"] == 0]
+    arms = {r["arm"]: 100 * r["accuracy"] for r in rows if r["iteration"] == 1}
+    assert len(base) == 1 and set(arms) == {"sei", "random"}, rows
+    got = dict(traces)
+    assert got["demo/test"] == pytest.approx([base[0], arms["sei"]])
+    assert got["demo/test (random)"] == pytest.approx([base[0], arms["random"]])
+    no_exception(page)
+    shot(page, "path-iterations")
+
+    # -- Run iteration 2: its progress shows; a Cancel on the Jobs page stops it --------------
+    page.get_by_role("tab", name="Next iteration").click()
+    idle(page)
+    before = {j["job_id"] for j in store.jobs(limit=1000)}
+    page.get_by_role("button", name="Run iteration 2").click()
+    assert until(lambda: any(j["job_id"] not in before for j in store.jobs(limit=1000)), 60)
+    [it] = [j for j in store.jobs(limit=1000) if j["job_id"] not in before]
+    assert it["kind"] == "iterate" and it["params"]["iterations"] == 2
+    # the job's own line on the page once it has a step (its stage, in the stage's units)
+    assert until(lambda: store.job(it["job_id"])["step"], 300)
+    page.get_by_text(f"#{it['job_id']} iterate").first.wait_for()
+    page.goto(f"{url}/Jobs")
+    page.get_by_role("button", name="Cancel").first.wait_for()
+    idle(page)
+    page.get_by_role("button", name="Cancel").first.click()
+    assert until(lambda: store.job(it["job_id"])["status"] == "cancelled", 120)
+    no_exception(page)
