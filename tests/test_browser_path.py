@@ -28,19 +28,19 @@ pytestmark = pytest.mark.skipif(not __import__("os").path.exists(CHROMIUM),
                                 reason="Debian chromium not installed (make test installs it)")
 
 
-def number(page, label: str, value) -> None:
+def number(pg, label: str, value) -> None:
     """Type a number and leave the box (Tab, not Enter: Enter in a form submits it)."""
-    box = page.get_by_role("spinbutton", name=label)
+    box = pg.get_by_role("spinbutton", name=label)
     box.fill(str(value))
     box.press("Tab")
-    idle(page)
+    idle(pg)
 
 
-def press_and_wait(page, store: Store, button: str, kind: str, timeout: float):
+def press_and_wait(pg, store: Store, button: str, kind: str, timeout: float):
     """Press a launch button; wait for its job to end; return the job (it must succeed)."""
     before = {j["job_id"] for j in store.jobs(limit=1000)}
-    idle(page)
-    page.get_by_role("button", name=button).click()
+    idle(pg)
+    pg.get_by_role("button", name=button).click()
     assert until(lambda: any(j["job_id"] not in before and j["kind"] == kind
                              for j in store.jobs(limit=1000)), 60), f"{button}: no {kind} job"
     [j] = [j for j in store.jobs(limit=1000) if j["job_id"] not in before]
