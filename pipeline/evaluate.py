@@ -95,11 +95,14 @@ def evaluate(store: Store, p: EvalParams, progress: Progress = no_progress) -> d
         # errors per type, and the next iteration's extraction
         jobs.append((base["dataset"], base["split"], base["n_items"], "extract"))
     out = {"iteration": p.iteration, "adapter": adapter, "runs": {}}
+    # one bar over all sets, in problems ("120 of 300"), not in a unit of its own
+    sizes = {(d["dataset"], d["split"]): d["n"] for d in store.datasets()}
+    counts = [max(1, min(sizes.get((ds, sp), 0), limit or 10**12)) for ds, sp, limit, _ in jobs]
     for i, (ds, sp, limit, kind) in enumerate(jobs):
         gp = eval_gen_params(p) if kind == "evaluate" else _like_run(store, base, p)
         rid = extract(store, ds, sp, limit=limit, backend=p.backend, model=model,
                       adapter=adapter, base_url=p.base_url, params=gp, kind=kind,
-                      progress=scaled(progress, i * 1000, 1000, len(jobs) * 1000),
+                      progress=scaled(progress, sum(counts[:i]), counts[i], sum(counts)),
                       served_adapter=p.served_adapter)
         store.link_run(p.iteration, eval_role(p.arm if p.iteration else "sei", f"{ds}/{sp}")
                        if kind == "evaluate" else "train_check", rid)
