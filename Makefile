@@ -68,6 +68,8 @@ bench: setup
 	$(BIN)/python benchmarks/generation.py
 	$(BIN)/python benchmarks/clustering.py
 	$(BIN)/python benchmarks/map_edit.py
+	$(BIN)/python benchmarks/browser_edit.py
+	$(BIN)/python benchmarks/estimates.py
 	$(BIN)/python benchmarks/novelty.py
 	$(BIN)/python benchmarks/selection.py
 	$(BIN)/python benchmarks/training.py
