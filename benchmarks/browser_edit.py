@@ -38,6 +38,7 @@ from pipeline.cluster import ClusterParams, cluster  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 PATHS = {"whole page": "0", "fragment": "1"}
+TIMEOUT_MS = 120_000
 
 
 def free_port() -> int:
@@ -67,7 +68,7 @@ def serve(db: Path, fragment: str, log: Path) -> tuple[subprocess.Popen, str]:
 
 def idle(page) -> None:
     page.wait_for_selector("[data-testid='stApp'][data-test-script-state='notRunning']",
-                           state="attached", timeout=300_000)
+                           state="attached", timeout=TIMEOUT_MS)
 
 
 def on_map(page, text: str):
@@ -94,21 +95,21 @@ def edits(page, a: int, b: int, i: int, tag: str) -> dict[str, float]:
     out = {}
     idle(page)
     exp = page.locator("[data-testid='stExpander']").filter(
-        has=page.locator("summary", has_text=re.compile(rf"^{a}: ")))
+        has=page.locator("summary", has_text=re.compile(rf"(?<!\d){a}: ")))
     if not exp.get_by_label("title", exact=True).is_visible():
         exp.locator("summary").click()
     name = f"renamed {tag} {i}"
     exp.get_by_label("title", exact=True).fill(name)
     out["rename"] = timed(lambda: exp.get_by_role("button", name="Rename").click(),
-                          lambda: on_map(page, name).wait_for(timeout=300_000))
+                          lambda: on_map(page, name).wait_for(timeout=TIMEOUT_MS))
     for t in (a, b):
         choose(page, "merge types", re.compile(rf"^{t}: "))
     page.get_by_label("title of the merged type (optional)").fill(f"merged {tag} {i}")
     out["merge"] = timed(lambda: page.get_by_role("button", name="Merge", exact=True).click(),
-                         lambda: on_map(page, f"merged {tag} {i}").wait_for(timeout=300_000))
+                         lambda: on_map(page, f"merged {tag} {i}").wait_for(timeout=TIMEOUT_MS))
     idle(page)
     out["undo"] = timed(lambda: page.get_by_role("button", name="Undo last edit").click(),
-                        lambda: on_map(page, name).wait_for(timeout=300_000))
+                        lambda: on_map(page, name).wait_for(timeout=TIMEOUT_MS))
     return out
 
 
@@ -134,13 +135,20 @@ def one_size(n: int, repeats: int, work: Path, sync) -> dict:
             pages = {}
             for path, (_, url) in servers.items():
                 pg = br.new_context(viewport={"width": 1500, "height": 1100}).new_page()
-                pg.set_default_timeout(300_000)
+                pg.set_default_timeout(TIMEOUT_MS)
                 pg.goto(f"{url}/Error_map")
                 pg.locator(".js-plotly-plot .nsewdrag").first.wait_for()
                 pages[path] = pg
             for i in range(repeats):
                 for path, pg in pages.items():  # the two paths alternate under one load
-                    for k, v in edits(pg, a, b, i, "w" if PATHS[path] == "0" else "f").items():
+                    try:
+                        got = edits(pg, a, b, i, "w" if PATHS[path] == "0" else "f")
+                    except Exception:
+                        pg.screenshot(path=str(work / f"failed-{n}-{PATHS[path]}.png"),
+                                      full_page=True)
+                        shutil.copy(work / f"failed-{n}-{PATHS[path]}.png", ROOT / "artifacts")
+                        raise
+                    for k, v in got.items():
                         times[path].setdefault(k, []).append(v)
             br.close()
     finally:

@@ -22,6 +22,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from pipeline import views  # noqa: E402
+from pipeline.costs import MIN_MEASURED  # noqa: E402
 from pipeline.data import import_demo  # noqa: E402
 from pipeline.evaluate import EvalParams, evaluate  # noqa: E402
 from pipeline.extract import extract  # noqa: E402
@@ -32,7 +33,8 @@ FACTOR = 2.0
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--train", type=int, default=32)
+    ap.add_argument("--train", type=int, default=32,
+                    help=f"at least {MIN_MEASURED}: a rate rests on that many rows")
     ap.add_argument("--test", type=int, default=48)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
