@@ -5,7 +5,7 @@ whole-page rerun (the code path before it), side by side in one run.
 
 For each size, a store of that many keyphrases (corpus.py) clustered for real (MiniLM,
 UMAP, HDBSCAN), copied once per path; two `streamlit run` servers on those copies, one with
-SEI_MAP_FRAGMENT=0 (an edit reruns the whole page) and one as shipped (an edit reruns the
+SEI_MAP_FRAGMENT=0 (an edit reruns the whole page: the default) and one with =1 (it reruns the
 map, the panel and the type editors only). Per repeat, on each server in turn: rename the
 largest type, merge it with the next, undo the merge; each timed from the click to the
 moment the map shows the new title (a Plotly annotation in the page). Same store, same
@@ -82,12 +82,23 @@ def timed(act, done) -> float:
     return time.perf_counter() - t
 
 
-def choose(page, box: str, pattern) -> None:
-    idle(page)
-    page.get_by_role("combobox", name=box).click()
-    page.get_by_role("option", name=pattern).first.click()
-    page.keyboard.press("Escape")
-    page.get_by_role("listbox").wait_for(state="hidden")
+def choose(page, box: str, pattern, tries: int = 6) -> None:
+    """Pick an option; a rerun can redraw the box under the open list, so open it again."""
+    for i in range(tries):
+        idle(page)
+        page.get_by_role("combobox", name=box).click()
+        opt = page.get_by_role("option", name=pattern).first
+        try:
+            opt.wait_for(state="visible", timeout=5_000)
+        except Exception:
+            page.keyboard.press("Escape")
+            if i == tries - 1:
+                raise
+            continue
+        opt.click()
+        page.keyboard.press("Escape")
+        page.get_by_role("listbox").wait_for(state="hidden")
+        return
 
 
 def edits(page, a: int, b: int, i: int, tag: str) -> dict[str, float]:
@@ -104,6 +115,7 @@ def edits(page, a: int, b: int, i: int, tag: str) -> dict[str, float]:
                           lambda: on_map(page, name).wait_for(timeout=TIMEOUT_MS))
     for t in (a, b):
         choose(page, "merge types", re.compile(rf"^{t}: "))
+    idle(page)  # a fragment rerun leaves the old form in the page until it ends
     page.get_by_label("title of the merged type (optional)").fill(f"merged {tag} {i}")
     out["merge"] = timed(lambda: page.get_by_role("button", name="Merge", exact=True).click(),
                          lambda: on_map(page, f"merged {tag} {i}").wait_for(timeout=TIMEOUT_MS))
