@@ -17,7 +17,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,16 +34,11 @@ from map_edit import build_store  # noqa: E402
 
 from pipeline import taxonomy  # noqa: E402
 from pipeline.cluster import ClusterParams, cluster  # noqa: E402
+from pipeline.serve import free_port  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 PATHS = {"whole page": "0", "fragment": "1"}
 TIMEOUT_MS = 120_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve(db: Path, fragment: str, log: Path) -> tuple[subprocess.Popen, str]:

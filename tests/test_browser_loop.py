@@ -33,27 +33,31 @@ def loop_app(server, looped_db):  # noqa: F811
     yield url, Store(db)
 
 
-def test_iterations_page_draws_accuracy_from_stored_runs(loop_app, page):  # noqa: F811
-    url, store = loop_app
-    page.goto(f"{url}/Iterations")
-    page.get_by_text("Accuracy per iteration").first.wait_for()
-    idle(page)
-    page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')]"
-                           ".some(p => (p.layout && p.layout.title && p.layout.title.text || '')"
-                           ".includes('Accuracy per iteration') && p.data.length > 0)")
-    no_exception(page)
-    # the chart's points are the stored accuracies: one line per arm (sei, random), each
-    # from the base model (iteration 0) to that arm's iteration 1
-    traces = page.evaluate("() => { const p = [...document.querySelectorAll('.js-plotly-plot')]"
-                           ".find(p => (p.layout.title.text || '').includes('Accuracy per "
-                           "iter')); return p.data.map(t => [t.name, Array.from(t.y)]); }")
+def check_accuracy_chart(pg, store: Store) -> None:
+    """The Iterations page's accuracy chart holds the stored accuracies: one line per arm
+    (sei, random), each from the base model (iteration 0) to that arm's iteration 1."""
+    pg.get_by_text("Accuracy per iteration").first.wait_for()
+    idle(pg)
+    pg.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')]"
+                         ".some(p => (p.layout && p.layout.title && p.layout.title.text || '')"
+                         ".includes('Accuracy per iteration') && p.data.length > 1)")
+    traces = pg.evaluate("() => { const p = [...document.querySelectorAll('.js-plotly-plot')]"
+                         ".find(p => (p.layout.title.text || '').includes('Accuracy per "
+                         "iter')); return p.data.map(t => [t.name, Array.from(t.y)]); }")
     rows = [r for r in accuracy_table(store) if r["set"] == "demo/test"]
     base = [100 * r["accuracy"] for r in rows if r["iteration"] == 0]
     arms = {r["arm"]: 100 * r["accuracy"] for r in rows if r["iteration"] == 1}
-    assert len(base) == 1 and set(arms) == {"sei", "random"}
-    got = {name: ys for name, ys in traces}
+    assert len(base) == 1 and set(arms) == {"sei", "random"}, rows
+    got = dict(traces)
     assert got["demo/test"] == pytest.approx([base[0], arms["sei"]])
     assert got["demo/test (random)"] == pytest.approx([base[0], arms["random"]])
+    no_exception(pg)
+
+
+def test_iterations_page_draws_accuracy_from_stored_runs(loop_app, page):  # noqa: F811
+    url, store = loop_app
+    page.goto(f"{url}/Iterations")
+    check_accuracy_chart(page, store)
     shot(page, "iterations")
 
 

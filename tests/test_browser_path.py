@@ -21,9 +21,9 @@ from test_browser import (  # noqa: F401
     shot,
     until,
 )
+from test_browser_loop import check_accuracy_chart
 
 from pipeline import jobs, views
-from pipeline.evaluate import accuracy_table
 from pipeline.store import Store
 
 pytestmark = pytest.mark.skipif(not __import__("os").path.exists(CHROMIUM),
@@ -130,22 +130,7 @@ def test_the_demo_path_from_buttons(server, page):  # noqa: F811
 
     # -- the accuracy chart: one line per arm, base model to iteration 1, as stored -------------
     page.reload()
-    page.get_by_text("Accuracy per iteration").first.wait_for()
-    idle(page)
-    page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')]"
-                           ".some(p => (p.layout && p.layout.title && p.layout.title.text || '')"
-                           ".includes('Accuracy per iteration') && p.data.length > 1)")
-    traces = page.evaluate("() => { const p = [...document.querySelectorAll('.js-plotly-plot')]"
-                           ".find(p => (p.layout.title.text || '').includes('Accuracy per "
-                           "iter')); return p.data.map(t => [t.name, Array.from(t.y)]); }")
-    rows = [r for r in accuracy_table(store) if r["set"] == "demo/test"]
-    base = [100 * r["accuracy"] for r in rows if r["iteration"] == 0]
-    arms = {r["arm"]: 100 * r["accuracy"] for r in rows if r["iteration"] == 1}
-    assert len(base) == 1 and set(arms) == {"sei", "random"}, rows
-    got = dict(traces)
-    assert got["demo/test"] == pytest.approx([base[0], arms["sei"]])
-    assert got["demo/test (random)"] == pytest.approx([base[0], arms["random"]])
-    no_exception(page)
+    check_accuracy_chart(page, store)
     shot(page, "path-iterations")
 
     # -- Run iteration N: its progress shows; a Cancel on the Jobs page stops it -----------------
