@@ -232,8 +232,8 @@ def build_map_figure(tax, show_excluded: bool = False, highlight: int | None = N
                     cols)
     # The view is the whole clustering, excluded points included, so it does not jump when
     # an edit hides or merges points; or `view` (x0, x1, y0, y1), the page's zoom, which
-    # outlives edits. (Plotly's own zoom does not: Streamlit gives a changed figure a new
-    # element, so uirevision cannot keep it.)
+    # outlives edits. Plotly's own zoom outlives them too where the figure is updated in
+    # place (dashboard/map_view.py: uirevision holds while the view stays).
     def extent(k):
         if view is not None:
             return list(view[:2]) if k == "x" else list(view[2:])

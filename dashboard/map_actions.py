@@ -10,6 +10,7 @@ run with the taxonomy that run drew, so an edit applies to what the person saw."
 from __future__ import annotations
 
 import common
+import map_view
 import streamlit as st
 
 from pipeline import taxonomy
@@ -33,6 +34,11 @@ class MapActions:
 
     def reset_widgets(self) -> None:
         self.ss["gen"] = self.ss.get("gen", 0) + 1
+        # an edit consumes the selection (a new plotly_chart starts with none; the map
+        # component keeps its frame, so it is told which of its values are spent)
+        ev = self.ss.get("map")
+        if isinstance(ev, dict):
+            self.ss["map_clear"] = ev.get("n", 0)
         for key in [x for x in self.ss if isinstance(x, str) and "~" in x]:
             del self.ss[key]
 
@@ -43,6 +49,8 @@ class MapActions:
 
     def _points(self) -> list[dict]:
         ev = self.ss.get("map")
+        if isinstance(ev, dict):  # the map component (map_view.py)
+            return map_view.selected_points(ev, self.ss.get("map_clear", 0))
         return (ev.selection.points if ev and getattr(ev, "selection", None) else []) or []
 
     def selected(self) -> list[int]:

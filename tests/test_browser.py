@@ -147,18 +147,37 @@ def choose(page, box: str, option, tries: int = 6):
         return
 
 
+MAP = "iframe[src*='sei_map']"  # the map component's frame (dashboard/map_view.py)
+
+
+def map_frame(page):
+    """The frame the map is drawn in (scripts run there; its coordinates are its own)."""
+    return page.wait_for_selector(MAP).content_frame()
+
+
 def map_ready(page):
-    page.locator(".js-plotly-plot .nsewdrag").first.wait_for()
+    page.frame_locator(MAP).locator(".js-plotly-plot .nsewdrag").first.wait_for()
     idle(page)
     # The map in the middle of the window, clear of the fixed header, so that a lasso drawn
     # by pixels lands on it whole (the search box above pushes its bottom past the window).
-    page.evaluate("() => document.querySelector('.js-plotly-plot')"
-                  ".scrollIntoView({block: 'center'})")
+    page.locator(MAP).scroll_into_view_if_needed()
+    page.evaluate("s => document.querySelector(s).scrollIntoView({block: 'center'})", MAP)
 
 
 def map_title(page, text: str):
     """A title drawn on the map (a plotly annotation)."""
-    return page.locator(".js-plotly-plot .annotation-text", has_text=text).first
+    return page.frame_locator(MAP).locator(".js-plotly-plot .annotation-text",
+                                           has_text=text).first
+
+
+def map_px(page, x: float, y: float) -> tuple[float, float]:
+    """Where the data point (x, y) is on the page, in pixels."""
+    fx, fy = map_frame(page).evaluate("""([x, y]) => { const g = document.querySelector(
+        '.js-plotly-plot'); const L = g._fullLayout;
+        const r = g.querySelector('.nsewdrag').getBoundingClientRect();
+        return [r.left + L.xaxis.d2p(x), r.top + L.yaxis.d2p(y)]; }""", [x, y])
+    box = page.locator(MAP).bounding_box()
+    return box["x"] + fx, box["y"] + fy
 
 
 def timed(name: str, act, done):
@@ -228,7 +247,7 @@ def test_bad_cases_select_filter_and_show_on_the_map(app, page):
     page.wait_for_url(re.compile(rf"Error_map\?case={first['case_id']}"))
     map_ready(page)
     page.get_by_text(f"Case {first['case_id']}", exact=False).first.wait_for()
-    rings = page.evaluate("() => document.querySelector('.js-plotly-plot')._fullData"
+    rings = map_frame(page).evaluate("() => document.querySelector('.js-plotly-plot')._fullData"
                           ".filter(t => t.name === 'shown case').map(t => t._length)")
     assert rings and rings[0] >= 1
     no_exception(page)
@@ -287,13 +306,12 @@ def test_error_map_edit_bugs(app, page):
     idle(page)
     merge_box = page.locator("[data-testid='stMultiSelect']").filter(has_text="merge types")
     assert f"{b.type_id}: " not in merge_box.inner_text()
-    # The view is the clustering's extent, so an edit does not move it. (A person's zoom is
-    # not kept: Streamlit makes a changed figure a new element.)
+    # The view is the clustering's extent, so an edit does not move it.
     ranges = "() => { const L = document.querySelector('.js-plotly-plot').layout; " \
              "return [L.xaxis.range, L.yaxis.range].flat().map(v => +v.toFixed(6)); }"
-    view = page.evaluate(ranges)
+    view = map_frame(page).evaluate(ranges)
     traces = "() => document.querySelector('.js-plotly-plot').data.length"
-    n_traces = page.evaluate(traces)
+    n_traces = map_frame(page).evaluate(traces)
 
     for t in (a, c):
         choose(page, "merge types", re.compile(rf"^{t.type_id}: "))
@@ -308,17 +326,18 @@ def test_error_map_edit_bugs(app, page):
     assert page.get_by_text("merge needs at least two types").count() == 0
     last = store.edits()[-1]
     assert last["op"] == "merge" and set(last["payload"]["type_ids"]) == {a.type_id, c.type_id}
-    page.wait_for_function(f"() => ({traces[6:]}) === {n_traces - 1}")  # redrawn: c is gone
-    assert page.evaluate(ranges) == view  # and the view did not move
+    map_frame(page).wait_for_function(f"() => ({traces[6:]}) === {n_traces - 1}")  # c is gone
+    assert map_frame(page).evaluate(ranges) == view  # and the view did not move
     shot(page, "5-error-map-after-edits")
 
     # Zoom to a type: the view follows it, and stays through an edit of that type.
     d = b  # the one type the edits above left as it was
     choose(page, "zoom to", re.compile(rf"^{d.type_id}: "))
-    page.wait_for_function("v => { const L = document.querySelector('.js-plotly-plot').layout;"
-                           " return [L.xaxis.range, L.yaxis.range].flat()"
-                           ".map(x => +x.toFixed(6)).join() !== v.join(); }", arg=view)
-    zoomed = page.evaluate(ranges)
+    map_frame(page).wait_for_function("v => { const L = document.querySelector("
+                                      "'.js-plotly-plot').layout; return [L.xaxis.range, "
+                                      "L.yaxis.range].flat().map(x => +x.toFixed(6)).join() "
+                                      "!== v.join(); }", arg=view)
+    zoomed = map_frame(page).evaluate(ranges)
     xs = [q["x"] for q in taxonomy.current(store).points if q["type"] == d.type_id]
     assert zoomed[0] <= min(xs) and max(xs) <= zoomed[1]
     assert zoomed[1] - zoomed[0] < view[1] - view[0]
@@ -328,7 +347,51 @@ def test_error_map_edit_bugs(app, page):
     exp.get_by_role("button", name="Rename").click()
     map_title(page, "zoomed and renamed").wait_for()
     idle(page)
-    assert page.evaluate(ranges) == zoomed
+    assert map_frame(page).evaluate(ranges) == zoomed
+
+    # A person's own zoom (the mouse wheel on the map) outlives an edit: the figure is
+    # updated in place (map_view.py), not drawn as a new chart.
+    map_ready(page)  # in the window, where the wheel turns
+    bb = page.frame_locator(MAP).locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    page.mouse.move(bb["x"] + bb["width"] / 2, bb["y"] + bb["height"] / 2)
+    page.mouse.wheel(0, -400)
+    map_frame(page).wait_for_function("v => { const L = document.querySelector("
+                                      "'.js-plotly-plot').layout; return L.xaxis.range[1] - "
+                                      "L.xaxis.range[0] < v[1] - v[0] - 1e-9; }", arg=zoomed)
+    mine = map_frame(page).evaluate(ranges)
+    exp = page.locator("[data-testid='stExpander']").filter(
+        has_text=f"{d.type_id}: zoomed and renamed")
+    exp.locator("summary").click()
+    exp.get_by_label("title", exact=True).fill("renamed while zoomed in")
+    exp.get_by_role("button", name="Rename").click()
+    map_title(page, "renamed while zoomed in").wait_for()
+    idle(page)
+    assert map_frame(page).evaluate(ranges) == mine
+
+
+def test_error_map_frame_made_again_gets_its_arrays(app, page):
+    """The map's frame keeps the arrays it was sent in the tab's session storage, and the
+    app sends each array once per session (map_view.py). Leaving the page and coming back
+    makes a new frame: it finds them in storage; with storage emptied it asks for them, once,
+    and draws the whole map."""
+    url, store = app
+    big = max(taxonomy.current(store).visible_types(), key=lambda t: len(t.members))
+    drawn = "() => document.querySelector('.js-plotly-plot')._fullData" \
+            ".reduce((n, t) => n + t._length, 0)"
+    page.goto(f"{url}/Error_map")
+    map_ready(page)
+    n = map_frame(page).evaluate(drawn)
+    for emptied in (False, True):
+        if emptied:
+            page.evaluate("() => sessionStorage.clear()")  # the frame's storage too
+        page.get_by_role("link", name="Bad cases").click()  # same session, no reload
+        page.get_by_text(re.compile(r"\d+ of \d+ generations")).wait_for()
+        page.get_by_role("link", name="Error map").click()
+        map_ready(page)
+        map_title(page, big.title[:20]).wait_for()
+        assert map_frame(page).evaluate(drawn) == n
+        assert map_frame(page).evaluate("() => window.seiAsks || 0") == (1 if emptied else 0)
+    no_exception(page)
 
 
 def test_error_map_lasso_opens_cases_and_splits(app, page):
@@ -339,9 +402,7 @@ def test_error_map_lasso_opens_cases_and_splits(app, page):
     # A small lasso round the largest dot (identical keyphrases): all of them come back.
     dots = taxonomy.dots(tax)
     big = max(dots, key=lambda d: len(d["kp_ids"]))
-    px = page.evaluate("""([x, y]) => { const g = document.querySelector('.js-plotly-plot');
-        const L = g._fullLayout; const r = g.querySelector('.nsewdrag').getBoundingClientRect();
-        return [r.left + L.xaxis.d2p(x), r.top + L.yaxis.d2p(y)]; }""", [big["x"], big["y"]])
+    px = map_px(page, big["x"], big["y"])
     lasso(page, px[0] - 5, px[1] - 5, px[0] + 5, px[1] + 5)
     page.get_by_text(re.compile(r"\d+ selected keyphrases")).wait_for()
     idle(page)
@@ -356,7 +417,7 @@ def test_error_map_lasso_opens_cases_and_splits(app, page):
 
     # Lasso the whole map: every drawn keyphrase comes back; split them into a type.
     drawn = {q["kp_id"] for q in tax.points if not q["excluded"]}
-    bb = page.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    bb = page.frame_locator(MAP).locator(".js-plotly-plot .nsewdrag").first.bounding_box()
     lasso(page, bb["x"] + 3, bb["y"] + 3, bb["x"] + bb["width"] - 3, bb["y"] + bb["height"] - 3)
     page.get_by_text(f"{len(drawn)} selected keyphrases").wait_for()
     idle(page)

@@ -97,6 +97,25 @@ def _array(v):
     return v
 
 
+def map_fig(at: AppTest) -> dict:
+    """The figure the Error map's component holds after this run: this run's skeleton with
+    its arrays, and those sent in earlier runs (map_view.py sends an array once). Arrays
+    sent in runs not read here are asked for again, as a new frame in the browser does."""
+    import map_view
+
+    cache = at.__dict__.setdefault("map_blobs", {})
+    for _ in range(2):
+        [el] = at.get("component_instance")
+        args = json.loads(el.proto.json_args)
+        cache.update(args["blobs"])
+        try:
+            return map_view.join(args["figure"], cache)
+        except KeyError:
+            at.session_state["_map_sent"] = set()
+            ok(at.run())
+    raise AssertionError("the map's arrays did not arrive")
+
+
 def w(elements, name: str):
     """The widget whose key is `name` in its current generation (the Error map versions
     the keys of widgets that show stored values, so every edit draws them afresh)."""
@@ -112,12 +131,15 @@ def test_error_map_rename_merge_undo(clustered):
     tax = taxonomy.current(clustered)
     ts = tax.visible_types()
     assert len(ts) >= 2
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("component_instance")) == 1
     a, b = ts[0].type_id, ts[1].type_id
+    assert json.loads(at.get("component_instance")[0].proto.json_args)["blobs"]  # all, once
     w(at.text_input, f"title-{a}").set_value("carry slip in totals")
     at.button(key=f"rename-{a}").click().run()
     ok(at)
     assert taxonomy.current(clustered).types[a].title == "carry slip in totals"
+    # a rename moves no dot: the map is sent no array again, only its skeleton
+    assert json.loads(at.get("component_instance")[0].proto.json_args)["blobs"] == {}
     assert clustered.edits()[-1]["op"] == "rename"
     w(at.multiselect, "merge_ids").set_value([a, b])
     merge_button(at).click().run()
@@ -129,12 +151,53 @@ def test_error_map_rename_merge_undo(clustered):
     assert all(t.merged_into is None for t in taxonomy.current(clustered).types.values())
 
 
+def test_map_sends_each_array_once(clustered):
+    """map_view.py: the skeleton plus only the arrays not sent before. A rename sends none,
+    a merge those of the merged trace, the undo of it none (all seen); joined again, the
+    figure is plotly's own JSON of it."""
+    import common
+    import map_view
+    import plotly.io
+
+    def spec(tax):
+        """plotly's JSON of the map, in the component's plain white theme."""
+        d = json.loads(plotly.io.to_json(common.build_map_figure(tax), validate=False))
+        d["layout"]["template"] = json.loads(plotly.io.json.to_json_plotly(
+            plotly.io.templates["plotly_white"].to_plotly_json()))
+        return d
+
+    sent, seen = set(), {}
+    tax = taxonomy.current(clustered)
+    first = map_view.args_of(common.build_map_figure(tax), sent)
+    seen.update(first["blobs"])
+    assert len(first["blobs"]) >= 3 and map_view.join(first["figure"], seen) == \
+        {"data": spec(tax)["data"], "layout": spec(tax)["layout"]}
+    a, b = [t.type_id for t in tax.visible_types()[:2]]
+    taxonomy.rename(clustered, a, "renamed once", author="test")
+    tax = taxonomy.current(clustered)
+    renamed = map_view.args_of(common.build_map_figure(tax), sent)
+    assert renamed["blobs"] == {}
+    assert map_view.join(renamed["figure"], seen)["layout"] == spec(tax)["layout"]
+    full = len(json.dumps(spec(tax)))
+    assert len(json.dumps(renamed)) < full / 2  # what goes over the wire for a rename
+    taxonomy.merge(clustered, [a, b], author="test")
+    tax = taxonomy.current(clustered)
+    merged = map_view.args_of(common.build_map_figure(tax), sent)
+    seen.update(merged["blobs"])
+    assert merged["blobs"] and map_view.join(merged["figure"], seen)["data"] == spec(tax)["data"]
+    taxonomy.undo(clustered, author="test")
+    undone = map_view.args_of(common.build_map_figure(taxonomy.current(clustered)), sent)
+    assert undone["blobs"] == {}
+    assert map_view.join(undone["figure"], seen)["data"] == \
+        map_view.join(renamed["figure"], seen)["data"]  # the map as before the merge
+
+
 def test_error_map_draws_dots_titles_and_distinct_colours(clustered):
     import common
 
     at = ok(page("2_Error_map.py"))
     tax = taxonomy.current(clustered)
-    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    fig = map_fig(at)
     live = sorted(p["kp_id"] for p in tax.points if not p["excluded"])
     # One dot per distinct keyphrase of a type, named by its first keyphrase id; a dot of
     # n identical keyphrases is drawn larger than a dot of one.
@@ -221,7 +284,7 @@ def test_error_map_switches_clusterings(clustered):
     at.button(key="held_use").click().run()
     ok(at)
     assert taxonomy.current(clustered).clustering["clustering_id"] == small["clustering_id"]
-    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    fig = map_fig(at)
     assert sum(len(_array(tr["customdata"])) for tr in fig["data"]) == len(
         taxonomy.dots(taxonomy.current(clustered)))
     w(at.selectbox, "cl_pick").set_value(cur).run()
@@ -245,7 +308,7 @@ def test_case_on_the_map_and_back(clustered):
     at = AppTest.from_file(str(DASH / "pages" / "2_Error_map.py"), default_timeout=120)
     at.query_params["case"] = str(case)
     ok(at.run())
-    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    fig = map_fig(at)
     ring = next(tr for tr in fig["data"] if tr["name"] == "shown case")
     kps = {p["kp_id"] for p in tax.points if p["case_id"] == case}
     assert len(_array(ring["x"])) == len({(p["text"], p["type"]) for p in tax.points
@@ -331,7 +394,7 @@ def test_error_map_colours_by_dataset_and_analyzer(clustered):
     for by in ("dataset", "analyzer"):
         at.selectbox(key="colour_by").set_value(by).run()
         ok(at)
-        fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+        fig = map_fig(at)
         values = taxonomy.point_attribute(tax, by)
         assert values  # the store has points to colour
         names = sorted(tr["name"] for tr in fig["data"])
@@ -343,7 +406,7 @@ def test_error_map_colours_by_dataset_and_analyzer(clustered):
             assert {values[int(k)] for k in _array(tr["customdata"])} == {value}
         assert fig["layout"]["showlegend"] is True
     at.selectbox(key="colour_by").set_value("type").run()
-    fig = json.loads(ok(at).get("plotly_chart")[0].proto.spec)
+    fig = map_fig(ok(at))
     assert fig["layout"]["showlegend"] is False
     with pytest.raises(ValueError, match="cannot colour by 'length'"):
         taxonomy.point_attribute(tax, "length")

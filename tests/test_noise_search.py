@@ -190,7 +190,9 @@ def test_error_map_shows_noise_assigns_it_and_marks_search_hits(clustered):
     word = max(re.findall(r"[a-z]{5,}", tax.points[0]["text"]), key=len)
     at.text_input(key="map_search").set_value(word).run()
     assert not at.exception, [e.value for e in at.exception]
-    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    from test_dashboard import map_fig  # the figure as the map component holds it
+
+    fig = map_fig(at)
     ring = next(tr for tr in fig["data"] if tr["name"] == "search hits")
     marked = set(np.asarray(_array(ring["customdata"])).astype(int).tolist())
     expect = {p["kp_id"] for p in tax.points if word in p["text"].lower()}

@@ -7,12 +7,17 @@ then redrawn from the log, so what is shown is always what is stored."""
 import os
 
 import common
+import map_view
 import pandas as pd
 import streamlit as st
 from map_actions import MapActions
 
 from pipeline import instructor, jobs, llm_cluster, review, search, taxonomy
 from pipeline.cluster import ClusterParams, agreement
+
+# How the map is drawn: "component" (map_view.py, updated in place; the default) or
+# "plotly_chart" (a new chart per edit; kept for benchmarks/browser_edit.py to compare).
+MAP_CHART = os.environ.get("SEI_MAP_CHART", "component")
 
 s = common.header("Error map")
 ss = st.session_state
@@ -26,9 +31,13 @@ wk = act.wk
 held = taxonomy.held_clusterings(s)
 
 
+# Everything that comes and goes above the map sits in a container that is always drawn:
+# an element is placed by its index, and a shifted index makes the browser build the map's
+# frame anew (map_view.py keeps it to update it in place).
+held_slot = st.container()
 for h in held[:1]:
     d = h["diff"]["held"]
-    with st.container(border=True):
+    with held_slot, st.container(border=True):
         st.warning(f"A new clustering `{h['clustering_id']}` ({h['n_points']} keyphrases, "
                    f"{h['n_clusters']} clusters) covers {d['n_cases']} bad cases, "
                    f"{d['shared_cases']} of the {d['current_cases']} that the current one "
@@ -83,10 +92,11 @@ def curation(tax: taxonomy.Taxonomy) -> None:
         st.rerun()  # an undo switched clusterings: the whole page follows
     act = MapActions(s, tax)  # the edit callbacks (dashboard/map_actions.py)
     wk, selected, n_dots = act.wk, act.selected, act.n_dots
-    if msg := ss.pop("flash", None):
-        st.success(msg)
-    if err := ss.pop("flash_error", None):
-        st.error(err)
+    with st.container():  # always drawn, so the map's place does not move (see held_slot)
+        if msg := ss.pop("flash", None):
+            st.success(msg)
+        if err := ss.pop("flash_error", None):
+            st.error(err)
     by_kp = tax.by_kp()
     visible = tax.visible_types()
     label = {t.type_id: f"{t.type_id}: {t.title}" for t in visible}
@@ -112,7 +122,7 @@ def curation(tax: taxonomy.Taxonomy) -> None:
 
     def zoom_to_selection() -> None:
         ss["zoom_box"] = box_of(selected())
-        ss["zoom"] = "the selection" if ss["zoom_box"] else "whole map"
+        ss["zoom_to"] = ss[wk("zoom")] = "the selection" if ss["zoom_box"] else "whole map"
 
 
     # A case sent from Bad cases ("show on the map"): its keyphrases are ringed.
@@ -129,14 +139,17 @@ def curation(tax: taxonomy.Taxonomy) -> None:
         z1, z2, z3, z4 = st.columns([2, 3, 2, 2], vertical_alignment="bottom")
         show_excl = z1.toggle("show excluded points", value=False, key="show_excl")
         colour_by = z4.selectbox("colour by", taxonomy.COLOUR_BY, key="colour_by")
-        # The view is app state, not plotly's: Streamlit 1.67 gives a changed figure a new
-        # element (its spec is part of the id), so plotly's own zoom is lost at every edit,
-        # while this one is drawn again after it.
+        # "zoom to" is app state (kept through edits); plotly's own zoom is kept too, as
+        # the map component updates the figure in place (map_view.py).
         zooms = ["whole map"] + (["the selection"] if ss.get("zoom_box") else []) + \
             [t.type_id for t in visible]
-        if ss.get("zoom") not in zooms:
-            ss["zoom"] = "whole map"
-        zoom = z2.selectbox("zoom to", zooms, key="zoom",
+        # The choice lives in "zoom_to", the box is drawn afresh per edit (a rename changes
+        # its labels, and Streamlit then takes it for a new widget and drops its value).
+        if ss.get("zoom_to") not in zooms:
+            ss["zoom_to"] = "whole map"
+        ss.setdefault(wk("zoom"), ss["zoom_to"])
+        zoom = z2.selectbox("zoom to", zooms, key=wk("zoom"),
+                            on_change=lambda: ss.update(zoom_to=ss[wk("zoom")]),
                             format_func=lambda z: z if isinstance(z, str) else name(z))
         z3.button("Zoom to the selection", key="zoom_sel", disabled=not selected(),
                   on_click=zoom_to_selection)
@@ -145,8 +158,11 @@ def curation(tax: taxonomy.Taxonomy) -> None:
             hits=hits.kp_ids() if hits else None, colour_by=colour_by,
             attr=None if colour_by == "type" else review.point_verdicts(s, tax.points)
             if colour_by == "verdict" else taxonomy.point_attribute(tax, colour_by))
-        st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso", "points"),
-                        key="map", width="stretch")
+        if MAP_CHART == "plotly_chart":  # the figure rebuilt at every edit (before map_view)
+            st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso", "points"),
+                            key="map", width="stretch")
+        else:  # updated in place: only what changed is sent
+            map_view.plotly_map(fig, key="map", clear=ss.get("map_clear", 0))
         if hits:
             st.caption(f"Search “{query}”: {len(hits.keyphrases)} keyphrases and "
                        f"{len(hits.cases)} cases contain it; {len(hits.kp_ids())} keyphrases "
