@@ -6,11 +6,12 @@ path before it), side by side in one run.
 
 For each size, a store of that many keyphrases (corpus.py) clustered for real (MiniLM,
 UMAP, HDBSCAN), copied once per path; one `streamlit run` server per path on its copy:
-"plotly_chart" (SEI_MAP_CHART=plotly_chart: a new chart per edit, the whole page rerun),
-"component" (the default) and "component+fragment" (SEI_MAP_FRAGMENT=1: an edit reruns the
-map, the panel and the type editors only). Per repeat, on each server in turn: rename the
-largest type, merge it with the next, undo the merge; each timed from the click to the
-moment the map shows the new title (a Plotly annotation). Same store, same edits, same
+"plotly_chart" (SEI_MAP_CHART=plotly_chart: a new chart per edit, the whole page rerun,
+an editor for every type: the code before), "component" (the default: the component, 30
+type editors and a picker for the rest) and "component+fragment" (SEI_MAP_FRAGMENT=1: an
+edit reruns the map, the panel and the type editors only). Per repeat, on each server in
+turn: rename the largest type, merge it with the next, undo the merge; each timed from the
+click to the moment the map shows the new title (a Plotly annotation). Same store, same edits, same
 browser; the medians and their ratio to the plotly_chart path are printed per edit."""
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from pipeline.cluster import ClusterParams, cluster  # noqa: E402
 from pipeline.serve import free_port  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-PATHS = {"plotly_chart": {"SEI_MAP_CHART": "plotly_chart", "SEI_MAP_FRAGMENT": "0"},
+PATHS = {"plotly_chart": {"SEI_MAP_CHART": "plotly_chart", "SEI_MAP_FRAGMENT": "0",
+                          "SEI_MAP_EDITORS": "1000000"},  # every type's editor, as before
          "component": {"SEI_MAP_CHART": "component", "SEI_MAP_FRAGMENT": "0"},
          "component+fragment": {"SEI_MAP_CHART": "component", "SEI_MAP_FRAGMENT": "1"}}
 BASELINE = "plotly_chart"

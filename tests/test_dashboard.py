@@ -192,6 +192,30 @@ def test_map_sends_each_array_once(clustered):
         map_view.join(renamed["figure"], seen)["data"]  # the map as before the merge
 
 
+def test_error_map_draws_editors_for_the_largest_types_and_a_picker(clustered, monkeypatch):
+    """Past SEI_MAP_EDITORS types, the smaller ones are edited through a picker: one more
+    editor, open, for the type picked; a rename through it is stored."""
+    from conftest import three_types
+
+    ts = three_types(clustered)
+    monkeypatch.setenv("SEI_MAP_EDITORS", "2")
+    at = ok(page("2_Error_map.py"))
+    # a type editor's label is "id: title · share · cases", markdown-escaped ("id\\: ...")
+    heads = [m.group(1) for e in at.expander if (m := re.match(r"(\d+)\\?: ", e.label))]
+    assert heads == [str(t.type_id) for t in ts[:2]]
+    picker = w(at.selectbox, "more_types")
+    assert picker.options[1:] == [f"{t.type_id}: {t.title}" for t in ts[2:]]
+    small = ts[-1].type_id
+    picker.set_value(small).run()
+    ok(at)
+    opened = [e for e in at.expander if re.match(rf"{small}\\?: ", e.label)]
+    assert len(opened) == 1 and opened[0].proto.expanded
+    w(at.text_input, f"title-{small}").set_value("edited through the picker")
+    at.button(key=f"rename-{small}").click().run()
+    ok(at)
+    assert taxonomy.current(clustered).types[small].title == "edited through the picker"
+
+
 def test_error_map_draws_dots_titles_and_distinct_colours(clustered):
     import common
 

@@ -18,6 +18,9 @@ from pipeline.cluster import ClusterParams, agreement
 # How the map is drawn: "component" (map_view.py, updated in place; the default) or
 # "plotly_chart" (a new chart per edit; kept for benchmarks/browser_edit.py to compare).
 MAP_CHART = os.environ.get("SEI_MAP_CHART", "component")
+# Type editors drawn at once (137 of them made an edit take ~6 s at 10,000 keyphrases;
+# the benchmark sets it high for the code path before the cap).
+EDITORS = int(os.environ.get("SEI_MAP_EDITORS", "30"))
 
 s = common.header("Error map")
 ss = st.session_state
@@ -277,11 +280,21 @@ def curation(tax: taxonomy.Taxonomy) -> None:
             file_name=f"types-{cl['clustering_id']}.jsonl",
             data=lambda: taxonomy.export_jsonl(s, taxonomy.current(s)))
 
-    for t in visible:
+    # One editor per type up to EDITORS (largest first); past that a picker opens one of the
+    # rest, so a map of hundreds of types does not draw hundreds of forms at every edit.
+    shown, more = visible[:EDITORS], None
+    if len(visible) > EDITORS:
+        rest = [t.type_id for t in visible[EDITORS:]]
+        more = st.selectbox(f"edit one of the {len(rest)} smaller types", [None] + rest,
+                            key=wk("more_types"), format_func=lambda i: "choose a type"
+                            if i is None else name(i))
+        shown += [tax.types[more]] if more is not None else []
+    for t in shown:
         # a label is markdown: a title such as "N*N given as N" must not turn italic
         with st.expander(f"{common.md_text(label[t.type_id])} · {common.pct(t.share)} · "
                          f"{t.n_cases} cases"
-                         + (" · excluded" if t.excluded else "")):
+                         + (" · excluded" if t.excluded else ""),
+                         expanded=t.type_id == more):  # the one picked opens
             c1, c2 = st.columns([2, 3])
             with c1:
                 # Forms: typing reruns nothing (a rerun redraws the map); the button (or Enter)
