@@ -350,9 +350,9 @@ def curation(tax: taxonomy.Taxonomy) -> None:
             st.button("Undo this edit", key="undo_one", on_click=act.undo_picked)
 
 
-# An edit reruns the whole page unless SEI_MAP_FRAGMENT=1. The fragment is opt-in: measured
-# no faster at the demo size (benchmarks/browser_edit.py), and after an undo in it Chromium
-# was seen holding two title boxes in one type's editor (the old one not yet removed).
+# An edit reruns the whole page unless SEI_MAP_FRAGMENT=1. The fragment is faster at the
+# demo size (benchmarks/browser_edit.py) but opt-in: twice Chromium was seen holding a stale
+# second copy of a form after a fragment rerun (a title box; the merge title box).
 if os.environ.get("SEI_MAP_FRAGMENT", "0") != "1":
     curation(tax)
 else:
