@@ -2,7 +2,7 @@
 
     python benchmarks/map_edit.py [--n 10000]
 
-Builds a store with n keyphrases on n/2 bad cases (corpus.py), clusters them for real
+Builds a store with exactly n keyphrases (corpus.py), clusters them for real
 (MiniLM, UMAP, HDBSCAN), then times what the Error map page does on each edit: append
 the edit, derive the current taxonomy from the log, build the Plotly figure, and
 serialise it as st.plotly_chart does (what goes to the browser). Reported per step and in
@@ -33,8 +33,17 @@ from pipeline.store import Store  # noqa: E402
 
 
 def build_store(path: Path, n: int) -> Store:
+    """A store with exactly n keyphrases: corpus cases (1-3 keyphrases each, ~1.4 on
+    average) taken in order until n, the last one's list cut to fit."""
     s = Store(path)
-    cases = corpus.build(n // 2)
+    cases, total = [], 0
+    for c in corpus.build(int(n / 1.2) + 10):
+        if total == n:
+            break
+        cases.append(dict(c, keyphrases=c["keyphrases"][:n - total]))
+        total += len(cases[-1]["keyphrases"])
+    if total < n:
+        raise SystemExit(f"the corpus made {total} keyphrases, fewer than {n}")
     s.insert_problems([dict(c, dataset="demo", split="train", source_file="bench")
                        for c in cases])
     run = {"run_id": "bench", "kind": "extract", "model_id": "corpus", "dataset": "demo",
