@@ -36,9 +36,7 @@ class MapActions:
         self.ss["gen"] = self.ss.get("gen", 0) + 1
         # an edit consumes the selection (a new plotly_chart starts with none; the map
         # component keeps its frame, so it is told which of its values are spent)
-        ev = self.ss.get("map")
-        if isinstance(ev, dict):
-            self.ss["map_clear"] = ev.get("n", 0)
+        map_view.consume("map")
         for key in [x for x in self.ss if isinstance(x, str) and "~" in x]:
             del self.ss[key]
 
@@ -50,7 +48,7 @@ class MapActions:
     def _points(self) -> list[dict]:
         ev = self.ss.get("map")
         if isinstance(ev, dict):  # the map component (map_view.py)
-            return map_view.selected_points(ev, self.ss.get("map_clear", 0))
+            return map_view.selected_points("map")
         return (ev.selection.points if ev and getattr(ev, "selection", None) else []) or []
 
     def selected(self) -> list[int]:

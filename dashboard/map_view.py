@@ -11,8 +11,8 @@ undo usually none. A frame made again (the page left and reopened) that lacks an
 asks for all of them, once.
 
 The selection comes back as the component's value: {"points": [{customdata, curve_number,
-point_index}], "n": a number rising with every value}. An edit consumes it: the page passes
-`clear` (the n it consumed) and the frame drops the drawn selection, as a new chart would."""
+point_index}], "n": a number rising with every value}. An edit consumes it (`consume`): the frame is
+sent `clear`, the n consumed, and drops the drawn selection, as a new chart would."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def args_of(fig, sent: set[str]) -> dict:
     return {"figure": figure, "blobs": new}
 
 
-def plotly_map(fig, key: str, clear: int) -> dict | None:
+def plotly_map(fig, key: str) -> dict | None:
     """Draw `fig` in the component; returns its value (the selection, see above)."""
     ss = st.session_state
     sent = ss.setdefault(f"_{key}_sent", set())
@@ -115,12 +115,21 @@ def plotly_map(fig, key: str, clear: int) -> dict | None:
     if value.get("missing") and value.get("n", 0) > ss.get(f"_{key}_resent", 0):
         sent.clear()  # a new frame lacks arrays sent to an earlier one: send all again
         ss[f"_{key}_resent"] = value["n"]
-    ss[f"_{key}_rev"] = rev = ss.get(f"_{key}_rev", 0) + 1
-    return _declared()(**args_of(fig, sent), clear=clear, rev=rev, key=key, default=None)
+    return _declared()(**args_of(fig, sent), clear=ss.get(f"_{key}_clear", 0), key=key,
+                       default=None)
 
 
-def selected_points(value, clear: int) -> list[dict]:
-    """The points of a selection value not yet consumed by an edit."""
-    if not isinstance(value, dict) or value.get("n", 0) <= clear:
+def consume(key: str) -> None:
+    """An edit used the selection: it no longer counts here, and the frame drops it."""
+    value = st.session_state.get(key)
+    if isinstance(value, dict):
+        st.session_state[f"_{key}_clear"] = value.get("n", 0)
+
+
+def selected_points(key: str) -> list[dict]:
+    """The points of the component's selection not yet consumed by an edit."""
+    value = st.session_state.get(key)
+    if not isinstance(value, dict) or value.get("n", 0) <= st.session_state.get(
+            f"_{key}_clear", 0):
         return []
     return list(value.get("points") or [])

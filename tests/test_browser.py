@@ -170,6 +170,17 @@ def map_title(page, text: str):
                                            has_text=text).first
 
 
+def rename_on_map(page, editor: str, title: str) -> None:
+    """Rename a type in its editor (the expander labelled `editor`); wait for the new title
+    on the map and for the run to end."""
+    exp = page.locator("[data-testid='stExpander']").filter(has_text=editor)
+    exp.locator("summary").click()
+    exp.get_by_label("title", exact=True).fill(title)
+    exp.get_by_role("button", name="Rename").click()
+    map_title(page, title).wait_for()
+    idle(page)
+
+
 def map_px(page, x: float, y: float) -> tuple[float, float]:
     """Where the data point (x, y) is on the page, in pixels."""
     fx, fy = map_frame(page).evaluate("""([x, y]) => { const g = document.querySelector(
@@ -341,12 +352,7 @@ def test_error_map_edit_bugs(app, page):
     xs = [q["x"] for q in taxonomy.current(store).points if q["type"] == d.type_id]
     assert zoomed[0] <= min(xs) and max(xs) <= zoomed[1]
     assert zoomed[1] - zoomed[0] < view[1] - view[0]
-    exp = page.locator("[data-testid='stExpander']").filter(has_text=f"{d.type_id}: {d.title}")
-    exp.locator("summary").click()
-    exp.get_by_label("title", exact=True).fill("zoomed and renamed")
-    exp.get_by_role("button", name="Rename").click()
-    map_title(page, "zoomed and renamed").wait_for()
-    idle(page)
+    rename_on_map(page, f"{d.type_id}: {d.title}", "zoomed and renamed")
     assert map_frame(page).evaluate(ranges) == zoomed
 
     # A person's own zoom (the mouse wheel on the map) outlives an edit: the figure is
@@ -359,13 +365,7 @@ def test_error_map_edit_bugs(app, page):
                                       "'.js-plotly-plot').layout; return L.xaxis.range[1] - "
                                       "L.xaxis.range[0] < v[1] - v[0] - 1e-9; }", arg=zoomed)
     mine = map_frame(page).evaluate(ranges)
-    exp = page.locator("[data-testid='stExpander']").filter(
-        has_text=f"{d.type_id}: zoomed and renamed")
-    exp.locator("summary").click()
-    exp.get_by_label("title", exact=True).fill("renamed while zoomed in")
-    exp.get_by_role("button", name="Rename").click()
-    map_title(page, "renamed while zoomed in").wait_for()
-    idle(page)
+    rename_on_map(page, f"{d.type_id}: zoomed and renamed", "renamed while zoomed in")
     assert map_frame(page).evaluate(ranges) == mine
 
 

@@ -165,7 +165,7 @@ def curation(tax: taxonomy.Taxonomy) -> None:
             st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso", "points"),
                             key="map", width="stretch")
         else:  # updated in place: only what changed is sent
-            map_view.plotly_map(fig, key="map", clear=ss.get("map_clear", 0))
+            map_view.plotly_map(fig, key="map")
         if hits:
             st.caption(f"Search “{query}”: {len(hits.keyphrases)} keyphrases and "
                        f"{len(hits.cases)} cases contain it; {len(hits.kp_ids())} keyphrases "
