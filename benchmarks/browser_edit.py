@@ -1,18 +1,18 @@
-"""Click -> redrawn map on the Error map, in Chromium: the map component updated in place
-(dashboard/map_view.py, the default) against st.plotly_chart rebuilt at every edit (the code
-path before it), side by side in one run.
+"""Click -> redrawn map on the Error map, in Chromium: the page as it is now against the page
+before issue 22's item 5 (git revision BEFORE), side by side in one run.
 
     python benchmarks/browser_edit.py [--sizes 120,10000] [--repeats 5] [--paths ...]
 
 For each size, a store of that many keyphrases (corpus.py) clustered for real (MiniLM,
 UMAP, HDBSCAN), copied once per path; one `streamlit run` server per path on its copy:
-"plotly_chart" (SEI_MAP_CHART=plotly_chart: a new chart per edit, the whole page rerun,
-an editor for every type: the code before), "component" (the default: the component, 30
-type editors and a picker for the rest) and "component+fragment" (SEI_MAP_FRAGMENT=1: an
-edit reruns the map, the panel and the type editors only). Per repeat, on each server in
-turn: rename the largest type, merge it with the next, undo the merge; each timed from the
-click to the moment the map shows the new title (a Plotly annotation). Same store, same edits, same
-browser; the medians and their ratio to the plotly_chart path are printed per edit."""
+"before" (the dashboard of revision BEFORE, taken with `git archive`: st.plotly_chart
+rebuilt at every edit, the whole page rerun, an editor per type; the pipeline is the same
+code), "now" (the map component updated in place, one type editor) and "now+fragment"
+(SEI_MAP_FRAGMENT=1: an edit reruns the map, the panel and the editor only). Per repeat,
+on each server in turn: rename the largest type, merge it with the next, undo the merge;
+each timed from the click to the moment the map shows the new title (a Plotly
+annotation). Same store, same edits, same browser; the medians and their ratio to
+"before" are printed per edit."""
 
 from __future__ import annotations
 
@@ -40,24 +40,35 @@ from pipeline.cluster import ClusterParams, cluster  # noqa: E402
 from pipeline.serve import free_port  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-PATHS = {"plotly_chart": {"SEI_MAP_CHART": "plotly_chart", "SEI_MAP_FRAGMENT": "0",
-                          "SEI_MAP_EDITORS": "1000000"},  # every type's editor, as before
-         "component": {"SEI_MAP_CHART": "component", "SEI_MAP_FRAGMENT": "0"},
-         "component+fragment": {"SEI_MAP_CHART": "component", "SEI_MAP_FRAGMENT": "1"}}
-BASELINE = "plotly_chart"
+BEFORE = "acbfe43"  # the last revision before the map component (st.plotly_chart)
+PATHS = {"before": {"SEI_MAP_FRAGMENT": "0"}, "now": {"SEI_MAP_FRAGMENT": "0"},
+         "now+fragment": {"SEI_MAP_FRAGMENT": "1"}}
+BASELINE = "before"
 FRAME = "iframe[src*='sei_map']"  # the component's frame
+EDIT_TYPE = re.compile(r"^type to edit")  # the one type editor's picker
 TIMEOUT_MS = 120_000
 
 
-def serve(db: Path, flags: dict, log: Path) -> tuple[subprocess.Popen, str]:
+def checkout(rev: str, into: Path) -> Path:
+    """The app at `rev` (git archive), with this checkout's models beside it."""
+    into.mkdir()
+    tar = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True,
+                         capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=tar, check=True)
+    (into / "data").mkdir(exist_ok=True)
+    (into / "data" / "models").symlink_to(ROOT / "data" / "models")
+    return into
+
+
+def serve(db: Path, flags: dict, log: Path, root: Path = ROOT) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = dict(os.environ, SEI_DB=str(db), SEI_SETTINGS=str(db.parent / "settings.json"),
-               **flags)
+               PYTHONPATH=str(root), **flags)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "Overview.py"),
+        [sys.executable, "-m", "streamlit", "run", str(root / "dashboard" / "Overview.py"),
          "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless",
          "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+        cwd=root, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     for _ in range(180):
         try:
@@ -112,10 +123,15 @@ def edits(page, a: int, b: int, i: int, tag: str) -> dict[str, float]:
     """Rename type a, merge a and b, undo the merge: seconds from click to redrawn map."""
     out = {}
     idle(page)
-    exp = page.locator("[data-testid='stExpander']").filter(
-        has=page.locator("summary", has_text=re.compile(rf"(?<!\d){a}: ")))
-    if not exp.get_by_label("title", exact=True).is_visible():
-        exp.locator("summary").click()
+    if page.sei_path == BASELINE:  # an editor per type, in expanders
+        exp = page.locator("[data-testid='stExpander']").filter(
+            has=page.locator("summary", has_text=re.compile(rf"(?<!\d){a}: ")))
+        if not exp.get_by_label("title", exact=True).is_visible():
+            exp.locator("summary").click()
+    else:  # one type editor, opened on the type through its picker
+        choose(page, EDIT_TYPE, re.compile(rf"^{a}: "))
+        idle(page)
+        exp = page.locator(".st-key-type_editor")
     name = f"renamed {tag} {i}"
     exp.get_by_label("title", exact=True).fill(name)
     out["rename"] = timed(lambda: exp.get_by_role("button", name="Rename").click(),
@@ -147,7 +163,8 @@ def one_size(n: int, repeats: int, work: Path, sync, paths: list[str]) -> dict:
             db = work / f"{n}-{i}" / "sei.duckdb"
             db.parent.mkdir()
             shutil.copy(base, db)
-            servers[path] = serve(db, PATHS[path], db.parent / "streamlit.log")
+            root = checkout(BEFORE, db.parent / "app") if path == BASELINE else ROOT
+            servers[path] = serve(db, PATHS[path], db.parent / "streamlit.log", root)
         with sync() as pw:
             br = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                     args=["--no-sandbox", "--disable-gpu"])

@@ -46,10 +46,7 @@ class MapActions:
     # -- what is selected on the map --------------------------------------------------------
 
     def _points(self) -> list[dict]:
-        ev = self.ss.get("map")
-        if isinstance(ev, dict):  # the map component (map_view.py)
-            return map_view.selected_points("map")
-        return (ev.selection.points if ev and getattr(ev, "selection", None) else []) or []
+        return map_view.selected_points("map")  # the map component's (map_view.py)
 
     def selected(self) -> list[int]:
         """Keyphrase ids behind the selected dots (a dot stands for identical keyphrases)."""
@@ -65,17 +62,19 @@ class MapActions:
 
     # -- edits ------------------------------------------------------------------------------
 
-    def apply(self, fn, *args, msg: str, **kw) -> None:
-        """Run one edit and say what it did."""
+    def apply(self, fn, *args, msg: str, **kw):
+        """Run one edit and say what it did; returns what the edit returned (None if it
+        was refused)."""
         if fn not in (taxonomy.undo, taxonomy.redo):
             kw["tax"] = self.tax  # what the user saw and acted on
         try:
             out = fn(self.s, *args, author="app", **kw)
         except ValueError as e:  # a refused edit is shown, never a traceback
             common.flash(str(e), error=True)
-            return
+            return None
         self.reset_widgets()
         common.flash(msg.format(out=out))
+        return out
 
     def use(self, cid: str, msg: str) -> None:
         """Make a clustering current (an edit: Undo goes back)."""
@@ -90,8 +89,10 @@ class MapActions:
 
     def split(self) -> None:
         sel = self.selected()
-        self.apply(taxonomy.split, kp_ids=sel, title=self._value("split_title"),
-                   msg=f"new type {{out}} from {len(sel)} keyphrases")
+        tid = self.apply(taxonomy.split, kp_ids=sel, title=self._value("split_title"),
+                         msg=f"new type {{out}} from {len(sel)} keyphrases")
+        if tid is not None:
+            self.ss["edit_type"] = tid  # the type editor opens on the new type
 
     def exclude_selection(self) -> None:
         sel = self.selected()
@@ -99,8 +100,17 @@ class MapActions:
 
     def merge(self) -> None:
         ids = self._value("merge_ids") or []
-        self.apply(taxonomy.merge, ids, title=self._value("merge_title") or None,
-                   msg=f"merged types {ids}")
+        if self.apply(taxonomy.merge, ids, title=self._value("merge_title") or None,
+                      msg=f"merged types {ids}") is not None:
+            self.ss["edit_type"] = self.s.edits()[-1]["payload"]["into"]  # opens on it
+
+    def edit_from_legend(self) -> None:
+        """A row of the types table clicked: that type's editor opens (the noise row, last,
+        has none)."""
+        rows = ((self.ss.get(self.wk("legend")) or {}).get("selection") or {}).get("rows")
+        visible = self.tax.visible_types()
+        if rows and rows[0] < len(visible):
+            self.ss["edit_type"] = self.ss[self.wk("edit_type")] = visible[rows[0]].type_id
 
     def rename(self, tid: int) -> None:
         self.apply(taxonomy.rename, tid, self._value(f"title-{tid}"), msg=f"renamed type {tid}")

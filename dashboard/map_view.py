@@ -25,6 +25,7 @@ import plotly
 import plotly.io
 import streamlit as st
 import streamlit.components.v1 as components
+from _plotly_utils.utils import convert_to_base64
 
 from pipeline.config import ROOT
 
@@ -58,7 +59,10 @@ def _declared():
 
 
 def _is_blob(v) -> bool:
-    return (isinstance(v, dict) and "bdata" in v) or (isinstance(v, list) and len(v) >= MIN_BLOB)
+    """A typed array, or a list of values (not of traces or annotations: those are walked
+    into, so a rename changes a name, not a blob of every trace)."""
+    return (isinstance(v, dict) and "bdata" in v) or (
+        isinstance(v, list) and len(v) >= MIN_BLOB and not isinstance(v[0], dict))
 
 
 def blob(o, blobs: dict[str, object]) -> dict:
@@ -92,9 +96,11 @@ def join(o, blobs: dict[str, object]):
 
 
 def args_of(fig, sent: set[str]) -> dict:
-    """The component's arguments for `fig`: the skeleton and the arrays not in `sent`
-    (which is updated). Plotly's own JSON encoder, as st.plotly_chart uses: numpy columns
-    go as typed arrays."""
+    """The component's arguments for `fig` (a Figure, or a dict of data and layout): the
+    skeleton and the arrays not in `sent` (which is updated). Plotly's own JSON encoder, as
+    st.plotly_chart uses: numpy columns go as typed arrays."""
+    if isinstance(fig, dict):  # common.map_spec, built afresh per run (changed in place)
+        convert_to_base64(fig)  # numpy columns as typed arrays, as a Figure would send them
     spec = json.loads(plotly.io.to_json(fig, validate=False))
     blobs: dict[str, object] = {}
     layout = dict(spec.get("layout", {}))

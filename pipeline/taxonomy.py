@@ -528,10 +528,11 @@ def describe_edit(e: dict, titles: dict[int, str], by_id: dict[int, dict] | None
 
 def edit_log(store: Store, tax: Taxonomy | None = None) -> list[dict]:
     """Every edit, newest first, as a sentence, with whether it is in force."""
-    edits = store.edits()
+    with store.read():
+        edits = store.edits()
+        titles = {tid: m["title"] for tid, m in store.error_types().items()}
+        tax = tax if tax is not None else current(store)
     undone = undone_ids(edits)
-    titles = {tid: m["title"] for tid, m in store.error_types().items()}
-    tax = tax if tax is not None else current(store)
     titles.update({t.type_id: t.title for t in tax.types.values()})
     by_id = {e["edit_id"]: e for e in edits}
     return [{"edit": e["edit_id"], "at": e["created_at"], "by": e["author"] or "",
@@ -582,6 +583,8 @@ def point_attribute(tax: Taxonomy, by: str) -> dict[int, str]:
 
 def expand(dot_ids: list[int], tax: Taxonomy, show_excluded: bool = False) -> list[int]:
     """Keyphrase ids behind the dots a selection named."""
+    if not dot_ids:  # (the map asks at every run; no need to group 10,000 points for none)
+        return []
     by = {d["kp_id"]: d["kp_ids"] for d in dots(tax, show_excluded)}
     return sorted({k for i in dot_ids for k in by.get(i, [i])})
 

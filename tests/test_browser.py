@@ -170,13 +170,28 @@ def map_title(page, text: str):
                                            has_text=text).first
 
 
-def rename_on_map(page, editor: str, title: str) -> None:
-    """Rename a type in its editor (the expander labelled `editor`); wait for the new title
-    on the map and for the run to end."""
-    exp = page.locator("[data-testid='stExpander']").filter(has_text=editor)
-    exp.locator("summary").click()
-    exp.get_by_label("title", exact=True).fill(title)
-    exp.get_by_role("button", name="Rename").click()
+EDIT_TYPE = re.compile(r"^type to edit")  # the type editor's picker
+
+
+def type_editor(page, type_id: int):
+    """The type editor, opened on this type through its picker."""
+    choose(page, EDIT_TYPE, re.compile(rf"^{type_id}: "))
+    idle(page)
+    return page.locator(".st-key-type_editor")
+
+
+def picked(page) -> str:
+    """The type the editor is open on, as its picker shows it."""
+    box = page.get_by_role("combobox", name=EDIT_TYPE)
+    return box.input_value() or box.evaluate("e => e.getAttribute('aria-label') || ''")
+
+
+def rename_on_map(page, type_id: int, title: str) -> None:
+    """Rename a type in the type editor; wait for the new title on the map and for the run
+    to end."""
+    ed = type_editor(page, type_id)
+    ed.get_by_label("title", exact=True).fill(title)
+    ed.get_by_role("button", name="Rename").click()
     map_title(page, title).wait_for()
     idle(page)
 
@@ -278,11 +293,10 @@ def test_error_map_edit_bugs(app, page):
     shot(page, "4-error-map")
 
     # Rename the largest type: its title on the map changes.
-    exp = page.locator("[data-testid='stExpander']").filter(has_text=f"{a.type_id}: {a.title}")
-    exp.locator("summary").click()
-    exp.get_by_label("title", exact=True).fill("renamed in the browser")
+    ed = type_editor(page, a.type_id)
+    ed.get_by_label("title", exact=True).fill("renamed in the browser")
     timed("rename -> map redrawn",
-          lambda: exp.get_by_role("button", name="Rename").click(),
+          lambda: ed.get_by_role("button", name="Rename").click(),
           lambda: map_title(page, "renamed in the browser").wait_for())
     assert taxonomy.current(store).types[a.type_id].title == "renamed in the browser"
 
@@ -296,13 +310,14 @@ def test_error_map_edit_bugs(app, page):
     assert merge["title"] == "merged in the browser" and set(merge["type_ids"]) == \
         {a.type_id, b.type_id}
     into = merge["into"]
-    # The title box of the merged type shows the new title, and Rename keeps it.
-    exp = page.locator("[data-testid='stExpander']").filter(
-        has_text=f"{into}: merged in the browser")
-    exp.locator("summary").click()
-    assert exp.get_by_label("title", exact=True).input_value() == "merged in the browser"
+    # The type editor opens on the merged type, its title box shows the new title, and
+    # Rename keeps it.
+    idle(page)
+    assert picked(page) == f"{into}: merged in the browser"
+    ed = page.locator(".st-key-type_editor")
+    assert ed.get_by_label("title", exact=True).input_value() == "merged in the browser"
     n = len(store.edits())
-    exp.get_by_role("button", name="Rename").click()
+    ed.get_by_role("button", name="Rename").click()
     page.get_by_text(f"renamed type {into}").wait_for()
     assert until(lambda: len(store.edits()) == n + 1)
     assert taxonomy.current(store).types[into].title == "merged in the browser"
@@ -352,7 +367,7 @@ def test_error_map_edit_bugs(app, page):
     xs = [q["x"] for q in taxonomy.current(store).points if q["type"] == d.type_id]
     assert zoomed[0] <= min(xs) and max(xs) <= zoomed[1]
     assert zoomed[1] - zoomed[0] < view[1] - view[0]
-    rename_on_map(page, f"{d.type_id}: {d.title}", "zoomed and renamed")
+    rename_on_map(page, d.type_id, "zoomed and renamed")
     assert map_frame(page).evaluate(ranges) == zoomed
 
     # A person's own zoom (the mouse wheel on the map) outlives an edit: the figure is
@@ -365,8 +380,21 @@ def test_error_map_edit_bugs(app, page):
                                       "'.js-plotly-plot').layout; return L.xaxis.range[1] - "
                                       "L.xaxis.range[0] < v[1] - v[0] - 1e-9; }", arg=zoomed)
     mine = map_frame(page).evaluate(ranges)
-    rename_on_map(page, f"{d.type_id}: zoomed and renamed", "renamed while zoomed in")
+    rename_on_map(page, d.type_id, "renamed while zoomed in")
     assert map_frame(page).evaluate(ranges) == mine
+
+    # A click on a type's row in the types table opens that type's editor.
+    vis = taxonomy.current(store).visible_types()
+    e = next(t for t in vis if t.type_id != d.type_id)
+    grid = page.locator("[class*='st-key-legend'] [data-testid='stDataFrame']")
+    grid.scroll_into_view_if_needed()
+    bb = grid.bounding_box()
+    row = [t.type_id for t in vis].index(e.type_id)
+    page.mouse.click(bb["x"] + 12, bb["y"] + 35 + 35 * row + 17)  # its row's selection box
+    assert until(lambda: picked(page) == f"{e.type_id}: {e.title}")
+    idle(page)
+    ed = page.locator(".st-key-type_editor")
+    assert ed.get_by_label("title", exact=True).input_value() == e.title
 
 
 def test_error_map_frame_made_again_gets_its_arrays(app, page):

@@ -168,52 +168,50 @@ def test_map_sends_each_array_once(clustered):
 
     sent, seen = set(), {}
     tax = taxonomy.current(clustered)
-    first = map_view.args_of(common.build_map_figure(tax), sent)
+    first = map_view.args_of(common.map_spec(tax), sent)
     seen.update(first["blobs"])
     assert len(first["blobs"]) >= 3 and map_view.join(first["figure"], seen) == \
         {"data": spec(tax)["data"], "layout": spec(tax)["layout"]}
     a, b = [t.type_id for t in tax.visible_types()[:2]]
     taxonomy.rename(clustered, a, "renamed once", author="test")
     tax = taxonomy.current(clustered)
-    renamed = map_view.args_of(common.build_map_figure(tax), sent)
+    renamed = map_view.args_of(common.map_spec(tax), sent)
     assert renamed["blobs"] == {}
     assert map_view.join(renamed["figure"], seen)["layout"] == spec(tax)["layout"]
     full = len(json.dumps(spec(tax)))
     assert len(json.dumps(renamed)) < full / 2  # what goes over the wire for a rename
     taxonomy.merge(clustered, [a, b], author="test")
     tax = taxonomy.current(clustered)
-    merged = map_view.args_of(common.build_map_figure(tax), sent)
+    merged = map_view.args_of(common.map_spec(tax), sent)
     seen.update(merged["blobs"])
     assert merged["blobs"] and map_view.join(merged["figure"], seen)["data"] == spec(tax)["data"]
     taxonomy.undo(clustered, author="test")
-    undone = map_view.args_of(common.build_map_figure(taxonomy.current(clustered)), sent)
+    undone = map_view.args_of(common.map_spec(taxonomy.current(clustered)), sent)
     assert undone["blobs"] == {}
     assert map_view.join(undone["figure"], seen)["data"] == \
         map_view.join(renamed["figure"], seen)["data"]  # the map as before the merge
 
 
-def test_error_map_draws_editors_for_the_largest_types_and_a_picker(clustered, monkeypatch):
-    """Past SEI_MAP_EDITORS types, the smaller ones are edited through a picker: one more
-    editor, open, for the type picked; a rename through it is stored."""
+def test_error_map_edits_one_type_at_a_time(clustered):
+    """One type editor, on the largest type at first; the picker opens any other, and the
+    choice holds through an edit of that type (its title changes the picker's labels)."""
     from conftest import three_types
 
     ts = three_types(clustered)
-    monkeypatch.setenv("SEI_MAP_EDITORS", "2")
     at = ok(page("2_Error_map.py"))
-    # a type editor's label is "id: title · share · cases", markdown-escaped ("id\\: ...")
-    heads = [m.group(1) for e in at.expander if (m := re.match(r"(\d+)\\?: ", e.label))]
-    assert heads == [str(t.type_id) for t in ts[:2]]
-    picker = w(at.selectbox, "more_types")
-    assert picker.options[1:] == [f"{t.type_id}: {t.title}" for t in ts[2:]]
+    titles = [e.key.split("~")[0] for e in at.text_input if e.key and e.key.startswith("title-")]
+    assert titles == [f"title-{ts[0].type_id}"]
+    picker = w(at.selectbox, "edit_type")
+    assert picker.options == [f"{t.type_id}: {t.title}" for t in ts]
     small = ts[-1].type_id
     picker.set_value(small).run()
     ok(at)
-    opened = [e for e in at.expander if re.match(rf"{small}\\?: ", e.label)]
-    assert len(opened) == 1 and opened[0].proto.expanded
     w(at.text_input, f"title-{small}").set_value("edited through the picker")
     at.button(key=f"rename-{small}").click().run()
     ok(at)
     assert taxonomy.current(clustered).types[small].title == "edited through the picker"
+    assert w(at.selectbox, "edit_type").value == small  # still open on it
+    assert w(at.text_input, f"title-{small}").value == "edited through the picker"
 
 
 def test_error_map_draws_dots_titles_and_distinct_colours(clustered):
@@ -268,6 +266,7 @@ def test_merge_undo_merge_again_and_fresh_titles(clustered):
     ts = three_types(clustered)
     at = ok(page("2_Error_map.py"))
     a, b, c = ts[0].type_id, ts[1].type_id, ts[2].type_id
+    w(at.selectbox, "edit_type").set_value(c).run()
     w(at.text_area, f"desc-{c}").set_value("typed but not saved")
     w(at.multiselect, "merge_ids").set_value([a, b])
     w(at.text_input, "merge_title").set_value("merged under a new title")
@@ -276,11 +275,13 @@ def test_merge_undo_merge_again_and_fresh_titles(clustered):
     into = clustered.edits()[-1]["payload"]["into"]
     assert w(at.multiselect, "merge_ids").value == []
     assert w(at.text_input, "merge_title").value == ""
+    assert w(at.selectbox, "edit_type").value == into  # the editor opens on the merged type
     assert w(at.text_input, f"title-{into}").value == "merged under a new title"
-    assert w(at.text_area, f"desc-{c}").value == (ts[2].description or "")
     at.button(key=f"rename-{into}").click().run()  # Rename must not write an old title back
     ok(at)
     assert taxonomy.current(clustered).types[into].title == "merged under a new title"
+    w(at.selectbox, "edit_type").set_value(c).run()
+    assert w(at.text_area, f"desc-{c}").value == (ts[2].description or "")  # typed text gone
     at.button(key="undo").click().run()  # the rename
     at.button(key="undo").click().run()  # the merge
     ok(at)

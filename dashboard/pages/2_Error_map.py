@@ -15,23 +15,16 @@ from map_actions import MapActions
 from pipeline import instructor, jobs, llm_cluster, review, search, taxonomy
 from pipeline.cluster import ClusterParams, agreement
 
-# How the map is drawn: "component" (map_view.py, updated in place; the default) or
-# "plotly_chart" (a new chart per edit; kept for benchmarks/browser_edit.py to compare).
-MAP_CHART = os.environ.get("SEI_MAP_CHART", "component")
-# Type editors drawn at once (137 of them made an edit take ~6 s at 10,000 keyphrases;
-# the benchmark sets it high for the code path before the cap).
-EDITORS = int(os.environ.get("SEI_MAP_EDITORS", "30"))
-
 s = common.header("Error map")
 ss = st.session_state
 flash = common.flash
 
-tax = taxonomy.current(s)
+with s.read():  # one connection for the page's reads (opening one costs ~25 ms)
+    tax = taxonomy.current(s)
+    held = taxonomy.held_clusterings(s)  # new clusterings waiting for a decision
+    cls = s.clusterings()
 act = MapActions(s, tax)  # the edit callbacks (dashboard/map_actions.py)
 wk = act.wk
-
-# -- the clustering in use, and new ones waiting for a decision ------------------------------
-held = taxonomy.held_clusterings(s)
 
 
 # Everything that comes and goes above the map sits in a container that is always drawn:
@@ -66,8 +59,6 @@ p = cl["params"] or {}
 common.job_panel(s, ("cluster", "quickstart", "retitle"), "error_map",
                  redraw_when_done=True)
 
-
-cls = s.clusterings()
 # The clustering in use and a picker, always in view (a switch is an edit: Undo goes back).
 names = {c["clustering_id"]: (f"{c['clustering_id']} · {c['n_points']} keyphrases · "
                               f"{c['n_clusters']} clusters · {c['method']}"
@@ -85,6 +76,45 @@ st.caption(f"Current clustering `{cl['clustering_id']}`: {cl['method']} · {cl['
            f"embeddings {cl['embed_model']} · min cluster size {p.get('min_cluster_size')} · "
            f"UMAP neighbours {p.get('n_neighbors')} · seed {cl['seed']} · made "
            f"{cl['created_at']:%Y-%m-%d %H:%M:%S}")
+
+
+def examples_table(kp_ids: list[int], by_kp: dict[int, dict]) -> str:
+    """A type's representative examples as a markdown table (model text made inert)."""
+    def cut(text: str, n: int = 110) -> str:
+        text = " ".join((text or "").split())
+        return common.md_text(text[:n] + ("…" if len(text) > n else ""))
+
+    rows = [f"| {cut(by_kp[k]['text'])} | {by_kp[k]['case_id']} | {cut(by_kp[k]['question'])} |"
+            for k in kp_ids if k in by_kp]
+    return "\n".join(["**Representative examples**", "", "| keyphrase | case | question |",
+                      "|---|---|---|", *rows])
+
+
+def type_editor(t: taxonomy.TypeView, act: MapActions, by_kp: dict[int, dict]) -> None:
+    """Rename, describe, exclude or retitle one type; its representative examples."""
+    wk = act.wk
+    c1, c2 = st.columns([2, 3])
+    with c1:
+        # Forms: typing reruns nothing (a rerun redraws the map); the button (or Enter)
+        # sends what was typed with the click, in one rerun.
+        with st.form(f"rename-form-{t.type_id}", border=False):
+            st.text_input("title", t.title, key=wk(f"title-{t.type_id}"))
+            st.form_submit_button("Rename", key=f"rename-{t.type_id}", on_click=act.rename,
+                                  args=(t.type_id,))
+        with st.form(f"describe-form-{t.type_id}", border=False):
+            st.text_area("description", t.description or "", key=wk(f"desc-{t.type_id}"),
+                         height=80)
+            st.form_submit_button("Save description", key=f"describe-{t.type_id}",
+                                  on_click=act.describe, args=(t.type_id,))
+        b1, b2 = st.columns(2)
+        b1.button("Include again" if t.excluded else "Exclude type", key=f"excl-{t.type_id}",
+                  on_click=act.exclude_type, args=(t.type_id, t.excluded))
+        b2.button("Retitle this type", key=f"retitle-{t.type_id}", on_click=act.retitle,
+                  args=(t.type_id,), help="A new title and description from its members "
+                  "now (by the instructor if configured), even if a person renamed it")
+    with c2:
+        # one markdown table, not a data grid: cheap to draw again at every edit
+        st.markdown(examples_table(t.examples, by_kp))
 
 
 def curation(tax: taxonomy.Taxonomy) -> None:
@@ -156,16 +186,12 @@ def curation(tax: taxonomy.Taxonomy) -> None:
                             format_func=lambda z: z if isinstance(z, str) else name(z))
         z3.button("Zoom to the selection", key="zoom_sel", disabled=not selected(),
                   on_click=zoom_to_selection)
-        fig = common.build_map_figure(
+        # updated in place (map_view.py): only what changed is sent
+        map_view.plotly_map(common.map_spec(
             tax, show_excluded=show_excl, mark=mark, view=view_box(zoom),
             hits=hits.kp_ids() if hits else None, colour_by=colour_by,
             attr=None if colour_by == "type" else review.point_verdicts(s, tax.points)
-            if colour_by == "verdict" else taxonomy.point_attribute(tax, colour_by))
-        if MAP_CHART == "plotly_chart":  # the figure rebuilt at every edit (before map_view)
-            st.plotly_chart(fig, on_select="rerun", selection_mode=("box", "lasso", "points"),
-                            key="map", width="stretch")
-        else:  # updated in place: only what changed is sent
-            map_view.plotly_map(fig, key="map")
+            if colour_by == "verdict" else taxonomy.point_attribute(tax, colour_by)), key="map")
         if hits:
             st.caption(f"Search “{query}”: {len(hits.keyphrases)} keyphrases and "
                        f"{len(hits.cases)} cases contain it; {len(hits.kp_ids())} keyphrases "
@@ -236,9 +262,11 @@ def curation(tax: taxonomy.Taxonomy) -> None:
         st.subheader("Error types")
         n_noise = sum(1 for q in tax.points if q["type"] is None and not q["excluded"])
         st.caption(f"{tax.n_cases} bad cases with keyphrases · {n_noise} keyphrases unassigned")
+        # a click on a type's row opens its editor (below)
         st.dataframe(common.legend_table(tax), hide_index=True, width="stretch",
-                     height=min(420, 38 + 35 * len(visible)),
-                     column_config={"colour": st.column_config.TextColumn("", width=28)})
+                     height=min(420, 38 + 35 * len(visible)), key=wk("legend"),
+                     on_select=act.edit_from_legend, selection_mode="single-row",
+                     column_config={"colour": st.column_config.ImageColumn("", width=28)})
         nz = taxonomy.noise(tax)
         if nz["kp_ids"]:
             with st.expander(f"{len(nz['kp_ids'])} unassigned keyphrases (noise) in "
@@ -280,49 +308,25 @@ def curation(tax: taxonomy.Taxonomy) -> None:
             file_name=f"types-{cl['clustering_id']}.jsonl",
             data=lambda: taxonomy.export_jsonl(s, taxonomy.current(s)))
 
-    # One editor per type up to EDITORS (largest first); past that a picker opens one of the
-    # rest, so a map of hundreds of types does not draw hundreds of forms at every edit.
-    shown, more = visible[:EDITORS], None
-    if len(visible) > EDITORS:
-        rest = [t.type_id for t in visible[EDITORS:]]
-        more = st.selectbox(f"edit one of the {len(rest)} smaller types", [None] + rest,
-                            key=wk("more_types"), format_func=lambda i: "choose a type"
-                            if i is None else name(i))
-        shown += [tax.types[more]] if more is not None else []
-    for t in shown:
-        # a label is markdown: a title such as "N*N given as N" must not turn italic
-        with st.expander(f"{common.md_text(label[t.type_id])} · {common.pct(t.share)} · "
-                         f"{t.n_cases} cases"
-                         + (" · excluded" if t.excluded else ""),
-                         expanded=t.type_id == more):  # the one picked opens
-            c1, c2 = st.columns([2, 3])
-            with c1:
-                # Forms: typing reruns nothing (a rerun redraws the map); the button (or Enter)
-                # sends what was typed with the click, in one rerun.
-                with st.form(f"rename-form-{t.type_id}", border=False):
-                    st.text_input("title", t.title, key=wk(f"title-{t.type_id}"))
-                    st.form_submit_button("Rename", key=f"rename-{t.type_id}", on_click=act.rename,
-                                          args=(t.type_id,))
-                with st.form(f"describe-form-{t.type_id}", border=False):
-                    st.text_area("description", t.description or "",
-                                 key=wk(f"desc-{t.type_id}"), height=80)
-                    st.form_submit_button("Save description", key=f"describe-{t.type_id}",
-                                          on_click=act.describe, args=(t.type_id,))
-                b1, b2 = st.columns(2)
-                b1.button("Include again" if t.excluded else "Exclude type",
-                          key=f"excl-{t.type_id}", on_click=act.exclude_type,
-                          args=(t.type_id, t.excluded))
-                b2.button("Retitle this type", key=f"retitle-{t.type_id}", on_click=act.retitle,
-                          args=(t.type_id,), help="A new title and description from its members "
-                          "now (by the instructor if configured), even if a person renamed it")
-                st.caption(f"title by {t.titled_by or '?'} · {len(t.members)} keyphrases · "
-                           f"{t.n_cases} bad cases")
-            with c2:
-                st.markdown("Representative examples")
-                st.dataframe(pd.DataFrame([{"keyphrase": by_kp[k]["text"],
-                                            "case": by_kp[k]["case_id"],
-                                            "question": by_kp[k]["question"]}
-                                           for k in t.examples]), hide_index=True, width="stretch")
+    # One type's editor, for the type picked here or by a click on its row in the types
+    # table. An editor per type drew hundreds of elements that the browser built again at
+    # every edit (~1 s of an edit at 200 types); the choice outlives renames (edit_type).
+    ids = [t.type_id for t in visible]
+    if ids:
+        if ss.get("edit_type") not in ids:
+            ss["edit_type"] = ids[0]  # the largest
+        ss.setdefault(wk("edit_type"), ss["edit_type"])
+        st.subheader("Edit a type")
+        e1, e2 = st.columns([3, 2], vertical_alignment="bottom")
+        tid = e1.selectbox(f"type to edit ({len(ids)} types, largest first; or click its row "
+                           "in the types table)", ids, key=wk("edit_type"), format_func=name,
+                           on_change=lambda: ss.update(edit_type=ss[wk("edit_type")]))
+        t = tax.types[tid]
+        e2.caption(f"{common.pct(t.share)} · {t.n_cases} bad cases · {len(t.members)} "
+                   f"keyphrases · title by {t.titled_by or '?'}"
+                   + (" · **excluded**" if t.excluded else ""))
+        with st.container(border=True, key="type_editor"):
+            type_editor(t, act, by_kp)
 
     prev_id = (cl.get("diff") or {}).get("previous")
     # Folding the log onto the previous clustering too costs a second taxonomy: on by default
