@@ -177,14 +177,20 @@ def one_size(n: int, repeats: int, work: Path, sync, paths: list[str]) -> dict:
                 plot(pg).locator(".js-plotly-plot .nsewdrag").first.wait_for()
                 pages[path] = pg
             for i in range(repeats):
-                for j, (path, pg) in enumerate(pages.items()):  # the paths alternate
+                for j, (path, pg) in enumerate(list(pages.items())):  # the paths alternate
                     try:
                         got = edits(pg, a, b, i, f"p{j}")
-                    except Exception:
-                        shot = ROOT / "artifacts" / f"failed-{n}-{j}.png"
+                    except Exception as e:  # told, with a screenshot; the other paths go on
+                        shot = ROOT / "artifacts" / f"failed-{n}-{path}.png"
                         shot.parent.mkdir(exist_ok=True)
                         pg.screenshot(path=str(shot), full_page=True)
-                        raise
+                        if path == BASELINE:
+                            raise
+                        print(f"  {path} stopped in repeat {i + 1}: {str(e).splitlines()[0]} "
+                              f"(screenshot {shot})", flush=True)
+                        del pages[path]
+                        times[path] = {}
+                        continue
                     for k, v in got.items():
                         times[path].setdefault(k, []).append(v)
             br.close()
@@ -216,9 +222,9 @@ def main() -> None:
                 cells = [f"{BASELINE} {base:5.2f} s"] + [
                     f"{p} {statistics.median(times[p][k]):5.2f} s "
                     f"({base / statistics.median(times[p][k]):3.1f}x)"
-                    for p in paths if p != BASELINE]
+                    for p in paths if p != BASELINE and times[p]]
                 print(f"  {k:7} " + "   ".join(cells))
-            for p in paths:
+            for p in (p for p in paths if times[p]):
                 worst = max(statistics.median(v) for v in times[p].values())
                 print(f"  {p}: goal median <= 1 s {'met' if worst <= 1 else 'NOT met'} "
                       f"(worst edit median {worst:.2f} s)", flush=True)

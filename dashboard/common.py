@@ -460,14 +460,20 @@ def job_row(s: Store, j: dict, container=None, controls: bool = False) -> None:
 def job_panel(s: Store, kinds: tuple[str, ...], key: str, latest: int = 3,
               redraw_when_done: bool = False) -> None:
     """The one job widget of the app's pages: the job this page launched and the latest
-    of these kinds, refreshed every 2 s; when the job this page launched ends, the whole
-    page reruns once (its results drawn). With redraw_when_done it shows only running jobs
-    and reruns the whole page when one of them ends (what it made is then drawn)."""
-    @st.fragment(run_every=2)
+    of these kinds, refreshed every 2 s while a job runs (10 s otherwise); when the job this
+    page launched ends, the whole page reruns once (its results drawn). With
+    redraw_when_done it shows only running jobs and reruns the whole page when one of them
+    ends (what it made is then drawn)."""
+    first = [s.jobs(limit=100)]  # read once for this run's pace and the panel's first draw
+    active = any(j["status"] in jobs.ACTIVE for j in first[0])
+
+    # Every 2 s while a job runs, every 10 s when none does: each poll is a run that an edit
+    # on the page beside it may have to wait for. A job starting or ending (seen by a
+    # poll) reruns the page, which sets the pace anew.
+    @st.fragment(run_every=2 if active else 10)
     def _panel():
-        # One read when no job runs (it polls every 2 s beside a page being edited); with
-        # one running, a dead job is marked failed, so the panel stops waiting on it.
-        latest_jobs = s.jobs(limit=100)
+        latest_jobs = first.pop() if first else s.jobs(limit=100)
+        # with a job running, a dead one is marked failed, so the panel stops waiting on it
         if any(j["status"] in jobs.ACTIVE for j in latest_jobs) and jobs.reap(s):
             latest_jobs = s.jobs(limit=100)
         mine = st.session_state.get(f"job-{key}")
@@ -498,6 +504,8 @@ def job_panel(s: Store, kinds: tuple[str, ...], key: str, latest: int = 3,
                 st.caption(f"No {' / '.join(kinds)} jobs yet.")
         for j in rows:
             job_row(s, j)
+        if any(j["status"] in jobs.ACTIVE for j in latest_jobs) != active:
+            st.rerun()  # the whole page, at the new pace
 
     _panel()
 
