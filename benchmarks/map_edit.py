@@ -4,13 +4,17 @@
 
 Builds a store with exactly n keyphrases (corpus.py), clusters them for real
 (MiniLM, UMAP, HDBSCAN), then times what the Error map page does on each edit: append
-the edit, derive the current taxonomy from the log, build the Plotly figure, and
-serialise it as st.plotly_chart does (what goes to the browser). Reported per step and in
-total, median of repeated edits (rename, exclude, merge, undo)."""
+the edit, derive the current taxonomy from the log, build the figure's spec, and make the
+map component's arguments (dashboard/map_view.py: the skeleton and the arrays not sent
+before in this session), what goes to the browser. Reported per step and in total, median
+of repeated edits (rename, exclude, merge, undo), with the bytes sent per edit; beside it,
+on the same taxonomies, the way before map_view: a validated go.Figure serialised whole
+as st.plotly_chart does, at every edit."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -23,9 +27,10 @@ HERE = Path(__file__).parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "dashboard")]
 
 import corpus  # noqa: E402
+import map_view  # noqa: E402
 import plotly.io  # noqa: E402
 import plotly.tools  # noqa: E402
-from common import build_map_figure  # noqa: E402
+from common import build_map_figure, map_spec  # noqa: E402
 
 from pipeline import taxonomy  # noqa: E402
 from pipeline.cluster import ClusterParams, cluster  # noqa: E402
@@ -60,7 +65,7 @@ def build_store(path: Path, n: int) -> Store:
 
 
 def to_streamlit_json(fig) -> str:
-    """What st.plotly_chart does with a figure before it goes to the browser."""
+    """What st.plotly_chart did with the figure at every edit (the page before map_view)."""
     d = plotly.tools.return_figure_from_figure_or_data(fig, validate_figure=True)
     return plotly.io.to_json(d, validate=False)
 
@@ -84,6 +89,8 @@ def main():
         tax = taxonomy.current(s)
         ts = [t.type_id for t in tax.visible_types()]
         steps = {"edit": [], "taxonomy": [], "figure": [], "to_json": [], "total": []}
+        sent: set[str] = set(map_view.args_of(map_spec(tax), set())["blobs"])  # page drawn
+        sizes, before, old_sizes = [], [], []
         # As the page does: an edit is checked against the taxonomy last drawn.
         edits = [lambda i: taxonomy.rename(s, ts[i % len(ts)], f"renamed {i}", tax=tax),
                  lambda i: taxonomy.exclude(s, type_id=ts[-1 - i % len(ts)], tax=tax),
@@ -94,16 +101,25 @@ def main():
                 # each lambda is called at once by timed(), so late binding is harmless
                 _, te = timed(lambda: e(i))  # noqa: B023
                 tax, tt = timed(lambda: taxonomy.current(s))
-                fig, tf = timed(lambda: build_map_figure(tax))  # noqa: B023
-                _, tj = timed(lambda: to_streamlit_json(fig))  # noqa: B023
+                spec, tf = timed(lambda: map_spec(tax))  # noqa: B023
+                args, tj = timed(lambda: map_view.args_of(spec, sent))  # noqa: B023
+                sizes.append(len(json.dumps(args)))
+                old, to = timed(lambda: to_streamlit_json(build_map_figure(tax)))  # noqa: B023
+                before.append((tt + to + te) * 1000)
+                old_sizes.append(len(old))
                 for k, v in zip(steps, (te, tt, tf, tj, te + tt + tf + tj)):
                     steps[k].append(v * 1000)
-        n_pts = sum(len(tr.x) for tr in fig.data)
-        print(f"{n_pts} points drawn, {len(fig.data)} traces; median over "
-              f"{len(steps['total'])} edits, {os.cpu_count()} cores:")
+        print(f"{len(tax.points)} keyphrases on the map; median over {len(steps['total'])} edits, "
+              f"{os.cpu_count()} cores:")
         for k, v in steps.items():
             print(f"  {k:9} {statistics.median(v):7.1f} ms   (max {max(v):.1f})")
-        med = statistics.median(steps["total"])
+        print(f"  sent     {statistics.median(sizes) / 1000:7.1f} kB   (max "
+              f"{max(sizes) / 1000:.1f}) per edit")
+        med, was = statistics.median(steps["total"]), statistics.median(before)
+        print(f"before (go.Figure serialised whole): {was:.0f} ms and "
+              f"{statistics.median(old_sizes) / 1000:.0f} kB per edit; now {med:.0f} ms and "
+              f"{statistics.median(sizes) / 1000:.1f} kB ({was / med:.1f}x the time, "
+              f"{statistics.median(old_sizes) / statistics.median(sizes):.0f}x the bytes)")
         print(f"edit -> redrawn figure: {med:.0f} ms; goal <= 300 ms: "
               f"{'met' if med <= 300 else 'NOT met'} ({300 / med:.1f}x headroom)")
 
