@@ -111,11 +111,16 @@ def highlighted(text: str, spans: list[tuple[int, int]]) -> str:
     return "".join(out)
 
 
+def clip(text: str | None, n: int) -> str:
+    """`text` on one line, cut to n characters with an ellipsis."""
+    text = " ".join((text or "").split())
+    return text[:n] + ("…" if len(text) > n else "")
+
+
 def _snip(text: str | None, n: int) -> str:
     # Plotly draws a subset of HTML: escape <, > and &, but not quotes (it would show
     # &quot; literally).
-    text = " ".join((text or "").split())
-    return html.escape(text[:n] + ("…" if len(text) > n else ""), quote=False)
+    return html.escape(clip(text, n), quote=False)
 
 
 LEGEND_TYPES = 24  # the largest types get a trace each; the rest share one
@@ -464,8 +469,11 @@ def job_panel(s: Store, kinds: tuple[str, ...], key: str, latest: int = 3,
     page launched ends, the whole page reruns once (its results drawn). With
     redraw_when_done it shows only running jobs and reruns the whole page when one of them
     ends (what it made is then drawn)."""
+    def running(js: list[dict]) -> bool:
+        return any(j["status"] in jobs.ACTIVE for j in js)
+
     first = [s.jobs(limit=100)]  # read once for this run's pace and the panel's first draw
-    active = any(j["status"] in jobs.ACTIVE for j in first[0])
+    active = running(first[0])
 
     # Every 2 s while a job runs, every 10 s when none does: each poll is a run that an edit
     # on the page beside it may have to wait for. A job starting or ending (seen by a
@@ -474,7 +482,7 @@ def job_panel(s: Store, kinds: tuple[str, ...], key: str, latest: int = 3,
     def _panel():
         latest_jobs = first.pop() if first else s.jobs(limit=100)
         # with a job running, a dead one is marked failed, so the panel stops waiting on it
-        if any(j["status"] in jobs.ACTIVE for j in latest_jobs) and jobs.reap(s):
+        if running(latest_jobs) and jobs.reap(s):
             latest_jobs = s.jobs(limit=100)
         mine = st.session_state.get(f"job-{key}")
         rows = [j for j in latest_jobs if j["kind"] in kinds]
@@ -504,7 +512,7 @@ def job_panel(s: Store, kinds: tuple[str, ...], key: str, latest: int = 3,
                 st.caption(f"No {' / '.join(kinds)} jobs yet.")
         for j in rows:
             job_row(s, j)
-        if any(j["status"] in jobs.ACTIVE for j in latest_jobs) != active:
+        if running(latest_jobs) != active:
             st.rerun()  # the whole page, at the new pace
 
     _panel()

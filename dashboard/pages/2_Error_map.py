@@ -78,11 +78,21 @@ st.caption(f"Current clustering `{cl['clustering_id']}`: {cl['method']} · {cl['
            f"{cl['created_at']:%Y-%m-%d %H:%M:%S}")
 
 
+def kept_choice(where, label: str, options: list, name: str, key: str, fmt):
+    """A selectbox whose choice lives in session state under `name` (the first option if
+    it is gone), drawn afresh under `key` per edit: a rename changes the labels, and
+    Streamlit would take a kept box for a new widget and drop its value."""
+    if ss.get(name) not in options:
+        ss[name] = options[0]
+    ss.setdefault(key, ss[name])
+    return where.selectbox(label, options, key=key, format_func=fmt,
+                           on_change=lambda: ss.update({name: ss[key]}))
+
+
 def examples_table(kp_ids: list[int], by_kp: dict[int, dict]) -> str:
     """A type's representative examples as a markdown table (model text made inert)."""
-    def cut(text: str, n: int = 110) -> str:
-        text = " ".join((text or "").split())
-        return common.md_text(text[:n] + ("…" if len(text) > n else ""))
+    def cut(text: str) -> str:
+        return common.md_text(common.clip(text, 110))
 
     rows = [f"| {cut(by_kp[k]['text'])} | {by_kp[k]['case_id']} | {cut(by_kp[k]['question'])} |"
             for k in kp_ids if k in by_kp]
@@ -176,14 +186,8 @@ def curation(tax: taxonomy.Taxonomy) -> None:
         # the map component updates the figure in place (map_view.py).
         zooms = ["whole map"] + (["the selection"] if ss.get("zoom_box") else []) + \
             [t.type_id for t in visible]
-        # The choice lives in "zoom_to", the box is drawn afresh per edit (a rename changes
-        # its labels, and Streamlit then takes it for a new widget and drops its value).
-        if ss.get("zoom_to") not in zooms:
-            ss["zoom_to"] = "whole map"
-        ss.setdefault(wk("zoom"), ss["zoom_to"])
-        zoom = z2.selectbox("zoom to", zooms, key=wk("zoom"),
-                            on_change=lambda: ss.update(zoom_to=ss[wk("zoom")]),
-                            format_func=lambda z: z if isinstance(z, str) else name(z))
+        zoom = kept_choice(z2, "zoom to", zooms, "zoom_to", wk("zoom"),
+                           lambda z: z if isinstance(z, str) else name(z))
         z3.button("Zoom to the selection", key="zoom_sel", disabled=not selected(),
                   on_click=zoom_to_selection)
         # updated in place (map_view.py): only what changed is sent
@@ -313,14 +317,10 @@ def curation(tax: taxonomy.Taxonomy) -> None:
     # every edit (~1 s of an edit at 200 types); the choice outlives renames (edit_type).
     ids = [t.type_id for t in visible]
     if ids:
-        if ss.get("edit_type") not in ids:
-            ss["edit_type"] = ids[0]  # the largest
-        ss.setdefault(wk("edit_type"), ss["edit_type"])
         st.subheader("Edit a type")
         e1, e2 = st.columns([3, 2], vertical_alignment="bottom")
-        tid = e1.selectbox(f"type to edit ({len(ids)} types, largest first; or click its row "
-                           "in the types table)", ids, key=wk("edit_type"), format_func=name,
-                           on_change=lambda: ss.update(edit_type=ss[wk("edit_type")]))
+        tid = kept_choice(e1, f"type to edit ({len(ids)} types, largest first; or click its "
+                          "row in the types table)", ids, "edit_type", wk("edit_type"), name)
         t = tax.types[tid]
         e2.caption(f"{common.pct(t.share)} · {t.n_cases} bad cases · {len(t.members)} "
                    f"keyphrases · title by {t.titled_by or '?'}"
