@@ -7,8 +7,9 @@ For each size, a store of that many keyphrases (corpus.py) clustered for real (M
 UMAP, HDBSCAN), copied once per path; one `streamlit run` server per path on its copy:
 "before" (the dashboard of revision BEFORE, taken with `git archive`: st.plotly_chart
 rebuilt at every edit, the whole page rerun, an editor per type; the pipeline is the same
-code), "now" (the map component updated in place, one type editor) and "now+fragment"
-(SEI_MAP_FRAGMENT=1: an edit reruns the map, the panel and the editor only). Per repeat,
+code), "now" (an edit reruns the curation alone, a fragment; the map component updated in
+place; one type editor) and "now-whole-page" (the same code with SEI_MAP_FRAGMENT=0: an
+edit reruns the whole page, as it does while a clustering job runs). Per repeat,
 on each server in turn: rename the largest type, merge it with the next, undo the merge;
 each timed from the click to the moment the map shows the new title (a Plotly
 annotation). Same store, same edits, same browser; the medians and their ratio to
@@ -41,8 +42,8 @@ from pipeline.serve import free_port  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 BEFORE = "acbfe43"  # the last revision before the map component (st.plotly_chart)
-PATHS = {"before": {"SEI_MAP_FRAGMENT": "0"}, "now": {"SEI_MAP_FRAGMENT": "0"},
-         "now+fragment": {"SEI_MAP_FRAGMENT": "1"}}
+PATHS = {"before": {"SEI_MAP_FRAGMENT": "0"}, "now": {"SEI_MAP_FRAGMENT": "1"},
+         "now-whole-page": {"SEI_MAP_FRAGMENT": "0"}}
 BASELINE = "before"
 FRAME = "iframe[src*='sei_map']"  # the component's frame
 EDIT_TYPE = re.compile(r"^type to edit")  # the one type editor's picker

@@ -463,22 +463,24 @@ def job_row(s: Store, j: dict, container=None, controls: bool = False) -> None:
 
 
 def job_panel(s: Store, kinds: tuple[str, ...], key: str, latest: int = 3,
-              redraw_when_done: bool = False) -> None:
+              redraw_when_done: bool = False, idle_poll: float | None = 10) -> bool:
     """The one job widget of the app's pages: the job this page launched and the latest
-    of these kinds, refreshed every 2 s while a job runs (10 s otherwise); when the job this
-    page launched ends, the whole page reruns once (its results drawn). With
-    redraw_when_done it shows only running jobs and reruns the whole page when one of them
-    ends (what it made is then drawn)."""
+    of these kinds, refreshed every 2 s while one of them runs (every `idle_poll` s
+    otherwise, or never when None); when the job this page launched ends, the whole page
+    reruns once (its results drawn). With redraw_when_done it shows only running jobs and
+    reruns the whole page when one of them ends (what it made is then drawn). Returns
+    whether it polls every 2 s."""
     def running(js: list[dict]) -> bool:
-        return any(j["status"] in jobs.ACTIVE for j in js)
+        return any(j["status"] in jobs.ACTIVE and j["kind"] in kinds for j in js)
 
     first = [s.jobs(limit=100)]  # read once for this run's pace and the panel's first draw
     active = running(first[0])
 
-    # Every 2 s while a job runs, every 10 s when none does: each poll is a run that an edit
-    # on the page beside it may have to wait for. A job starting or ending (seen by a
-    # poll) reruns the page, which sets the pace anew.
-    @st.fragment(run_every=2 if active else 10)
+    # Every 2 s while a job of these kinds runs, slower or never otherwise: each poll is a
+    # run that an edit on the page beside it may have to wait for (and on the Error map,
+    # one that leaves an edit's stale elements on screen: see its page). A job starting or
+    # ending (seen by a poll) reruns the page, which sets the pace anew.
+    @st.fragment(run_every=2 if active else idle_poll)
     def _panel():
         latest_jobs = first.pop() if first else s.jobs(limit=100)
         # with a job running, a dead one is marked failed, so the panel stops waiting on it

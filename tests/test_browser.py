@@ -397,6 +397,68 @@ def test_error_map_edit_bugs(app, page):
     assert ed.get_by_label("title", exact=True).input_value() == e.title
 
 
+def test_error_map_edit_reruns_the_curation_alone(app, page):
+    """Issue 22, item 5: an edit reruns the map and the panels beside it (a fragment), not
+    the whole page, and leaves one copy of each form. A job of a kind the map does not
+    watch runs meanwhile: the map's job panel does not poll for it (a poll's run right
+    after an edit's fragment run left the replaced forms on screen, streamlit#16708).
+    While a clustering-kind job is active the panel polls, and an edit reruns the whole page."""
+    import fcntl
+
+    from pipeline import config
+
+    url, store = app
+    a = three_types(store)[0]
+    got: list[bytes] = []  # what the server sends (protobuf: labels are plain UTF-8)
+    page.on("websocket", lambda ws: ws.on(
+        "framereceived", lambda p: got.append(p if isinstance(p, bytes) else p.encode())))
+    recluster = b"Re-cluster (background job)"  # a button outside the curation
+
+    def rename(title: str) -> bytes:
+        ed = type_editor(page, a.type_id)
+        ed.get_by_label("title", exact=True).fill(title)
+        got.clear()
+        ed.get_by_role("button", name="Rename").click()
+        map_title(page, title).wait_for()
+        idle(page)
+        sent = b"".join(got)
+        assert f"renamed type {a.type_id}".encode() in sent  # this run's flash
+        assert page.get_by_label("title", exact=True).count() == 1
+        assert page.get_by_label("title of the merged type (optional)").count() == 1
+        assert taxonomy.current(store).types[a.type_id].title == title
+        return sent
+
+    tick = jobs.submit(store, "ticks", {"n": 400, "seconds": 0.25, "tag": "map-edits"})
+    try:
+        page.goto(f"{url}/Error_map")
+        map_ready(page)
+        assert any(recluster in f for f in got)  # the first run sends the whole page
+        for i in range(4):
+            assert recluster not in rename(f"fragment edit {i}")
+        assert store.job(tick)["status"] == "running"  # it ran through every edit
+    finally:
+        jobs.cancel(store, tick, wait=30)
+
+    # A quickstart (a kind the map watches) waiting for the heavy slot, which this test
+    # holds: the panel shows it and polls, and an edit reruns the whole page.
+    slot = config.jobs_dir(store.path) / "heavy.lock"
+    slot.parent.mkdir(parents=True, exist_ok=True)
+    with open(slot, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        qs = jobs.submit(store, "quickstart", {})
+        try:
+            page.reload()
+            map_ready(page)
+            page.get_by_text(re.compile(rf"#{qs} quickstart · (queued|running)")).wait_for()
+            for i in range(2):
+                assert recluster in rename(f"whole-page edit {i}")
+            assert store.job(qs)["status"] in jobs.ACTIVE
+        finally:
+            jobs.cancel(store, qs, wait=30)
+    assert store.job(qs)["status"] == "cancelled"
+    no_exception(page)
+
+
 def test_error_map_frame_made_again_gets_its_arrays(app, page):
     """The map's frame keeps the arrays it was sent in the tab's session storage, and the
     app sends each array once per session (map_view.py). Leaving the page and coming back

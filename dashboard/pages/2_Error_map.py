@@ -55,9 +55,14 @@ cl = tax.clustering
 p = cl["params"] or {}
 
 
-# a running (re-)clustering shows here; when it ends the page redraws with its map
-common.job_panel(s, ("cluster", "quickstart", "retitle"), "error_map",
-                 redraw_when_done=True)
+# A running (re-)clustering shows here; when it ends the page redraws with its map. It
+# polls only while one runs, and then an edit reruns the whole page, not the curation
+# fragment (below): a poll's run that starts as an edit's fragment run ends takes over
+# that run's clean-up in the browser (streamlit#16708), so the widgets the edit replaced
+# stay on screen beside the new ones. A clustering started elsewhere shows at the page's
+# next full run.
+polling = common.job_panel(s, ("cluster", "quickstart", "retitle"), "error_map",
+                           redraw_when_done=True, idle_poll=None)
 
 # The clustering in use and a picker, always in view (a switch is an edit: Undo goes back).
 names = {c["clustering_id"]: (f"{c['clustering_id']} · {c['n_points']} keyphrases · "
@@ -354,10 +359,10 @@ def curation(tax: taxonomy.Taxonomy) -> None:
             st.button("Undo this edit", key="undo_one", on_click=act.undo_picked)
 
 
-# An edit reruns the whole page unless SEI_MAP_FRAGMENT=1. The fragment is faster at the
-# demo size (benchmarks/browser_edit.py) but opt-in: twice Chromium was seen holding a stale
-# second copy of a form after a fragment rerun (a title box; the merge title box).
-if os.environ.get("SEI_MAP_FRAGMENT", "0") != "1":
+# An edit reruns only the curation (a fragment): half the time of a whole-page run at
+# 10,000 keyphrases (benchmarks/browser_edit.py). SEI_MAP_FRAGMENT=0 reruns the whole page,
+# as does every edit while the job panel above polls.
+if polling or os.environ.get("SEI_MAP_FRAGMENT", "1") == "0":
     curation(tax)
 else:
     drawn = [tax]  # a full run draws the taxonomy it already derived; a fragment rerun anew
