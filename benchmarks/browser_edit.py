@@ -10,7 +10,8 @@ rebuilt at every edit, the whole page rerun, an editor per type; the pipeline is
 code), "now" (an edit reruns the curation alone, a fragment; the map component updated in
 place; one type editor) and "now-whole-page" (the same code with SEI_MAP_FRAGMENT=0: an
 edit reruns the whole page, as it does while a clustering job runs). Per repeat,
-on each server in turn: rename the largest type, merge it with the next, undo the merge;
+on each server in turn, its page alone open: rename the largest type, merge it with the
+next, undo the merge;
 each timed from the click to the moment the map shows the new title (a Plotly
 annotation). Same store, same edits, same browser; the medians and their ratio to
 "before" are printed per edit."""
@@ -170,17 +171,20 @@ def one_size(n: int, repeats: int, work: Path, sync, paths: list[str]) -> dict:
             br = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                     args=["--no-sandbox", "--disable-gpu"])
             pages = {}
-            for path, (_, url) in servers.items():
+            for path in servers:
                 pg = br.new_context(viewport={"width": 1500, "height": 1100}).new_page()
                 pg.set_default_timeout(TIMEOUT_MS)
                 pg.sei_path = path
-                pg.goto(f"{url}/Error_map")
-                plot(pg).locator(".js-plotly-plot .nsewdrag").first.wait_for()
                 pages[path] = pg
             for i in range(repeats):
                 for j, (path, pg) in enumerate(list(pages.items())):  # the paths alternate
                     try:
+                        # Only the page being timed is open: an open page's job panel polls
+                        # (every 2 s in the code before), which would load the others' runs.
+                        pg.goto(f"{servers[path][1]}/Error_map")
+                        plot(pg).locator(".js-plotly-plot .nsewdrag").first.wait_for()
                         got = edits(pg, a, b, i, f"p{j}")
+                        pg.goto("about:blank")
                     except Exception as e:  # told, with a screenshot; the other paths go on
                         shot = ROOT / "artifacts" / f"failed-{n}-{path}.png"
                         shot.parent.mkdir(exist_ok=True)

@@ -525,6 +525,10 @@ def test_error_map_lasso_opens_cases_and_splits(app, page):
     assert set(split["kp_ids"]) == drawn
     assert taxonomy.current(store).types[split["type_id"]].title == "split in the browser"
     page.get_by_text(f"new type {split['type_id']} from {len(drawn)} keyphrases").wait_for()
+    idle(page)  # the type editor opens on the new type
+    assert picked(page) == f"{split['type_id']}: split in the browser"
+    assert page.locator(".st-key-type_editor").get_by_label(
+        "title", exact=True).input_value() == "split in the browser"
     timed("undo split -> map redrawn",
           lambda: page.get_by_role("button", name="Undo last edit").click(),
           lambda: map_title(page, "split in the browser").wait_for(state="detached"))
