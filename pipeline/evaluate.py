@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pipeline.extract import extract
 from pipeline.params import param
 from pipeline.progress import Progress, no_progress, scaled
+from pipeline.review import overrides
 from pipeline.settings import target_model
 from pipeline.stats import pair_runs, paired_diff
 from pipeline.store import Store
@@ -179,7 +180,8 @@ def accuracy_table(store: Store, n_boot: int = 10_000) -> list[dict]:
 def fix_rates(store: Store) -> list[dict]:
     """Per iteration and error type of iteration 1's taxonomy: of the base model's bad
     cases of that type, how many the iteration's model fixed and how many persist; and
-    per iteration the new errors (base right, now wrong)."""
+    per iteration the new errors (base right, now wrong). A verdict a person decided in
+    review (pipeline/review.py) counts, not the judge's."""
     first = store.iteration(1)
     # the base model's train runs: iteration 1's extractions (one per train set)
     base_ids = [lk["ref"] for lk in store.iteration_links(1) if lk["role"] == "extract"]
@@ -187,16 +189,20 @@ def fix_rates(store: Store) -> list[dict]:
         base_ids = [base_train_run(store)["run_id"]]
     if first is None or not base_ids:
         return []
+    ov = overrides(store)
+
+    def verdicts(run_id: str) -> dict[tuple, bool]:
+        return {(x["dataset"], x["split"], x["pid"]):
+                ov.get((run_id, x["dataset"], x["split"], x["pid"]), x["correct"])
+                for x in store.run_items(run_id)}
+
     cases = {c["case_id"]: (c["dataset"], c["split"], c["pid"])
-             for c in store.bad_cases_of(base_ids)}
-    base_ok = {(x["dataset"], x["split"], x["pid"]): x["correct"]
-               for rid in base_ids for x in store.run_items(rid)}
+             for c in store.bad_cases_of(base_ids, verdicts=ov)}
+    base_ok = {k: ok for rid in base_ids for k, ok in verdicts(rid).items()}
     checks: dict[int, dict] = {}  # iteration -> its model's verdicts on the train problems
     for lk in store.iteration_links():
         if lk["role"] == "train_check":
-            checks.setdefault(lk["iteration"], {}).update(
-                {(x["dataset"], x["split"], x["pid"]): x["correct"]
-                 for x in store.run_items(lk["ref"])})
+            checks.setdefault(lk["iteration"], {}).update(verdicts(lk["ref"]))
     out = []
     for it, now in sorted(checks.items()):
         new_errors = sum(1 for k, ok in base_ok.items() if ok and now.get(k) is False)

@@ -111,6 +111,14 @@ def effective(stored: bool, key: tuple, verdicts: dict[tuple, bool]) -> bool:
     return bool(verdicts.get(key, stored))
 
 
+def with_verdicts(store: Store, rows: list[dict]) -> list[dict]:
+    """Judged generations with the verdict in force as `correct` (a person's decision, else
+    the judge's), the judge's as `judged`, and `reviewed` when a person decided."""
+    ov = overrides(store)
+    return [dict(r, judged=r["correct"], correct=ov.get(k, r["correct"]), reviewed=k in ov)
+            for r in rows for k in [key_of(r)]]
+
+
 # -- the queue ------------------------------------------------------------------------------
 
 

@@ -724,8 +724,9 @@ def find_generations(rows: list[dict], tax: Taxonomy, datasets: list[str] | None
         c = int(c) if c is not None and c == c else None  # NaN from pandas is no case
         if datasets and r["dataset"] not in datasets:
             continue
-        if (verdict == "wrong only" and c is None) or (verdict == "correct only"
-                                                       and r["correct"] is not True):
+        # a case judged wrong that a person judged right keeps its id: the verdict decides
+        if (verdict == "wrong only" and (c is None or r["correct"] is True)) or (
+                verdict == "correct only" and r["correct"] is not True):
             continue
         if type_id is not None and type_id not in ctypes.get(c, ()):
             continue

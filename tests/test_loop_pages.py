@@ -377,3 +377,26 @@ def test_a_chart_with_one_point_says_so_instead_of_drawing_it(store):
     # (a run with no live process is shown as interrupted)
     assert f"No loss curve yet: {tid} (interrupted): loss 1.235 after step 1." in caps, \
         "\n".join(caps)
+
+
+def test_fix_rates_count_the_verdicts_a_person_decided(loop_store):
+    """A review decision is the verdict, in the fix rates too: a base bad case judged right
+    leaves its type's count (and, wrong in the check, becomes a new error); a check's
+    generation judged right is fixed."""
+    from pipeline import evaluate, review
+
+    def rates():
+        return {(r["iteration"], r["type_id"]): r for r in evaluate.fix_rates(loop_store)}
+
+    was = rates()
+    assert (was[1, 1]["n"], was[1, 1]["fixed"]) == (3, 2)  # p01, p03, p04: p03 still wrong
+    assert (was[1, 2]["n"], was[1, 2]["fixed"]) == (2, 1)  # p07, p09: p09 still wrong
+    review.override(loop_store, "run-base-train/demo/train/p03", True)
+    review.override(loop_store, "run-check-1/demo/train/p09", True)
+    now = rates()
+    assert (now[1, 1]["n"], now[1, 1]["fixed"], now[1, 1]["fix_rate"]) == (2, 2, 1.0)
+    assert (now[1, 2]["n"], now[1, 2]["fixed"]) == (2, 2)
+    assert now[1, 1]["new_errors"] == was[1, 1]["new_errors"] + 1  # p03: right, then wrong
+    review.undo(loop_store)
+    review.undo(loop_store)
+    assert rates() == was

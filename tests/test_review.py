@@ -276,6 +276,35 @@ def test_the_review_page_lists_reasons_and_its_buttons_write_edits(rs):
     assert "p5" in set(table["pid"])
 
 
+def test_the_bad_cases_page_shows_the_verdict_a_person_decided(rs):
+    """An override moves a generation between the Bad cases page's "wrong only" and
+    "correct only" lists, marked as a person's verdict; undo moves it back."""
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    sys.path.insert(0, str(ROOT / "dashboard"))
+    at = AppTest.from_file(str(ROOT / "dashboard" / "pages" / "1_Bad_cases.py"),
+                           default_timeout=60).run()
+
+    def listed(verdict: str):
+        at.selectbox[0].set_value(verdict).run()
+        assert not at.exception, [e.value for e in at.exception]
+        t = next(d.value for d in at.dataframe if "reviewed" in d.value.columns)
+        return dict(zip(t["pid"], zip(t["correct"], t["reviewed"])))
+
+    assert set(listed("wrong only")) == {"p1", "p4", "p5", "p6"}
+    assert set(listed("correct only")) == {"p0", "p2", "p3"}
+    review.override(rs, "/".join(key("p5")), True, author="t")   # judged wrong: right
+    review.override(rs, "/".join(key("p2")), False, author="t")  # judged right: wrong
+    assert listed("wrong only") == {"p1": (False, False), "p2": (False, True),
+                                    "p4": (False, False), "p6": (False, False)}
+    assert listed("correct only") == {"p0": (True, False), "p3": (True, False),
+                                      "p5": (True, True)}
+    review.undo(rs)
+    review.undo(rs)
+    assert set(listed("wrong only")) == {"p1", "p4", "p5", "p6"}
+
+
 # -- the real model's outputs -----------------------------------------------------------
 
 

@@ -11,12 +11,12 @@ import common
 import pandas as pd
 import streamlit as st
 
-from pipeline import search, taxonomy
+from pipeline import review, search, taxonomy
 
 s = common.header("Bad cases")
 ss = st.session_state
 
-rows = s.generations_view()
+rows = review.with_verdicts(s, s.generations_view())  # a person's verdict wins the judge's
 if not rows:
     st.info("No generations yet: run an extraction (the quick start on the Overview page).")
     common.page_link("Overview", "Open the quick start", ":material/play_arrow:")
@@ -57,7 +57,8 @@ if url_case != ss.get("url_case"):  # a case sent here by link
         ss["chosen"] = next((x["key"] for x in view if x["case_id"] == int(url_case)), None)
 
 st.caption(f"{len(view)} of {len(rows)} generations")
-cols = ["case_id", "run_id", "dataset", "pid", "correct", "answer", "pred", "types", "question"]
+cols = ["case_id", "run_id", "dataset", "pid", "correct", "reviewed", "answer", "pred", "types",
+        "question"]
 shown = pd.DataFrame(view, columns=cols + ["key"])
 event = st.dataframe(shown[cols], hide_index=True, width="stretch", on_select="rerun",
                      selection_mode="single-row", key=f"cases-{zlib.crc32(sig.encode())}")
@@ -98,7 +99,9 @@ with b:
     judge = json.loads(r["judge"]) if isinstance(r["judge"], str) else (r["judge"] or {})
     st.markdown("**Grading**")
     st.json({"extracted answer": r["pred"], "extraction": judge.get("method"),
-             "correct": bool(r["correct"]), "detail": judge.get("detail"),
+             "correct": bool(r["correct"]), "judged correct": bool(r["judged"]),
+             "verdict by": "a person (Review)" if r["reviewed"] else "the judge",
+             "detail": judge.get("detail"),
              "completion tokens": int(r["completion_tokens"] or 0), "error": r["error"]})
 if case is not None and any(k["on_map"] for k in case["keyphrases"]):
     st.markdown("**Nearest cases** (by the mean embedding of their keyphrases)")
