@@ -518,6 +518,7 @@ def job_panel(s: Store, kinds: tuple[str, ...], key: str, latest: int = 3,
             st.rerun()  # the whole page, at the new pace
 
     _panel()
+    return active
 
 
 def open_on_newest(key: str, newest: str, scope="") -> None:

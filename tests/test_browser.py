@@ -397,6 +397,33 @@ def test_error_map_edit_bugs(app, page):
     assert ed.get_by_label("title", exact=True).input_value() == e.title
 
 
+def deltas(frames: list[bytes]) -> list[tuple[str, object]]:
+    """(fragment id, delta) of each element or block the server sent in these websocket
+    frames: the fragment id is "" for one drawn by a run of the whole page."""
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    out = []
+    for f in frames:
+        m = ForwardMsg()
+        m.ParseFromString(f)
+        if m.WhichOneof("type") == "delta":
+            out.append((m.delta.fragment_id, m.delta))
+    return out
+
+
+def alerts(sent: list[tuple[str, object]], text: str) -> list[str]:
+    """The fragment ids of the runs that sent a message (st.success, ...) reading `text`."""
+    return [f for f, d in sent if d.WhichOneof("type") == "new_element"
+            and d.new_element.WhichOneof("type") == "alert" and d.new_element.alert.body == text]
+
+
+def sends(sent: list[tuple[str, object]], label: str) -> list[str]:
+    """The fragment ids of the runs that sent a button labelled `label`."""
+    return [f for f, d in sent if d.WhichOneof("type") == "new_element"
+            and d.new_element.WhichOneof("type") == "button"
+            and d.new_element.button.label == label]
+
+
 def test_error_map_edit_reruns_the_curation_alone(app, page):
     """Issue 22, item 5: an edit reruns the map and the panels beside it (a fragment), not
     the whole page, and leaves one copy of each form. A job of a kind the map does not
@@ -409,32 +436,37 @@ def test_error_map_edit_reruns_the_curation_alone(app, page):
 
     url, store = app
     a = three_types(store)[0]
-    got: list[bytes] = []  # what the server sends (protobuf: labels are plain UTF-8)
+    got: list[bytes] = []  # the server's websocket frames (ForwardMsg protobufs)
     page.on("websocket", lambda ws: ws.on(
         "framereceived", lambda p: got.append(p if isinstance(p, bytes) else p.encode())))
-    recluster = b"Re-cluster (background job)"  # a button outside the curation
 
-    def rename(title: str) -> bytes:
+    def rename(title: str) -> tuple[str, list[tuple[str, object]]]:
+        """Rename type a; the fragment id of the run that drew the edit's message, and the
+        elements sent after the click."""
         ed = type_editor(page, a.type_id)
         ed.get_by_label("title", exact=True).fill(title)
         got.clear()
         ed.get_by_role("button", name="Rename").click()
         map_title(page, title).wait_for()
         idle(page)
-        sent = b"".join(got)
-        assert f"renamed type {a.type_id}".encode() in sent  # this run's flash
+        no_exception(page)
+        sent = deltas(got)
+        [run] = alerts(sent, f"renamed type {a.type_id}")
         assert page.get_by_label("title", exact=True).count() == 1
         assert page.get_by_label("title of the merged type (optional)").count() == 1
         assert taxonomy.current(store).types[a.type_id].title == title
-        return sent
+        return run, sent
 
+    recluster = "Re-cluster (background job)"  # a button outside the curation
     tick = jobs.submit(store, "ticks", {"n": 400, "seconds": 0.25, "tag": "map-edits"})
     try:
         page.goto(f"{url}/Error_map")
         map_ready(page)
-        assert any(recluster in f for f in got)  # the first run sends the whole page
+        assert sends(deltas(got), recluster) == [""]  # the first run draws the whole page
         for i in range(4):
-            assert recluster not in rename(f"fragment edit {i}")
+            run, sent = rename(f"fragment edit {i}")
+            assert run != ""  # a fragment's run, and nothing else was sent
+            assert {f for f, _ in sent} == {run} and sends(sent, recluster) == []
         assert store.job(tick)["status"] == "running"  # it ran through every edit
     finally:
         jobs.cancel(store, tick, wait=30)
@@ -451,7 +483,8 @@ def test_error_map_edit_reruns_the_curation_alone(app, page):
             map_ready(page)
             page.get_by_text(re.compile(rf"#{qs} quickstart · (queued|running)")).wait_for()
             for i in range(2):
-                assert recluster in rename(f"whole-page edit {i}")
+                run, sent = rename(f"whole-page edit {i}")
+                assert run == "" and sends(sent, recluster) == [""]
             assert store.job(qs)["status"] in jobs.ACTIVE
         finally:
             jobs.cancel(store, qs, wait=30)

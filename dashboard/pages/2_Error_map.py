@@ -90,8 +90,13 @@ def kept_choice(where, label: str, options: list, name: str, key: str, fmt):
     if ss.get(name) not in options:
         ss[name] = options[0]
     ss.setdefault(key, ss[name])
-    return where.selectbox(label, options, key=key, format_func=fmt,
-                           on_change=lambda: ss.update({name: ss[key]}))
+
+    def chosen() -> None:
+        # An edit's callback in the same click may have retired this box's key (a new
+        # generation): the box is then drawn afresh from `name`.
+        if key in ss:
+            ss[name] = ss[key]
+    return where.selectbox(label, options, key=key, format_func=fmt, on_change=chosen)
 
 
 def examples_table(kp_ids: list[int], by_kp: dict[int, dict]) -> str:
