@@ -7,9 +7,9 @@ For each size, a store of that many keyphrases (corpus.py) clustered for real (M
 UMAP, HDBSCAN), copied once per path; one `streamlit run` server per path on its copy:
 "before" (the dashboard of revision BEFORE, taken with `git archive`: st.plotly_chart
 rebuilt at every edit, the whole page rerun, an editor per type; the pipeline is the same
-code), "now" (an edit reruns the curation alone, a fragment; the map component updated in
-place; one type editor) and "now-whole-page" (the same code with SEI_MAP_FRAGMENT=0: an
-edit reruns the whole page, as it does while a clustering job runs). Per repeat,
+code), "now" (SEI_MAP_FRAGMENT=1, opt-in: an edit reruns the curation alone, a fragment;
+the map component updated in place; one type editor) and "now-whole-page" (the same code
+as the app runs by default: an edit reruns the whole page). Per repeat,
 on each server in turn, its page alone open: rename the largest type, merge it with the
 next, undo the merge;
 each timed from the click to the moment the map shows the new title (a Plotly
