@@ -24,26 +24,13 @@ import time
 from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).parent)]
-from browser_edit import CHROMIUM, EDIT_TYPE, choose, idle, on_map, plot, serve  # noqa: E402
-from map_edit import build_store  # noqa: E402
+import browser_edit as be  # noqa: E402
 
 from pipeline import taxonomy  # noqa: E402
-from pipeline.cluster import ClusterParams, cluster  # noqa: E402
 from pipeline.store import Store  # noqa: E402
 
 PATHS = {"fragment": {"SEI_MAP_FRAGMENT": "1"}, "whole-page": {"SEI_MAP_FRAGMENT": "0"}}
 BOXES = ".st-key-type_editor input[aria-label='title']"
-
-
-def pick(page, box, pattern, tries: int = 3) -> None:
-    """choose(), again if a rerun redrew the list under the click (the option detached)."""
-    for i in range(tries):
-        try:
-            return choose(page, box, pattern)
-        except Exception:
-            if i == tries - 1:
-                raise
-            page.keyboard.press("Escape")
 
 
 def run_path(page, store: Store, repeats: int) -> dict[str, int]:
@@ -52,9 +39,9 @@ def run_path(page, store: Store, repeats: int) -> dict[str, int]:
     for i in range(repeats):
         vis = taxonomy.current(store).visible_types()
         t = vis[(i + 1) % len(vis)]  # a different type each time: the editor switches forms
-        pick(page, "zoom to", re.compile(rf"^{t.type_id}: "))
-        pick(page, EDIT_TYPE, re.compile(rf"^{t.type_id}: "))
-        idle(page)
+        be.choose(page, "zoom to", re.compile(rf"^{t.type_id}: "))
+        be.choose(page, be.EDIT_TYPE, re.compile(rf"^{t.type_id}: "))
+        be.idle(page)
         time.sleep(0.5)
         out["picks"] += 1
         out["stale after pick"] += page.locator(BOXES).count() > 1
@@ -63,10 +50,10 @@ def run_path(page, store: Store, repeats: int) -> dict[str, int]:
         ed.get_by_label("title", exact=True).first.fill(title)
         ed.get_by_role("button", name="Rename").first.click()
         try:
-            on_map(page, title).wait_for(timeout=20_000)
+            be.on_map(page, title).wait_for(timeout=20_000)
         except Exception:
             pass  # counted below, from the store
-        idle(page)
+        be.idle(page)
         time.sleep(0.5)
         out["renames"] += 1
         out["stale after rename"] += page.locator(BOXES).count() > 1
@@ -83,25 +70,22 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as d:
         base = Path(d) / "map.duckdb"
-        s = build_store(base, args.keyphrases)
-        cluster(s, ClusterParams(min_cluster_size=5 if args.keyphrases < 1000 else 15),
-                analysis_id="an-bench")
-        del s
+        be.clustered_store(base, args.keyphrases)  # (a Store holds no open connection)
         counts = {}
         with sync_playwright() as pw:
-            br = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+            br = pw.chromium.launch(executable_path=be.CHROMIUM, headless=True,
                                     args=["--no-sandbox", "--disable-gpu"])
             for path, flags in PATHS.items():
                 db = Path(d) / path / "sei.duckdb"
                 db.parent.mkdir()
                 shutil.copy(base, db)
-                proc, url = serve(db, flags, db.parent / "streamlit.log")
+                proc, url = be.serve(db, flags, db.parent / "streamlit.log")
                 try:
                     page = br.new_context(viewport={"width": 1500, "height": 1100}).new_page()
                     page.sei_path = path  # the map is in the component's frame (browser_edit)
                     page.set_default_timeout(15_000)
                     page.goto(f"{url}/Error_map")
-                    plot(page).locator(".js-plotly-plot .nsewdrag").first.wait_for(
+                    be.plot(page).locator(".js-plotly-plot .nsewdrag").first.wait_for(
                         timeout=120_000)
                     counts[path] = run_path(page, Store(db), args.repeats)
                     page.context.close()

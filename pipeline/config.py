@@ -36,6 +36,13 @@ def adapters_dir(db: Path | None = None) -> Path:
     return Path(os.environ.get("SEI_ADAPTERS_DIR", (db or db_path()).parent / "adapters"))
 
 
+def map_fragment() -> bool:
+    """Whether an Error map edit reruns only the curation (a Streamlit fragment) rather than
+    the whole page (env SEI_MAP_FRAGMENT=1; off by default: docs/benchmarks.md#fragment_stalepy
+    says why)."""
+    return os.environ.get("SEI_MAP_FRAGMENT", "0") == "1"
+
+
 # The embedded default target model.
 DEFAULT_MODEL = "smollm2-135m-instruct"
 

@@ -463,8 +463,7 @@ def test_error_map_edit_reruns_the_curation_alone(app, page):
         page.goto(f"{url}/Error_map")
         map_ready(page)
         assert sends(deltas(got), recluster) == [""]  # the first run draws the whole page
-        # the fragment is opt-in (SEI_MAP_FRAGMENT=1, which the app's server inherits)
-        fragment = os.environ.get("SEI_MAP_FRAGMENT", "0") == "1"
+        fragment = config.map_fragment()  # opt-in; the app's server inherits the setting
         for i in range(4):
             run, sent = rename(f"edit {i}")
             assert (run != "") is fragment  # a fragment's run sends nothing else

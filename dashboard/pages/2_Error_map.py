@@ -4,15 +4,13 @@ Every edit goes through pipeline.taxonomy, which appends to the edit log; the ma
 then redrawn from the log, so what is shown is always what is stored."""
 
 
-import os
-
 import common
 import map_view
 import pandas as pd
 import streamlit as st
 from map_actions import MapActions
 
-from pipeline import instructor, jobs, llm_cluster, review, search, taxonomy
+from pipeline import config, instructor, jobs, llm_cluster, review, search, taxonomy
 from pipeline.cluster import ClusterParams, agreement
 
 s = common.header("Error map")
@@ -55,13 +53,13 @@ cl = tax.clustering
 p = cl["params"] or {}
 
 
-# A running (re-)clustering shows here; when it ends the page redraws with its map. It
-# polls only while one runs, and then an edit reruns the whole page, not the curation
-# fragment (below): a poll's run that starts as an edit's fragment run ends takes over
+# A running (re-)clustering shows here; when it ends the page redraws with its map. With
+# the curation fragment on (below), the panel polls only while one runs, and then an edit
+# reruns the whole page: a poll's run that starts as an edit's fragment run ends takes over
 # that run's clean-up in the browser (streamlit#16708), so the widgets the edit replaced
-# stay on screen beside the new ones. A clustering started elsewhere shows at the page's
-# next full run.
-fragment = os.environ.get("SEI_MAP_FRAGMENT", "0") == "1"
+# stay on screen beside the new ones; a clustering started elsewhere then shows at the
+# page's next full run.
+fragment = config.map_fragment()
 polling = common.job_panel(s, ("cluster", "quickstart", "retitle"), "error_map",
                            redraw_when_done=True, idle_poll=None if fragment else 10)
 
@@ -367,8 +365,8 @@ def curation(tax: taxonomy.Taxonomy) -> None:
 
 # An edit reruns the whole page, or with SEI_MAP_FRAGMENT=1 only the curation (a fragment,
 # faster at 10,000 keyphrases: benchmarks/browser_edit.py) except while the job panel above
-# polls. The fragment stays opt-in: a browser test once more saw a stale second title box
-# after a fragment run with no job running (cause not found).
+# polls. The fragment stays opt-in: CI once caught a rename lost to a stale title box after
+# a fragment run with no job running (cause not found; benchmarks/fragment_stale.py counts it).
 if polling or not fragment:
     curation(tax)
 else:
