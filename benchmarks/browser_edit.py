@@ -7,9 +7,9 @@ For each size, a store of that many keyphrases (corpus.py) clustered for real (M
 UMAP, HDBSCAN), copied once per path; one `streamlit run` server per path on its copy:
 "before" (the dashboard of revision BEFORE, taken with `git archive`: st.plotly_chart
 rebuilt at every edit, the whole page rerun, an editor per type; the pipeline is the same
-code), "now" (SEI_MAP_FRAGMENT=1, opt-in: an edit reruns the curation alone, a fragment;
+code), "now" (SEI_MAP_FRAGMENT=1, the default: an edit reruns the curation alone, a fragment;
 the map component updated in place; one type editor) and "now-whole-page" (the same code
-as the app runs by default: an edit reruns the whole page). Per repeat,
+with SEI_MAP_FRAGMENT=0: an edit reruns the whole page). Per repeat,
 on each server in turn, its page alone open: rename the largest type, merge it with the
 next, undo the merge;
 each timed from the click to the moment the map shows the new title (a Plotly
@@ -122,6 +122,24 @@ def choose(page, box: str, pattern, tries: int = 6) -> None:
         return
 
 
+def title_form(page, type_id: int):
+    """The type editor's rename form for this type (its title box is keyed by the type)."""
+    return page.locator(".st-key-type_editor [data-testid='stForm']").filter(
+        has=page.locator(f"[class*='st-key-title-{type_id}-']"))
+
+
+def type_form(page, type_id: int):
+    """Open the one type editor on a type; its rename form. The pick's rerun starts after
+    the click returns and the page reads as idle until the server says it runs, so this
+    waits for the type's own title box (an idle page alone could still show the previous
+    type's form, which the run then replaces: tests/test_browser.py::type_editor)."""
+    choose(page, EDIT_TYPE, re.compile(rf"^{type_id}: "))
+    form = title_form(page, type_id)
+    form.wait_for(timeout=TIMEOUT_MS)
+    idle(page)
+    return form
+
+
 def edits(page, a: int, b: int, i: int, tag: str) -> dict[str, float]:
     """Rename type a, merge a and b, undo the merge: seconds from click to redrawn map."""
     out = {}
@@ -132,9 +150,7 @@ def edits(page, a: int, b: int, i: int, tag: str) -> dict[str, float]:
         if not exp.get_by_label("title", exact=True).is_visible():
             exp.locator("summary").click()
     else:  # one type editor, opened on the type through its picker
-        choose(page, EDIT_TYPE, re.compile(rf"^{a}: "))
-        idle(page)
-        exp = page.locator(".st-key-type_editor")
+        exp = type_form(page, a)
     name = f"renamed {tag} {i}"
     exp.get_by_label("title", exact=True).fill(name)
     out["rename"] = timed(lambda: exp.get_by_role("button", name="Rename").click(),

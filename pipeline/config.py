@@ -37,10 +37,9 @@ def adapters_dir(db: Path | None = None) -> Path:
 
 
 def map_fragment() -> bool:
-    """Whether an Error map edit reruns only the curation (a Streamlit fragment) rather than
-    the whole page (env SEI_MAP_FRAGMENT=1; off by default: docs/benchmarks.md#fragment_stalepy
-    says why)."""
-    return os.environ.get("SEI_MAP_FRAGMENT", "0") == "1"
+    """Whether an Error map edit reruns only the curation (a Streamlit fragment, the default)
+    rather than the whole page (env SEI_MAP_FRAGMENT=0)."""
+    return os.environ.get("SEI_MAP_FRAGMENT", "1") != "0"
 
 
 # The embedded default target model.

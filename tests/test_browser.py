@@ -173,11 +173,23 @@ def map_title(page, text: str):
 EDIT_TYPE = re.compile(r"^type to edit")  # the type editor's picker
 
 
+def title_form(page, type_id: int):
+    """The type editor's rename form for this type (its title box is keyed by the type)."""
+    return page.locator(".st-key-type_editor [data-testid='stForm']").filter(
+        has=page.locator(f"[class*='st-key-title-{type_id}-']"))
+
+
 def type_editor(page, type_id: int):
-    """The type editor, opened on this type through its picker."""
+    """The type editor opened on this type through its picker: that type's rename form.
+    The rerun a pick asks for starts after the click returns, and the page reads as idle
+    until the server says it runs: waiting for an idle page alone, a title could be typed
+    into the previous type's form, which the run then replaced (with two busy cores, 5 of
+    20 picks still showed the previous type at "idle"). So wait for this type's own box."""
     choose(page, EDIT_TYPE, re.compile(rf"^{type_id}: "))
+    form = title_form(page, type_id)
+    form.wait_for()
     idle(page)
-    return page.locator(".st-key-type_editor")
+    return form
 
 
 def picked(page) -> str:
@@ -314,7 +326,7 @@ def test_error_map_edit_bugs(app, page):
     # Rename keeps it.
     idle(page)
     assert picked(page) == f"{into}: merged in the browser"
-    ed = page.locator(".st-key-type_editor")
+    ed = title_form(page, into)
     assert ed.get_by_label("title", exact=True).input_value() == "merged in the browser"
     n = len(store.edits())
     ed.get_by_role("button", name="Rename").click()
@@ -393,8 +405,7 @@ def test_error_map_edit_bugs(app, page):
     page.mouse.click(bb["x"] + 12, bb["y"] + 35 + 35 * row + 17)  # its row's selection box
     assert until(lambda: picked(page) == f"{e.type_id}: {e.title}")
     idle(page)
-    ed = page.locator(".st-key-type_editor")
-    assert ed.get_by_label("title", exact=True).input_value() == e.title
+    assert title_form(page, e.type_id).get_by_label("title", exact=True).input_value() == e.title
 
 
 def deltas(frames: list[bytes]) -> list[tuple[str, object]]:
@@ -463,7 +474,7 @@ def test_error_map_edit_reruns_the_curation_alone(app, page):
         page.goto(f"{url}/Error_map")
         map_ready(page)
         assert sends(deltas(got), recluster) == [""]  # the first run draws the whole page
-        fragment = config.map_fragment()  # opt-in; the app's server inherits the setting
+        fragment = config.map_fragment()  # the default; the app's server inherits the setting
         for i in range(4):
             run, sent = rename(f"edit {i}")
             assert (run != "") is fragment  # a fragment's run sends nothing else
@@ -562,7 +573,7 @@ def test_error_map_lasso_opens_cases_and_splits(app, page):
     page.get_by_text(f"new type {split['type_id']} from {len(drawn)} keyphrases").wait_for()
     idle(page)  # the type editor opens on the new type
     assert picked(page) == f"{split['type_id']}: split in the browser"
-    assert page.locator(".st-key-type_editor").get_by_label(
+    assert title_form(page, split["type_id"]).get_by_label(
         "title", exact=True).input_value() == "split in the browser"
     timed("undo split -> map redrawn",
           lambda: page.get_by_role("button", name="Undo last edit").click(),

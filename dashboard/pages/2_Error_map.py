@@ -54,11 +54,11 @@ p = cl["params"] or {}
 
 
 # A running (re-)clustering shows here; when it ends the page redraws with its map. With
-# the curation fragment on (below), the panel polls only while one runs, and then an edit
-# reruns the whole page: a poll's run that starts as an edit's fragment run ends takes over
-# that run's clean-up in the browser (streamlit#16708), so the widgets the edit replaced
-# stay on screen beside the new ones; a clustering started elsewhere then shows at the
-# page's next full run.
+# the curation fragment on (below, the default), the panel polls only while one runs, and
+# then an edit reruns the whole page: a poll's run that starts as an edit's fragment run ends
+# takes over that run's clean-up in the browser (streamlit#16708), so the widgets the edit
+# replaced stay on screen beside the new ones; a clustering started elsewhere then shows at
+# the page's next full run.
 fragment = config.map_fragment()
 polling = common.job_panel(s, ("cluster", "quickstart", "retitle"), "error_map",
                            redraw_when_done=True, idle_poll=None if fragment else 10)
@@ -363,10 +363,9 @@ def curation(tax: taxonomy.Taxonomy) -> None:
             st.button("Undo this edit", key="undo_one", on_click=act.undo_picked)
 
 
-# An edit reruns the whole page, or with SEI_MAP_FRAGMENT=1 only the curation (a fragment,
-# faster at 10,000 keyphrases: benchmarks/browser_edit.py) except while the job panel above
-# polls. The fragment stays opt-in: CI once caught a rename lost to a stale title box after
-# a fragment run with no job running (cause not found; benchmarks/fragment_stale.py counts it).
+# An edit reruns only the curation (a fragment: under 1 s at 10,000 keyphrases, where the
+# whole page takes longer: benchmarks/browser_edit.py), except while the job panel above polls
+# or with SEI_MAP_FRAGMENT=0: then the whole page.
 if polling or not fragment:
     curation(tax)
 else:
