@@ -127,9 +127,13 @@ def test_the_demo_path_from_buttons(server, page):  # noqa: F811
         runs = {r["run_id"]: r for r in store.runs()}
         assert j["done"] == j["total"] == sum(runs[r]["n_items"]
                                               for r in j["result"]["runs"].values())
+        # the iteration is done once each arm it trained has been evaluated
+        assert store.iteration(1)["status"] == ("done" if model.endswith("random arm")
+                                                else "open"), model
 
     # -- the accuracy chart: one line per arm, base model to iteration 1, as stored -------------
     page.reload()
+    page.get_by_text(re.compile(r"^iteration 1 · \w+ · done$")).first.wait_for()
     check_accuracy_chart(page, store)
     shot(page, "path-iterations")
 

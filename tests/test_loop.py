@@ -257,9 +257,13 @@ def test_training_killed_resumes_from_checkpoint_and_adapter_changes_outputs(clu
         evaluate(clustered, EvalParams(iteration=1, arm="random", sets=["demo/test"], limit=4))
     with pytest.raises(ValueError, match="it has one for --arm random"):
         resolve.models(clustered, "evaluate", EvalParams(iteration=1, sets=["demo/test"]))
+    assert clustered.iteration(1)["status"] == "open"  # trained, not yet evaluated
     ev = evaluate(clustered, resolve.models(clustered, "evaluate", EvalParams(
         iteration=1, arm="random", sets=["demo/test"], limit=4, max_new_tokens=64,
         train_check=False)))
+    # stages run one by one close the iteration once each trained arm is evaluated
+    assert clustered.iteration(1)["status"] == "done"
+    assert clustered.iteration(1)["finished_at"] is not None
     r = clustered.run(ev["runs"]["demo/test"])
     assert r["adapter"] == run["adapter_dir"]
     assert r["weights_hash"].endswith("+" + run["adapter_hash"][:8])
