@@ -119,10 +119,9 @@ def evaluate(store: Store, p: EvalParams, progress: Progress = no_progress) -> d
 
 def every_arm_evaluated(store: Store, iteration: int) -> bool:
     """Whether each arm that iteration trained an adapter for has an evaluation run."""
-    links = store.iteration_links(iteration)
-    trained = {resolve.arm_of(lk["role"].split(":")[-1]) for lk in links
-               if lk["role"].startswith("train:")}
-    evaluated = {parse_eval_role(lk["role"])[0] for lk in links if parse_eval_role(lk["role"])}
+    trained = {resolve.arm_of(m) for m in resolve.trained_methods(store, iteration)}
+    evaluated = {r[0] for lk in store.iteration_links(iteration)
+                 if (r := parse_eval_role(lk["role"]))}
     return bool(trained) and trained <= evaluated
 
 

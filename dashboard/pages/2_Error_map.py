@@ -363,9 +363,9 @@ def curation(tax: taxonomy.Taxonomy) -> None:
             st.button("Undo this edit", key="undo_one", on_click=act.undo_picked)
 
 
-# An edit reruns only the curation (a fragment: under 1 s at 10,000 keyphrases, where the
-# whole page takes longer: benchmarks/browser_edit.py), except while the job panel above polls
-# or with SEI_MAP_FRAGMENT=0: then the whole page.
+# An edit reruns only the curation (a fragment: less to rebuild and send than the whole page;
+# benchmarks/browser_edit.py times both), except while the job panel above polls or with
+# SEI_MAP_FRAGMENT=0: then the whole page.
 if polling or not fragment:
     curation(tax)
 else:
