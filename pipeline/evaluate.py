@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline import resolve
 from pipeline.extract import extract
 from pipeline.params import param
 from pipeline.progress import Progress, no_progress, scaled
@@ -111,18 +110,7 @@ def evaluate(store: Store, p: EvalParams, progress: Progress = no_progress) -> d
         if kind == "extract":
             store.link_run(p.iteration + 1, "extract", rid)
         out["runs"][f"{ds}/{sp}" if kind == "evaluate" else "train_check"] = rid
-    if p.iteration > 0 and every_arm_evaluated(store, p.iteration):
-        # stages run one by one close their iteration too, not only `sei iterate`
-        store.set_iteration_status(p.iteration, "done")
     return out
-
-
-def every_arm_evaluated(store: Store, iteration: int) -> bool:
-    """Whether each arm that iteration trained an adapter for has an evaluation run."""
-    trained = {resolve.arm_of(m) for m in resolve.trained_methods(store, iteration)}
-    evaluated = {r[0] for lk in store.iteration_links(iteration)
-                 if (r := parse_eval_role(lk["role"]))}
-    return bool(trained) and trained <= evaluated
 
 
 def eval_role(arm: str, set_: str) -> str:

@@ -21,6 +21,16 @@ def trained_methods(store: Store, iteration: int) -> set[str]:
             if r["status"] == "finished"}
 
 
+def every_arm_evaluated(store: Store, iteration: int) -> bool:
+    """Whether each arm that iteration trained an adapter for has an evaluation run."""
+    from pipeline.evaluate import parse_eval_role
+
+    trained = {arm_of(m) for m in trained_methods(store, iteration)}
+    evaluated = {r[0] for lk in store.iteration_links(iteration)
+                 if (r := parse_eval_role(lk["role"]))}
+    return bool(trained) and trained <= evaluated
+
+
 def adapter_of(store: Store, iteration: int, method: str = "oneshot") -> str | None:
     """The adapter directory that iteration's finished training run on `method`'s
     selections wrote (oneshot: the SEI arm, the model the next iteration works on)."""

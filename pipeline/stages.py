@@ -167,7 +167,12 @@ def _evaluate(store: Store, p: dict, progress) -> dict:
     from pipeline import resolve
     from pipeline.evaluate import EvalParams, evaluate
 
-    return evaluate(store, resolve.models(store, "evaluate", EvalParams.from_dict(p)), progress)
+    params = resolve.models(store, "evaluate", EvalParams.from_dict(p))
+    out = evaluate(store, params, progress)
+    if params.iteration > 0 and resolve.every_arm_evaluated(store, params.iteration):
+        # stages run one by one close their iteration too, not only `sei iterate`
+        store.set_iteration_status(params.iteration, "done")
+    return out
 
 
 @stage("iterate", heavy=True)

@@ -13,9 +13,10 @@ import time
 
 import pytest
 
-from pipeline import jobs
+from pipeline import jobs, stages
 from pipeline.answers import cut_at_final_answer, judge
 from pipeline.config import ROOT
+from pipeline.progress import no_progress
 from pipeline.select import SelectParams, oneshot_score, select
 from pipeline.store import Store
 from pipeline.synthesize import SynthParams, summary, synthesize
@@ -258,10 +259,11 @@ def test_training_killed_resumes_from_checkpoint_and_adapter_changes_outputs(clu
     with pytest.raises(ValueError, match="it has one for --arm random"):
         resolve.models(clustered, "evaluate", EvalParams(iteration=1, sets=["demo/test"]))
     assert clustered.iteration(1)["status"] == "open"  # trained, not yet evaluated
-    ev = evaluate(clustered, resolve.models(clustered, "evaluate", EvalParams(
-        iteration=1, arm="random", sets=["demo/test"], limit=4, max_new_tokens=64,
-        train_check=False)))
-    # stages run one by one close the iteration once each trained arm is evaluated
+    # as `sei evaluate` and the app's job run it: the stage closes the iteration once
+    # each trained arm is evaluated
+    ev = stages.run_stage(clustered, "evaluate", {
+        "iteration": 1, "arm": "random", "sets": ["demo/test"], "limit": 4,
+        "max_new_tokens": 64, "train_check": False}, no_progress)
     assert clustered.iteration(1)["status"] == "done"
     assert clustered.iteration(1)["finished_at"] is not None
     r = clustered.run(ev["runs"]["demo/test"])
