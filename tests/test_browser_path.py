@@ -122,11 +122,16 @@ def test_the_demo_path_from_buttons(server, page):  # noqa: F811
         page.get_by_role("tab", name="Evaluate").click()
         choose(page, "model", model)
         number(page, "problems per set (0: all)", 6)
+        number(page, "max new tokens per answer", 64)
         j = press_and_wait(page, store, "Evaluate", "evaluate", 600)
         # its bar counted problems (the set's 6, and the train check's), not a unit of its own
         runs = {r["run_id"]: r for r in store.runs()}
         assert j["done"] == j["total"] == sum(runs[r]["n_items"]
                                               for r in j["result"]["runs"].values())
+        # the page's token budget reached the job and its runs
+        assert j["params"]["max_new_tokens"] == 64
+        gen = store.runs_gen_params()
+        assert gen[j["result"]["runs"]["demo/test"]]["max_new_tokens"] == 64
         # the iteration is done once each arm it trained has been evaluated
         assert store.iteration(1)["status"] == ("done" if model.endswith("random arm")
                                                 else "open"), model

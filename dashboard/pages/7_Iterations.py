@@ -219,7 +219,7 @@ with tab_tr:
         common.launch(s, "train", asdict(tp), "iterations")
 with tab_ev:
     sets_all = evaluate.default_sets(s) or ["demo/test"]
-    c1, c2, c3 = st.columns([1, 3, 1])
+    c1, c2, c3, c4 = st.columns([1, 3, 1, 1])
     # only models that exist: the base (0) and each iteration's trained arms
     models = views.trained_models(s)
     e_pick = c1.selectbox("model", list(models), index=len(models) - 1, key="ev_model",
@@ -227,8 +227,12 @@ with tab_ev:
     e_sets = c2.multiselect("evaluation sets", sets_all, default=sets_all, key="ev_sets")
     e_limit = common.param_input(c3, EvalParams, "limit", "problems per set (0: all)",
                                  "ev_limit", 0, 100_000)
+    # a fixed budget per answer: compare arms only at the same one (it is in each run's params)
+    e_tokens = common.param_input(c4, EvalParams, "max_new_tokens", "max new tokens per answer",
+                                  "ev_tokens", 16, 8192)
     e_it, e_arm = models[e_pick]
-    ep = EvalParams(iteration=e_it, arm=e_arm, sets=list(e_sets), limit=int(e_limit) or None)
+    ep = EvalParams(iteration=e_it, arm=e_arm, sets=list(e_sets), limit=int(e_limit) or None,
+                    max_new_tokens=int(e_tokens))
     ee = views.eval_estimate(s, ep)
     st.caption(f"Estimate: {ee['n_problems']} problems ("
                + common.md_text(", ".join(f"{k} {v}" for k, v in ee["problems"].items()))
