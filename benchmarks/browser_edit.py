@@ -13,8 +13,8 @@ with SEI_MAP_FRAGMENT=0: an edit reruns the whole page). Per repeat,
 on each server in turn, its page alone open: rename the largest type, merge it with the
 next, undo the merge;
 each timed in the browser from the click to the first moment the map's document holds the
-new title (a Plotly annotation; checked every 5 ms in the page). Same store, same edits, same browser; the medians and
-their ratio to "before" are printed per edit."""
+new title (a Plotly annotation; checked every 5 ms in the page). Same store, same edits,
+same browser; the medians and their ratio to "before" are printed per edit."""
 
 from __future__ import annotations
 
