@@ -128,7 +128,7 @@ def map_doc(page):
 
 
 def timed(page, click, text: str) -> float:
-    """Seconds from the click to the first frame drawn with `text` on the map."""
+    """Seconds from the click to the first 5 ms check that finds `text` on the map."""
     doc = map_doc(page)
     if doc.evaluate(STAMP_SEEN, text):
         raise RuntimeError(f"{text!r} is on the map before the edit")
