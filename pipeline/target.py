@@ -901,6 +901,8 @@ def make_target(backend: str = "local", model: str = config.DEFAULT_MODEL,
     """The target model on a backend: local transformers (on `device` in `dtype`) or an
     OpenAI-compatible endpoint (`parallel` requests in flight). `served_adapter`: the
     name the endpoint serves `adapter` under."""
+    if backend == "local" and os.environ.get("SEI_TEST_TARGET"):
+        return _test_target(os.environ["SEI_TEST_TARGET"], model, adapter)
     if backend == "local":
         target = LocalTarget(model=model, adapter=adapter, device=device, dtype=dtype)
         target.runtime()  # an unknown or absent device is refused here, by name
@@ -914,6 +916,25 @@ def make_target(backend: str = "local", model: str = config.DEFAULT_MODEL,
         return OpenAITarget(model=model, base_url=base_url, parallel=parallel, adapter=adapter,
                             served_adapter=served_adapter or None)
     raise ModelError(f"unknown backend {backend!r} (local or openai)")
+
+
+def _test_target(path: str, model: str, adapter: str | None):
+    """The tests' scripted target (tests/scripted_target.py), named by SEI_TEST_TARGET:
+    one setting that the CLI, job processes and the app inherit. Its runs say so in their
+    manifests (model id scripted-test-target); this process says so once on stderr."""
+    import sys
+
+    name = "sei_test_target_" + hashlib.sha1(path.encode()).hexdigest()[:8]
+    mod = sys.modules.get(name)
+    if mod is None:
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or not Path(path).is_file():
+            raise ModelError(f"SEI_TEST_TARGET={path}: no such file (unset it to use the "
+                             "model)")
+        mod = sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        mod.announce(path)
+    return mod.ScriptedTarget(model=model, adapter=adapter)
 
 
 def params_dict(p: GenParams) -> dict:

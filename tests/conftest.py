@@ -27,6 +27,71 @@ BENCH = ROOT.parent / "shared" / "data" / "benchmarks"
 ARTIFACTS = ROOT / "artifacts"
 
 
+SCRIPTED = Path(__file__).resolve().parent / "scripted_target.py"
+
+
+@pytest.fixture
+def scripted(monkeypatch) -> Path:
+    """The tests' scripted target instead of the model, for this test and every process it
+    starts (tests/scripted_target.py): instant, right on half of the problems. For tests
+    whose subject is the plumbing around the model, not its answers."""
+    monkeypatch.setenv("SEI_TEST_TARGET", str(SCRIPTED))
+    monkeypatch.setenv("SCRIPTED_DELAY_S", "0")
+    return SCRIPTED
+
+
+@pytest.fixture
+def scripted_slow(scripted, monkeypatch) -> Path:
+    """The scripted target at 0.25 s a row: a kill or a cancel lands mid-run, reliably."""
+    monkeypatch.setenv("SCRIPTED_DELAY_S", "0.25")
+    return scripted
+
+
+def _cache_key() -> str:
+    """What a session store depends on: the pipeline's code, these fixtures, the scripted
+    target and the model's files. A change to any of them builds the stores anew."""
+    import hashlib
+
+    from pipeline import config
+
+    h = hashlib.sha256()
+    files = sorted((ROOT / "pipeline").rglob("*.py")) + sorted(
+        (ROOT / "pipeline" / "prompts").glob("*")) + [Path(__file__), SCRIPTED]
+    models = config.models_dir()
+    if models.is_dir():
+        files += sorted(p for p in models.rglob("*") if p.is_file() and p.suffix != ".lock")
+    for f in files:
+        h.update(str(f.relative_to(ROOT) if f.is_relative_to(ROOT) else f.name).encode())
+        h.update(f.read_bytes() if f.stat().st_size < 1 << 20 else
+                 f"{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def cached_store(name: str, build, dest: Path) -> Path:
+    """Copy the session store `name` to `dest`, building it first with `build(folder)`
+    (which writes folder/sei.duckdb, and may leave adapters beside it, which the store
+    names by path) unless one of the same key is cached (.cache/test-stores, git-ignored).
+    Built once per key on this machine, whichever pytest worker asks first; the others
+    wait for it. SEI_TEST_FRESH=1 builds each anew once per session."""
+    from filelock import FileLock
+
+    root = ROOT / ".cache" / "test-stores"
+    root.mkdir(parents=True, exist_ok=True)
+    folder = root / f"{name}-{_cache_key()}"
+    done = folder / ".complete"
+    with FileLock(str(root / f"{name}.lock")):
+        fresh = os.environ.get("SEI_TEST_FRESH") == "1"
+        if not done.exists() or (fresh and not (folder / ".fresh").exists()):
+            shutil.rmtree(folder, ignore_errors=True)  # a build that was cut short
+            folder.mkdir()
+            build(folder)
+            if fresh:
+                (folder / ".fresh").write_text(str(os.getppid()))
+            done.touch()
+        shutil.copy(folder / "sei.duckdb", dest)
+    return dest
+
+
 @pytest.fixture
 def store(tmp_path, monkeypatch) -> Store:
     db = tmp_path / "sei.duckdb"
@@ -66,26 +131,18 @@ PREPARED_MIX = {1: 0.4, 2: 0.3, 3: 0.3}
 
 @pytest.fixture(scope="session")
 def prepared_db(tmp_path_factory) -> Path:
-    from pipeline.data import import_demo
-    from pipeline.extract import extract
-    from pipeline.target import GenParams
+    def build(folder: Path) -> None:
+        from pipeline.data import import_demo
+        from pipeline.extract import extract
+        from pipeline.target import GenParams
 
-    db = tmp_path_factory.mktemp("prepared") / "sei.duckdb"
-    # For local iteration only: SEI_TEST_CACHE=dir reuses a prepared store between runs.
-    cache = Path(os.environ["SEI_TEST_CACHE"]) / "prepared.duckdb" \
-        if os.environ.get("SEI_TEST_CACHE") else None
-    if cache and cache.exists():
-        shutil.copy(cache, db)
-        return db
-    s = Store(db)
-    # harder than the default mix, so that the bad cases span several error types
-    import_demo(s, 200, 50, seed=0, mix=PREPARED_MIX)
-    extract(s, "demo", "train", limit=PREPARED_N,
-            params=GenParams(max_new_tokens=PREPARED_TOKENS, batch_size=16))
-    if cache:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(db, cache)
-    return db
+        s = Store(folder / "sei.duckdb")
+        # harder than the default mix, so that the bad cases span several error types
+        import_demo(s, 200, 50, seed=0, mix=PREPARED_MIX)
+        extract(s, "demo", "train", limit=PREPARED_N,
+                params=GenParams(max_new_tokens=PREPARED_TOKENS, batch_size=16))
+
+    return cached_store("prepared", build, tmp_path_factory.mktemp("prepared") / "sei.duckdb")
 
 
 @pytest.fixture
@@ -103,12 +160,13 @@ def clustered_db(prepared_db, tmp_path_factory) -> Path:
     from pipeline.cluster import ClusterParams, cluster
     from pipeline.keyphrases import analyze_bad_cases
 
-    db = tmp_path_factory.mktemp("clustered") / "sei.duckdb"
-    shutil.copy(prepared_db, db)
-    s = Store(db)
-    analyze_bad_cases(s, instructor="offline")
-    cluster(s, ClusterParams(min_cluster_size=4))
-    return db
+    def build(folder: Path) -> None:
+        shutil.copy(prepared_db, folder / "sei.duckdb")
+        s = Store(folder / "sei.duckdb")
+        analyze_bad_cases(s, instructor="offline")
+        cluster(s, ClusterParams(min_cluster_size=4))
+
+    return cached_store("clustered", build, tmp_path_factory.mktemp("clustered") / "sei.duckdb")
 
 
 @pytest.fixture
@@ -143,7 +201,7 @@ def _own_settings_and_no_stray_jobs(tmp_path, monkeypatch):
 # Fixtures that load the real target model, start a server or build a prepared store:
 # any test using one is slow (`make test-fast` runs `-m "not slow"`).
 SLOW_FIXTURES = {"target", "llama_server", "prepared", "prepared_db", "clustered",
-                 "clustered_db"}
+                 "clustered_db", "looped_db"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -152,34 +210,70 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
-@pytest.fixture(scope="session")
-def looped_db(clustered_db, tmp_path_factory) -> Path:
-    """The clustered store after one tiny but complete SEI iteration through `iterate`:
-    base evaluation, synthesis, one-shot and random selection, LoRA training, evaluation."""
-    from pipeline.loop import LoopParams, iterate
+# The one real loop of the suite (the real model, real LoRA): one SEI iteration through
+# `sei iterate --config` over two train sets (the demo's and GSM8K's, from ../shared) and
+# two evaluation sets (one in-domain, one out-of-domain), both arms (sei and random),
+# then the SEI adapter's rerun of both train sets. Every test that needs a looped store
+# asserts on a copy of it; the other loops of the suite use the scripted target.
+LOOP_CONFIG = """\
+train_sets = ["demo:train", "gsm8k:train"]
+eval_sets = ["demo:test", "svamp:test"]
+limit_train = 24
+eval_limit = 12
+max_new_tokens = 96
+[cluster]
+min_cluster_size = 3
+[synthesize]
+budget = 24
+per_call = 6
+synthesizer = "offline"
+[select]
+n_good = 2
+n_bad = 2
+limit = 6
+top = 3
+max_new_tokens = 96
+[train]
+epochs = 1
+batch_size = 2
+max_length = 256
+"""
 
-    d = tmp_path_factory.mktemp("looped")
-    db = d / "sei.duckdb"
-    shutil.copy(clustered_db, db)
+
+def run_loop_config(db: Path, data_dir: Path, config_file: Path):
+    """`sei iterate --config config_file` on db, adapters under data_dir: the looped
+    store's own command (a rerun of it must resume). Returns click's result."""
+    from click.testing import CliRunner
+
     from pipeline import config
+    from pipeline.cli import cli
 
-    old = os.environ.get("SEI_DATA_DIR")
-    os.environ.setdefault("SEI_MODELS_DIR", str(config.models_dir()))  # the model stays put
-    os.environ["SEI_DATA_DIR"] = str(d)  # adapters beside this store
+    env = {"SEI_MODELS_DIR": str(config.models_dir()), "SEI_DATA_DIR": str(data_dir),
+           "SEI_BENCHMARKS_DIR": str(BENCH), "SEI_DB": str(db)}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
-        out = iterate(Store(db), LoopParams(
-            iterations=1, limit_train=PREPARED_N, max_new_tokens=PREPARED_TOKENS,
-            eval_sets=["demo/test"], eval_limit=8,
-            synthesize={"budget": 24, "per_call": 8, "synthesizer": "offline"},
-            select={"n_good": 2, "n_bad": 2, "limit": 6, "top": 3, "max_new_tokens": 96},
-            train={"epochs": 1, "batch_size": 2, "max_length": 256}))
+        return CliRunner().invoke(cli, ["--db", str(db), "iterate", "--config",
+                                        str(config_file)], catch_exceptions=False)
     finally:
-        if old is None:
-            os.environ.pop("SEI_DATA_DIR", None)
-        else:
-            os.environ["SEI_DATA_DIR"] = old
-    (d / "iterate.json").write_text(__import__("json").dumps(out, default=str))
-    return db
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def looped_db(prepared_db, bench, tmp_path_factory) -> Path:
+    def build(folder: Path) -> None:
+        db = folder / "sei.duckdb"
+        shutil.copy(prepared_db, db)
+        (folder / "exp.toml").write_text(LOOP_CONFIG)
+        r = run_loop_config(db, folder, folder / "exp.toml")
+        (folder / "iterate.out").write_text(r.output)
+        assert r.exit_code == 0, r.output
+
+    return cached_store("looped", build, tmp_path_factory.mktemp("looped") / "sei.duckdb")
 
 
 def three_types(store: Store) -> list:

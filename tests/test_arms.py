@@ -6,6 +6,7 @@ averages across the evaluation sets."""
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -23,69 +24,64 @@ def _env(monkeypatch, d):
     monkeypatch.setenv("SEI_DATA_DIR", str(d))  # adapters beside this store
 
 
-def test_no_test_item_reaches_analysis_synthesis_or_selection(prepared_db, tmp_path,
-                                                              monkeypatch):
-    from pipeline import taxonomy
-    from pipeline.cluster import ClusterParams, cluster
-    from pipeline.evaluate import EvalParams, evaluate
-    from pipeline.keyphrases import analyze_bad_cases
-    from pipeline.select import dev_set
-    from pipeline.synthesize import SynthParams, synthesize
-
+def _copy(looped_db, tmp_path, monkeypatch) -> Path:
     db = tmp_path / "sei.duckdb"
-    shutil.copy(prepared_db, db)
+    shutil.copy(looped_db, db)
     monkeypatch.setenv("SEI_DB", str(db))
     _env(monkeypatch, tmp_path)
+    return db
+
+
+def test_no_test_item_reaches_analysis_synthesis_or_selection(looped_db, tmp_path,
+                                                              monkeypatch):
+    """In the looped store (the base model and both arms evaluated on two test sets, whose
+    wrong answers are stored like any other), no test item is analysed, typed, used as a
+    synthesis source or put in the dev set; analysing an evaluation run is refused."""
+    from pipeline.evaluate import eval_runs
+
+    db = _copy(looped_db, tmp_path, monkeypatch)
     s = Store(db)
-    ev = evaluate(s, EvalParams(iteration=0, sets=["demo/test"], limit=24,
-                                max_new_tokens=96, train_check=False))
-    eval_run = ev["runs"]["demo/test"]
-    test_cases = s.bad_cases(eval_run)
-    assert test_cases, "the evaluation run must have bad cases for this test to mean anything"
-    test_pids = {("demo", "test", c["pid"]) for c in test_cases}
+    runs = eval_runs(s)
+    assert {(it, st) for it, _, st in runs} == {(0, "demo/test"), (0, "svamp/test"),
+                                                (1, "demo/test"), (1, "svamp/test")}
+    test_pids = {(c["dataset"], c["split"], c["pid"]) for rid in runs.values()
+                 for c in s.bad_cases(rid)}
+    assert {x[:2] for x in test_pids} == {("demo", "test"), ("svamp", "test")}, \
+        "the evaluation runs must have bad cases on both sets for this test to mean anything"
 
     # an evaluation run is refused by name, through the CLI
+    eval_run = runs[(0, "sei", "demo/test")]
     r = CliRunner().invoke(cli, ["--db", str(db), "analyze", "--offline", "--run", eval_run])
     assert r.exit_code != 0 and eval_run in r.output and "evaluation run" in r.output
     assert "Traceback" not in r.output
 
-    aid = analyze_bad_cases(s, instructor="offline")          # default: train runs only
-    cluster(s, ClusterParams(min_cluster_size=3), analysis_id=aid)
     kp_cases = {k["case_id"] for k in s.rows("SELECT case_id FROM keyphrases")}
     analysed = {(c["dataset"], c["split"], c["pid"]) for c in s.cases_by_id(sorted(kp_cases))}
-    assert analysed and not analysed & test_pids
-    it = taxonomy.freeze(s, 1)
-    type_cases = {c for t in it["taxonomy"]["types"] for c in t["case_ids"]}
+    assert {x[:2] for x in analysed} == {("demo", "train"), ("gsm8k", "train")}
+    type_cases = {c for t in s.iteration(1)["taxonomy"]["types"] for c in t["case_ids"]}
     in_types = {(c["dataset"], c["split"]) for c in s.cases_by_id(sorted(type_cases))}
-    assert in_types == {("demo", "train")}
-    synthesize(s, SynthParams(iteration=1, budget=12, per_call=6, synthesizer="offline"))
+    assert in_types == {("demo", "train"), ("gsm8k", "train")}
     sources = {x for c in s.candidates(iteration=1) for x in c["source_cases"]}
-    assert sources and {(c["dataset"], c["split"]) for c in s.cases_by_id(sorted(sources))} \
-        == {("demo", "train")}
-    dev = dev_set(s, 1, 4, 4, seed=0)
+    assert sources
+    assert {c["split"] for c in s.cases_by_id(sorted(sources))} == {"train"}
+    dev = s.dev_set(1)
     assert len(dev) == 8 and {d["split"] for d in dev} == {"train"}
-    assert not {("demo", d["split"], d["pid"]) for d in dev} & test_pids
+    assert not {(d["dataset"], d["split"], d["pid"]) for d in dev} & test_pids
 
 
-def test_loop_over_two_train_sets_with_arms(prepared_db, bench, tmp_path, monkeypatch):
-    """`sei iterate` on the demo train set and GSM8K train (from the shared folder), arms
-    sei and random, two evaluation sets (one in-domain, one out-of-domain)."""
-    db = tmp_path / "sei.duckdb"
-    shutil.copy(prepared_db, db)
-    monkeypatch.setenv("SEI_DB", str(db))
-    monkeypatch.setenv("SEI_BENCHMARKS_DIR", str(bench))
-    _env(monkeypatch, tmp_path)
-    cfg = tmp_path / "exp.toml"
-    cfg.write_text('train_sets = ["demo:train", "gsm8k:train"]\n'
-                   'eval_sets = ["demo:test", "svamp:test"]\n'
-                   "limit_train = 24\neval_limit = 12\nmax_new_tokens = 96\n"
-                   '[cluster]\nmin_cluster_size = 3\n'
-                   '[synthesize]\nbudget = 24\nper_call = 6\nsynthesizer = "offline"\n'
-                   '[select]\nn_good = 2\nn_bad = 2\nlimit = 6\ntop = 3\nmax_new_tokens = 96\n'
-                   '[train]\nepochs = 1\nbatch_size = 2\nmax_length = 256\n')
-    r = CliRunner().invoke(cli, ["--db", str(db), "iterate", "--config", str(cfg)],
-                           catch_exceptions=False)
-    assert r.exit_code == 0, r.output
+def _correct(s: Store, run_id: str) -> dict:
+    return {(r["dataset"], r["split"], r["pid"]): bool(r["correct"]) for r in s.run_items(run_id)}
+
+
+def test_loop_over_two_train_sets_with_arms(looped_db, tmp_path, monkeypatch):
+    """`sei iterate --config` (the looped store's own command) on the demo train set and
+    GSM8K train (from the shared folder), arms sei and random, two evaluation sets (one
+    in-domain, one out-of-domain): what `sei iterations --json` reports, checked against
+    the stored items it comes from."""
+    from pipeline.evaluate import eval_runs
+    from pipeline.stats import paired_diff
+
+    db = _copy(looped_db, tmp_path, monkeypatch)
     r = CliRunner().invoke(cli, ["--db", str(db), "iterations", "--json"])
     assert r.exit_code == 0, r.output
     table = {it["iteration"]: it for it in json.loads(r.output)}
@@ -93,7 +89,7 @@ def test_loop_over_two_train_sets_with_arms(prepared_db, bench, tmp_path, monkey
     # both train sets' extraction runs, by the base model
     assert sorted((e["dataset"], e["split"]) for e in it1["extractions"]) == \
         [("demo", "train"), ("gsm8k", "train")]
-    assert all(e["adapter"] is None and e["n_done"] == 24 for e in it1["extractions"])
+    assert [(e["adapter"], e["n_done"]) for e in it1["extractions"]] == [(None, 24)] * 2
     assert it1["config"]["train_sets"] == ["demo/train", "gsm8k/train"]
     assert it1["preset"] == "demo" and it1["deviations"]["synthesize.budget"] == [64, 24]
     s = Store(db)
@@ -113,19 +109,46 @@ def test_loop_over_two_train_sets_with_arms(prepared_db, bench, tmp_path, monkey
     assert sels["random"]["manifest"]["n_candidates"] == \
         sels["oneshot"]["manifest"]["n_candidates"]
     assert trains["oneshot"]["adapter_dir"] != trains["random"]["adapter_dir"]
-    # each arm evaluated on both sets, against the base, and SEI against random
+    # each arm evaluated on both sets, against the base; every figure recomputed from the
+    # stored items of the runs it compares
+    runs = eval_runs(s)
+    base = {st: _correct(s, rid) for (it, _, st), rid in runs.items() if it == 0}
+    arm_items = {arm: {st: _correct(s, rid) for (it, a, st), rid in runs.items()
+                       if it == 1 and a == arm} for arm in ("sei", "random")}
+    assert sorted(base) == ["demo/test", "svamp/test"]
     for arm in ("sei", "random"):
         cmp_ = it1["arms"][arm]
-        assert sorted(cmp_["sets"]) == ["demo/test", "svamp/test"]
+        assert sorted(cmp_["sets"]) == sorted(arm_items[arm]) == ["demo/test", "svamp/test"]
+        per_set = {}
+        for st, got in cmp_["sets"].items():
+            a, b = base[st], arm_items[arm][st]
+            assert sorted(a) == sorted(b) and len(a) == got["n"] == 12
+            per_set[st] = sum(b.values()) / 12 - sum(a.values()) / 12
+            assert got["diff"] == pytest.approx(per_set[st])
+            assert got["fixed"] == sum(b[k] and not a[k] for k in a)
+            assert got["broken"] == sum(a[k] and not b[k] for k in a)
         avg = cmp_["averages"]
+        pooled_a = [base[st][k] for st in sorted(base) for k in sorted(base[st])]
+        pooled_b = [arm_items[arm][st][k] for st in sorted(base) for k in sorted(base[st])]
+        ref = paired_diff(pooled_a, pooled_b, seed=0)
         assert avg["all"]["micro"]["n"] == 24
+        assert avg["all"]["micro"]["diff"] == pytest.approx(
+            (sum(pooled_b) - sum(pooled_a)) / 24)
+        assert (avg["all"]["micro"]["lo"], avg["all"]["micro"]["hi"]) == \
+            pytest.approx((ref.lo, ref.hi))
+        assert avg["all"]["macro"]["diff"] == pytest.approx(
+            (per_set["demo/test"] + per_set["svamp/test"]) / 2)
         assert avg["in_domain"]["sets"] == ["demo/test"]
+        assert avg["in_domain"]["micro"]["diff"] == pytest.approx(per_set["demo/test"])
         assert avg["out_of_domain"]["sets"] == ["svamp/test"]
-        for g in avg.values():
-            for how in ("micro", "macro"):
-                assert g[how]["lo"] <= g[how]["diff"] <= g[how]["hi"]
+        assert avg["out_of_domain"]["micro"]["diff"] == pytest.approx(per_set["svamp/test"])
+    # SEI against random, item by item on the same problems
     vs = it1["sei_vs"]["random"]["sets"]["demo/test"]
-    assert vs["n"] == 12 and vs["lo"] <= vs["diff"] <= vs["hi"]
+    a, b = arm_items["random"]["demo/test"], arm_items["sei"]["demo/test"]
+    assert vs["n"] == 12
+    assert vs["diff"] == pytest.approx((sum(b.values()) - sum(a.values())) / 12)
+    ref = paired_diff([a[k] for k in sorted(a)], [b[k] for k in sorted(a)], seed=0)
+    assert (vs["lo"], vs["hi"]) == pytest.approx((ref.lo, ref.hi))
     # the random arm's evaluation runs used the random arm's adapter, not the SEI one's
     rand_runs = [lk["ref"] for lk in s.iteration_links(1) if lk["role"].startswith("eval@random")]
     assert len(rand_runs) == 2

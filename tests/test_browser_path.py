@@ -3,9 +3,11 @@ issue 22, item 7): quick start → synthesis → one-shot and random selection �
 both arms → evaluation of the base model and both arms → the accuracy chart; then Run
 iteration is pressed and its progress watched until a Cancel from the Jobs page.
 
-Every stage runs for real (the embedded SmolLM2, MiniLM, UMAP, HDBSCAN, LoRA) at sizes
-typed into the forms, small enough for a 2-core CPU. Each wait is on the store or on the
-page, never on a sleep."""
+Every stage runs for real (MiniLM, UMAP, HDBSCAN, LoRA training) at sizes typed into the
+forms, except the target's answers: the app and its job processes run with the tests'
+scripted target (tests/scripted_target.py), since this test's subject is the path through
+the app, not the model's numbers (those are the looped store's, tests/conftest.py). Each
+wait is on the store or on the page, never on a sleep."""
 
 import re
 
@@ -28,6 +30,24 @@ from pipeline.store import Store
 
 pytestmark = pytest.mark.skipif(not __import__("os").path.exists(CHROMIUM),
                                 reason="Debian chromium not installed (make test installs it)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _scripted_app():
+    """The app (started by the module's `server`, after this) and every job it launches
+    inherit the scripted target."""
+    import os
+
+    from conftest import SCRIPTED
+
+    old = {k: os.environ.get(k) for k in ("SEI_TEST_TARGET", "SCRIPTED_DELAY_S")}
+    os.environ.update(SEI_TEST_TARGET=str(SCRIPTED), SCRIPTED_DELAY_S="0.05")
+    yield
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def number(pg, label: str, value) -> None:

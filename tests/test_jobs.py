@@ -1,4 +1,6 @@
-"""Background jobs as real OS processes: progress, cancel, resume, SIGKILL, heavy queue."""
+"""Background jobs as real OS processes: progress, cancel, resume, SIGKILL, heavy queue.
+The jobs that generate use the tests' scripted target (their subject is the job, not the
+model), slowed per row where a cancel or a queue must meet a running job."""
 
 import fcntl
 import os
@@ -25,7 +27,7 @@ def _until(pred, timeout=120, poll=0.2):
 
 
 @pytest.mark.slow
-def test_extract_job_progress_cancel_resume(store):
+def test_extract_job_progress_cancel_resume(store, scripted_slow):
     import_demo(store, 40, 10)
     params = {"limit": 12, "batch_size": 2, "max_new_tokens": 24}
     jid = jobs.submit(store, "extract", params)
@@ -111,7 +113,8 @@ def test_stale_heartbeat_is_failed(store, monkeypatch):
 
 
 @pytest.mark.slow
-def test_heavy_jobs_run_one_at_a_time_light_alongside(store):
+def test_heavy_jobs_run_one_at_a_time_light_alongside(store, scripted, monkeypatch):
+    monkeypatch.setenv("SCRIPTED_DELAY_S", "1")  # the first runs ~8 s: the light job ends first
     import_demo(store, 10, 2)
     a = jobs.submit(store, "extract", {"limit": 8, "batch_size": 2, "max_new_tokens": 32})
     b = jobs.submit(store, "extract", {"limit": 4, "batch_size": 2, "max_new_tokens": 16,
@@ -140,7 +143,7 @@ def test_heavy_jobs_run_one_at_a_time_light_alongside(store):
 
 
 @pytest.mark.slow
-def test_stage_that_raises_fails_the_job_with_its_reason(store):
+def test_stage_that_raises_fails_the_job_with_its_reason(store, scripted):
     jid = jobs.submit(store, "extract", {"dataset": "nope", "limit": 2})
     j = jobs.wait(store, jid, timeout=120)
     assert j["status"] == "failed"
@@ -164,7 +167,7 @@ def test_forced_cancel_kills_a_job_that_does_not_reach_a_safe_point(store):
 
 
 @pytest.mark.slow
-def test_cancelling_a_queued_job(store):
+def test_cancelling_a_queued_job(store, scripted):
     """A heavy job waiting for the slot (held here by a real flock) is cancelled while
     queued: it shows 'cancelling' until it ends, and never runs its stage."""
     config.jobs_dir(store.path).mkdir(parents=True, exist_ok=True)
@@ -240,7 +243,7 @@ def test_cli_jobs_commands(store):
 
 
 @pytest.mark.slow
-def test_quickstart_job_runs_to_completion(store):
+def test_quickstart_job_runs_to_completion(store, scripted):
     """The app's quick start as one job: demo data, extraction, analysis, clustering."""
     jid = jobs.submit(store, "quickstart", {"limit": 24, "max_new_tokens": 48,
                                             "n_train": 40, "n_test": 10})

@@ -432,13 +432,15 @@ def _blocks(log: list[dict]) -> list[tuple[str | None, list[dict]]]:
 
 @pytest.mark.slow
 def test_two_iterations_over_the_server_each_step_answered_by_its_model(
-        tmp_path, monkeypatch, serve):
+        tmp_path, monkeypatch, scripted, serve):
     """`sei iterate --backend openai`, 2 iterations, both arms: every generation goes to the
     server, each by the model the protocol names. In the server's own request log, in
     order: the base model (base evaluation, iteration 1's extraction and one-shot
     scoring), iteration 1's SEI adapter (its evaluation), its random arm's adapter (its
     evaluation), the SEI adapter again (iteration 2's extraction and one-shot scoring),
-    then iteration 2's two adapters, and its SEI adapter on the train set at the end."""
+    then iteration 2's two adapters, and its SEI adapter on the train set at the end.
+    The server answers with the tests' scripted target (the subject is who answers, not
+    what); the four trainings are real LoRA."""
     from pipeline import resolve
     from pipeline.data import import_demo
 

@@ -41,7 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import config  # noqa: E402
-from pipeline.target import GenParams, LocalTarget  # noqa: E402
+from pipeline.target import GenParams, make_target  # noqa: E402
 
 
 class Models:
@@ -51,7 +51,9 @@ class Models:
     def __init__(self, base_name: str, log: Path):
         self.base_name = base_name
         self.log = log
-        self.targets = {base_name: LocalTarget().load()}
+        # make_target: the scripted target of the tests when SEI_TEST_TARGET names it
+        # (then answers are instant and made up; log-probabilities too), else the model
+        self.targets = {base_name: make_target("local").load()}
         self.dirs: dict[str, str | None] = {base_name: None}
         self.lock = threading.Lock()
         self.busy = threading.Lock()  # one forward pass at a time (generation or logprobs)
@@ -60,7 +62,8 @@ class Models:
         threading.Thread(target=self._work, daemon=True).start()
 
     def load_adapter(self, name: str, path: str) -> None:
-        target = LocalTarget(adapter=path).load()  # ModelError for a directory without one
+        # ModelError for a directory without an adapter
+        target = make_target("local", adapter=path).load()
         with self.lock:
             self.targets[name], self.dirs[name] = target, path
 
@@ -100,16 +103,31 @@ class Models:
                     r[4].set()
 
 
+    def tokenizer(self):
+        target = self.targets[self.base_name]
+        if getattr(target, "_tok", None) is None:
+            from transformers import AutoTokenizer
+
+            from pipeline.target import resolve_model_path
+
+            target._tok = AutoTokenizer.from_pretrained(resolve_model_path(target.model)[0])
+        return target._tok
+
     def logprobs(self, name: str, prompt, max_tokens: int) -> dict:
         """Token ids of the prompt (text or ids) and `max_tokens` greedy tokens after it,
         each with its log-probability given what precedes it (the first: None)."""
         import torch
 
         target = self.targets[name]
-        tok, model = target._tok, target._model
+        tok, model = self.tokenizer(), getattr(target, "_model", None)
         ids = list(prompt) if isinstance(prompt, list) else \
             tok(prompt, add_special_tokens=False)["input_ids"]
         n_prompt = len(ids)
+        if model is None:  # the scripted target: made-up log-probabilities, no tokens added
+            h = hashlib.sha256(f"{name}:{ids}".encode()).digest()
+            return {"ids": ids, "logprobs": [None] + [-(h[i % 32] + 1) / 64
+                                                     for i in range(1, n_prompt)],
+                    "n_prompt": n_prompt}
         with self.busy, torch.inference_mode():
             lps: list[float | None] = [None]
             for step in range(max_tokens + 1):
@@ -238,7 +256,7 @@ class Handler(BaseHTTPRequestHandler):
             out = self.models.logprobs(name, prompt, max_tokens)
         except Exception as e:
             return self._error(400, f"{type(e).__name__}: {e}")
-        tok = self.models.targets[name]._tok
+        tok = self.models.tokenizer()
         ids, lps, n = out["ids"], out["logprobs"], out["n_prompt"]
         first = 0 if echo else n
         shown = ids[first:]
