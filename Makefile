@@ -67,10 +67,14 @@ app: setup
 
 test: setup $(SERVER_STAMP) /usr/bin/chromium
 	$(BIN)/ruff check pipeline dashboard tests benchmarks
-	$(BIN)/python -m pytest -v -rs --durations=15 tests
+	# two workers (pytest-xdist); every test's duration kept in a JUnit file (git-ignored)
+	mkdir -p .cache/test-reports
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -rs --durations=0 \
+	    --junitxml=.cache/test-reports/junit.xml tests; status=$$?; \
+	    $(BIN)/python tests/durations.py .cache/test-reports/junit.xml; exit $$status
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -x -q -m "not slow" tests -k "not browser"
+	$(BIN)/python -m pytest -x -q -n 2 --dist loadgroup -m "not slow" tests -k "not browser"
 
 bench: setup
 	$(BIN)/python benchmarks/generation.py

@@ -10,6 +10,11 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "SEI_INSTRUCTOR_MODEL"):
     os.environ.pop(var, None)  # the offline analyzer is the default under test
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers on two cores: torch at one thread each (and in every process they start),
+    # or each spins threads against the other
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 import tempfile  # noqa: E402
 
 # A user's saved app settings must not leak into tests.
@@ -67,27 +72,26 @@ def _cache_key() -> str:
     return h.hexdigest()[:16]
 
 
-def cached_store(name: str, build, dest: Path) -> Path:
-    """Copy the session store `name` to `dest`, building it first with `build(folder)`
-    (which writes folder/sei.duckdb, and may leave adapters beside it, which the store
-    names by path) unless one of the same key is cached (.cache/test-stores, git-ignored).
-    Built once per key on this machine, whichever pytest worker asks first; the others
-    wait for it. SEI_TEST_FRESH=1 builds each anew once per session."""
+def cached_store(name: str, dest: Path | None = None) -> Path:
+    """The session store `name` (BUILDERS): built once per key (_cache_key) on this machine
+    into .cache/test-stores (git-ignored), by whichever process asks first (the builder
+    that `pytest_sessionstart` starts, or a worker); the others wait for it. Its store is
+    copied to `dest` if given; returns the path of the copy, or of the cached store. The
+    builder may leave adapters beside the store, which the store names by path. Delete
+    .cache/test-stores to build them anew."""
     from filelock import FileLock
 
     root = ROOT / ".cache" / "test-stores"
     root.mkdir(parents=True, exist_ok=True)
     folder = root / f"{name}-{_cache_key()}"
-    done = folder / ".complete"
     with FileLock(str(root / f"{name}.lock")):
-        fresh = os.environ.get("SEI_TEST_FRESH") == "1"
-        if not done.exists() or (fresh and not (folder / ".fresh").exists()):
+        if not (folder / ".complete").exists():
             shutil.rmtree(folder, ignore_errors=True)  # a build that was cut short
             folder.mkdir()
-            build(folder)
-            if fresh:
-                (folder / ".fresh").write_text(str(os.getppid()))
-            done.touch()
+            BUILDERS[name](folder)
+            (folder / ".complete").touch()
+        if dest is None:
+            return folder / "sei.duckdb"
         shutil.copy(folder / "sei.duckdb", dest)
     return dest
 
@@ -129,20 +133,21 @@ PREPARED_TOKENS = 160
 PREPARED_MIX = {1: 0.4, 2: 0.3, 3: 0.3}
 
 
+def _build_prepared(folder: Path) -> None:
+    from pipeline.data import import_demo
+    from pipeline.extract import extract
+    from pipeline.target import GenParams
+
+    s = Store(folder / "sei.duckdb")
+    # harder than the default mix, so that the bad cases span several error types
+    import_demo(s, 200, 50, seed=0, mix=PREPARED_MIX)
+    extract(s, "demo", "train", limit=PREPARED_N,
+            params=GenParams(max_new_tokens=PREPARED_TOKENS, batch_size=16))
+
+
 @pytest.fixture(scope="session")
 def prepared_db(tmp_path_factory) -> Path:
-    def build(folder: Path) -> None:
-        from pipeline.data import import_demo
-        from pipeline.extract import extract
-        from pipeline.target import GenParams
-
-        s = Store(folder / "sei.duckdb")
-        # harder than the default mix, so that the bad cases span several error types
-        import_demo(s, 200, 50, seed=0, mix=PREPARED_MIX)
-        extract(s, "demo", "train", limit=PREPARED_N,
-                params=GenParams(max_new_tokens=PREPARED_TOKENS, batch_size=16))
-
-    return cached_store("prepared", build, tmp_path_factory.mktemp("prepared") / "sei.duckdb")
+    return cached_store("prepared", tmp_path_factory.mktemp("prepared") / "sei.duckdb")
 
 
 @pytest.fixture
@@ -154,19 +159,20 @@ def prepared(prepared_db, tmp_path, monkeypatch) -> Store:
     return Store(db)
 
 
-@pytest.fixture(scope="session")
-def clustered_db(prepared_db, tmp_path_factory) -> Path:
+def _build_clustered(folder: Path) -> None:
     """The prepared store, analysed offline and clustered (real MiniLM, UMAP, HDBSCAN)."""
     from pipeline.cluster import ClusterParams, cluster
     from pipeline.keyphrases import analyze_bad_cases
 
-    def build(folder: Path) -> None:
-        shutil.copy(prepared_db, folder / "sei.duckdb")
-        s = Store(folder / "sei.duckdb")
-        analyze_bad_cases(s, instructor="offline")
-        cluster(s, ClusterParams(min_cluster_size=4))
+    shutil.copy(cached_store("prepared"), folder / "sei.duckdb")
+    s = Store(folder / "sei.duckdb")
+    analyze_bad_cases(s, instructor="offline")
+    cluster(s, ClusterParams(min_cluster_size=4))
 
-    return cached_store("clustered", build, tmp_path_factory.mktemp("clustered") / "sei.duckdb")
+
+@pytest.fixture(scope="session")
+def clustered_db(prepared_db, tmp_path_factory) -> Path:
+    return cached_store("clustered", tmp_path_factory.mktemp("clustered") / "sei.duckdb")
 
 
 @pytest.fixture
@@ -204,10 +210,42 @@ SLOW_FIXTURES = {"target", "llama_server", "prepared", "prepared_db", "clustered
                  "clustered_db", "looped_db"}
 
 
+SERIAL_MODULES = {"test_concurrency", "test_heap", "test_faults"}
+_RANK = {None: 0, "prepared": 1, "clustered": 2, "looped": 3}
+
+
+def _needs(item) -> str | None:
+    """The last-built session store a test needs, if any."""
+    names = set(getattr(item, "fixturenames", ()))
+    got = [STORE_FIXTURES[n] for n in names if n in STORE_FIXTURES]
+    return max(got, key=_RANK.get) if got else None
+
+
 def pytest_collection_modifyitems(config, items):
+    """Slow marks; then the order: tests that need no session store first, then those on
+    the prepared, clustered and looped stores (built in that order while the first run)."""
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        # tests that kill processes, race writers or measure memory run on one worker,
+        # one after another (`--dist loadgroup`), never two of them side by side
+        if item.module.__name__ in SERIAL_MODULES or "kill" in item.name:
+            item.add_marker(pytest.mark.xdist_group("serial"))
+
+
+class _Order:
+    """After every deselection (-m, -k): the order, and the store builder if a selected
+    test needs a store."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config, items):
+        items.sort(key=lambda item: _RANK[_needs(item)])
+        if os.environ.get("PYTEST_XDIST_WORKER") == "gw0" and any(map(_needs, items)):
+            _start_builder()
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(_Order(), "sei-order")
 
 
 # The one real loop of the suite (the real model, real LoRA): one SEI iteration through
@@ -263,17 +301,49 @@ def run_loop_config(db: Path, data_dir: Path, config_file: Path):
                 os.environ[k] = v
 
 
+def _build_looped(folder: Path) -> None:
+    db = folder / "sei.duckdb"
+    shutil.copy(cached_store("prepared"), db)
+    (folder / "exp.toml").write_text(LOOP_CONFIG)
+    r = run_loop_config(db, folder, folder / "exp.toml")
+    (folder / "iterate.out").write_text(r.output)
+    assert r.exit_code == 0, r.output
+
+
 @pytest.fixture(scope="session")
 def looped_db(prepared_db, bench, tmp_path_factory) -> Path:
-    def build(folder: Path) -> None:
-        db = folder / "sei.duckdb"
-        shutil.copy(prepared_db, db)
-        (folder / "exp.toml").write_text(LOOP_CONFIG)
-        r = run_loop_config(db, folder, folder / "exp.toml")
-        (folder / "iterate.out").write_text(r.output)
-        assert r.exit_code == 0, r.output
+    return cached_store("looped", tmp_path_factory.mktemp("looped") / "sei.duckdb")
 
-    return cached_store("looped", build, tmp_path_factory.mktemp("looped") / "sei.duckdb")
+
+BUILDERS = {"prepared": _build_prepared, "clustered": _build_clustered,
+            "looped": _build_looped}
+STORE_FIXTURES = {"prepared": "prepared", "prepared_db": "prepared", "clustered": "clustered",
+                  "clustered_db": "clustered", "looped_db": "looped"}
+
+
+_builder: list = []
+
+
+def _start_builder() -> None:
+    """Under xdist, the first worker starts one process that builds the session stores
+    (tests/session_stores.py) while the workers run the tests that need none of them
+    (ordered first, below); a worker that needs a store before it is built waits for it."""
+    import subprocess
+    import sys
+
+    log = ROOT / ".cache" / "test-stores" / "build.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}  # it may use both cores
+    _builder.append(subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("session_stores.py"))],
+        stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env))
+
+
+def pytest_sessionfinish(session):
+    for p in _builder:
+        if p.poll() is None:
+            p.kill()
 
 
 def three_types(store: Store) -> list:

@@ -265,7 +265,10 @@ class Served:
 
 
 @pytest.fixture
-def serve(tmp_path):
+def serve(tmp_path, scripted):
+    """Start vLLM-like servers (stopped at the end). They answer with the tests' scripted
+    target: these tests' subject is which model a request names and which adapter
+    answers it (the server's log), not what it answers."""
     started = []
 
     def start(*args: str, port: int | None = None) -> Served:
@@ -329,10 +332,17 @@ def _openai_eval_run(store: Store) -> dict:
 
 
 def _verdicts_exist(store: Store, run: dict, n: int) -> None:
+    """The run's n items each hold the server's output and the judge's verdict on it."""
+    from pipeline.answers import judge
+
     items = store.run_items(run["run_id"])
     assert len(items) == n
-    assert all(i["correct"] is not None and i["output"] for i in items)
-    assert any(i["pred"] for i in items)
+    refs = {p["pid"]: p["answer"] for p in store.problems(run["dataset"], run["split"])}
+    verdicts = [(i["pid"], judge(i["output"], refs[i["pid"]])) for i in items]
+    assert [(i["pid"], bool(i["correct"]), i["pred"]) for i in items] == \
+        [(pid, v["correct"], v["pred"]) for pid, v in verdicts]
+    assert [i["pid"] for i in items if not i["output"]] == []
+    assert any(v["pred"] for _, v in verdicts)
 
 
 @pytest.mark.slow
