@@ -174,9 +174,21 @@ def test_the_demo_path_from_buttons(server, page):  # noqa: F811
     assert until(lambda: any(j["job_id"] not in before for j in store.jobs(limit=1000)), 60)
     [it] = [j for j in store.jobs(limit=1000) if j["job_id"] not in before]
     assert it["kind"] == "iterate" and it["params"]["iterations"] == n
-    # the job's own line on the page once it has a step (its stage, in the stage's units)
-    assert until(lambda: store.job(it["job_id"])["step"], 300)
-    page.get_by_text(f"#{it['job_id']} iterate").first.wait_for()
+    # the job's own line on the page once it has a step: the store's count and total
+    from pipeline.loop import STEPS
+
+    jid = it["job_id"]
+    assert until(lambda: store.job(jid)["step"], 300), store.job(jid)
+    assert store.job(jid)["total"] == len(STEPS) * n + 2  # one bar: base eval, stages, check
+    bar = page.get_by_text(re.compile(rf"^#{jid} iterate · ")).first
+    bar.wait_for()
+
+    def bar_is_the_store() -> bool:
+        j = store.job(jid)
+        return bar.inner_text().startswith(
+            f"#{jid} iterate · running · {j['done'] or 0}/{j['total']}")
+
+    assert until(bar_is_the_store, 60), (bar.inner_text(), store.job(jid))
     page.goto(f"{url}/Jobs")
     page.get_by_role("button", name="Cancel").first.wait_for()
     idle(page)

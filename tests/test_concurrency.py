@@ -1,5 +1,5 @@
-"""The documented DuckDB pattern: a writer job and a reading process side by side for
-about 30 seconds, zero errors surfaced to the reader, zero writes lost."""
+"""The documented DuckDB pattern: a writer job and a reading process side by side, zero
+errors surfaced to the reader, zero writes lost."""
 
 import json
 import subprocess
@@ -10,29 +10,43 @@ import pytest
 
 from pipeline import jobs
 
+# The reader reads until it has made READS reads while the writer was committing (it saw
+# the count grow), or until the writer job has ended (what it sees in the jobs table it
+# reads anyway); a deadline ends it otherwise, which it reports and the test fails on.
+READS = 100  # twice the least the test asks for
 READER = textwrap.dedent("""
     import json, sys, time
     from pipeline.store import Store
     s = Store(sys.argv[1])
-    end = time.monotonic() + float(sys.argv[2])
+    jid, wanted = int(sys.argv[2]), int(sys.argv[3])
+    end = time.monotonic() + float(sys.argv[4])
     reads = errors = 0
     last = -1
     regressions = 0
     msgs = []
-    while time.monotonic() < end:
+    seen = set()
+    writer_done = enough = False
+    while not (writer_done or enough):
+        if time.monotonic() > end:
+            break
         try:
             n = s.scalar("SELECT count(*) FROM ticks WHERE tag = 'cc'")
-            s.jobs()            # what the app's jobs page reads
+            js = s.jobs()       # what the app's jobs page reads
             s.runs()            # and its overview
             reads += 1
             if n < last:
                 regressions += 1
             last = n
+            seen.add(n)
+            writer_done = any(j["job_id"] == jid and j["status"] not in ("queued", "running")
+                              for j in js)
+            enough = reads >= wanted and len(seen) > 1
         except Exception as e:  # anything here would have reached a user
             errors += 1
             msgs.append(repr(e)[:200])
     print(json.dumps({"reads": reads, "errors": errors, "last": last,
-                      "regressions": regressions, "msgs": msgs[:5]}))
+                      "regressions": regressions, "msgs": msgs[:5],
+                      "stopped": writer_done or enough, "counts_seen": len(seen)}))
 """)
 
 
@@ -41,11 +55,13 @@ def test_reader_and_writer_side_by_side(store):
     store.migrate()
     n = 500
     jid = jobs.submit(store, "ticks", {"n": n, "seconds": 0.02, "tag": "cc"})
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(store.path), "30"],
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(store.path), str(jid),
+                               str(READS), "240"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out, err = reader.communicate(timeout=120)
+    out, err = reader.communicate(timeout=300)
     assert reader.returncode == 0, err[-2000:]
     res = json.loads(out)
+    assert res["stopped"], f"the reader timed out before its reads or the writer's end: {res}"
     j = jobs.wait(store, jid, timeout=300)
     assert j["status"] == "succeeded", j
     assert res["errors"] == 0, res["msgs"]
@@ -54,4 +70,5 @@ def test_reader_and_writer_side_by_side(store):
     assert 0 < res["last"] <= n
     rows = store.rows("SELECT i FROM ticks WHERE tag = 'cc' ORDER BY i")
     assert [r["i"] for r in rows] == list(range(n))  # every committed write is there
-    print(f"\nreader: {res['reads']} reads, 0 errors; writer: {n} commits")
+    print(f"\nreader: {res['reads']} reads ({res['counts_seen']} counts seen), 0 errors; "
+          f"writer: {n} commits")

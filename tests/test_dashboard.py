@@ -347,12 +347,19 @@ def test_case_on_the_map_and_back(clustered):
 def test_jobs_page_shows_progress_and_cancels(store):
     jid = jobs.submit(store, "ticks", {"n": 40, "seconds": 0.25, "tag": "apptest"})
     at = ok(page("8_Jobs.py"))
-    deadline = time.time() + 60
-    while time.time() < deadline and not (store.job(jid)["done"] or 0):
+    deadline = time.monotonic() + 60
+    while not (store.job(jid)["done"] or 0):
+        assert time.monotonic() < deadline, f"no progress in 60 s: {store.job(jid)}"
         time.sleep(0.3)
+    lo = store.job(jid)["done"]  # the job moves on while the page runs: read both sides
     at.run()
-    bars = ok(at).get("progress")
-    assert bars and f"#{jid} ticks" in bars[0].proto.text
+    hi = store.job(jid)["done"]
+    [bar] = ok(at).get("progress")  # the one job, its bar
+    m = re.fullmatch(rf"#{jid} ticks · running · (\d+)/40(, ETA \d+s)?", bar.proto.text)
+    assert m, bar.proto.text
+    shown = int(m.group(1))
+    assert lo <= shown <= hi, (lo, shown, hi)  # the store's count at the page's run
+    assert bar.proto.value == int(shown / 40 * 100)  # the bar is as far as its label
     at.button(key=f"cancel-{jid}").click().run()
     ok(at)
     j = jobs.wait(store, jid, timeout=30)
@@ -454,24 +461,51 @@ def test_a_type_title_sits_on_its_densest_island_not_between_two():
     assert i >= 40  # a point of the largest island (the median is on the middle one)
 
 
-def test_overview_runs_the_whole_demo_loop_in_one_click(store):
-    """Issue 24, item 7: a fresh store to the accuracy chart in one click: the button
-    submits iteration 1 of the demo preset as one iterate job, shows its progress, and
-    links to the Iterations page."""
+def test_overview_demo_loop_button_submits_iteration_1_and_shows_its_progress(store):
+    """Issue 24, item 7: the one click for the whole demo loop (the loop itself runs in
+    test_loop and in the browser path): on a fresh store the page estimates every stage,
+    the button submits iteration 1 of the demo preset as one iterate job, the page shows
+    that job's bar as the store has it, and links to the Iterations page. The job is then
+    cancelled and must end as cancelled."""
+    import common
+
+    from pipeline import views
+    from pipeline.loop import STEPS
     from pipeline.presets import resolve
 
+    demo = resolve("demo", None, {"iterations": 1})
     at = ok(page("Overview.py"))
-    assert any("Estimate: ~" in m.value for m in at.markdown)
+    est = views.iterate_estimate(store, demo)
+    assert est["parts"]  # a fresh store: every stage is still to run
+    want = f"Estimate: ~{common.duration(60 * est['minutes'])} on this machine."
+    assert [m.value for m in at.markdown if "Estimate: ~" in m.value][0].endswith(want)
     at.button(key="demo_loop").click().run()
     ok(at)
     [j] = store.jobs()
+    jid = j["job_id"]
     assert j["kind"] == "iterate"
-    assert j["params"] == json.loads(json.dumps(resolve("demo", None, {"iterations": 1})
-                                                .resolved()))
+    assert j["params"] == json.loads(json.dumps(demo.resolved()))
     assert j["params"]["iterations"] == 1 and j["params"]["preset"] == "demo"
-    assert "started" in at.success[0].value
-    jobs.cancel(store, j["job_id"], wait=30)
-    assert store.job(j["job_id"])["status"] == "cancelled"
+    assert at.success[0].value.startswith(f"Job #{jid} (iterate) started")
+    # Once the job has reported its first step, the page's bar is the store's row.
+    deadline = time.monotonic() + 120
+    while not store.job(jid)["step"]:
+        assert time.monotonic() < deadline, f"no step in 120 s: {store.job(jid)}"
+        time.sleep(0.3)
+    lo = store.job(jid)
+    at.run()
+    hi = store.job(jid)
+    [bar] = ok(at).get("progress")
+    assert bar.proto.text in (jobs.job_line(lo), jobs.job_line(hi)), bar.proto.text
+    assert bar.proto.text.startswith(f"#{jid} iterate · running · ")
+    assert hi["total"] == len(STEPS) + 2  # one bar over the whole loop: base eval + 7 + check
+    assert any(c.value.startswith(hi["step"]) for c in at.caption), hi["step"]
+    [link] = at.get("page_link")  # Overview is the app's main script: a real page link
+    assert (link.proto.page, link.proto.label) == (
+        "Iterations", "See the accuracy chart on the Iterations page")
+    jobs.cancel(store, jid)  # it stops at its next safe point (after loading the model)
+    j = jobs.wait(store, jid, timeout=60)  # TimeoutError past it
+    assert j["status"] == "cancelled", j
 
 
 @pytest.mark.parametrize("name", ["1_Bad_cases.py", "2_Error_map.py", "3_Review.py"])

@@ -137,7 +137,8 @@ def test_target_model_from_settings_drives_jobs_and_cli(store, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_extraction_resumes_without_duplicates(store):
+def test_killed_extraction_resumes_without_duplicates(store, scripted_slow):
+    """A kill -9 mid-run (the scripted target at 0.25 s a row: the kill lands mid-run)."""
     import_demo(store, 40, 10)
     cmd = [sys.executable, "-m", "pipeline.cli", "--db", str(store.path), "extract",
            "--limit", "10", "--batch-size", "2", "--max-new-tokens", "32"]
@@ -228,6 +229,17 @@ def test_evaluation_through_an_openai_compatible_server(store, llama_server):
     assert run["weights_hash"] == f"endpoint:{llama_server}"
     items = store.run_items(run["run_id"])
     assert len(items) == 6 and all(i["output"] for i in items)
+    # each stored verdict is the judge's on the stored output against the set's reference
+    from pipeline.answers import judge
+
+    ref = {p["pid"]: p["answer"] for p in store.problems("demo", "test")}
+    stored = store.rows("SELECT pid, pred, correct, judge FROM generations WHERE run_id = ? "
+                        "ORDER BY pid", [run["run_id"]])
+    verdicts = {i["pid"]: judge(i["output"], ref[i["pid"]]) for i in items}
+    assert [(g["pid"], g["pred"], g["correct"], json.loads(g["judge"])) for g in stored] == \
+        [(pid, v["pred"], v["correct"], v) for pid, v in sorted(verdicts.items())]
+    [listed] = [r for r in store.runs() if r["run_id"] == run["run_id"]]
+    assert listed["n_correct"] == sum(v["correct"] for v in verdicts.values())
 
 
 @pytest.mark.slow

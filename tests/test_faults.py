@@ -189,52 +189,92 @@ def _write_lock_held(pid: int, path: Path) -> bool:
     return False
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds a process has used, all its threads (utime + stime of /proc/PID/stat)."""
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @pytest.mark.slow
 def test_kill_9_during_import_and_analysis_loses_and_duplicates_nothing(store, bench, tmp_path):
-    """kill -9 of a big import while it holds the store's write lock, at three points of
-    its one transaction (all or nothing; a rerun adds exactly the file, once), and of an
-    analysis (whole cases or nothing; the rerun finishes each case exactly once)."""
+    """kill -9 of a big import while it holds the store's write lock, at five points of
+    its one transaction and the checkpoint after it (all or nothing; a rerun adds exactly
+    the file, once), and of an analysis (whole cases or nothing; the rerun finishes each
+    case exactly once)."""
     n = 7473
     args = ["data", "import", str(bench / "gsm8k/train.jsonl"), "--format", "gsm8k",
             "--dataset", "gsm8k", "--split", "train"]
     store.migrate()
 
-    def start(db: Path) -> subprocess.Popen:
+    def start(db: Path) -> tuple[subprocess.Popen, float]:
+        """The import, once it holds the write lock; and the CPU time it had used then."""
         p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--db", str(db), *args],
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         wait_for(lambda: _write_lock_held(p.pid, db) or p.poll() is not None, 120, poll=0.001)
         assert p.poll() is None, "the import ended before it took the write lock"
-        return p
+        return p, _cpu_s(p.pid)
 
-    # an uninterrupted import on a copy: how long it writes, from the lock to its exit
-    db = tmp_path / "whole.duckdb"
-    shutil.copy(store.path, db)
-    p = start(db)
-    t = time.monotonic()
-    assert p.wait() == 0
-    window = time.monotonic() - t
-    # kills at points spread over that window (the first at once, inside the transaction)
-    landed = []
-    for i, frac in enumerate((0.0, 0.25, 0.5, 0.75, 0.95)):
+    def wal(db: Path) -> Path:
+        return Path(f"{db}.wal")
+
+    # Uninterrupted imports on copies: the CPU time each spends inserting, from taking the
+    # lock to its commit (the commit writes the WAL file, which is then checkpointed into
+    # the store file and removed before the lock is let go). CPU time, not wall time: on a
+    # shared machine the wall time of one write varied fourfold here.
+    inserting = []
+    for k in range(2):
+        db = tmp_path / f"whole{k}.duckdb"
+        shutil.copy(store.path, db)
+        p, c0 = start(db)
+        c, seen = c0, False
+        while not seen and p.poll() is None:
+            seen = wal(db).exists()
+            if not seen:
+                c = _cpu_s(p.pid)
+                time.sleep(0.001)
+        assert seen, "the import ended before its commit was seen (no WAL file)"
+        assert p.wait() == 0
+        inserting.append(c - c0)
+    window = min(inserting)
+    assert window > 0, inserting
+    # Kills spread over the write, each of them checked to land inside it: at once (nothing
+    # inserted yet: no row may be left), a quarter and half-way into the inserts (of the
+    # shorter measured: one run's CPU time varies by a factor of 1.6 here), as the commit
+    # begins (the WAL appears), and during the checkpoint after the commit (the store file
+    # grows: every row must be kept). The process is stopped before its lock is read, so
+    # "held" is its state at the kill.
+    points = [(0.0, "at once", (0,)), (1 / 4, "a quarter into the inserts", (0, n)),
+              (1 / 2, "half-way into the inserts", (0, n)),
+              ("wal", "as the commit begins", (0, n)),
+              ("checkpoint", "in the checkpoint after the commit", (n,))]
+    for i, (at, when, allowed) in enumerate(points):
         db = tmp_path / f"kill{i}.duckdb"
         shutil.copy(store.path, db)
-        p = start(db)
-        t = time.monotonic()
-        while time.monotonic() - t < frac * window and p.poll() is None:
+        size = db.stat().st_size
+        p, c0 = start(db)
+
+        def before_the_point(at=at, db=db, size=size, p=p, c0=c0) -> bool:
+            if at == "wal":
+                return not wal(db).exists()
+            if at == "checkpoint":
+                return db.stat().st_size <= size
+            return _cpu_s(p.pid) - c0 < at * window
+        while p.poll() is None and before_the_point():
             time.sleep(0.001)
+        p.send_signal(signal.SIGSTOP)
         held = _write_lock_held(p.pid, db)
         p.send_signal(signal.SIGKILL)
         p.wait()
-        landed.append(held and p.returncode == -signal.SIGKILL)
+        assert held and p.returncode == -signal.SIGKILL, \
+            f"kill {i}, {when} ({window:.2f} s CPU of inserts), landed outside the write " \
+            f"(lock held: {held}, exit code {p.returncode})"
         killed = Store(db).count("problems")
-        assert killed in (0, n), f"a kill {frac:.0%} into the write left {killed} of {n} rows"
+        assert killed in allowed, f"a kill {when} left {killed} of {n} rows"
         r = sei(Store(db), *args)
         assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
         assert Store(db).count("problems") == n
         assert Store(db).rows("SELECT count(DISTINCT (question, answer)) AS n, "
                               "count(DISTINCT pid) AS p FROM problems")[0] == {"n": n, "p": n}
-    # the first kill follows the lock at once: it lands inside the transaction
-    assert landed[0], landed
     r = sei(store, *args)
     assert r.returncode == 0 and store.count("problems") == n
 
@@ -287,12 +327,23 @@ def test_fault_corpus_figures(store, bench, tmp_path):
     r = sei(store, "data", "import", str(tmp_path / "dir.jsonl"), "--format", "gsm8k",
             "--dataset", "g", "--split", "t")
     tracebacks += "Traceback" in r.stdout + r.stderr
+    assert r.returncode == 1 and "dir.jsonl" in r.stderr, r.stderr
+    assert "nothing was imported" in r.stderr and store.count("problems") == 0, r.stderr
     # Good files in two parts, then the whole: every row once.
+    imported: set[int] = set()
     for part, (a, b) in (("a", (0, 40)), ("b", (40, 80)), ("all", (0, 80))):
         (tmp_path / f"{part}.jsonl").write_text("\n".join(lines[a:b]) + "\n")
         r = sei(store, "data", "import", str(tmp_path / f"{part}.jsonl"), "--format",
                 "gsm8k", "--dataset", "g", "--split", "t")
         tracebacks += "Traceback" in r.stdout + r.stderr
+        new = set(range(a, b)) - imported
+        imported |= new
+        assert r.returncode == 0, (part, r.stderr)
+        same = b - a - len(new)  # already imported: skipped, not duplicated
+        assert r.stdout.splitlines()[0] == f"{tmp_path / part}.jsonl: {b - a} problems read, " \
+            f"{len(new)} new" + (f"; skipped {same} with the same question and answer already "
+                                 "present, 0 whose id names a different problem"
+                                 if same else "") + " in g/t", (part, r.stdout)
     stored = {p["question"] for p in store.problems("g", "t")}
     want = {json.loads(x)["question"] for x in lines[:80]}
     lost += len(want - stored)

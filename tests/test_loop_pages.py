@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from pipeline import stats
+from pipeline import stats, synthesize
 from pipeline.config import ROOT
 from pipeline.store import Store
 
@@ -275,7 +275,16 @@ def test_empty_store_says_what_to_do_first(store):
     assert "Nothing yet: run the quick start" in at.info[0].value
     assert "then synthesize" in at.info[0].value
     assert not at.get("plotly_chart")
-    ok(page("5_Synthesis.py"))
+    at = ok(page("5_Synthesis.py"))
+    assert at.info[0].value.startswith("No synthesis batch for iteration 1 yet. Run the "
+                                       "quick start (Overview)")
+    assert [w.value for w in at.warning] == [
+        "No error types to synthesize from: run the quick start first."]
+    est = synthesize.estimate(store, synthesize.SynthParams(iteration=1))
+    assert est["n_calls"] == est["n_proposals"] == 0  # nothing to synthesize from
+    metrics = {m.label: m.value for m in at.metric}
+    assert (metrics["calls"], metrics["proposals"]) == ("0", "0")
+    assert at.button(key="syn_go").disabled  # nothing to launch
     at = ok(page("6_Selection.py"))
     assert "No selection for iteration 1 yet" in at.info[0].value
 

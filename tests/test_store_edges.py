@@ -1,7 +1,13 @@
 """The store's edges, on real parts (issue 23): real DuckDB files copied from a store
-made by `sei`, the `sei` CLI in real subprocesses, a real read-only folder (root without
-CAP_DAC_OVERRIDE, through setpriv), a real full filesystem (a tiny tmpfs), real job
-processes killed with SIGKILL. Nothing of the code under test is monkeypatched."""
+made by `sei`, the `sei` CLI, a real read-only folder (root without CAP_DAC_OVERRIDE,
+through setpriv), a real full filesystem (a tiny tmpfs), real job processes killed with
+SIGKILL. Nothing of the code under test is monkeypatched.
+
+The matrices of refusals run the CLI in this process (`sei_here`: click's CliRunner on the
+same `cli` group, cwd and environment as a subprocess would have them); each kind of
+refusal also runs once in a real `sei` subprocess (`sei`), so that the real exit code and
+the one line on stderr are checked end to end. What needs a process of its own (a user
+without CAP_DAC_OVERRIDE, killed jobs) stays in subprocesses."""
 
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
+from contextlib import chdir
 from pathlib import Path
 
 import pytest
@@ -35,6 +43,38 @@ def sei(*args, db: Path | None = None, ro: bool = False, timeout: float = 300,
         + [str(a) for a in args]
     return subprocess.run((READ_ONLY_USER if ro else []) + cmd, cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env=dict(os.environ, **(env or {})))
+
+
+def sei_here(*args, db: Path | None = None,
+             env: dict | None = None) -> subprocess.CompletedProcess:
+    """`sei ARGS` run in this process by click's CliRunner, on the group `sei` runs (with
+    cli_loop's commands), from ROOT like `sei()`; the same result as `sei()` gives. An
+    exception that escapes the CLI ends a real process with its traceback on stderr and
+    exit code 1: here too, so one_line_error fails on it the same way. SEI_DB, which the
+    CLI sets for the job processes it starts, is put back by CliRunner afterwards (and
+    by the autouse fixture below, at the end of each test)."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import cli
+
+    argv = (["--db", str(db)] if db else []) + [str(a) for a in args]
+    with chdir(ROOT):
+        r = CliRunner().invoke(cli, argv, prog_name="sei",
+                               env={"SEI_DB": os.environ.get("SEI_DB"), **(env or {})})
+    stderr = r.stderr
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(*r.exc_info))  # as a process shows it
+    return subprocess.CompletedProcess(["sei", *argv], r.exit_code, r.stdout, stderr)
+
+
+@pytest.fixture(autouse=True)
+def _sei_db_restored(monkeypatch):
+    """The CLI run in this process sets os.environ["SEI_DB"]: undone after each test."""
+    if "SEI_DB" in os.environ:
+        monkeypatch.setenv("SEI_DB", os.environ["SEI_DB"])
+    else:
+        monkeypatch.setenv("SEI_DB", "")
+        monkeypatch.delenv("SEI_DB")  # recorded: gone again at the end
 
 
 def one_line_error(r: subprocess.CompletedProcess) -> str:
@@ -106,20 +146,23 @@ def test_export_refuses_the_store_its_wal_and_what_it_owns(real_db, tmp_path):
     targets = [db, wal, tmp_path / "s" / "jobs" / "t.jsonl",
                tmp_path / "s" / "adapters" / "train-1" / "adapter_model.safetensors",
                tmp_path / "s" / "models" / "m.jsonl", tmp_path / "s" / "jobs" / "new" / "t.jsonl"]
+    # once end to end in a real process, then the whole matrix in this one
+    line = one_line_error(sei("export", "types", "--force", "-o", db, db=db))
+    assert str(db) in line and "the store itself" in line and "refusing to write there" in line
     for cmd in EXPORTS:
         for target in targets:
             for extra in ([], ["--force"], ["--format", "parquet"]):
-                line = one_line_error(sei(*cmd, *extra, "-o", target, db=db))
+                line = one_line_error(sei_here(*cmd, *extra, "-o", target, db=db))
                 assert str(target) in line and "refusing to write there" in line, line
     assert digest(db) == before and wal.read_bytes() == b""
     # the store's own path given another way (relative, through a symlink) is the store too
     (tmp_path / "link").symlink_to(db)
     for target in (tmp_path / "link", Path(os.path.relpath(db, ROOT))):
-        line = one_line_error(sei("export", "candidates", "--force", "-o", target, db=db))
+        line = one_line_error(sei_here("export", "candidates", "--force", "-o", target, db=db))
         assert "the store itself" in line
     assert digest(db) == before
     assert not (tmp_path / "s" / "jobs" / "new").exists()
-    assert sei("data", "list", db=db).returncode == 0
+    assert sei_here("data", "list", db=db).returncode == 0
 
 
 @pytest.mark.slow
@@ -128,15 +171,17 @@ def test_export_makes_missing_folders_and_overwrites_only_with_force(real_db, tm
     sel = Store(db).selections()[-1]["selection_id"]
     for fmt in ("jsonl", "parquet"):
         for cmd in (["export", "candidates"], ["export", "selection", "--selection", sel]):
+            # the first case in real processes (an export and its refusal end to end)
+            run = sei if (fmt, cmd[1]) == ("jsonl", "candidates") else sei_here
             out = tmp_path / "out" / fmt / cmd[1] / "deeper" / f"x.{fmt}"
-            r = sei(*cmd, "--format", fmt, "-o", out, db=db)
+            r = run(*cmd, "--format", fmt, "-o", out, db=db)
             assert r.returncode == 0, r.stderr
             assert "4 " in r.stdout and out.stat().st_size > 0
             out.write_text("keep me")
-            line = one_line_error(sei(*cmd, "--format", fmt, "-o", out, db=db))
+            line = one_line_error(run(*cmd, "--format", fmt, "-o", out, db=db))
             assert line == f"Error: {out} exists; pass --force to overwrite it"
             assert out.read_text() == "keep me"
-            r = sei(*cmd, "--format", fmt, "--force", "-o", out, db=db)
+            r = run(*cmd, "--format", fmt, "--force", "-o", out, db=db)
             assert r.returncode == 0, r.stderr
             assert out.read_bytes() != b"keep me"
             if fmt == "jsonl":
@@ -156,13 +201,13 @@ def test_export_makes_missing_folders_and_overwrites_only_with_force(real_db, tm
 def test_export_types_onto_the_store_is_refused_and_elsewhere_works(clustered, tmp_path):
     db = clustered.path
     before = digest(db)
-    line = one_line_error(sei("export", "types", "-o", db, db=db))
+    line = one_line_error(sei_here("export", "types", "-o", db, db=db))
     assert "the store itself" in line and digest(db) == before
     for fmt in ("jsonl", "parquet"):
         out = tmp_path / "new" / f"types.{fmt}"
-        r = sei("export", "types", "--format", fmt, "-o", out, db=db)
+        r = sei_here("export", "types", "--format", fmt, "-o", out, db=db)
         assert r.returncode == 0 and out.stat().st_size > 0, r.stderr
-    assert sei("types", "list", db=db).returncode == 0 and digest(db) == before
+    assert sei_here("types", "list", db=db).returncode == 0 and digest(db) == before
 
 
 # -- 2. a read-only store ----------------------------------------------------------------
@@ -264,7 +309,9 @@ def test_a_store_duckdb_cannot_open_is_one_line_naming_the_file(real_db, tmp_pat
         before, files = digest(db), tree(db.parent)
         for cmd in (["runs"], ["data", "list"], ["data", "demo", "--n", 2, "--n-test", 2],
                     ["extract"]):
-            line = one_line_error(sei(*cmd, db=db))
+            # each kind of refusal once in a real process: a damaged file, a foreign one
+            real = name in ("zeroed", "foreign") and cmd == ["runs"]
+            line = one_line_error((sei if real else sei_here)(*cmd, db=db))
             assert str(db) in line, (name, cmd, line)
             if name == "foreign":
                 assert "not a SEI store" in line, line
@@ -279,15 +326,16 @@ def test_a_read_of_a_missing_store_creates_nothing_a_first_write_creates_it(tmp_
     db = tmp_path / "nowhere" / "sei.duckdb"
     for cmd in (["runs"], ["data", "list"], ["types", "list"], ["jobs", "list"],
                 ["extract"]):
-        line = one_line_error(sei(*cmd, db=db))
+        line = one_line_error(sei_here(*cmd, db=db))
         assert line.startswith(f"Error: no store at {db}"), line
         assert not (tmp_path / "nowhere").exists()
-    # through SEI_DB as well
-    line = one_line_error(sei("runs", env={"SEI_DB": str(db)}))
-    assert "no store at" in line and not (tmp_path / "nowhere").exists()
-    r = sei("data", "demo", "--n", 3, "--n-test", 2, db=db)
+    # through SEI_DB as well: in this process, and once end to end in a real one
+    for run in (sei_here, sei):
+        line = one_line_error(run("runs", env={"SEI_DB": str(db)}))
+        assert "no store at" in line and not (tmp_path / "nowhere").exists()
+    r = sei_here("data", "demo", "--n", 3, "--n-test", 2, db=db)
     assert r.returncode == 0 and db.exists(), r.stderr
-    r = sei("data", "list", db=db)
+    r = sei_here("data", "list", db=db)
     assert r.returncode == 0 and "demo" in r.stdout
 
 
@@ -370,8 +418,13 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_losses_and_adapt
     jb = jobs.submit(killed, "train", params)
     _wait(lambda: (killed.train_runs() or [{}])[-1].get("step", 0) >= 3, what="step 3")
     os.killpg(killed.job(jb)["pid"], signal.SIGKILL)
-    _wait(lambda: jobs.reap(killed) is not None and killed.job(jb)["status"] == "failed",
-          what="the killed job marked failed")
+    # reap() marks the dead job failed and returns the ids it changed: that one alone
+    changed = _wait(lambda: jobs.reap(killed), what="reap() to see the killed job")
+    assert changed == [jb], changed
+    job = killed.job(jb)
+    assert job["status"] == "failed", job
+    assert f"process {job['pid']} died without reporting" in job["error"], job["error"]
+    assert jobs.reap(killed) == []  # once: a second reap changes nothing
     run = killed.train_runs()[-1]
     assert run["step"] < run["total_steps"] == 4, "the kill did not land mid-run"
     assert run["status"] == "interrupted"  # nobody holds its lock: not 'running'
