@@ -21,9 +21,34 @@ def test_the_gpu_rate_per_generation_follows_the_stated_rate(monkeypatch):
     assert costs.gpu_s_per_generation() == pytest.approx(costs.COMPLETION_TOKENS / 1600)
 
 
-def test_measured_oneshot_rates_are_positive_seconds():
-    assert costs.ONESHOT_S_PER_GENERATION
-    assert all(0 < s < 60 for s in costs.ONESHOT_S_PER_GENERATION.values())
+def test_measured_oneshot_rates_are_positive_seconds(monkeypatch):
+    """The measured rates are the ones docs/scale-out.md prices the paper's protocol with,
+    and each of its days figures is what oneshot_protocol_seconds makes of its rate (the
+    7-8B column scaled by parameter count, costs.gpu_rates()'s over REFERENCE_PARAMS); the
+    vLLM row is gpu_s_per_generation() priced the same way, in hours."""
+    from pipeline.config import ROOT
+
+    for var in ("SEI_GPU_GEN_TOKENS_PER_S", "SEI_GPU_MODEL_PARAMS"):
+        monkeypatch.delenv(var, raising=False)
+    rates = sorted(costs.ONESHOT_S_PER_GENERATION.values())
+    assert len(rates) == 4 and rates[0] > 0
+    table = [[c.strip() for c in line.strip().strip("|").split("|")]
+             for line in (ROOT / "docs" / "scale-out.md").read_text().splitlines()
+             if line.startswith("| ") and " days |" in line]
+    assert [float(row[1]) for row in table] == rates
+    days = 86_400
+    scale = costs.gpu_rates()["model_params"] / costs.REFERENCE_PARAMS
+    iterations = costs.PAPER_ONESHOT["iterations"]
+    for row, s in zip(table, rates):
+        total = costs.oneshot_protocol_seconds(s)
+        assert row[2:] == [f"{total / iterations / days:.1f} days", f"{total / days:.0f} days",
+                           f"~{round(total * scale / days, -1):,.0f} days"], row
+    vllm = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in (ROOT / "docs" / "scale-out.md").read_text().splitlines()
+            if line.startswith("| vLLM")]
+    total = costs.oneshot_protocol_seconds(costs.gpu_s_per_generation())
+    assert vllm == [[vllm[0][0], f"{costs.gpu_s_per_generation():.3f}",
+                     f"{total / iterations / 3600:.0f} hours", f"{total / 3600:.0f} hours", ""]]
 
 
 def test_a_plan_prices_each_set_at_the_rate_measured_in_the_store(tmp_path):

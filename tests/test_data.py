@@ -167,7 +167,11 @@ def test_cli_demo_and_list(tmp_path):
     r = CliRunner().invoke(cli, ["--db", str(db), "data", "demo", "--n", "30", "--n-test", "10"])
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(cli, ["--db", str(db), "data", "list"])
-    assert "demo" in r.output and "30" in r.output and "10" in r.output
+    assert r.exit_code == 0, r.output
+    # one line per split: dataset, split, problems, where they came from
+    assert [line.split() for line in r.output.splitlines()] == [
+        ["demo", "test", "10", "pipeline.demo(seed=0)"],
+        ["demo", "train", "30", "pipeline.demo(seed=0)"]]
 
 
 def _lines(bench, a, b):

@@ -319,9 +319,12 @@ def test_device_and_dtype_resolution_and_refusals():
         resolve_runtime("mps:0:1")
     with pytest.raises(ModelError, match="unknown dtype 'int3'"):
         resolve_runtime("cpu", "int3")
-    if not torch.cuda.is_available():
-        with pytest.raises(ModelError, match="'cuda:3' is not available here"):
-            resolve_runtime("cuda:3")
+    # one index past the devices torch sees (cuda:0 on a machine without a GPU, cuda:1 on
+    # one with a single GPU) is refused, with how many there are
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ModelError, match=rf"'cuda:{n}' is not available here \(torch sees "
+                       rf"{n} CUDA device"):
+        resolve_runtime(f"cuda:{n}")
 
 
 def test_an_unknown_device_is_refused_by_the_cli(store):

@@ -202,7 +202,24 @@ def test_cli_analyze_cluster_types_export(prepared, tmp_path):
     r = run.invoke(cli, ["--db", db, "cluster", "--min-cluster-size", "4"])
     assert r.exit_code == 0, r.output
     r = run.invoke(cli, ["--db", db, "types", "list"])
-    assert r.exit_code == 0 and "%" in r.output, r.output
+    assert r.exit_code == 0, r.output
+    # a line per type: its id, its share of the bad cases on the map, its keyphrases and its
+    # title, as the store has them after clustering (no edits yet)
+    cid = taxonomy.current_clustering(prepared)["clustering_id"]
+    pts = prepared.cluster_points(cid)
+    titles = {tid: e["title"] for tid, e in prepared.error_types().items()}
+    n_cases = len({p["case_id"] for p in pts})
+    by_type = {}
+    for p in pts:
+        if p["type_id"] is not None:
+            by_type.setdefault(p["type_id"], []).append(p["case_id"])
+    assert by_type
+    head, *lines = r.output.splitlines()
+    assert head.startswith(f"clustering {cid}: {len(pts)} keyphrases, {n_cases} bad cases, "), head
+    got = {int(tid): (float(share.rstrip("%")), int(n), kp, title)
+           for tid, share, n, kp, title in (line.split(None, 4) for line in lines)}
+    assert got == {tid: (pytest.approx(100 * len(set(cases)) / n_cases, abs=0.05), len(cases),
+                         "kp", titles[tid]) for tid, cases in by_type.items()}
     tid = taxonomy.current(prepared).visible_types()[0].type_id
     r = run.invoke(cli, ["--db", db, "types", "rename", str(tid), "renamed from the CLI"])
     assert r.exit_code == 0, r.output
