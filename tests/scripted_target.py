@@ -9,7 +9,9 @@ Deterministic and instant: a problem is answered right when a hash of its questi
 under SCRIPTED_RIGHT (default 0.5), wrong otherwise, whatever the batch, the order or the
 process. An adapter answers right a further share (SCRIPTED_ADAPTER_GAIN, default 0.15)
 chosen by a hash of the question and the adapter's weights, so that two adapters differ.
-Wrong answers imitate three kinds of error (a step left out, a slip in the last step, a
+A one-shot demonstration before the question flips 30% of the answers (which ones
+depends on the demonstration), so one-shot candidates score apart. Wrong answers
+imitate three kinds of error (a step left out, a slip in the last step, a
 number copied from the question), so that analysis and clustering have something to
 group. SCRIPTED_DELAY_S (default 0) sleeps that long per row, reporting each row as it
 finishes: kill and cancel tests get a window they can rely on.
@@ -33,6 +35,7 @@ from pipeline.store import Store
 from pipeline.target import HISTORIC_RUNTIME, Generation, weights_hash
 
 MODEL_ID = "scripted-test-target"
+DEMO_FLIPS = 0.3
 _STEP = re.compile(r"<<([^=<>]+)=([^<>]+)>>")
 
 
@@ -97,7 +100,7 @@ class ScriptedTarget:
         for i, conv in enumerate(messages):
             if self.delay_s:
                 time.sleep(self.delay_s)
-            text = self.answer(_last_user(conv))
+            text = self.answer(_last_user(conv), _demonstration(conv))
             out.append(Generation(text=text, prompt_tokens=sum(len(m["content"].split())
                                                               for m in conv),
                                   completion_tokens=len(text.split()),
@@ -108,24 +111,26 @@ class ScriptedTarget:
         return out
 
     def answer_logliks(self, convs: list[list[dict]], answers: list[str]) -> list[float]:
-        return [-0.1 - 3 * _unit("loglik", _last_user(c), a, self.adapter or "")
-                for c, a in zip(convs, answers)]
+        return [-0.1 - 3 * _unit("loglik", _demonstration(c), _last_user(c), a,
+                                 self.adapter or "") for c, a in zip(convs, answers)]
 
     # -- the script --------------------------------------------------------------------
 
-    def is_right(self, question: str) -> bool:
-        if _unit("right", question) < self.right:
-            return True
-        return bool(self.adapter) and _unit("adapter", question, self.identity()[1]) < self.gain
+    def is_right(self, question: str, demo: str = "") -> bool:
+        right = _unit("right", question) < self.right or (
+            bool(self.adapter) and _unit("adapter", question, self.identity()[1]) < self.gain)
+        # a one-shot demonstration flips 30% of the answers, different ones for each
+        # demonstration: one-shot candidates fix and break problems, and score apart
+        return right != (bool(demo) and _unit("demo", demo, question) < DEMO_FLIPS)
 
-    def answer(self, prompt: str) -> str:
+    def answer(self, prompt: str, demo: str = "") -> str:
         ref = self._reference(prompt)
         if ref is None:
             return "I am not sure. The answer is 0."
         question, answer, solution = ref
         steps = [(e.strip(), v.strip()) for e, v in _STEP.findall(solution or "")]
         lines = [f"Step {k + 1}: {e} = {v}." for k, (e, v) in enumerate(steps)]
-        if self.is_right(question):
+        if self.is_right(question, demo):
             return "\n".join(lines + [f"The answer is {answer}."])
         kind = int(_unit("kind", question) * 3)
         if kind == 0 and len(steps) >= 2:  # a step left out: stops one step early
@@ -154,6 +159,13 @@ class ScriptedTarget:
             if best:
                 return best[1]
         return None
+
+
+def _demonstration(conv: list[dict]) -> str:
+    """A one-shot prompt's example (every message before the last question), or ""."""
+    users = [m for m in conv if m["role"] == "user"]
+    return "\n".join(m["content"] for m in conv[:conv.index(users[-1])]) \
+        if len(users) > 1 else ""
 
 
 def _last_user(conv: list[dict]) -> str:

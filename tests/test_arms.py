@@ -15,6 +15,7 @@ from pipeline.cli import cli
 from pipeline.store import Store
 
 pytestmark = pytest.mark.slow
+N_TRAIN, N_EVAL = 16, 8  # the looped store's limit_train and eval_limit (LOOP_CONFIG)
 
 
 def _env(monkeypatch, d):
@@ -65,7 +66,7 @@ def test_no_test_item_reaches_analysis_synthesis_or_selection(looped_db, tmp_pat
     assert sources
     assert {c["split"] for c in s.cases_by_id(sorted(sources))} == {"train"}
     dev = s.dev_set(1)
-    assert len(dev) == 8 and {d["split"] for d in dev} == {"train"}
+    assert len(dev) == 4 and {d["split"] for d in dev} == {"train"}  # n_good 2 + n_bad 2
     assert not {(d["dataset"], d["split"], d["pid"]) for d in dev} & test_pids
 
 
@@ -89,7 +90,7 @@ def test_loop_over_two_train_sets_with_arms(looped_db, tmp_path, monkeypatch):
     # both train sets' extraction runs, by the base model
     assert sorted((e["dataset"], e["split"]) for e in it1["extractions"]) == \
         [("demo", "train"), ("gsm8k", "train")]
-    assert [(e["adapter"], e["n_done"]) for e in it1["extractions"]] == [(None, 24)] * 2
+    assert [(e["adapter"], e["n_done"]) for e in it1["extractions"]] == [(None, N_TRAIN)] * 2
     assert it1["config"]["train_sets"] == ["demo/train", "gsm8k/train"]
     assert it1["preset"] == "demo" and it1["deviations"]["synthesize.budget"] == [64, 24]
     s = Store(db)
@@ -122,8 +123,8 @@ def test_loop_over_two_train_sets_with_arms(looped_db, tmp_path, monkeypatch):
         per_set = {}
         for st, got in cmp_["sets"].items():
             a, b = base[st], arm_items[arm][st]
-            assert sorted(a) == sorted(b) and len(a) == got["n"] == 12
-            per_set[st] = sum(b.values()) / 12 - sum(a.values()) / 12
+            assert sorted(a) == sorted(b) and len(a) == got["n"] == N_EVAL
+            per_set[st] = (sum(b.values()) - sum(a.values())) / N_EVAL
             assert got["diff"] == pytest.approx(per_set[st])
             assert got["fixed"] == sum(b[k] and not a[k] for k in a)
             assert got["broken"] == sum(a[k] and not b[k] for k in a)
@@ -131,9 +132,9 @@ def test_loop_over_two_train_sets_with_arms(looped_db, tmp_path, monkeypatch):
         pooled_a = [base[st][k] for st in sorted(base) for k in sorted(base[st])]
         pooled_b = [arm_items[arm][st][k] for st in sorted(base) for k in sorted(base[st])]
         ref = paired_diff(pooled_a, pooled_b, seed=0)
-        assert avg["all"]["micro"]["n"] == 24
+        assert avg["all"]["micro"]["n"] == 2 * N_EVAL
         assert avg["all"]["micro"]["diff"] == pytest.approx(
-            (sum(pooled_b) - sum(pooled_a)) / 24)
+            (sum(pooled_b) - sum(pooled_a)) / (2 * N_EVAL))
         assert (avg["all"]["micro"]["lo"], avg["all"]["micro"]["hi"]) == \
             pytest.approx((ref.lo, ref.hi))
         assert avg["all"]["macro"]["diff"] == pytest.approx(
@@ -145,8 +146,8 @@ def test_loop_over_two_train_sets_with_arms(looped_db, tmp_path, monkeypatch):
     # SEI against random, item by item on the same problems
     vs = it1["sei_vs"]["random"]["sets"]["demo/test"]
     a, b = arm_items["random"]["demo/test"], arm_items["sei"]["demo/test"]
-    assert vs["n"] == 12
-    assert vs["diff"] == pytest.approx((sum(b.values()) - sum(a.values())) / 12)
+    assert vs["n"] == N_EVAL
+    assert vs["diff"] == pytest.approx((sum(b.values()) - sum(a.values())) / N_EVAL)
     ref = paired_diff([a[k] for k in sorted(a)], [b[k] for k in sorted(a)], seed=0)
     assert (vs["lo"], vs["hi"]) == pytest.approx((ref.lo, ref.hi))
     # the random arm's evaluation runs used the random arm's adapter, not the SEI one's

@@ -2,6 +2,7 @@
 one real SEI iteration ran (the `looped_db` fixture): the Iterations page draws its
 accuracy chart from the stored runs; Synthesis and Selection render their data."""
 
+import re
 import shutil
 
 import pytest
@@ -62,9 +63,13 @@ def test_iterations_page_draws_accuracy_from_stored_runs(loop_app, page):  # noq
 
 
 def test_synthesis_page_renders(loop_app, page):  # noqa: F811
-    url, _ = loop_app
+    """The Synthesis page shows iteration 1's batch as stored: its count of kept
+    candidates (the loop kept some)."""
+    url, store = loop_app
+    kept = len(store.candidates(iteration=1, status="kept"))
+    assert kept > 0
     page.goto(f"{url}/Synthesis")
-    page.get_by_text("kept").first.wait_for()
+    page.get_by_text(re.compile(rf"(^|· ){kept} kept ·")).first.wait_for()
     idle(page)
     no_exception(page)
     shot(page, "synthesis")
