@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pipeline import config, jobs, views
+from pipeline.redact import scrub
 from pipeline.store import Store
 
 NOISE = "#b8b8b8"
@@ -416,12 +417,36 @@ def duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def attempt(what: str, fn, *args, show=None):
+    """fn(*args), or None after saying in the page, in words, why `what` could not be done:
+    an expected failure (a store this user cannot write, a busy, damaged or full one,
+    parameters refused, a job that is gone) is a message (`show`: st.error by default),
+    never a traceback; anything else is a bug and is raised."""
+    try:
+        return fn(*args)
+    except Exception as e:
+        if not (jobs.expected_failure(e) or isinstance(e, KeyError)):
+            raise
+        why = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        (show or st.error)(f"{what}: {scrub(str(why))}")
+        return None
+
+
+def submit(s: Store, kind: str, params: dict, show=None) -> int | None:
+    """Submit a job of `kind` (every button of the app that starts a job comes here): its
+    id, or None after saying in the page why it was not started (see attempt); a store
+    this user cannot write is refused before anything is written."""
+    def go() -> int:
+        s.check_writable()  # the store, its folder and its jobs folder (logs, locks)
+        return jobs.submit(s, kind, params)
+
+    return attempt(f"The {kind} job was not started", go, show=show)
+
+
 def launch(s: Store, kind: str, params: dict, key: str) -> int | None:
     """Submit a job of `kind`; remember it under `key` for job_panel. Errors shown."""
-    try:
-        jid = jobs.submit(s, kind, params)
-    except ValueError as e:
-        st.error(str(e))
+    jid = submit(s, kind, params)
+    if jid is None:
         return None
     st.session_state[f"job-{key}"] = jid
     st.success(f"Job #{jid} ({kind}) started; its progress is below and on the Jobs page.")
@@ -450,12 +475,18 @@ def job_row(s: Store, j: dict, container=None, controls: bool = False) -> None:
         return
     if j["status"] in jobs.ACTIVE:
         if btn.button("Cancel", key=f"cancel-{j['job_id']}"):
-            jobs.cancel(s, j["job_id"])
-            st.rerun()
+            if attempt(f"Job #{j['job_id']} was not cancelled", jobs.cancel, s, j["job_id"],
+                       show=top.error) is not None:
+                st.rerun()
     elif j["status"] in ("failed", "cancelled"):
         if btn.button("Resume", key=f"resume-{j['job_id']}"):
-            jobs.resume(s, j["job_id"])
-            st.rerun()
+            def resume() -> int:
+                s.check_writable()  # as a new job: refused before anything is written
+                return jobs.resume(s, j["job_id"])
+
+            if attempt(f"Job #{j['job_id']} was not resumed", resume,
+                       show=top.error) is not None:
+                st.rerun()
     log = jobs.log_tail(j["log_file"], 15, max_bytes=8000)
     if log:
         with top.expander("log tail"):

@@ -142,9 +142,10 @@ class MapActions:
 
     def retitle(self, type_id: int | None = None) -> None:
         # a job like every long step: with an instructor it is one call per type
-        from pipeline import jobs
-
-        jid = jobs.submit(self.s, "retitle", {} if type_id is None else {"type_ids": [type_id]})
+        jid = common.submit(self.s, "retitle", {} if type_id is None else
+                            {"type_ids": [type_id]}, show=lambda m: common.flash(m, error=True))
+        if jid is None:  # refused (a read-only store ...): the flash says why
+            return
         self.ss.setdefault("watch-error_map", set()).add(jid)  # redrawn when it ends
         common.flash(f"retitle job #{jid} started (" + (
             "titles a person gave are kept" if type_id is None else

@@ -51,9 +51,40 @@ _UNIT = (r"(?:\\(?:text|mbox|mathrm)\{[^{}]*\}|dollars?|cents?|units?|cm|mm|km|m
          r"seconds?|days?|weeks?|months?|years?|degrees?|people|students|apples|cups?|pages?|"
          r"(?!(?:thousand|million|billion|trillion)s?\b)[a-zA-Z]+s)(?:\s*\^\s*\{?[23]\}?)?")
 # After a number: units ("18 dollars", "5\text{ cm}", "22.1cm^{2}", "70 miles per hour",
-# "6.6 \mathrm{mi} / \mathrm{hr}") or a parenthetical word ("15 (balls)").
-_UNITS = re.compile(rf"\s*(?:{_UNIT}(?:\s*(?:/|per)\s*{_UNIT})*|\(\s*[a-zA-Z]{{2,}}"
-                    rf"(?:\s+[a-zA-Z]+)*\s*\))\s*\.?$")
+# "6.6 \mathrm{mi} / \mathrm{hr}"); a note in parentheses is _NOTE's.
+_UNITS = re.compile(rf"\s*{_UNIT}(?:\s*(?:/|per)\s*{_UNIT})*\s*\.?$")
+# After a number: a note in parentheses that says what is counted or in what unit, in
+# words ("15 (balls)", "97 (push-ups)", "15 (tee-shirts)", "350 (g)", "3 (m)", "12 (square
+# feet)"). It is left where it may change the value: a digit or an operator in it ("3 (2)",
+# "3 (x+1)", "3 (mod 5)"), a letter or two that are no unit symbol (a variable: "3 (x)",
+# "3 (xy)"), or a word of mathematics ("2 (pi)", "3 (mod n)", "4 (squared)", "3 (thousand)").
+_NOTE = re.compile(r"\s*\(\s*([A-Za-z][A-Za-z'’-]*(?:\s+[A-Za-z][A-Za-z'’-]*)*)\s*\)\s*\.?$")
+_NOTE_SYMBOLS = frozenset("m g s h l L cm mm km kg mg ml mL cl dl kl ft in mi hr yd lb oz "
+                          "KB MB GB TB".split())  # unit symbols of one or two letters
+_NOTE_SMALL = frozenset("a an of in on to at by or per".split())  # beside other words only
+_NOTE_MATH = frozenset("pi mod modulo sqrt sin cos tan cot csc log ln exp arcsin arccos "
+                       "arctan sinh cosh tanh inf infinity squared cubed hundred hundreds "
+                       "thousand thousands million millions billion billions trillion "
+                       "trillions".split())
+
+
+def _unit_note(tail: str) -> bool:
+    """Whether `tail`, the text after a number, is only a note in parentheses naming what
+    is counted or its unit (see _NOTE): stripped, it leaves the value as it was."""
+    m = _NOTE.fullmatch(tail)
+    if not m:
+        return False
+    words = m.group(1).split()
+    named = False  # a unit symbol or a word of three letters or more
+    for w in words:
+        parts = [x for x in re.split(r"['’-]", w) if x]
+        if any(x.lower() in _NOTE_MATH for x in parts):
+            return False
+        if w in _NOTE_SYMBOLS or any(len(x) >= 3 for x in parts):
+            named = True
+        elif not (w.lower() in _NOTE_SMALL and len(words) > 1):
+            return False  # "x", "xy", "x-y": a variable, not a unit
+    return named
 
 
 def _balanced(text: str, start: int) -> str | None:
@@ -240,7 +271,7 @@ def normalize(ans: str) -> str:
         s = s.replace(",", "")
     # Trailing units and words after a number: "18 dollars", "5\text{ cm}".
     m = re.match(r"^(-?[\d.,/]+(?:\\%|%)?)(.*)$", s)
-    if m and m.group(2) and _UNITS.fullmatch(m.group(2)):
+    if m and m.group(2) and (_UNITS.fullmatch(m.group(2)) or _unit_note(m.group(2))):
         s = m.group(1)
     s = re.sub(r"\\text\{\s*([^{}]*?)\s*\}", r"\1", s)
     return s.rstrip(".").strip()

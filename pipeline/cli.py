@@ -20,6 +20,7 @@ from pipeline.cli_base import (
     limit_option,
     out_option,
     seed_option,
+    write_export,
 )
 from pipeline.cluster import ClusterParams
 from pipeline.loop import LoopParams
@@ -148,9 +149,14 @@ def quickstart(ctx, limit, max_new_tokens, background):
 
     Example: sei quickstart --limit 96
     """
+    from pipeline.instructor import InstructorError, failure_line
+
     _store(ctx, create=True)  # quickstart makes the store it needs
-    out = _run_or_submit(ctx, "quickstart", {"limit": limit, "max_new_tokens": max_new_tokens},
-                         background)
+    try:  # its analysis asks a configured instructor
+        out = _run_or_submit(ctx, "quickstart", {"limit": limit,
+                                                 "max_new_tokens": max_new_tokens}, background)
+    except InstructorError as e:
+        raise click.ClickException(failure_line(e, ctx.command_path)) from None
     if out:
         click.echo(json.dumps(out, default=str))
 
@@ -257,7 +263,7 @@ def analyze_cmd(ctx, run_ids, limit, instructor_model, base_url, offline, backgr
 
     Example: sei analyze --offline --limit 50
     """
-    from pipeline.instructor import InstructorError
+    from pipeline.instructor import InstructorError, failure_line
 
     params = {"run_ids": list(run_ids) or None, "limit": limit}
     if instructor_model and not offline:
@@ -269,7 +275,9 @@ def analyze_cmd(ctx, run_ids, limit, instructor_model, base_url, offline, backgr
         params["instructor"] = "offline"
     try:
         out = _run_or_submit(ctx, "analyze", params, background)
-    except (InstructorError, ValueError) as e:
+    except InstructorError as e:
+        raise click.ClickException(failure_line(e, ctx.command_path)) from None
+    except ValueError as e:
         raise click.ClickException(str(e)) from e
     if out:
         a = next(a for a in _store(ctx).analyses() if a["analysis_id"] == out["analysis_id"])
@@ -287,11 +295,15 @@ def cluster_cmd(ctx, background, analysis_id, **kw):
 
     Example: sei cluster --min-cluster-size 5
     """
+    from pipeline.instructor import InstructorError, failure_line
+
     params = dict(kw, analysis_id=analysis_id)
     try:
         out = _run_or_submit(ctx, "cluster", params, background)
     except ValueError as e:
         raise click.ClickException(str(e)) from e
+    except InstructorError as e:  # --method llm: one line with the reason, not a traceback
+        raise click.ClickException(failure_line(e, ctx.command_path)) from None
     if out:
         d = out["diff"]
         click.echo(f"clustering {out['clustering_id']}: kept {len(d['kept'])}, "
@@ -753,12 +765,11 @@ def export_types(ctx, fmt, out):
         raise click.ClickException("no clustering yet: run `sei cluster`")
     if fmt == "jsonl":
         text = taxonomy.export_jsonl(s, tax)
-        with open(out, "w") as f:
-            f.write(text)
+        write_export(out, lambda f: f.write(text.encode()))
         n = text.count("\n")
     else:
         rows = taxonomy.export_rows(s, tax)
-        pd.DataFrame(rows).to_parquet(out)
+        write_export(out, lambda f: pd.DataFrame(rows).to_parquet(f))
         n = len(rows)
     click.echo(f"{n} types -> {out}")
 
@@ -949,7 +960,13 @@ def main():
 
         sys.stderr.write(scrub("".join(traceback.format_exception(kind, exc, tb))))
     sys.excepthook = scrubbed_traceback
-    cli(prog_name="sei")
+    from pipeline.instructor import InstructorError, failure_line
+
+    try:
+        cli(prog_name="sei")
+    except InstructorError as e:  # a command that left it uncaught: still one line
+        click.echo(f"Error: {failure_line(e)}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

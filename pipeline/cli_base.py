@@ -78,6 +78,48 @@ def out_option(fn):
                       help="The file to write (its folder is made if missing).")(fn)
     return click.option("--force", is_flag=True, is_eager=True, expose_value=False,
                         callback=_force_flag, help="Overwrite --out if it exists.")(fn)
+def write_export(out: str, write) -> None:
+    """Write an export: `write(f)` fills a binary file. It goes to a temporary file beside
+    `out`, reaches the disk, and only then is renamed onto `out`: a write that fails (a full
+    disk, /dev/full, a folder of /proc) is one line and leaves nothing at `out` (a file
+    that was there, under --force, stays as it was). A target that is not a regular file
+    (/dev/stdout, a pipe, a device) is written in place: a rename would replace it."""
+    import secrets
+    import stat
+
+    target = Path(os.path.realpath(out))  # a link: the file it points to
+    try:
+        old = target.stat()
+    except OSError:
+        old = None
+    tmp = None
+    special = old is not None and not stat.S_ISREG(old.st_mode)
+    try:
+        if special:
+            with open(target, "wb") as f:
+                write(f)
+            return
+        tmp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())  # a full disk can refuse the data only now
+            if old is not None:
+                os.fchmod(f.fileno(), stat.S_IMODE(old.st_mode))
+        os.replace(tmp, target)
+        tmp = None
+    except OSError as e:
+        kept = "" if special else " (nothing was written there)" if old is None else \
+            f" ({out} is as it was)"
+        raise click.ClickException(f"cannot write {out}: {e.strerror or e}{kept}") from None
+    finally:
+        if tmp is not None:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
 format_option = click.option("--format", "fmt", type=click.Choice(["jsonl", "parquet"]),
                              default="jsonl")
 

@@ -19,6 +19,7 @@ from pipeline.cli_base import (
     json_option,
     limit_option,
     out_option,
+    write_export,
 )
 from pipeline.evaluate import EvalParams
 from pipeline.loop import LoopParams
@@ -47,14 +48,20 @@ def _latest_or_first(ctx, iteration: int | None) -> int:
 
 
 def _run_and_echo(ctx, kind: str, params: dict, background: bool,
-                  indent: int | None = None) -> None:
-    """Run (or submit) the stage; print its result as JSON, or its ValueError cleanly."""
+                  indent: int | None = None) -> dict | None:
+    """Run (or submit) the stage; print its result as JSON, or its ValueError or an
+    instructor's failure cleanly. Returns the result (None for a job)."""
+    from pipeline.instructor import InstructorError, failure_line
+
     try:
         out = _run_or_submit(ctx, kind, params, background)
     except ValueError as e:
         _fail(e)
+    except InstructorError as e:  # e.g. the loop's analysis or LLM clustering
+        raise click.ClickException(failure_line(e, ctx.command_path)) from None
     if out:
         click.echo(json.dumps(out, default=str, indent=indent))
+    return out
 
 
 @cli.command()
@@ -81,10 +88,14 @@ def synthesize(ctx, iteration, types_, yes, background, **kw):
     click.echo("estimate: " + json.dumps(est))
     if not yes and est.get("cost_usd") and not click.confirm("launch?", default=True):
         return
+    from pipeline.instructor import InstructorError, failure_line
+
     try:
         out = _run_or_submit(ctx, "synthesize", kw, background)
     except ValueError as e:
         _fail(e)
+    except InstructorError as e:
+        raise click.ClickException(failure_line(e, ctx.command_path)) from None
     if out:
         _print_counts(summary(store, out["batch_id"]))
         un = out.get("unreached") or {}
@@ -197,7 +208,12 @@ def evaluate_cmd(ctx, iteration, sets, background, **kw):
 
     kw["sets"] = [norm(s) for s in sets] or default_sets(store)
     kw = {k: v for k, v in kw.items() if v is not None}
-    _run_and_echo(ctx, "evaluate", kw, background)
+    out = _run_and_echo(ctx, "evaluate", kw, background)
+    from pipeline.evaluate import unmatchable_line
+
+    for set_, n in ((out or {}).get("unmatchable_references") or {}).items():
+        if n:  # beside the figures: problems no answer can get right
+            click.echo(f"warning: {unmatchable_line(set_, n)}", err=True)
 
 
 @cli.command("iterate")
@@ -369,10 +385,10 @@ def export_candidates(ctx, out, fmt, everything):
 
     Example: sei export candidates -o candidates.jsonl
     """
-    from pipeline.views import candidate_records, write_records
+    from pipeline.views import candidate_records, dump_records
 
     rows = candidate_records(_store(ctx), None if everything else "kept")
-    write_records(rows, out, fmt)
+    write_export(out, lambda f: dump_records(rows, f, fmt))
     click.echo(f"{len(rows)} candidates -> {out}")
 
 
@@ -387,7 +403,7 @@ def export_selection(ctx, out, selection_id, fmt):
     Example: sei export selection -o train.jsonl
     """
     from pipeline.select import training_set
-    from pipeline.views import write_records
+    from pipeline.views import dump_records
 
     store = _store(ctx)
     if selection_id is None:
@@ -397,5 +413,5 @@ def export_selection(ctx, out, selection_id, fmt):
             _fail(ValueError("no finished one-shot selection; run `sei select` first"))
         selection_id = sels[-1]["selection_id"]
     rows = training_set(store, [selection_id])
-    write_records(rows, out, fmt)
+    write_export(out, lambda f: dump_records(rows, f, fmt))
     click.echo(f"{len(rows)} selected candidates -> {out}")

@@ -6,6 +6,7 @@ which records its model, adapter hash, data hash, generation parameters and seed
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from pipeline.extract import extract
@@ -16,6 +17,8 @@ from pipeline.settings import target_model
 from pipeline.stats import pair_runs, paired_diff
 from pipeline.store import Store
 from pipeline.target import BackendParams, GenParams
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -110,7 +113,36 @@ def evaluate(store: Store, p: EvalParams, progress: Progress = no_progress) -> d
         if kind == "extract":
             store.link_run(p.iteration + 1, "extract", rid)
         out["runs"][f"{ds}/{sp}" if kind == "evaluate" else "train_check"] = rid
+        if kind == "evaluate":
+            # problems scored wrong whatever the model answers: said with the figures
+            n = len(unmatchable(store, ds, sp, pids={x["pid"] for x in store.run_items(rid)}))
+            out.setdefault("unmatchable_references", {})[f"{ds}/{sp}"] = n
+            if n:
+                log.warning("%s", unmatchable_line(f"{ds}/{sp}", n))
     return out
+
+
+def unmatchable(store: Store, dataset: str, split: str, limit: int | None = None,
+                pids: set[str] | None = None) -> list[dict]:
+    """The problems of dataset/split (its first `limit`, as an evaluation takes them, or
+    those in `pids`) whose reference the judge cannot match to itself written as a model
+    writes it ("The answer is X."): each one is scored wrong whatever the model answers.
+    (The import reports them too, by file:line.)"""
+    from pipeline.answers import judge
+    from pipeline.data import as_a_model_writes_it
+
+    probs = store.problems(dataset, split, None if pids is not None else limit)
+    return [p for p in probs if (pids is None or p["pid"] in pids)
+            and not judge(as_a_model_writes_it(p["answer"]), p["answer"])["correct"]]
+
+
+def unmatchable_line(set_: str, n: int) -> str:
+    """What an evaluation says of a set whose references include n that cannot match
+    themselves (see unmatchable)."""
+    return (f"{set_}: {n} reference{'s' if n != 1 else ''} the judge cannot match to "
+            f"{'themselves' if n != 1 else 'itself'} (\"The answer is X.\" is not judged "
+            f"equal to X), so {'those' if n != 1 else 'that'} {n} problem"
+            f"{'s are' if n != 1 else ' is'} scored wrong whatever the model answers")
 
 
 def eval_role(arm: str, set_: str) -> str:

@@ -35,6 +35,22 @@ PROMPTS = Path(__file__).parent / "prompts"
 class InstructorError(RuntimeError):
     """The instructor could not give a valid answer; the message says why."""
 
+    says_how_to_retry = False  # True where the message itself says how (an analysis's)
+
+
+def failure_line(e: InstructorError, command: str | None = None) -> str:
+    """An instructor's failure as one line for a person: the reason (scrubbed, its
+    newlines folded, cut at 1,500 characters) and how to retry: run `command` again
+    (a command's own path, e.g. `sei cluster`), unless the message already says how."""
+    reason = " ".join(scrub(str(e)).split()) or type(e).__name__
+    if len(reason) > 1500:
+        reason = reason[:1500] + " ..."
+    if e.says_how_to_retry:
+        return reason
+    again = f"run `{command}` again" if command else "run the command again"
+    return (f"the instructor failed: {reason}; {again} to retry (the replies it already "
+            "gave are cached and cost nothing)")
+
 
 def load_prompt(name: str) -> tuple[str, dict]:
     """A versioned prompt template and its JSON schema."""

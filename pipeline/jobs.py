@@ -30,13 +30,17 @@ from pathlib import Path
 from pipeline import config
 from pipeline.redact import ScrubFilter, has_credentials, scrub
 from pipeline.stages import STAGES, is_heavy, run_stage
-from pipeline.store import Store
+from pipeline.store import Store, StoreCloseFailed, StoreWriteFailed
 from pipeline.store_process import StoreProcess
 
 ACTIVE = ("queued", "running")
 HEARTBEAT_S = 2.0
 STALE_S = float(os.environ.get("SEI_JOB_STALE_S", "60"))
 CANCEL_GRACE = float(os.environ.get("SEI_CANCEL_GRACE_S", "10"))
+# Space set aside on the store's disk for each job while it runs (a file beside its log),
+# freed to record the job's end when the disk is full: its cause then reaches the log and
+# the row. A submit that cannot set it aside stores nothing.
+RESERVE_BYTES = 512 * 1024
 
 log = logging.getLogger("sei.jobs")
 _children: list[subprocess.Popen] = []  # reaped in reap() so no zombies linger
@@ -156,19 +160,95 @@ def log_tail(path: str | None, n: int, max_bytes: int | None = None) -> str | No
         return "\n".join(f.read().decode(errors="replace").splitlines()[-n:])
 
 
-def _spawn(store: Store, job_id: int) -> int:
-    log_file = log_dir(store) / f"job-{job_id}.log"
+def reserve_path(job: dict) -> Path | None:
+    """The space a job's process holds for recording its end (see RESERVE_BYTES)."""
+    return Path(job["log_file"]).with_suffix(".reserve") if job.get("log_file") else None
+
+
+def _free(reserve: Path | None) -> bool:
+    """Give a job's reserved space back to the disk; whether there was any."""
+    try:
+        reserve.unlink()
+        return True
+    except (AttributeError, OSError):
+        return False
+
+
+def _spawn(store: Store, job_id: int, made: list) -> int:
+    """Start the job's process (its log and its reserve first). What it made goes into
+    `made`, for _abandon to undo if the row is not saved."""
+    log_file = (log_dir(store) / f"job-{job_id}.log").absolute()  # the worker runs elsewhere
+    made += [d for d in (log_file.parent.parent, log_file.parent) if not d.exists()]
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    if not log_file.exists():
+        made.append(log_file)
+    reserve = log_file.with_suffix(".reserve")
+    made.append(reserve)
+    fd = os.open(reserve, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, RESERVE_BYTES)
+    except OSError as e:
+        raise OSError(e.errno, f"{e.strerror} (a job sets {RESERVE_BYTES // 1024} KiB aside "
+                      "there, to record its end even on a full disk)", str(reserve)) from None
+    finally:
+        os.close(fd)
     env = dict(os.environ, SEI_DB=str(store.path.resolve()), PYTHONUNBUFFERED="1")
     with open(log_file, "ab") as out:
         p = subprocess.Popen([sys.executable, "-m", "pipeline.jobs", "run", str(job_id)],
                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                              env=env, cwd=str(config.ROOT), start_new_session=True)
+    made.append(p)
     _children.append(p)
     # Record the pid at once so that a job that dies before starting is still detected.
     store.job_update(job_id, pid=p.pid, pid_start=_proc_start(p.pid) or "", log_file=str(log_file),
                      heartbeat="now")
     return p.pid
+
+
+def _abandon(made: list) -> None:
+    """Undo a _spawn whose row was not saved: kill the process (it waits for the store's
+    lock, so it has done nothing) and remove the files made for it."""
+    for thing in reversed(made):
+        if isinstance(thing, subprocess.Popen):
+            try:
+                os.killpg(thing.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                thing.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        else:
+            try:
+                thing.rmdir() if thing.is_dir() else thing.unlink()
+            except OSError:
+                pass
+
+
+def _launch(store: Store, job_id_of) -> int:
+    """Save a job's row and start its process as one: `job_id_of()` writes the row (inside
+    the transaction), then the process starts and its pid is written. If any of it fails,
+    or the commit does (a full disk), the process is killed, its files removed and nothing
+    is stored: the error says so. A job is either stored and running, or not there."""
+    made: list = []
+    job_id = None
+    try:
+        with store.write():
+            job_id = job_id_of()
+            _spawn(store, job_id, made)
+    except StoreCloseFailed:  # committed: the row stands, and its process runs
+        return job_id
+    except StoreWriteFailed as e:
+        _abandon(made)
+        raise StoreWriteFailed(f"no job started, nothing was stored: {e}") from None
+    except OSError as e:  # its log or its reserve: no space, no such folder
+        _abandon(made)
+        raise StoreWriteFailed(f"no job started, nothing was stored: cannot make "
+                               f"{e.filename or 'its files'}: {e.strerror or e}") from None
+    except BaseException:
+        _abandon(made)
+        raise
+    return job_id
 
 
 def submit(store: Store, kind: str, params: dict | None = None) -> int:
@@ -181,9 +261,7 @@ def submit(store: Store, kind: str, params: dict | None = None) -> int:
         raise ValueError("job parameters are stored, so they cannot carry user:password; "
                          "put the endpoint in OPENAI_BASE_URL and the key in OPENAI_API_KEY "
                          "(read from the environment, never stored)")
-    job_id = store.job_insert(kind, params, is_heavy(kind, params))
-    _spawn(store, job_id)
-    return job_id
+    return _launch(store, lambda: store.job_insert(kind, params, is_heavy(kind, params)))
 
 
 def cancel(store: Store, job_id: int, wait: float = 0.0) -> dict:
@@ -221,6 +299,7 @@ def _force(store: Store, job: dict, why: str) -> None:
             os.killpg(job["pid"], signal.SIGKILL)  # its own session: children go too
         except ProcessLookupError:
             pass
+    _free(reserve_path(job))
     store.job_update(job["job_id"], ACTIVE, status="cancelled", finished_at="now", message=why)
 
 
@@ -239,6 +318,7 @@ def reap(store: Store) -> list[int]:
                 changed.append(jid)
                 continue
         if job["pid"] and not alive(job):
+            _free(reserve_path(job))
             if store.job_update(jid, ACTIVE, status="failed", finished_at="now",
                                 error=f"process {job['pid']} died without reporting "
                                       "(killed, crashed or lost in a restart)"):
@@ -263,10 +343,12 @@ def resume(store: Store, job_id: int) -> int:
             raise ValueError(f"job {job_id} is {job['status']}; nothing to resume")
     if job["status"] == "succeeded":
         raise ValueError(f"job {job_id} already succeeded")
-    store.job_update(job_id, status="queued", cancel_requested=False, cancel_at=None,
-                     error=None, finished_at=None, message="resumed")
-    _spawn(store, job_id)
-    return job_id
+
+    def requeue():
+        store.job_update(job_id, status="queued", cancel_requested=False, cancel_at=None,
+                         error=None, finished_at=None, message="resumed")
+        return job_id
+    return _launch(store, requeue)
 
 
 def wait(store: Store, job_id: int, timeout: float = 600, poll: float = 0.5,
@@ -369,6 +451,50 @@ def _wait_heavy_slot(store: Store, w: _Worker):
             time.sleep(0.5)
 
 
+def _say(level: int, text: str) -> bool:
+    """One record in the job's log (its stdout), as logging writes it; whether it got
+    there (logging itself drops a write that fails, as on a full disk)."""
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f",{int(now % 1 * 1000):03d}"
+    try:
+        sys.stdout.write(f"{stamp} {logging.getLevelName(level)} {scrub(text)}\n")
+        sys.stdout.flush()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _save(store: Store, job_id: int, when=ACTIVE, **fields) -> None:
+    """Write the job's row (while its status is one of `when`); a write whose commit stood
+    (only the close after it failed) counts as saved."""
+    try:
+        store.job_update(job_id, when, **fields)
+    except StoreCloseFailed:
+        pass
+
+
+def _settle(store: Store, job_id: int, reserve: Path | None, level: int, text: str,
+            **fields) -> None:
+    """Record how a job ended: `text` in its log, `fields` in its row. On a full disk both
+    can fail: then the job's reserve is freed and what failed is tried again, so the cause
+    of the end is kept."""
+    logged = stored = False
+    why = None
+    for _ in range(2):
+        logged = logged or _say(level, text)
+        if not stored:
+            try:
+                _save(store, job_id, **fields)
+                stored = True
+            except Exception as e:  # noqa: BLE001 (a full disk, a store gone bad)
+                why = e
+        if (logged and stored) or not _free(reserve):
+            break
+    if not stored:
+        _say(logging.ERROR, f"job {job_id}: could not record this in the store: "
+                            f"{type(why).__name__}: {why}")
+
+
 def run_worker(job_id: int) -> int:
     """Run one job in this process (`python -m pipeline.jobs run ID`); the exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
@@ -376,10 +502,23 @@ def run_worker(job_id: int) -> int:
     for h in logging.getLogger().handlers:
         h.addFilter(ScrubFilter())
     store = Store()
-    job = store.job(job_id)
+    try:
+        job = store.job(job_id)
+    except Exception as e:  # noqa: BLE001 (a store gone bad: its one line)
+        _say(logging.ERROR, f"job {job_id} failed: {type(e).__name__}: {e}")
+        return 2
     if job is None:
         log.error("no job %s in %s", job_id, store.path)
         return 2
+    reserve = reserve_path(job)
+    try:
+        return _work(store, job, reserve)
+    finally:
+        _free(reserve)
+
+
+def _work(store: Store, job: dict, reserve: Path | None) -> int:
+    job_id = job["job_id"]
     if job["heavy"]:  # DuckDB trims the heap at every connection close: not in this process
         store = StoreProcess(store.path)
     w = _Worker(store, job_id)
@@ -387,41 +526,39 @@ def run_worker(job_id: int) -> int:
     def on_term(signum, frame):
         w.cancel = True  # stop at the next safe point
     signal.signal(signal.SIGTERM, on_term)
-    store.job_update(job_id, pid=os.getpid(), pid_start=_proc_start(os.getpid()),
-                     heartbeat="now")
-    hb = threading.Thread(target=w.heartbeat_loop, daemon=True)
-    hb.start()
-    # in words (the exact parameters are in `sei jobs show`)
-    log.info("job %s: %s with %s (attempt %s)", job_id, job["kind"],
-             readable(job["params"] or {}) or "defaults", (job["attempts"] or 0) + 1)
     try:
+        _save(store, job_id, None, pid=os.getpid(), pid_start=_proc_start(os.getpid()),
+              heartbeat="now")
+        hb = threading.Thread(target=w.heartbeat_loop, daemon=True)
+        hb.start()
+        # in words (the exact parameters are in `sei jobs show`)
+        log.info("job %s: %s with %s (attempt %s)", job_id, job["kind"],
+                 readable(job["params"] or {}) or "defaults", (job["attempts"] or 0) + 1)
         if job["heavy"]:
             w.lock = _wait_heavy_slot(store, w)  # held until the process exits
         if w.cancel:
             raise Cancelled()
-        store.job_update(job_id, ACTIVE, status="running", started_at="now",
-                         attempts=(job["attempts"] or 0) + 1, message="started")
+        _save(store, job_id, status="running", started_at="now",
+              attempts=(job["attempts"] or 0) + 1, message="started")
         result = run_stage(store, job["kind"], job["params"] or {}, w.progress)
         w.stop.set()
-        store.job_update(job_id, ACTIVE, status="succeeded", finished_at="now",
-                         result=result, message="done", eta_s=0)
+        _save(store, job_id, status="succeeded", finished_at="now", result=result,
+              message="done", eta_s=0)
         log.info("job %s succeeded: %s", job_id, result_line(result or {}))
         return 0
     except Cancelled:
         w.stop.set()
-        store.job_update(job_id, ACTIVE, status="cancelled", finished_at="now",
-                         message="cancelled at a safe point")
-        log.info("job %s cancelled", job_id)
+        _settle(store, job_id, reserve, logging.INFO, f"job {job_id} cancelled",
+                status="cancelled", finished_at="now", message="cancelled at a safe point")
         return 0
     except Exception as e:
         w.stop.set()
         if expected_failure(e):  # the user's to fix, and the message says how: one line
-            log.error("job %s failed: %s", job_id, scrub(f"{type(e).__name__}: {e}"))
+            text = f"job {job_id} failed: {type(e).__name__}: {e}"
         else:  # a bug: the whole traceback, for whoever fixes it
-            tb = scrub(traceback.format_exc())  # an error text may quote a key or a URL
-            log.error("job %s failed:\n%s", job_id, tb)
-        store.job_update(job_id, ACTIVE, status="failed", finished_at="now",
-                         error=f"{type(e).__name__}: {e}")
+            text = f"job {job_id} failed:\n{traceback.format_exc()}"
+        _settle(store, job_id, reserve, logging.ERROR, text, status="failed",
+                finished_at="now", error=f"{type(e).__name__}: {e}")
         return 1
 
 

@@ -42,6 +42,8 @@ class AnalysisIncomplete(InstructorError):
     """Some bad cases failed (or were not tried after the circuit breaker opened); the
     others' keyphrases are stored and a rerun retries only the failed ones."""
 
+    says_how_to_retry = True  # "run it again to retry only those"
+
     def __init__(self, analysis_id: str, failed: int, todo: int, not_tried: int, last: str,
                  streak: int = 0):
         self.analysis_id, self.failed, self.todo, self.not_tried = \

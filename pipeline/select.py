@@ -161,7 +161,8 @@ class Scorer(Protocol):
     def score_many(self, cands: list[dict], dev: list[dict], on_rows=None
                    ) -> list[tuple[dict, list[dict]]]:
         """score() of each candidate, batched together where the method can; on_rows(n)
-        hears how many of the chunk's dev answers are done, as they finish."""
+        hears how far the chunk's dev answers are, in answers (those finished, and the
+        tokens of those still being written, in answers' worth: see target.generate)."""
 
 
 def _demo_turns(cand: dict, tmpl: str) -> list[dict]:
@@ -352,9 +353,10 @@ def select(store: Store, p: SelectParams, progress: Progress = no_progress) -> d
 def _score_all(store: Store, sid: str, scorer: Scorer, cands: list[dict], dev: list[dict],
                target, p: SelectParams, progress: Progress) -> None:
     """Score the candidates not scored yet, each stored all or nothing as its chunk ends.
-    Progress is in dev answers ("120 of 320"), reported as they finish inside a batch, so a
-    long batch moves and its ETA comes from the measured rate; a random or all selection
-    counts candidates."""
+    Progress is in dev answers ("120 of 320"), reported at every decoding step inside a
+    batch (answers finished, and the tokens of those still being written in answers'
+    worth), so a long batch moves even while no answer has ended, and its ETA comes from
+    the measured rate; a random or all selection counts candidates."""
     done = store.scored_cands(sid)
     todo = [c for c in cands if c["cand_id"] not in done]
     per_cand = max(1, len(dev))

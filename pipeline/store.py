@@ -12,9 +12,12 @@ Writes are whole transactions, so a killed process leaves whole items or nothing
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import random
+import struct
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -60,6 +63,11 @@ class StoreWriteFailed(RuntimeError):
     of it was kept. The message carries the real cause, in one line."""
 
 
+class StoreCloseFailed(StoreWriteFailed):
+    """A write was saved (its COMMIT succeeded, so the write-ahead log holds it), but
+    closing the store then failed (its checkpoint: a full disk). The write stands."""
+
+
 # Messages DuckDB raises on a file that is not a database, or a damaged one.
 _BROKEN = (
     "not a valid DuckDB database file",
@@ -92,6 +100,65 @@ _write_lock = threading.RLock()
 _local = threading.local()
 _held: dict[str, Any] = {}  # run locks this process holds (hold_run), by lock path
 _closed: str | None = None  # why no store may be opened in this process (close_to_this_process)
+
+# DuckDB never installs or loads an extension at run time (a SQLite file at --db made it
+# try a download); every connection of this process has the same configuration.
+DUCKDB_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+
+# Whether a store file is whole, checked before DuckDB opens it (Store._check_whole), by
+# its path and (size, mtime, ctime, inode): a verdict holds until the file changes.
+_verdicts: dict[str, tuple[tuple, str | None]] = {}
+# Connections this process holds on each store file. DuckDB locks the file with POSIX
+# record locks, which the kernel drops when this process closes ANY descriptor of the
+# file: the check reads the file only while no connection of this process is open on it
+# (under _fd_lock, which every connect and close of a store takes).
+_in_use: dict[str, int] = {}
+_fd_lock = threading.Lock()
+
+_HEADER = 4096  # DuckDB: a main header, then two database headers, then the blocks
+_BLOCKS_START = 3 * _HEADER
+
+
+def _looks_like(head: bytes) -> tuple[str, bool]:
+    """What a file that is not a DuckDB database seems to be, by its first bytes, and
+    whether it is a data file `sei data import` reads."""
+    if head.startswith(b"SQLite format 3\0"):
+        return "a SQLite database", False
+    if head.startswith(b"PAR1"):
+        return "a Parquet file", True
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip file", False
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip file", False
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text[:1] in (b"{", b"["):
+        return "JSON or JSON Lines", True
+    try:
+        first = head.decode().splitlines()[0] if head else ""
+    except UnicodeDecodeError:
+        return "binary data of another kind", False
+    if "," in first or "\t" in first:
+        return "a CSV file", True
+    return "a text file", False
+
+
+def _sig(st: os.stat_result) -> tuple:
+    """What tells one state of a file from another: a verdict on it holds while this does."""
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _ident(name: str) -> str:
+    """A quoted SQL identifier, inside a single-quoted string."""
+    return '"' + name.replace('"', '""').replace("'", "''") + '"'
+
+
+_ASK = object()  # (a header's verdict: only DuckDB can tell)
+
+
+def _busy(path: Path) -> duckdb.Error:
+    """A lock of another process on the file, as DuckDB itself reports one: retried."""
+    return duckdb.IOException(f'Could not set lock on file "{path}": another process is '
+                              "writing it (checked before opening)")
 
 
 def close_to_this_process(why: str) -> None:
@@ -143,6 +210,163 @@ class Store:
                                 f"or {config.jobs_dir(self.path)}); reading works, but this "
                                 "needs to write (use a copy, or --db/SEI_DB elsewhere)")
 
+    def _damaged(self, why: str) -> str:
+        return (f"{self.path} is damaged ({why}); nothing was read from or written to it: "
+                "restore it from a copy, or point --db/SEI_DB at another store")
+
+    def _key(self) -> str:
+        return str(self.path.resolve())
+
+    def _check_whole(self, key: str) -> bool:
+        """Refuse, in one line, a file that is not a DuckDB database (by its header: a
+        DuckDB file has "DUCK" at byte 8) before DuckDB touches it, and a DuckDB file cut
+        short (a failed copy, a full disk), whose blocks in use reach past its end: DuckDB
+        opens such a file, and writes into it, and fails on a read much later.
+
+        Cheap: a stat and the 12 KiB of headers, under a shared lock on the file (no other
+        process writes it meanwhile). The verdict is cached by (size, mtime, ctime, inode).
+        True when only DuckDB can tell: the file is shorter than the block count of its
+        header, as a whole file often is (DuckDB trims the free blocks at its end after
+        writing the header); the caller then asks DuckDB (_check_blocks). Called under
+        _fd_lock, with no connection of this process open on the file (closing this
+        descriptor drops every lock this process holds on the file)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return False  # none (a new store; a read's missing-store error) or unreadable
+        try:
+            sig = _sig(os.fstat(fd))
+            cached = _verdicts.get(key)
+            if cached is None or cached[0] != sig:
+                head = os.pread(fd, 16, 0)
+                if len(head) >= 12 and head[8:12] != b"DUCK":  # no lock needed: never a store
+                    cached = _verdicts[key] = (sig, self._foreign(os.pread(fd, 4096, 0)))
+                else:
+                    try:
+                        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    except OSError as e:
+                        if e.errno in (errno.EAGAIN, errno.EACCES):
+                            raise _busy(self.path) from None  # a writer: retried
+                        return False  # no locks on this file system: DuckDB's own checks
+                    sig = _sig(os.fstat(fd))
+                    verdict = self._header_verdict(fd, sig[0])
+                    if verdict is _ASK:
+                        return True
+                    cached = _verdicts[key] = (sig, verdict)
+            if cached[1]:
+                raise StoreUnusable(cached[1])
+            return False
+        finally:
+            os.close(fd)
+
+    def _foreign(self, head: bytes) -> str:
+        """The refusal of a file that is not a DuckDB database."""
+        if not head:
+            return (f"{self.path} is an empty file, not a SEI store: point --db/SEI_DB at a "
+                    "store, delete the file (a store is made where none is), or restore it "
+                    "from a copy")
+        what, data = _looks_like(head)
+        hint = f"; `sei data import {self.path.name}` loads problems from it" if data else ""
+        return (f"{self.path} is not a SEI store: it is {what}, not a DuckDB database, and "
+                f"was left untouched{hint}; point --db/SEI_DB at a store, or restore it from "
+                "a copy")
+
+    def _header_verdict(self, fd: int, size: int):
+        """What the headers of the file behind fd tell: None (whole), why not, or _ASK."""
+        head = os.pread(fd, _BLOCKS_START, 0)
+        if len(head) < 12 or head[8:12] != b"DUCK":
+            return self._foreign(head)
+        if size < _BLOCKS_START:
+            return self._damaged(f"its headers are cut short: the file is {size} bytes")
+        # each database header: checksum, iteration, meta block, free list, block count,
+        # block size, ...; the one with the higher iteration is in force
+        _, _, _, count, alloc = max(struct.unpack_from("<5Q", head, off + 8)
+                                    for off in (_HEADER, 2 * _HEADER))
+        alloc = alloc or 262144  # (older files leave it 0: the default)
+        if alloc & (alloc - 1) == 0 and 4096 <= alloc <= 2 ** 30 and \
+                count <= (size - _BLOCKS_START) // alloc:
+            return None  # every block the header counts is in the file
+        return _ASK
+
+    def _check_blocks(self, con, key: str) -> None:
+        """Refuse the file if a block in use lies past its end, by DuckDB's account on `con`
+        (whose lock keeps the file as it is meanwhile): the blocks of every table's column
+        segments and of the metadata, and the count of blocks in use."""
+        verdict = None
+        try:
+            st = os.stat(self.path)
+            tables = con.execute("SELECT schema_name, table_name FROM duckdb_tables() "
+                                 "WHERE database_name = current_database()").fetchall()
+            parts = ["SELECT block_id AS b FROM pragma_metadata_info()"] + [
+                f"SELECT greatest(block_id, list_max(additional_block_ids)) AS b FROM "
+                f"pragma_storage_info('{_ident(sch)}.{_ident(tab)}')" for sch, tab in tables]
+            top = con.execute(f"SELECT max(b) FROM ({' UNION ALL '.join(parts)})").fetchall()[0][0]
+            alloc, used = con.execute("SELECT block_size, used_blocks "
+                                      "FROM pragma_database_size()").fetchall()[0]
+            need = max(used or 0, (top if top is not None else -1) + 1)
+            if _BLOCKS_START + need * alloc > st.st_size:
+                verdict = self._damaged(
+                    f"cut short: the file ends at byte {st.st_size}, but the blocks it uses "
+                    f"reach byte {_BLOCKS_START + need * alloc}; a failed copy or a full disk?")
+        except duckdb.Error as e:
+            if not _broken(e):
+                raise
+            verdict = self._damaged(_cause(e))
+        _verdicts[key] = (_sig(st), verdict)
+        if verdict:
+            raise StoreUnusable(verdict)
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection, once the file is known whole (unless this process holds one
+        on it already: then it was, and no other process can have written it since)."""
+        key = self._key()
+        with _fd_lock:
+            ask = not _in_use.get(key) and self._check_whole(key)
+            if ask and not read_only:  # a file is opened for writing only once known whole
+                try:
+                    probe = duckdb.connect(str(self.path), read_only=True, config=DUCKDB_CONFIG)
+                except duckdb.Error as e:
+                    if _broken(e):
+                        _verdicts.pop(key, None)
+                        raise StoreUnusable(self._damaged(_cause(e))) from None
+                    raise
+                try:
+                    self._check_blocks(probe, key)
+                finally:
+                    probe.close()
+                ask = False
+            con = duckdb.connect(str(self.path), read_only=read_only, config=DUCKDB_CONFIG)
+            _in_use[key] = _in_use.get(key, 0) + 1
+        if ask:  # a read: asked on its own connection
+            try:
+                self._check_blocks(con, key)
+            except BaseException:
+                self._close(con)
+                raise
+        return con
+
+    def _close(self, con, saved: bool = False) -> None:
+        """Close a connection of _connect. After a saved write the file is whole as this
+        process left it: its new size and time are remembered so (no check on the next
+        open)."""
+        key = self._key()
+        closed = False
+        try:
+            con.close()
+            closed = True
+        finally:
+            with _fd_lock:
+                n = _in_use.get(key, 1) - 1
+                if n > 0:
+                    _in_use[key] = n
+                else:
+                    _in_use.pop(key, None)
+                if closed and saved:
+                    try:
+                        _verdicts[key] = (_sig(os.stat(self.path)), None)
+                    except OSError:
+                        pass
+
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         if _closed:
             raise StoreUnusable(f"{self.path} is closed to this process: {_closed}")
@@ -154,7 +378,7 @@ class Store:
                                 "this needs to write (use a copy, or --db/SEI_DB elsewhere)")
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only)
+                return self._connect(read_only)
             except duckdb.Error as e:  # (a damaged block comes as a plain duckdb.Error)
                 if _broken(e):
                     # a short read, seen once under heavy load, is retried a moment;
@@ -182,7 +406,7 @@ class Store:
                     raise self._unusable(e) from None
                 raise
             finally:
-                con.close()
+                self._close(con)
             if current == SCHEMA_VERSION:
                 return current
             if not self._writable():
@@ -190,12 +414,15 @@ class Store:
                                     f"v{SCHEMA_VERSION}, but it is read-only for this user")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = self._open(read_only=False)
+        saved = False
         try:
             self._applied(con)  # a store newer than this code is refused before any write
             migrations.migrate(con)
-            return len(self._applied(con))
+            n = len(self._applied(con))
+            saved = True
+            return n
         finally:
-            con.close()
+            self._close(con, saved)
 
     def _applied(self, con) -> list[str]:
         """The migrations this store has had; a store newer than this code, or a DuckDB
@@ -244,7 +471,7 @@ class Store:
             raise
         finally:
             _local.con = None
-            con.close()
+            self._close(con)
 
     @contextmanager
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -285,10 +512,10 @@ class Store:
             finally:
                 _local.con, _local.writing = None, False
                 try:
-                    con.close()
+                    self._close(con, saved=not failed)
                 except duckdb.Error as e:
                     if not failed:  # else the error on its way out is the one to tell
-                        raise StoreWriteFailed(f"{self.path}: the write was saved, but closing "
+                        raise StoreCloseFailed(f"{self.path}: the write was saved, but closing "
                                                f"the store failed: {_cause(e)}") from None
 
     def _reading(self, fn):

@@ -64,7 +64,9 @@ class StoreProcess(Store):
         to_child, from_parent = os.pipe()
         to_parent, from_child = os.pipe()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.store_process", str(self.path),
+            # the absolute path: the child runs in the repository, and a relative --db
+            # there made a new, empty store beside the code
+            [sys.executable, "-m", "pipeline.store_process", str(self.path.absolute()),
              str(to_child), str(from_child)],
             pass_fds=(to_child, from_child), stdin=subprocess.DEVNULL, cwd=str(config.ROOT))
         os.close(to_child)

@@ -276,8 +276,10 @@ class LocalTarget:
     def generate(self, messages: list[list[dict]], params: GenParams,
                  on_rows=None) -> list[Generation]:
         """Greedy generation of a batch (the caller chunks by params.batch_size);
-        `on_rows(n)` hears how many rows have finished as they finish (progress inside a
-        batch, which can take minutes on a CPU).
+        `on_rows(n)` hears how far the batch is, in rows, at every decoding step: the rows
+        finished plus the tokens the others have generated, counted in rows of
+        max_new_tokens (progress inside a batch, which can take minutes on a CPU, also
+        while no row has finished yet); n never goes back and ends at the batch's size.
 
         Conversations that differ only in their last message (every extraction prompt
         shares the system prompt and instruction, ~60% of its tokens; every dev row of a
@@ -412,7 +414,9 @@ def _greedy(model, tok, rows, mask, n_pre, cache, max_new, until_answer=True,
                 done[i] = True
         live = [j for j, i in enumerate(present) if not done[i]]
         if on_rows is not None:
-            on_rows(sum(done))
+            # the rows finished, and the others' tokens so far in rows' worth of their
+            # budget: a batch whose rows all run to max_new moves too, not only at its end
+            on_rows(sum(done) + sum(len(gens[present[j]]) for j in live) // max_new)
         if not live or step + 1 == max_new:
             break
         if len(present) - len(live) >= max(1, len(present) // 8):

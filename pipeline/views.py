@@ -471,12 +471,18 @@ def candidate_records(store: Store, status: str | None = "kept") -> list[dict]:
 
 def write_records(rows: list[dict], out: str, fmt: str = "jsonl") -> None:
     """Rows to a JSONL file, or to Parquet with nested values as JSON text."""
+    with open(out, "wb") as f:
+        dump_records(rows, f, fmt)
+
+
+def dump_records(rows: list[dict], f, fmt: str = "jsonl") -> None:
+    """Rows into an open binary file, as write_records writes them (the CLI's exports go
+    through cli_base.write_export, which leaves no partial file)."""
     if fmt == "jsonl":
-        with open(out, "w") as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+        for r in rows:
+            f.write((json.dumps(r, ensure_ascii=False, default=str) + "\n").encode())
     else:
         import pandas as pd
 
         pd.DataFrame([{k: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v
-                       for k, v in r.items()} for r in rows]).to_parquet(out)
+                       for k, v in r.items()} for r in rows]).to_parquet(f)

@@ -124,7 +124,15 @@ def test_cli_clusters_with_the_instructor_and_compares_with_hdbscan(clustered, m
     assert sum(out["rows"][1]["sizes"]) == n
     hd_labels = [r["cluster"] for r in clustered.cluster_points(hd)]
     assert out["rows"][0]["noise"] == hd_labels.count(-1)
-    assert -1 <= out["ari"] < 1  # two different groupings of the same keyphrases
+    # the index is sklearn's over the two labellings of the same keyphrases (noise one
+    # group of its own): two different groupings, so below 1
+    from sklearn.metrics import adjusted_rand_score
+    hd_by_kp = {r["kp_id"]: r["cluster"] for r in clustered.cluster_points(hd)}
+    llm_by_kp = {r["kp_id"]: r["cluster"] for r in clustered.cluster_points(llm)}
+    assert set(hd_by_kp) == set(llm_by_kp) and len(hd_by_kp) == n
+    kp_ids = sorted(hd_by_kp)
+    want = adjusted_rand_score([hd_by_kp[k] for k in kp_ids], [llm_by_kp[k] for k in kp_ids])
+    assert out["ari"] == pytest.approx(want, abs=1e-12) and want < 1
     same = agreement(clustered, llm, llm)
     assert same["ari"] == pytest.approx(1.0) and same["nmi"] == pytest.approx(1.0)
     r = CliRunner().invoke(cli, ["--db", str(clustered.path), "types", "agreement", hd])
@@ -182,3 +190,88 @@ def test_error_map_runs_llm_clustering_as_a_job_and_compares_it(clustered, monke
     assert list(table["types"]) == [r["types"] for r in ag["rows"]]
     ari = next(m for m in at.metric if m.label == "adjusted Rand index")
     assert ari.value == f"{ag['ari']:.3f}"
+
+
+# Every mode of the fault server (tests/fault_server.py), an unknown one being a 400, with
+# what the one line must say of it.
+FAULT_REASONS = {
+    "429": "RateLimitError", "500": "InternalServerError",
+    "nochoices": "reply has no choices", "emptychoices": "reply has no choices",
+    "nullcontent": "reply has no message content", "cutbody": "JSONDecodeError",
+    "cutcontent": "reply is not valid JSON for the schema",
+    "deepcontent": "reply is not valid JSON for the schema",
+    "wrongshape": "reply is not valid JSON for the schema", "html": "reply has no choices",
+    "echo401": "AuthenticationError", "slow": "APITimeoutError",
+    "unknown": "BadRequestError"}
+
+
+def _fault_analyses(store, modes) -> None:
+    """For each mode an analysis of six keyphrases, one carrying the mode's marker (so
+    the first request of an LLM clustering of it, which names types from all six, meets
+    the fault); their embeddings computed here, once."""
+    from fault_server import make_bad_cases
+
+    from pipeline.embed import embed
+
+    ids = make_bad_cases(store, [f"Case {i}" for i in range(6)])
+    words = ["carry", "sign", "unit", "order", "rounding", "percent"]
+    texts = []
+    for m in modes:
+        store.upsert_analysis(f"faults-{m}", "test", None, {})
+        for i, c in enumerate(ids):
+            t = f"{words[i]} error in step {i}" + (f" FAULT:{m}" if i == 0 else "")
+            store.record_keyphrases(f"faults-{m}", c, "test", [{"text": t}])
+            texts.append(t)
+    embed(store, texts)
+
+
+def _error_lines(out: str) -> list[str]:
+    """The lines of an output that are not its progress bars (`cluster:  20%|...`)."""
+    import re
+
+    return [x for x in out.splitlines() if x.strip() and not re.match(r"cluster:\s+\d+%\|", x)]
+
+
+@pytest.mark.slow
+def test_cluster_llm_turns_every_instructor_fault_into_one_line(store, monkeypatch):
+    """`sei cluster --method llm` against an instructor that fails in each of the fault
+    server's ways: one line with the reason and how to retry, no traceback, exit 1, no
+    clustering stored, and the key nowhere. Every mode through the command in this
+    process (a fault left uncaught would raise here), and one through the real `sei` in
+    its own process, whose stderr would show a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    from fault_server import FaultServer
+
+    from pipeline.config import ROOT
+
+    key = "sk-cluster-fault-0123456789abcdef"
+    _fault_analyses(store, FAULT_REASONS)
+    with FaultServer(slow_s=5) as srv:
+        env = {"SEI_INSTRUCTOR_MODEL": "m", "OPENAI_BASE_URL": srv.base_url,
+               "OPENAI_API_KEY": key, "SEI_INSTRUCTOR_TIMEOUT_S": "1",
+               "SEI_INSTRUCTOR_CASE_S": "2"}
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        hint = "run `sei cluster` again to retry"
+        for mode, reason in FAULT_REASONS.items():
+            r = CliRunner().invoke(cli, ["--db", str(store.path), "cluster", "--method", "llm",
+                                         "--analysis", f"faults-{mode}"], prog_name="sei",
+                                   catch_exceptions=False)
+            [line] = _error_lines(r.output)
+            assert r.exit_code == 1, (mode, r.output)
+            assert line.startswith("Error: the instructor failed: "), (mode, line)
+            assert reason in line and hint in line, (mode, line)
+            assert "Traceback" not in r.output and key not in r.output, mode
+        p = subprocess.run([sys.executable, "-m", "pipeline.cli", "cluster", "--method", "llm",
+                            "--analysis", "faults-500"], capture_output=True, text=True,
+                           cwd=ROOT, env=dict(os.environ, SEI_DB=str(store.path), **env),
+                           timeout=600)
+    out = p.stdout + p.stderr
+    assert p.returncode == 1 and "Traceback" not in out, out
+    [line] = _error_lines(out)
+    assert line.startswith("Error: the instructor failed: ") and "InternalServerError" in line
+    assert hint in line and key not in out
+    assert store.clusterings() == []

@@ -227,7 +227,7 @@ def test_training_killed_resumes_from_checkpoint_and_adapter_changes_outputs(clu
     os.killpg(clustered.job(jid)["pid"], signal.SIGKILL)
     # a process holding a trained model's heap takes a moment to die; reap sees it then
     reaped = []
-    _wait(lambda: reaped.extend(jobs.reap(clustered)) or jid in reaped,
+    _wait(lambda: reaped.extend(jobs.reap(clustered)) or jid in reaped, timeout=120,
           what="reap to mark the killed job failed")
     assert clustered.job(jid)["status"] == "failed"
     assert "died without reporting" in clustered.job(jid)["error"]

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 from map_actions import MapActions
 
-from pipeline import config, instructor, jobs, llm_cluster, review, search, taxonomy
+from pipeline import config, instructor, llm_cluster, review, search, taxonomy
 from pipeline.cluster import ClusterParams, agreement
 
 s = common.header("Error map")
@@ -405,12 +405,14 @@ with st.form("recluster"):
             ss["flash_error"] = ("LLM clustering needs an instructor model: choose one on the "
                                  "Settings page.")
         else:
-            jid = jobs.submit(s, "cluster", {"min_cluster_size": int(mcs),
-                                             "n_neighbors": int(nn), "method": method,
-                                             "k": int(k), "llm_batch": int(batch),
-                                             "seed": int(seed),
-                                             "analysis_id": cl["analysis_id"]})
-            flash(f"clustering job #{jid} started; the map redraws when it ends")
+            jid = common.submit(s, "cluster", {"min_cluster_size": int(mcs),
+                                               "n_neighbors": int(nn), "method": method,
+                                               "k": int(k), "llm_batch": int(batch),
+                                               "seed": int(seed),
+                                               "analysis_id": cl["analysis_id"]},
+                                show=lambda m: flash(m, error=True))
+            if jid is not None:
+                flash(f"clustering job #{jid} started; the map redraws when it ends")
         st.rerun()
 if ins is None:
     common.page_link("Settings", "Configure an instructor for LLM clustering",

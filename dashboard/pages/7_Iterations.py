@@ -32,6 +32,21 @@ def interval(r: dict) -> str:
     return "–" if r.get("lo") is None else f"[{pts(r['lo'])}, {pts(r['hi'])}] pts"
 
 
+def unmatchable_warnings(rows: list[dict]) -> None:
+    """Under the figures: each evaluated set whose problems hold references that cannot
+    match themselves (scored wrong whatever the model answers), how many, once per set
+    and count."""
+    said = set()
+    for r in rows:
+        ds, sp = r["set"].split("/", 1)
+        n = len(evaluate.unmatchable(s, ds, sp, pids={x["pid"]
+                                                      for x in s.run_items(r["run_id"])}))
+        if n and (r["set"], n) not in said:
+            said.add((r["set"], n))
+            st.warning(evaluate.unmatchable_line(r["set"], n) + "; the accuracy counts "
+                       "them as wrong.", icon=":material/rule:")
+
+
 empty = views.is_empty(s)
 if empty:
     st.info("Nothing yet: run the quick start (Overview), then synthesize (Synthesis page). "
@@ -84,6 +99,7 @@ else:
             "run_id": r["run_id"], "adapter": r["adapter"], "weights_hash": r["weights_hash"],
             "data_hash": r["data_hash"], "seed": r["seed"]} for r in acc]),
             hide_index=True, width="stretch", key="it_acc_table")
+    unmatchable_warnings(acc)
 
     arm_rows = []
     for it in views.arms_table(s):
@@ -239,6 +255,10 @@ with tab_ev:
                + f") × ~{ee['s_per_problem']:.2g} s each ("
                + ("measured in this store's runs" if ee["measured"] else
                   "the reference machine's rate") + f") ≈ {common.duration(ee['seconds'])}")
+    for set_ in e_sets:  # said before the run: problems no answer can get right
+        n_bad = len(evaluate.unmatchable(s, *set_.split("/", 1), ep.limit))
+        if n_bad:
+            st.warning(evaluate.unmatchable_line(set_, n_bad) + ".", icon=":material/rule:")
     if st.button("Evaluate", key="ev_go", disabled=not e_sets):
         common.launch(s, "evaluate", asdict(ep), "iterations")
 with tab_it:

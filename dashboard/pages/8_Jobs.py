@@ -23,8 +23,9 @@ with st.expander("Start a job"):
             params = {} if kind == "cluster" else {"limit": int(limit) or None}
             if kind == "extract":
                 params.update(dataset=dataset, split=split)
-            jid = jobs.submit(s, kind, params)
-            st.success(f"job #{jid} started")
+            jid = common.submit(s, kind, params)  # a refusal is said in words
+            if jid is not None:
+                st.success(f"job #{jid} started")
 
 
 @st.fragment(run_every=2)

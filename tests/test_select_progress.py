@@ -1,0 +1,54 @@
+"""One-shot scoring's progress inside a batch (issue 38): a batch of dev answers can take
+minutes on a CPU, so its count must move before the batch ends, also while none of its
+answers has ended yet (a job sat at 0/18 for 7 minutes while every row ran to its token
+limit). Once through select() on a real store with the scripted target, once on the real
+model where no answer ends before the limit."""
+
+from __future__ import annotations
+
+from pipeline.data import import_demo
+from pipeline.demo import generate as demo_problems
+from pipeline.extract import extract
+from pipeline.select import OneShot, SelectParams, select
+
+
+def test_oneshot_selection_progress_moves_inside_a_batch(store, scripted_slow):
+    """Three candidates on four dev problems: twelve dev answers in one batch of 160 rows,
+    the scripted target writing one every 0.25 s; the selection's progress hears the count
+    go up one by one before the batch ends, then each candidate's score."""
+    import_demo(store, 16, 4)
+    extract(store, "demo", "train", limit=12)
+    probs = store.problems("demo", "train")[12:15]
+    store.add_candidates([{"slot": f"b/1/{i}", "batch_id": "b", "iteration": 1, "type_id": 1,
+                           "question": p["question"], "solution": p["solution"],
+                           "answer": p["answer"], "status": "kept"}
+                          for i, p in enumerate(probs)])
+    heard = []
+    out = select(store, SelectParams(method="oneshot", n_good=2, n_bad=2, batch_size=160),
+                 lambda done, total, step, message: heard.append((done, total, message)))
+    assert out["n_scored"] == 3
+    first_score = next(k for k, h in enumerate(heard) if h[2].startswith("cand "))
+    inside = [done for done, total, _ in heard[:first_score]]
+    assert {total for _, total, _ in heard} == {12}
+    assert inside == list(range(13))  # 0, then every answer of the batch as it is written
+    assert [done for done, _, _ in heard[first_score:]] == [12]  # the scores stored
+
+
+def test_oneshot_progress_moves_while_no_answer_has_ended(target):
+    """The real model, at most 12 new tokens per dev answer, six answers in one batch:
+    until the first answer ends, counting finished answers alone stays at 0. The count
+    moves with the tokens written before that, never goes back, and ends at six."""
+    probs = demo_problems(5, seed=9)
+    cands = [{"cand_id": i, "question": p["question"], "solution": p["solution"]}
+             for i, p in enumerate(probs[:2])]
+    dev = [{"dataset": "demo", "split": "train", "pid": p["pid"], "question": p["question"],
+            "answer": p["answer"], "half": "good" if k % 2 else "bad",
+            "zero_correct": bool(k % 2)} for k, p in enumerate(probs[2:])]
+    heard = []
+    scored = OneShot(target, SelectParams(max_new_tokens=12, batch_size=6)).score_many(
+        cands, dev, on_rows=heard.append)  # 6 dev answers, one batch
+    first_end = min(r["completion_tokens"] for _, rs in scored for r in rs)
+    assert first_end >= 3  # (greedy: the same every run) some steps before an answer ends
+    # one call per decoding step; those before the first answer ended:
+    assert any(n > 0 for n in heard[:first_end - 1]), heard
+    assert heard == sorted(heard) and heard[-1] == 6
