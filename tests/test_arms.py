@@ -65,8 +65,8 @@ def test_no_test_item_reaches_analysis_synthesis_or_selection(looped_db, tmp_pat
     sources = {x for c in s.candidates(iteration=1) for x in c["source_cases"]}
     assert sources
     assert {c["split"] for c in s.cases_by_id(sorted(sources))} == {"train"}
-    dev = s.dev_set(1)
-    assert len(dev) == 4 and {d["split"] for d in dev} == {"train"}  # n_good 2 + n_bad 2
+    dev = s.dev_set(1)  # up to n_good 2 + n_bad 2: as many right answers as the base gave
+    assert 0 < len(dev) <= 4 and {d["split"] for d in dev} == {"train"}
     assert not {(d["dataset"], d["split"], d["pid"]) for d in dev} & test_pids
 
 
