@@ -76,7 +76,7 @@ test: setup $(SERVER_STAMP) /usr/bin/chromium
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -x -q -n 2 --dist loadgroup -m "not slow" tests -k "not browser"
 
-bench: setup
+bench: setup $(SERVER_STAMP)
 	$(BIN)/python benchmarks/generation.py
 	$(BIN)/python benchmarks/clustering.py
 	$(BIN)/python benchmarks/map_edit.py
