@@ -10,7 +10,6 @@ The full disk is a real tmpfs (mounted as root; skipped where that is not allowe
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_store_edges import digest, one_line_error, tree  # the same checks
 
 from pipeline import jobs
 from pipeline import store as store_mod
@@ -58,24 +58,6 @@ def one_line(result) -> str:
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1, result.output
     return lines[0]
-
-
-def one_line_error(r: subprocess.CompletedProcess) -> str:
-    """The same for a real process: non-zero exit, no traceback, one line on stderr."""
-    out = r.stdout + r.stderr
-    assert r.returncode != 0, out
-    assert "Traceback" not in out, out
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, out
-    return lines[0]
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def tree(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
 def header_blocks(db: Path) -> tuple[int, int]:
