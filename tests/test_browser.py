@@ -127,27 +127,30 @@ def until(cond, timeout=30.0):
 
 
 def choose(page, box: str, option, tries: int = 6):
-    """Pick an option in a combobox. A rerun can redraw the widget under an open list, so
-    open it again until the option shows (each wait is on the option, not a sleep)."""
+    """Pick an option in a combobox. A rerun can redraw the widget under an open list (an
+    option that never holds still), so open it again until a pick lands (each wait is on
+    the option, not a sleep)."""
     for i in range(tries):
         idle(page)
         page.get_by_role("combobox", name=box).click()
         opt = page.get_by_role("option", name=option, exact=isinstance(option, str))
         try:
             opt.first.wait_for(state="visible", timeout=5_000)
+            opt.first.click(timeout=10_000)
         except Exception:
             page.keyboard.press("Escape")
             if i == tries - 1:
                 raise
             continue
-        opt.first.click()
         page.keyboard.press("Escape")
         # A multiselect stays open after a pick; a click while it is open only closes it.
         page.get_by_role("listbox").wait_for(state="hidden", timeout=10_000)
         return
 
 
-MAP = "iframe[src*='sei_map']"  # the map component's frame (dashboard/map_view.py)
+# The map component's frame (dashboard/map_view.py). While a rerun replaces the map, the
+# page can hold the outgoing frame beside the new one, drawn at height 0: never that one.
+MAP = "iframe[src*='sei_map']:not([height='0'])"
 
 
 def map_frame(page):
@@ -156,17 +159,17 @@ def map_frame(page):
 
 
 def map_ready(page):
-    page.frame_locator(MAP).locator(".js-plotly-plot .nsewdrag").first.wait_for()
     idle(page)
+    page.frame_locator(MAP).first.locator(".js-plotly-plot .nsewdrag").first.wait_for()
     # The map in the middle of the window, clear of the fixed header, so that a lasso drawn
     # by pixels lands on it whole (the search box above pushes its bottom past the window).
-    page.locator(MAP).scroll_into_view_if_needed()
+    page.locator(MAP).first.scroll_into_view_if_needed()
     page.evaluate("s => document.querySelector(s).scrollIntoView({block: 'center'})", MAP)
 
 
 def map_title(page, text: str):
     """A title drawn on the map (a plotly annotation)."""
-    return page.frame_locator(MAP).locator(".js-plotly-plot .annotation-text",
+    return page.frame_locator(MAP).first.locator(".js-plotly-plot .annotation-text",
                                            has_text=text).first
 
 
@@ -214,7 +217,7 @@ def map_px(page, x: float, y: float) -> tuple[float, float]:
         '.js-plotly-plot'); const L = g._fullLayout;
         const r = g.querySelector('.nsewdrag').getBoundingClientRect();
         return [r.left + L.xaxis.d2p(x), r.top + L.yaxis.d2p(y)]; }""", [x, y])
-    box = page.locator(MAP).bounding_box()
+    box = page.locator(MAP).first.bounding_box()
     return box["x"] + fx, box["y"] + fy
 
 
@@ -225,7 +228,7 @@ def dots_px(page, dots: list[dict]) -> list[tuple[float, float]]:
         const r = g.querySelector('.nsewdrag').getBoundingClientRect();
         return pts.map(([x, y]) => [r.left + L.xaxis.d2p(x), r.top + L.yaxis.d2p(y)]); }""",
                                   [[d["x"], d["y"]] for d in dots])
-    box = page.locator(MAP).bounding_box()
+    box = page.locator(MAP).first.bounding_box()
     return [(box["x"] + fx, box["y"] + fy) for fx, fy in fr]
 
 
@@ -396,7 +399,7 @@ def test_error_map_edit_bugs(app, page):
     # A person's own zoom (the mouse wheel on the map) outlives an edit: the figure is
     # updated in place (map_view.py), not drawn as a new chart.
     map_ready(page)  # in the window, where the wheel turns
-    bb = page.frame_locator(MAP).locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    bb = page.frame_locator(MAP).first.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
     page.mouse.move(bb["x"] + bb["width"] / 2, bb["y"] + bb["height"] / 2)
     page.mouse.wheel(0, -400)
     map_frame(page).wait_for_function("v => { const L = document.querySelector("
@@ -568,7 +571,7 @@ def test_error_map_lasso_opens_cases_and_splits(app, page):
 
     # Lasso the whole map: every drawn keyphrase comes back; split them into a type.
     drawn = {q["kp_id"] for q in tax.points if not q["excluded"]}
-    bb = page.frame_locator(MAP).locator(".js-plotly-plot .nsewdrag").first.bounding_box()
+    bb = page.frame_locator(MAP).first.locator(".js-plotly-plot .nsewdrag").first.bounding_box()
     lasso(page, bb["x"] + 3, bb["y"] + 3, bb["x"] + bb["width"] - 3, bb["y"] + bb["height"] - 3)
     page.get_by_text(f"{len(drawn)} selected keyphrases").wait_for()
     idle(page)
