@@ -243,17 +243,23 @@ def test_evaluation_through_an_openai_compatible_server(store, llama_server):
 
 
 @pytest.mark.slow
-def test_progress_arrives_within_the_first_batch(store):
-    """A small first batch: the first done count comes after FIRST_BATCH items, not after
-    a whole batch of 16 (an extraction sat at 0/16 with no ETA for 80 s)."""
-    from pipeline.extract import FIRST_BATCH
-
+def test_progress_moves_inside_one_batch_and_the_run_is_one_batch(store):
+    """Progress comes at every decoding step of a batch, in rows' worth (an extraction sat
+    at 0/16 with no ETA for 80 s), so a run that fits one batch is generated as one batch
+    (a small first batch doubled the decoding steps of a small run)."""
     import_demo(store, 12, 2)
     seen = []
+
+    def progress(d, t, step, msg):
+        seen.append((d, msg, store.count("generations")))
+
     extract(store, "demo", "train", limit=6, params=GenParams(max_new_tokens=8, batch_size=16),
-            progress=lambda d, t, step, msg: seen.append((d, t, msg)))
-    counts = [d for d, t, _ in seen]
-    assert counts[-1] == 6 and FIRST_BATCH in counts
-    assert counts.index(FIRST_BATCH) < counts.index(6)
-    assert any(msg == f"generating 1-{FIRST_BATCH} of 6" for _, _, msg in seen), seen
-    assert store.count("generations") == 6
+            progress=progress)
+    assert [m for _, m, _ in seen if m.startswith("generating")][0] == "generating 1-6 of 6"
+    assert not any(m.startswith("generating") and m != "generating 1-6 of 6"
+                   for _, m, _ in seen), seen
+    # counts that moved while nothing was stored yet: inside the batch
+    inside = [d for d, m, stored in seen if m == "generating 1-6 of 6" and stored == 0]
+    assert max(inside) > 0, seen
+    assert inside == sorted(inside) and max(inside) < 6  # never back, never "done" unstored
+    assert seen[-1][0] == 6 and store.count("generations") == 6
