@@ -107,11 +107,11 @@ def _run(store: Store, run_id: str, m: dict, target, problems: list[dict], param
         batch = todo[i:i + params.batch_size]
         what = f"generating {n_done + 1}-{n_done + len(batch)} of {total}"
         progress(n_done, total, "extract", what)
-        stopped = []
+        stopped, size = [], len(batch)
 
-        def rows(n, base=n_done, what=what, stopped=stopped):
+        def rows(n, base=n_done, size=size, what=what, stopped=stopped):
             try:
-                progress(base + min(n, len(batch) - 1), total, "extract", what)
+                progress(base + min(n, size - 1), total, "extract", what)
             except BaseException:
                 stopped.append(True)  # a cancel: the batch is dropped (resumable), not failed
                 raise

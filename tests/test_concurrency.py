@@ -53,7 +53,7 @@ READER = textwrap.dedent("""
 @pytest.mark.slow
 def test_reader_and_writer_side_by_side(store):
     store.migrate()
-    n = 500
+    n = 200  # ~0.2 s a commit here: the reader's 100 reads fit inside the writer's run
     jid = jobs.submit(store, "ticks", {"n": n, "seconds": 0.02, "tag": "cc"})
     reader = subprocess.Popen([sys.executable, "-c", READER, str(store.path), str(jid),
                                str(READS), "240"],
