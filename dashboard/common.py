@@ -17,7 +17,7 @@ import streamlit as st
 
 from pipeline import config, jobs, views
 from pipeline.redact import scrub
-from pipeline.store import Store
+from pipeline.store import Store, StoreUnusable
 
 NOISE = "#b8b8b8"
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -58,6 +58,12 @@ def header(title: str) -> Store:
     st.title(title)
     s = store()
     st.caption(f"Store: `{s.path}`")
+    if s.path.exists():
+        try:  # a damaged or foreign file: one line on every page, before any read of it
+            s.scalar("SELECT 1")
+        except StoreUnusable as e:
+            st.error(scrub(str(e)))
+            st.stop()
     return s
 
 

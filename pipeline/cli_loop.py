@@ -208,11 +208,15 @@ def evaluate_cmd(ctx, iteration, sets, background, **kw):
 
     kw["sets"] = [norm(s) for s in sets] or default_sets(store)
     kw = {k: v for k, v in kw.items() if v is not None}
-    out = _run_and_echo(ctx, "evaluate", kw, background)
+    _warn_unmatchable(_run_and_echo(ctx, "evaluate", kw, background))
+
+
+def _warn_unmatchable(out: dict | None) -> None:
+    """Beside the figures, on stderr: per set, the problems no answer can get right."""
     from pipeline.evaluate import unmatchable_line
 
     for set_, n in ((out or {}).get("unmatchable_references") or {}).items():
-        if n:  # beside the figures: problems no answer can get right
+        if n:
             click.echo(f"warning: {unmatchable_line(set_, n)}", err=True)
 
 
@@ -288,7 +292,7 @@ def iterate_cmd(ctx, preset, config_path, train_sets, eval_sets, eval_sets_old, 
     except ValueError as e:
         _fail(e)
     _store(ctx, create=True)  # the loop imports its sets into a new store if need be
-    _run_and_echo(ctx, "iterate", p.resolved(), background, indent=1)
+    _warn_unmatchable(_run_and_echo(ctx, "iterate", p.resolved(), background, indent=1))
 
 
 def _stage_param(spec: str) -> tuple[str, str, object]:

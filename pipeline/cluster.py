@@ -183,16 +183,23 @@ def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str 
     prev_pts = store.cluster_points(prev["clustering_id"]) if prev else []
     before = {r["text"]: (r["x"], r["y"]) for r in prev_pts}
     ins = llm_cluster.instructor_for_clustering(instructor) if p.method == "llm" else None
-    x, xy, z = embed_and_map(store, [k["text"] for k in kps], p, timings, progress, before)
-    progress(20, STEPS, "cluster", p.method)
-    t = time.perf_counter()
+    texts = [k["text"] for k in kps]
     named = None
     if ins is not None:
-        lab, prob, named, llm_meta = _llm_labels(store, kps, p, ins, progress)
+        # the instructor first: one that fails does so before the embedding and UMAP
+        t = time.perf_counter()
+        lab, prob, named, llm_meta = _llm_labels(store, kps, p, ins,
+                                                 scaled(progress, 0, 70, STEPS))
         timings.update(llm_meta)
+        timings["cluster_s"] = time.perf_counter() - t
+        x, xy, z = embed_and_map(store, texts, p, timings, scaled(progress, 70, 20, STEPS),
+                                 before)
     else:
+        x, xy, z = embed_and_map(store, texts, p, timings, progress, before)
+        progress(20, STEPS, "cluster", p.method)
+        t = time.perf_counter()
         lab, prob = labels_for(z, p)
-    timings["cluster_s"] = time.perf_counter() - t
+        timings["cluster_s"] = time.perf_counter() - t
     progress(90, STEPS, "cluster", "matching types")
 
     ids = [k["kp_id"] for k in kps]
@@ -231,8 +238,7 @@ def _llm_labels(store: Store, kps: list[dict], p: ClusterParams, ins, progress):
     a type title, by the instructor over the distinct keyphrase texts."""
     uniq = list(dict.fromkeys(k["text"] for k in kps))
     res = llm_cluster.cluster_texts(store, uniq, ins, p.llm_sample, p.llm_batch,
-                                    p.llm_max_types, p.seed,
-                                    scaled(progress, 20, 70, STEPS))
+                                    p.llm_max_types, p.seed, progress)
     of = dict(zip(uniq, res.labels))
     lab = np.array([of[k["text"]] for k in kps])
     named = {c: {"title": t["name"][:120], "description": t["description"] or None,

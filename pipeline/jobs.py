@@ -319,9 +319,18 @@ def reap(store: Store) -> list[int]:
                 continue
         if job["pid"] and not alive(job):
             _free(reserve_path(job))
-            if store.job_update(jid, ACTIVE, status="failed", finished_at="now",
-                                error=f"process {job['pid']} died without reporting "
-                                      "(killed, crashed or lost in a restart)"):
+            if job["cancel_requested"]:
+                # a cancel that reached the process before its handler was set (a cancel
+                # right after the launch) ends it at once: cancelled, as asked, not failed
+                done = store.job_update(jid, ACTIVE, status="cancelled", finished_at="now",
+                                        message="cancelled (its process ended on the "
+                                                "cancel; what it finished is kept)")
+            else:
+                done = store.job_update(jid, ACTIVE, status="failed", finished_at="now",
+                                        error=f"process {job['pid']} died without "
+                                              "reporting (killed, crashed or lost in a "
+                                              "restart)")
+            if done:
                 changed.append(jid)
         elif job["heartbeat_age_s"] is not None and job["heartbeat_age_s"] > STALE_S:
             _force(store, job, "")
@@ -385,12 +394,18 @@ class _Worker:
         self.t0 = time.monotonic()
         self.first_done: int | None = None
         self.last_write = 0.0
+        self.pending: dict | None = None  # the latest progress the throttle held back
+        self.wlock = threading.Lock()  # a held-back row never lands over a newer one
         self.lock = None  # the heavy slot, once held
 
     def heartbeat_loop(self):
         while not self.stop.wait(HEARTBEAT_S):
             try:
-                self.store.job_update(self.job_id, ACTIVE, heartbeat="now")
+                # the latest progress always lands: what the throttle held back goes with
+                # the heartbeat (a "generating 5-64" followed by minutes of silence)
+                with self.wlock:
+                    held, self.pending = self.pending, None
+                    self.store.job_update(self.job_id, ACTIVE, heartbeat="now", **(held or {}))
                 job = self.store.job(self.job_id)
                 if job and job["cancel_requested"]:
                     self.cancel = True
@@ -406,10 +421,13 @@ class _Worker:
         eta = None
         if total and done > self.first_done:
             eta = (now - self.t0) / (done - self.first_done) * (total - done)
-        if now - self.last_write >= 0.5 or done == total:
-            self.last_write = now
-            self.store.job_update(self.job_id, ACTIVE, done=done, total=total, step=step,
-                                  message=message, eta_s=eta, heartbeat="now")
+        row = dict(done=done, total=total, step=step, message=message, eta_s=eta)
+        if now - self.last_write < 0.5 and done != total:
+            self.pending = row
+        else:
+            with self.wlock:
+                self.last_write, self.pending = now, None
+                self.store.job_update(self.job_id, ACTIVE, heartbeat="now", **row)
             log.info("%s %d/%d %s", step, done, total, message)
             if self.store.job(self.job_id)["cancel_requested"]:
                 self.cancel = True

@@ -204,8 +204,11 @@ def iterate(store: Store, p: LoopParams, progress: Progress = no_progress) -> di
         return scaled(progress, k, 1, n_steps)
 
     # the base model's evaluation (iteration 0): what every gain is measured against
-    evaluate(store, p.stage("evaluate", iteration=0, sets=p.eval_sets, limit=p.eval_limit,
-                            train_check=False), bar(0))
+    base = evaluate(store, p.stage("evaluate", iteration=0, sets=p.eval_sets,
+                                   limit=p.eval_limit, train_check=False), bar(0))
+    # every arm is evaluated on the same problems: references that cannot match
+    # themselves (scored wrong whatever the answer) are counted once, per set, here
+    out["unmatchable_references"] = base.get("unmatchable_references", {})
     for i in range(1, p.iterations + 1):
         k0 = 1 + (i - 1) * len(STEPS)
         if store.iteration(i) is None:

@@ -158,11 +158,12 @@ class Scorer(Protocol):
     def score(self, cand: dict, dev: list[dict]) -> tuple[dict, list[dict]]:
         """(score row, generations or per-item values behind it) for one candidate."""
 
-    def score_many(self, cands: list[dict], dev: list[dict], on_rows=None
+    def score_many(self, cands: list[dict], dev: list[dict], on_rows=None, on_scored=None
                    ) -> list[tuple[dict, list[dict]]]:
         """score() of each candidate, batched together where the method can; on_rows(n)
         hears how far the chunk's dev answers are, in answers (those finished, and the
-        tokens of those still being written, in answers' worth: see target.generate)."""
+        tokens of those still being written, in answers' worth: see target.generate);
+        on_scored(score, rows) hears each candidate as soon as its score is known."""
 
 
 def _demo_turns(cand: dict, tmpl: str) -> list[dict]:
@@ -170,11 +171,13 @@ def _demo_turns(cand: dict, tmpl: str) -> list[dict]:
             {"role": "assistant", "content": chat_solution(cand["solution"])}]
 
 
-def _one_by_one(scorer, cands, dev, on_rows=None):
+def _one_by_one(scorer, cands, dev, on_rows=None, on_scored=None):
     """score_many for methods that gain nothing from batching candidates together."""
     out = []
     for c in cands:
         out.append(scorer.score(c, dev))
+        if on_scored is not None:
+            on_scored(*out[-1])
         if on_rows is not None:
             on_rows(len(out) * len(dev))
     return out
@@ -194,19 +197,28 @@ class OneShot:
         bad halves' dev accuracy (oneshot_score); returns the score row and the generations."""
         return self.score_many([cand], dev)[0]
 
-    def score_many(self, cands, dev, on_rows=None):
+    def score_many(self, cands, dev, on_rows=None, on_scored=None):
         """score() of each candidate; their dev rows share batches (params.batch_size rows
-        each), every candidate's demonstration prefilled once for its rows."""
+        each), every candidate's demonstration prefilled once for its rows. A candidate is
+        scored (on_scored) once its last dev answer is finished, not when its batch ends."""
         convs = [_demo_turns(c, self.tmpl) + render(self.tmpl, d["question"])
                  for c in cands for d in dev]
+        n = len(dev)
+        got: dict[int, object] = {}
+
+        def finished(row: int, g) -> None:
+            got[row] = g
+            k = row // n
+            if on_scored is not None and all(k * n + j in got for j in range(n)):
+                on_scored(*self._judged(cands[k], dev, [got[k * n + j] for j in range(n)]))
         gens = []
         for i in range(0, len(convs), self.p.batch_size):
             done = len(gens)
             gens += self.target.generate(
                 convs[i:i + self.p.batch_size], self.gp,
-                on_rows=None if on_rows is None else (lambda n, d=done: on_rows(d + n)))
-        return [self._judged(c, dev, gens[k * len(dev):(k + 1) * len(dev)])
-                for k, c in enumerate(cands)]
+                on_rows=None if on_rows is None else (lambda m, d=done: on_rows(d + m)),
+                on_done=lambda j, g, d=done: finished(d + j, g))
+        return [self._judged(c, dev, gens[k * n:(k + 1) * n]) for k, c in enumerate(cands)]
 
     @staticmethod
     def _judged(cand, dev, gens):
@@ -352,7 +364,8 @@ def select(store: Store, p: SelectParams, progress: Progress = no_progress) -> d
 
 def _score_all(store: Store, sid: str, scorer: Scorer, cands: list[dict], dev: list[dict],
                target, p: SelectParams, progress: Progress) -> None:
-    """Score the candidates not scored yet, each stored all or nothing as its chunk ends.
+    """Score the candidates not scored yet, each stored (all or nothing) as soon as its last
+    dev answer is in, not when its chunk ends: a cancel re-does only those in flight.
     Progress is in dev answers ("120 of 320"), reported at every decoding step inside a
     batch (answers finished, and the tokens of those still being written in answers'
     worth), so a long batch moves even while no answer has ended, and its ETA comes from
@@ -376,8 +389,15 @@ def _score_all(store: Store, sid: str, scorer: Scorer, cands: list[dict], dev: l
             rate = target.throughput() if target is not None else ""
             progress(base + n, total, step, f"{base + n} of {total} {unit}"
                      + (f" ({rate})" if rate else ""))
-        for s, gens in scorer.score_many(chunk, dev, on_rows=rows if dev else None):
+        kept: set = set()
+
+        def keep(s, gens, kept=kept):  # stored as soon as scored: a cancel keeps it
             store.record_scores(sid, [s], gens)
+            kept.add(s["cand_id"])
+        for s, gens in scorer.score_many(chunk, dev, on_rows=rows if dev else None,
+                                         on_scored=keep):
+            if s["cand_id"] not in kept:
+                keep(s, gens)
             n_done += per_cand if dev else 1
         progress(n_done, total, step, f"cand {chunk[-1]['cand_id']}: "
                  f"{s['score']:.2f} · {n_done} of {total} {unit}")

@@ -1,6 +1,7 @@
 """User settings saved by the app: the instructor endpoint and model, the target model.
 
-Kept in a small JSON file beside the store (`<data dir>/settings.json`). API keys are
+Kept in a small JSON file beside the store (`sei.duckdb` keeps `sei.settings.json`), so
+that two stores, even in one folder, keep their own instructor and model. API keys are
 never part of it: they come only from the environment (OPENAI_API_KEY). Environment
 variables win over the file, so a job started by the app sees the same choice as a
 CLI run in a shell with the same environment.
@@ -26,13 +27,25 @@ class Settings:
 
 
 def path() -> Path:
-    """The app's settings file (env SEI_SETTINGS, default data/settings.json)."""
-    return Path(os.environ.get("SEI_SETTINGS", config.data_dir() / "settings.json"))
+    """The settings file of the store in use: `<store>.settings.json` beside it (env
+    SEI_SETTINGS names another)."""
+    if os.environ.get("SEI_SETTINGS"):
+        return Path(os.environ["SEI_SETTINGS"])
+    db = config.db_path()
+    return db.with_name(f"{db.stem}.settings.json")
+
+
+def _legacy() -> Path:
+    """Where earlier versions saved the settings of every store in a folder."""
+    return config.db_path().with_name("settings.json")
 
 
 def load() -> Settings:
-    """The saved settings, or the defaults; invalid JSON is an error that names the file."""
+    """The store's saved settings (an earlier version's shared `settings.json` beside it
+    until these are saved), or the defaults; invalid JSON is an error naming the file."""
     p = path()
+    if not p.exists() and not os.environ.get("SEI_SETTINGS") and _legacy().exists():
+        p = _legacy()
     if not p.exists():
         return Settings()
     try:

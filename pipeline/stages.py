@@ -112,14 +112,15 @@ def _ticks(store: Store, p: dict, progress) -> dict:
     read-while-write pattern without loading a model."""
     import time
 
-    n, secs = int(p.get("n", 10)), float(p.get("seconds", 0.5))
+    n, secs = int(p.get("n", 10)), p.get("seconds", 0.5)
+    secs = [float(x) for x in secs] if isinstance(secs, list) else [float(secs)]  # per item
     tag = p.get("tag", "ticks")
     done = store.ticks_done(tag)
     progress(len(done), n, "ticks", "")
     for i in range(n):
         if i in done:
             continue
-        time.sleep(secs)
+        time.sleep(secs[min(i, len(secs) - 1)])
         store.add_tick(tag, i)
         progress(i + 1, n, "ticks", f"item {i}")
     return {"ticks": n}

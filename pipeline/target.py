@@ -274,12 +274,14 @@ class LocalTarget:
         return self
 
     def generate(self, messages: list[list[dict]], params: GenParams,
-                 on_rows=None) -> list[Generation]:
+                 on_rows=None, on_done=None) -> list[Generation]:
         """Greedy generation of a batch (the caller chunks by params.batch_size);
         `on_rows(n)` hears how far the batch is, in rows, at every decoding step: the rows
         finished plus the tokens the others have generated, counted in rows of
         max_new_tokens (progress inside a batch, which can take minutes on a CPU, also
         while no row has finished yet); n never goes back and ends at the batch's size.
+        `on_done(i, generation)` hears row i as soon as it is finished (a caller can keep
+        it before the batch ends: a cancel then loses only the rows still being written).
 
         Conversations that differ only in their last message (every extraction prompt
         shares the system prompt and instruction, ~60% of its tokens; every dev row of a
@@ -313,16 +315,23 @@ class LocalTarget:
         mask = [[1] * n + [0] * (P - n + width - len(r) + n) + [1] * (len(r) - n)
                 for r, n in zip(ids, n_pre)]
         t0 = time.perf_counter()
+
+        def made(i: int, g: list[int], dt: float) -> Generation:
+            return Generation(text=tok.decode(g, skip_special_tokens=True),
+                              prompt_tokens=len(ids[i]), completion_tokens=len(g),
+                              latency_s=dt / len(messages))
+
+        def finished(i, g):
+            on_done(i, made(i, g, time.perf_counter() - t0))
         with torch.inference_mode():
             cache, _ = prefix_cache(model, prefixes, group, width + params.max_new_tokens + 1)
             gens = _greedy(model, tok, rows, mask, P, cache, params.max_new_tokens,
-                           until_answer=params.stop_at_answer, on_rows=on_rows)
+                           until_answer=params.stop_at_answer, on_rows=on_rows,
+                           on_done=None if on_done is None else finished)
         dt = time.perf_counter() - t0
         self._meter.add(len(gens), sum(map(len, gens)))
         self._meter.busy += dt
-        return [Generation(text=tok.decode(g, skip_special_tokens=True),
-                           prompt_tokens=len(ids[i]), completion_tokens=len(g),
-                           latency_s=dt / len(messages)) for i, g in enumerate(gens)]
+        return [made(i, g, dt) for i, g in enumerate(gens)]
 
 
     def answer_logliks(self, convs: list[list[dict]], answers: list[str]) -> list[float]:
@@ -375,14 +384,15 @@ class LocalTarget:
 
 
 def _greedy(model, tok, rows, mask, n_pre, cache, max_new, until_answer=True,
-            on_rows=None) -> list[list[int]]:
+            on_rows=None, on_done=None) -> list[list[int]]:
     """Greedy decoding in which a row stops once it emits EOS (or, with until_answer, once
     its final answer is complete), and finished rows leave the batch (and the KV cache):
     generate() keeps them until the slowest row ends, so one rambling row costs a whole
     batch of steps. Leaving copies the cache, so finished rows go in bunches (an eighth of
     the batch at a time); until then they ride along and their tokens are ignored.
     Positions and masks follow generate()'s left-padding rules, so the tokens are the same
-    greedy tokens."""
+    greedy tokens. `on_done(i, tokens)` hears each row as it finishes (the rows cut at
+    max_new at the end)."""
     import torch
 
     from pipeline.answers import final_answer_end
@@ -406,12 +416,13 @@ def _greedy(model, tok, rows, mask, n_pre, cache, max_new, until_answer=True,
                 continue
             if t in stop_ids:
                 done[i] = True
-                continue
-            gens[i].append(t)
-            # only the tail can complete an answer; decoding it is cheap
-            if until_answer and final_answer_end(
-                    tok.decode(gens[i][-24:], skip_special_tokens=True)) is not None:
-                done[i] = True
+            else:
+                gens[i].append(t)
+                # only the tail can complete an answer; decoding it is cheap
+                done[i] = until_answer and final_answer_end(
+                    tok.decode(gens[i][-24:], skip_special_tokens=True)) is not None
+            if done[i] and on_done is not None:
+                on_done(i, gens[i])
         live = [j for j, i in enumerate(present) if not done[i]]
         if on_rows is not None:
             # the rows finished, and the others' tokens so far in rows' worth of their
@@ -430,7 +441,11 @@ def _greedy(model, tok, rows, mask, n_pre, cache, max_new, until_answer=True,
                     cache=cache, use_cache=True)
         nxt = out.logits[:, -1].argmax(-1)
         host = nxt.tolist()
-    if on_rows is not None:  # rows cut at max_new are finished too
+    if on_done is not None:  # rows cut at max_new are finished too
+        for i in range(len(rows)):
+            if not done[i]:
+                on_done(i, gens[i])
+    if on_rows is not None:
         on_rows(len(rows))
     return gens
 
@@ -703,25 +718,29 @@ class OpenAITarget:
         return text, pt, ct, early
 
     def generate(self, messages: list[list[dict]], params: GenParams,
-                 on_rows=None) -> list[Generation]:
+                 on_rows=None, on_done=None) -> list[Generation]:
         """One generation per message list, `parallel` requests at a time over one pooled
         keep-alive session. A request the server refuses (4xx) is an error on its item; a
         server that stays unavailable after the retries fails the whole call (one line).
-        `on_rows(n)` hears how many requests have been answered as they are."""
+        `on_rows(n)` hears how many requests have been answered as they are, and
+        `on_done(i, generation)` each answer (in the order they come)."""
         self.load()
         self._abort.clear()
         answered = []
         lock = threading.Lock()
 
-        def one(m):
+        def one(im):
+            i, m = im
             g = self._one(m, params)
-            if on_rows is not None:
-                with lock:
-                    answered.append(1)
+            with lock:  # the callbacks one at a time, as from a local batch
+                answered.append(1)
+                if on_done is not None:
+                    on_done(i, g)
+                if on_rows is not None:
                     on_rows(len(answered))
             return g
         with self._meter.timing(), ThreadPoolExecutor(self.parallel) as ex:
-            return list(ex.map(one, messages))
+            return list(ex.map(one, enumerate(messages)))
 
     def throughput(self) -> str:
         """Requests/s and completion tokens/s so far (for the progress line)."""

@@ -139,6 +139,62 @@ PREPARED_TOKENS = 160
 PREPARED_MIX = {1: 0.4, 2: 0.3, 3: 0.3}
 
 
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory):
+    """One Streamlit app for every browser test of this session (of this xdist worker),
+    on the store at the path it yields (each test puts its own there: see test_browser's
+    `server`). Its job processes answer with the scripted target, wrong on 4 of 5 and
+    0.05 s a row: the browser tests' subject is the app, not the model's numbers."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from pipeline.serve import free_port
+
+    d = tmp_path_factory.mktemp("app")
+    db = d / "sei.duckdb"
+    port = free_port()
+    env = dict(os.environ, SEI_DB=str(db), SEI_SETTINGS=str(d / "settings.json"),
+               SEI_TEST_TARGET=str(SCRIPTED), SCRIPTED_DELAY_S="0.05", SCRIPTED_RIGHT="0.2")
+    log = open(d / "streamlit.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "Overview.py"),
+         "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError((d / "streamlit.log").read_text()[-3000:])
+        time.sleep(0.5)
+    yield url, db
+    proc.terminate()
+    proc.wait(10)
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """One headless Debian Chromium for every browser test of this session."""
+    sync = pytest.importorskip("playwright.sync_api")
+    with sync.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                              args=["--headless", "--no-sandbox", "--disable-gpu",
+                                    "--disable-background-networking"])
+        yield b
+        b.close()
+
+
 def _build_prepared(folder: Path) -> None:
     from pipeline.data import import_demo
     from pipeline.extract import extract
@@ -315,6 +371,7 @@ def _build_looped(folder: Path) -> None:
     (folder / "exp.toml").write_text(LOOP_CONFIG)
     r = run_loop_config(db, folder, folder / "exp.toml")
     (folder / "iterate.out").write_text(r.output)
+    (folder / "iterate.json").write_text(r.stdout)  # the command's result alone
     assert r.exit_code == 0, r.output
 
 
@@ -341,8 +398,11 @@ def _start_builder() -> None:
 
     log = ROOT / ".cache" / "test-stores" / "build.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    # it may use both cores, at the normal priority: not a worker (conftest, imported by
+    # the builder, would make a process that looks like one nice again)
     env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}  # it may use both cores
+           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+           and not k.startswith("PYTEST_XDIST")}
     def unnice() -> None:  # the worker runs at nice 5; the builder goes back to 0 (root)
         try:
             os.nice(-os.nice(0))

@@ -23,6 +23,7 @@ store does not hold is answered wrong.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import sys
@@ -95,7 +96,8 @@ class ScriptedTarget:
     def require_logliks(self) -> None:
         """Log-probabilities are always given (made up, deterministically)."""
 
-    def generate(self, messages: list[list[dict]], params, on_rows=None) -> list[Generation]:
+    def generate(self, messages: list[list[dict]], params, on_rows=None,
+                 on_done=None) -> list[Generation]:
         out = []
         for i, conv in enumerate(messages):
             if self.delay_s:
@@ -106,6 +108,12 @@ class ScriptedTarget:
                                   completion_tokens=len(text.split()),
                                   latency_s=self.delay_s))
             self._rows += 1
+            if os.environ.get("SCRIPTED_LOG"):  # who was asked what, for tests that count
+                with open(os.environ["SCRIPTED_LOG"], "a") as f:
+                    f.write(json.dumps({"demo": _demonstration(conv),
+                                        "question": _last_user(conv)}) + "\n")
+            if on_done:
+                on_done(i, out[-1])
             if on_rows:
                 on_rows(i + 1)
         return out

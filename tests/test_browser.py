@@ -12,57 +12,39 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
-from conftest import three_types
+from conftest import CHROMIUM, three_types
 
-from pipeline import jobs, taxonomy
+from pipeline import config, jobs, taxonomy
 from pipeline.config import ROOT
-from pipeline.serve import free_port
 from pipeline.store import Store
 
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "artifacts" / "screenshots"
 TIMES: dict[str, list[float]] = {}
 pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
                                 reason="Debian chromium not installed (make test installs it)")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    d = tmp_path_factory.mktemp("app")
-    db = d / "sei.duckdb"
-    port = free_port()
-    env = dict(os.environ, SEI_DB=str(db), SEI_SETTINGS=str(d / "settings.json"))
-    log = open(d / "streamlit.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "Overview.py"),
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            raise RuntimeError((d / "streamlit.log").read_text()[-3000:])
-        time.sleep(0.5)
-    yield url, db
-    proc.terminate()
-    proc.wait(10)
-    log.close()
+@pytest.fixture(scope="module", autouse=True)
+def _interaction_times():
+    yield
     if TIMES:
         out = ROOT / "artifacts" / "interaction_times.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(TIMES, indent=1))
+
+
+@pytest.fixture
+def server(app_server):
+    """The session's app (conftest.app_server) on an empty store: the previous test's
+    store, write-ahead log, job logs and saved settings removed (its jobs have ended)."""
+    url, db = app_server
+    for f in (db, db.parent / (db.name + ".wal"), db.parent / "settings.json"):
+        f.unlink(missing_ok=True)
+    shutil.rmtree(config.jobs_dir(db), ignore_errors=True)
+    return url, db
 
 
 @pytest.fixture
@@ -74,15 +56,9 @@ def app(server, clustered_db):
     yield url, Store(db)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    sync = pytest.importorskip("playwright.sync_api")
-    with sync.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                              args=["--headless", "--no-sandbox", "--disable-gpu",
-                                    "--disable-background-networking"])
-        yield b
-        b.close()
+@pytest.fixture
+def browser(chromium):
+    return chromium
 
 
 @pytest.fixture

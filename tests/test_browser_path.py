@@ -32,27 +32,6 @@ pytestmark = pytest.mark.skipif(not __import__("os").path.exists(CHROMIUM),
                                 reason="Debian chromium not installed (make test installs it)")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _scripted_app():
-    """The app (started by the module's `server`, after this) and every job it launches
-    inherit the scripted target."""
-    import os
-
-    from conftest import SCRIPTED
-
-    old = {k: os.environ.get(k) for k in ("SEI_TEST_TARGET", "SCRIPTED_DELAY_S",
-                                          "SCRIPTED_RIGHT")}
-    # wrong on 4 of 5: 24 problems leave ~19 bad cases, enough for HDBSCAN's error types
-    os.environ.update(SEI_TEST_TARGET=str(SCRIPTED), SCRIPTED_DELAY_S="0.05",
-                      SCRIPTED_RIGHT="0.2")
-    yield
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
 def number(pg, label: str, value) -> None:
     """Type a number and leave the box (Tab, not Enter: Enter in a form submits it)."""
     box = pg.get_by_role("spinbutton", name=label)

@@ -185,6 +185,28 @@ def test_a_store_cut_to_half_is_refused_for_reads_and_writes_and_left_as_it_is(
     assert digest(db) == before and tree(db.parent) == files
 
 
+def test_every_page_of_the_app_on_a_store_cut_to_half_says_so_in_one_line(
+        real_db, tmp_path, monkeypatch):
+    """The app started on a damaged store: every page says, in one line at its top, which
+    file and what to do, and draws nothing else (no traceback, nothing written)."""
+    from streamlit.testing.v1 import AppTest
+
+    db = copy_store(real_db, tmp_path / "cut")
+    os.truncate(db, db.stat().st_size // 2)
+    before, files = digest(db), tree(db.parent)
+    monkeypatch.setenv("SEI_DB", str(db))
+    monkeypatch.setenv("SEI_SETTINGS", str(tmp_path / "settings.json"))
+    monkeypatch.syspath_prepend(str(ROOT / "dashboard"))
+    pages = [ROOT / "dashboard" / "Overview.py",
+             *sorted((ROOT / "dashboard" / "pages").glob("*.py"))]
+    for path in pages:
+        at = AppTest.from_file(str(path), default_timeout=120).run()
+        assert not at.exception, (path.name, [e.value for e in at.exception])
+        [err] = [e.value for e in at.error]
+        _refused_as_damaged(err, db)
+    assert digest(db) == before and tree(db.parent) == files
+
+
 def test_a_store_cut_at_a_block_boundary_is_refused(real_db, tmp_path, monkeypatch):
     db = copy_store(real_db, tmp_path / "cut")
     count, blocks = header_blocks(db)

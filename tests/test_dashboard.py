@@ -381,6 +381,28 @@ def test_settings_never_store_the_key(store, monkeypatch):
     settings.path().unlink()
 
 
+def test_two_stores_in_one_folder_keep_their_own_settings(tmp_path, monkeypatch):
+    """Settings live beside their store (issue 37, item 7): saved on the Settings page of
+    one store, they are not the settings of another store in the same folder; a shared
+    `settings.json` of an earlier version is read until the store's own is saved."""
+    monkeypatch.delenv("SEI_SETTINGS", raising=False)
+    (tmp_path / "settings.json").write_text(json.dumps({"instructor_model": "old-shared"}))
+    a, b = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    monkeypatch.setenv("SEI_DB", str(a))
+    assert settings.load().instructor_model == "old-shared"
+    at = ok(page("9_Settings.py"))
+    at.text_input[1].set_value("instructor-of-a")
+    at.button[0].click().run()
+    ok(at)
+    assert (tmp_path / "a.settings.json").exists()
+    assert settings.load().instructor_model == "instructor-of-a"
+    monkeypatch.setenv("SEI_DB", str(b))
+    assert settings.load().instructor_model == "old-shared"  # b's own: none saved yet
+    at = ok(page("9_Settings.py"))
+    assert at.text_input[1].value == "old-shared"
+    assert str(tmp_path / "b.settings.json") in " ".join(c.value for c in at.caption)
+
+
 def test_edit_log_undo_any_redo_and_retitle(clustered):
     ts = taxonomy.current(clustered).visible_types()
     a, b = ts[0], ts[1]

@@ -59,3 +59,26 @@ def test_iterations_page_says_how_many_references_cannot_match_themselves(evalua
     warnings = [w.value for w in at.warning if w.value.startswith(LINE)]
     # beside the accuracy of the evaluation run, and in the Evaluate tab before a run
     assert [w.endswith("the accuracy counts them as wrong.") for w in warnings] == [True, False]
+
+
+
+def test_sei_iterate_counts_per_set_the_references_that_cannot_match_themselves(looped_db):
+    """`sei iterate` (the suite's one real loop, tests/conftest.py) evaluates every arm on
+    the same problems and says with its result, per evaluation set, how many of them no
+    answer can get right: the count evaluate.unmatchable finds in those problems. A count
+    above zero is also a warning line, written by the one function `sei evaluate` uses."""
+    from conftest import cached_store
+
+    from pipeline.evaluate import unmatchable
+    from pipeline.store import Store
+
+    out = json.loads((cached_store("looped").parent / "iterate.json").read_text())
+    store = Store(looped_db)
+    sets = sorted(out["unmatchable_references"])
+    assert sets == ["demo/test", "svamp/test"]
+    runs = out["iterations"][0]["arms"]["sei"]["eval"]
+    for s in sets:
+        pids = {x["pid"] for x in store.run_items(runs[s])}
+        assert len(pids) == 8
+        assert out["unmatchable_references"][s] == len(unmatchable(store, *s.split("/"),
+                                                                   pids=pids))

@@ -166,6 +166,28 @@ def test_forced_cancel_kills_a_job_that_does_not_reach_a_safe_point(store):
     assert store.ticks_done("f") == set()
 
 
+def test_the_latest_progress_always_lands(store):
+    """Two progress reports within the write throttle's half second, then ten silent
+    seconds: the second one still reaches the store (with the next heartbeat), not only
+    after the silence (an extraction showed "4/64" for 9 minutes)."""
+    jid = jobs.submit(store, "ticks", {"n": 3, "seconds": [0.05, 0.05, 10], "tag": "l"})
+    _until(lambda: len(store.ticks_done("l")) == 2, timeout=60)
+    j = _until(lambda: (store.job(jid)["message"] == "item 1" and store.job(jid)), timeout=8)
+    assert j["done"] == 2 and j["status"] == "running"
+    assert len(store.ticks_done("l")) == 2  # still inside the silence
+    jobs.cancel(store, jid, wait=30)
+
+
+def test_a_cancel_right_after_the_launch_is_cancelled_not_failed(store):
+    """A cancel sent before the job's process has set its handler ends the process at
+    once (SIGTERM's default): the job is cancelled, as asked, never "failed"."""
+    jid = jobs.submit(store, "ticks", {"n": 3, "seconds": 5, "tag": "c"})
+    jobs.cancel(store, jid, wait=0)  # its process is still importing Python
+    j = jobs.wait(store, jid, timeout=30)
+    assert j["status"] == "cancelled" and j["error"] is None, j
+    assert store.ticks_done("c") == set()
+
+
 @pytest.mark.slow
 def test_cancelling_a_queued_job(store, scripted):
     """A heavy job waiting for the slot (held here by a real flock) is cancelled while

@@ -252,7 +252,7 @@ def test_cluster_llm_turns_every_instructor_fault_into_one_line(store, monkeypat
     with FaultServer(slow_s=5) as srv:
         env = {"SEI_INSTRUCTOR_MODEL": "m", "OPENAI_BASE_URL": srv.base_url,
                "OPENAI_API_KEY": key, "SEI_INSTRUCTOR_TIMEOUT_S": "1",
-               "SEI_INSTRUCTOR_CASE_S": "2"}
+               "SEI_INSTRUCTOR_CASE_S": "1"}
         for k, v in env.items():
             monkeypatch.setenv(k, v)
         hint = "run `sei cluster` again to retry"

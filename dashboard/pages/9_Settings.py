@@ -15,6 +15,8 @@ s = common.header("Settings")
 cfg = settings.load()
 
 st.subheader("Instructor")
+st.caption(f"The settings of this store, saved beside it in `{settings.path()}`: another "
+           "store keeps its own.")
 with st.form("instructor"):
     base = st.text_input("endpoint (OpenAI-compatible base URL; empty: the OpenAI API)",
                          cfg.instructor_base_url)
