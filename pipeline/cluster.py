@@ -182,24 +182,8 @@ def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str 
     prev = taxonomy.current_clustering(store)
     prev_pts = store.cluster_points(prev["clustering_id"]) if prev else []
     before = {r["text"]: (r["x"], r["y"]) for r in prev_pts}
-    ins = llm_cluster.instructor_for_clustering(instructor) if p.method == "llm" else None
-    texts = [k["text"] for k in kps]
-    named = None
-    if ins is not None:
-        # the instructor first: one that fails does so before the embedding and UMAP
-        t = time.perf_counter()
-        lab, prob, named, llm_meta = _llm_labels(store, kps, p, ins,
-                                                 scaled(progress, 0, 70, STEPS))
-        timings.update(llm_meta)
-        timings["cluster_s"] = time.perf_counter() - t
-        x, xy, z = embed_and_map(store, texts, p, timings, scaled(progress, 70, 20, STEPS),
-                                 before)
-    else:
-        x, xy, z = embed_and_map(store, texts, p, timings, progress, before)
-        progress(20, STEPS, "cluster", p.method)
-        t = time.perf_counter()
-        lab, prob = labels_for(z, p)
-        timings["cluster_s"] = time.perf_counter() - t
+    x, xy, lab, prob, named = _map_and_labels(store, kps, p, instructor, timings, progress,
+                                              before)
     progress(90, STEPS, "cluster", "matching types")
 
     ids = [k["kp_id"] for k in kps]
@@ -231,6 +215,28 @@ def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str 
     store.save_clustering(meta, points, new_types)
     progress(STEPS, STEPS, "cluster", f"{meta['n_clusters']} clusters")
     return meta
+
+
+def _map_and_labels(store: Store, kps: list[dict], p: ClusterParams, instructor,
+                    timings: dict, progress, before: dict):
+    """Embeddings, map coordinates, labels, probabilities and (LLM) each cluster's name."""
+    ins = llm_cluster.instructor_for_clustering(instructor) if p.method == "llm" else None
+    texts = [k["text"] for k in kps]
+    t = time.perf_counter()
+    if ins is not None:
+        # the instructor first: one that fails does so before the embedding and UMAP
+        lab, prob, named, llm_meta = _llm_labels(store, kps, p, ins,
+                                                 scaled(progress, 0, 70, STEPS))
+        timings.update(llm_meta, cluster_s=time.perf_counter() - t)
+        x, xy, _ = embed_and_map(store, texts, p, timings, scaled(progress, 70, 20, STEPS),
+                                 before)
+        return x, xy, lab, prob, named
+    x, xy, z = embed_and_map(store, texts, p, timings, progress, before)
+    progress(20, STEPS, "cluster", p.method)
+    t = time.perf_counter()
+    lab, prob = labels_for(z, p)
+    timings["cluster_s"] = time.perf_counter() - t
+    return x, xy, lab, prob, None
 
 
 def _llm_labels(store: Store, kps: list[dict], p: ClusterParams, ins, progress):

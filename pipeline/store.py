@@ -446,7 +446,9 @@ class Store:
             raise self._missing()
         key = str(self.path.resolve())
         if key in _migrated:
-            return
+            if self.path.exists():
+                return
+            _migrated.discard(key)  # deleted since: a new empty store, as one never seen
         with _lock:
             if key not in _migrated:
                 self.migrate()

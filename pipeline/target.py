@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pipeline import config
+from pipeline.answers import final_answer_end
 from pipeline.params import Params, param
 
 PROMPTS = Path(__file__).parent / "prompts"
@@ -395,8 +396,6 @@ def _greedy(model, tok, rows, mask, n_pre, cache, max_new, until_answer=True,
     max_new at the end)."""
     import torch
 
-    from pipeline.answers import final_answer_end
-
     dev = model.device  # every tensor on the model's device (the KV cache follows its inputs)
     am = torch.tensor(mask, device=dev)
     pos = (am.cumsum(-1) - 1).clamp(min=0)
@@ -411,18 +410,10 @@ def _greedy(model, tok, rows, mask, n_pre, cache, max_new, until_answer=True,
     stop_ids = {tok.eos_token_id, tok.pad_token_id}
     for step in range(max_new):
         for j, i in enumerate(present):
-            t = host[j]
-            if done[i]:
-                continue
-            if t in stop_ids:
-                done[i] = True
-            else:
-                gens[i].append(t)
-                # only the tail can complete an answer; decoding it is cheap
-                done[i] = until_answer and final_answer_end(
-                    tok.decode(gens[i][-24:], skip_special_tokens=True)) is not None
-            if done[i] and on_done is not None:
-                on_done(i, gens[i])
+            if not done[i]:
+                done[i] = _finished(tok, gens[i], host[j], stop_ids, until_answer)
+                if done[i] and on_done is not None:
+                    on_done(i, gens[i])
         live = [j for j, i in enumerate(present) if not done[i]]
         if on_rows is not None:
             # the rows finished, and the others' tokens so far in rows' worth of their
@@ -448,6 +439,16 @@ def _greedy(model, tok, rows, mask, n_pre, cache, max_new, until_answer=True,
     if on_rows is not None:
         on_rows(len(rows))
     return gens
+
+
+def _finished(tok, gen: list[int], t: int, stop_ids: set, until_answer: bool) -> bool:
+    """Whether a row ends with its next token t (kept in gen unless it is a stop)."""
+    if t in stop_ids:
+        return True
+    gen.append(t)
+    # only the tail can complete an answer; decoding it is cheap
+    return until_answer and final_answer_end(
+        tok.decode(gen[-24:], skip_special_tokens=True)) is not None
 
 
 def _prefix_groups(messages: list[list[dict]]) -> list[int]:
@@ -696,8 +697,6 @@ class OpenAITarget:
     def _chat(self, body: dict) -> tuple[str, int | None, int | None, bool]:
         """(text, prompt tokens, completion tokens, stopped early): early when a stop
         sequence ended the row before its first complete final answer."""
-        from pipeline.answers import final_answer_end
-
         data = self._post("chat/completions", body)
         try:
             choice = data["choices"][0]

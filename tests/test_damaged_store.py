@@ -207,6 +207,21 @@ def test_every_page_of_the_app_on_a_store_cut_to_half_says_so_in_one_line(
     assert digest(db) == before and tree(db.parent) == files
 
 
+def test_a_store_deleted_under_a_running_process_is_made_anew(tmp_path, monkeypatch):
+    """The app keeps running while its store file is deleted (a user starting over): the
+    next read finds a new empty store, as for a store never seen, not a DuckDB error
+    saying the file does not exist (the process had it migrated once)."""
+    from pipeline.data import import_demo
+
+    s = Store(tmp_path / "sei.duckdb")
+    import_demo(s, 4, 2)
+    assert s.count("problems") == 6
+    for f in (s.path, Path(f"{s.path}.wal")):
+        f.unlink(missing_ok=True)
+    assert Store(s.path).runs() == [] and s.count("problems") == 0
+    assert s.path.exists()
+
+
 def test_a_store_cut_at_a_block_boundary_is_refused(real_db, tmp_path, monkeypatch):
     db = copy_store(real_db, tmp_path / "cut")
     count, blocks = header_blocks(db)
