@@ -175,7 +175,7 @@ def test_the_latest_progress_always_lands(store):
     j = _until(lambda: (store.job(jid)["message"] == "item 1" and store.job(jid)), timeout=8)
     assert j["done"] == 2 and j["status"] == "running"
     assert len(store.ticks_done("l")) == 2  # still inside the silence
-    jobs.cancel(store, jid, wait=30)
+    assert jobs.cancel(store, jid, wait=0.5)["status"] == "cancelled"  # forced: it sleeps
 
 
 def test_a_cancel_right_after_the_launch_is_cancelled_not_failed(store):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from pipeline.data import import_demo
 from pipeline.demo import generate as demo_problems
 from pipeline.extract import extract
@@ -63,6 +65,7 @@ def test_oneshot_progress_moves_while_no_answer_has_ended(target):
     assert heard == sorted(heard) and heard[-1] == 6
 
 
+@pytest.mark.slow
 def test_a_one_shot_job_cancelled_mid_batch_keeps_its_scored_candidates(
         store, scripted_slow, tmp_path, monkeypatch):
     """Issue 37, item 4: six candidates on four dev problems in one batch (24 answers, one
