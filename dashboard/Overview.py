@@ -80,11 +80,13 @@ with st.form("quickstart"):
     max_tokens = common.param_input(b, GenParams, "max_new_tokens", "max new tokens",
                                     "qs_tokens", 32, 1024, step=32)
     batch = common.param_input(c, GenParams, "batch_size", "batch size", "qs_batch", 1, 512)
-    go = st.form_submit_button("Launch quick start")
+    # one launch per intent: disabled while a quick start runs (its line and Cancel below)
+    qs_running = common.running_job(s, "quickstart") is not None
+    go = st.form_submit_button("Launch quick start", disabled=qs_running)
 if go:
     common.launch(s, "quickstart", {"limit": int(limit), "max_new_tokens": int(max_tokens),
                                     "batch_size": int(batch)}, "quickstart")
-if st.session_state.get("job-quickstart"):
+if st.session_state.get("job-quickstart") or qs_running:
     common.job_panel(s, ("quickstart",), "quickstart", latest=1)
 
 # -- or the whole loop at once ------------------------------------------------------------------
@@ -96,9 +98,10 @@ st.write("Base evaluation → extraction → keyphrases → error types → synt
          "preset, as one background job (finished stages are skipped). "
          + (f"Estimate: ~{common.duration(60 * est['minutes'])} on this machine."
             if est["parts"] else "Every stage of it has finished."))
-if st.button("Run the demo loop", key="demo_loop", type="primary"):
+loop_running = common.running_job(s, "iterate") is not None
+if st.button("Run the demo loop", key="demo_loop", type="primary", disabled=loop_running):
     common.launch(s, "iterate", demo.resolved(), "demo_loop")
-if st.session_state.get("job-demo_loop"):
+if st.session_state.get("job-demo_loop") or loop_running:
     common.job_panel(s, ("iterate",), "demo_loop", latest=1)
     common.page_link("Iterations", "See the accuracy chart on the Iterations page",
                      ":material/insights:")

@@ -7,6 +7,7 @@ is shown through st.text/st.code/dataframes or escaped in hovers, never as raw H
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 from pathlib import Path
@@ -438,12 +439,28 @@ def attempt(what: str, fn, *args, show=None):
         return None
 
 
+def running_job(s: Store, kind: str, params: dict | None = None) -> dict | None:
+    """The queued or running job of `kind` (with exactly these parameters, if given): a
+    launch button is disabled while there is one (its line and Cancel show beside it)."""
+    if not s.path.exists():
+        return None
+    want = None if params is None else json.loads(json.dumps(params, default=str))
+    return next((j for j in s.jobs(jobs.ACTIVE) if j["kind"] == kind
+                 and (want is None or j["params"] == want)), None)
+
+
 def submit(s: Store, kind: str, params: dict, show=None) -> int | None:
     """Submit a job of `kind` (every button of the app that starts a job comes here): its
     id, or None after saying in the page why it was not started (see attempt); a store
-    this user cannot write is refused before anything is written."""
+    this user cannot write is refused before anything is written. One launch per intent:
+    while a job of this kind with these parameters is queued or running (an Enter in a
+    form's field, then its button), it is that job's id, and nothing new starts."""
     def go() -> int:
         s.check_writable()  # the store, its folder and its jobs folder (logs, locks)
+        if same := running_job(s, kind, params):
+            st.info(f"Job #{same['job_id']} ({kind}) with these parameters is already "
+                    f"{same['status']}: nothing new was started.")
+            return same["job_id"]
         return jobs.submit(s, kind, params)
 
     return attempt(f"The {kind} job was not started", go, show=show)
@@ -451,11 +468,14 @@ def submit(s: Store, kind: str, params: dict, show=None) -> int | None:
 
 def launch(s: Store, kind: str, params: dict, key: str) -> int | None:
     """Submit a job of `kind`; remember it under `key` for job_panel. Errors shown."""
+    before = st.session_state.get(f"job-{key}")
     jid = submit(s, kind, params)
     if jid is None:
         return None
     st.session_state[f"job-{key}"] = jid
-    st.success(f"Job #{jid} ({kind}) started; its progress is below and on the Jobs page.")
+    if jid != before:
+        st.success(f"Job #{jid} ({kind}) started; its progress is below and on the Jobs "
+                   "page.")
     return jid
 
 
@@ -549,8 +569,8 @@ def job_panel(s: Store, kinds: tuple[str, ...], key: str, latest: int = 3,
                 rows = ([j] if j else []) + rows
             if not rows:
                 st.caption(f"No {' / '.join(kinds)} jobs yet.")
-        for j in rows:
-            job_row(s, j)
+        for j in rows:  # a running job's line with its Cancel, wherever it shows
+            job_row(s, j, controls=j["status"] in jobs.ACTIVE)
         if running(latest_jobs) != active:
             st.rerun()  # the whole page, at the new pace
 

@@ -319,6 +319,9 @@ def _format_plan(out: dict) -> str:
              + (", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in out["deviations"].items())
                 or "none")]
     lines += [f"  {k} = {v!r}" for k, v in flat(out["config"]).items()]
+    lines += [f"runs: {k} with {v}" for k, v in out["pieces"].items()]
+    if out["refused"]:
+        lines.append(f"warning: a run would be refused: {out['refused']}")
     e = out["estimate"]
     lines.append("estimate per iteration (assumptions below):")
     for k, v in e["per_iteration"].items():

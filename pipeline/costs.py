@@ -211,5 +211,32 @@ def plan(store: Store | None, p) -> dict:
                  round(all_s * g["model_params"] / REFERENCE_PARAMS / 3600, 1),
              "GPU-hours (7-8B target, stated rates)": round(gpu_h * p.iterations, 1)}
     return {"config": cfg, "deviations": deviations(cfg), "train_sets": train_n,
-            "eval_sets": eval_n, "estimate": {"per_iteration": per, "total": total,
-                                              "assumptions": _assumptions(g, rates)}}
+            "eval_sets": eval_n, **_pieces(p),
+            "estimate": {"per_iteration": per, "total": total,
+                         "assumptions": _assumptions(g, rates)}}
+
+
+def _pieces(p) -> dict:
+    """What will analyse, cluster and write the candidates, in words, and the one line a
+    run would be refused with (an instructor asked for and none configured), or None."""
+    from pipeline.instructor import from_env
+    from pipeline.loop import instructor_check
+
+    ins = from_env()
+    who = f"the instructor {ins.name}" if ins else None
+    syn = p.stage("synthesize").synthesizer
+    syn = ("instructor" if ins else "offline") if syn == "auto" else syn
+    try:
+        instructor_check(p)
+        refused = None
+    except ValueError as e:
+        refused = str(e)
+    return {"pieces": {
+        "analysis": who or "the offline analyzer (no instructor configured)",
+        "clustering": p.stage("cluster").method + (f" by {who}" if who and
+                                                   p.stage("cluster").method == "llm" else ""),
+        "candidates": f"instructor synthesis by {who or 'an instructor (none configured)'}"
+                      if syn == "instructor" else
+                      "offline synthesis: template redraws of train problems with new "
+                      "numbers (not instructor synthesis)"},
+        "refused": refused}

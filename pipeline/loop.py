@@ -130,6 +130,29 @@ class LoopParams(Params):
                           for k in SECTIONS}}
 
 
+def needs_instructor(p) -> list[str]:
+    """The stages of loop parameters p that ask for an instructor by name."""
+    return [what for what, asks in (("synthesis", p.synthesize.get("synthesizer") == "instructor"),
+                                    ("LLM clustering", p.cluster.get("method") == "llm"))
+            if asks]
+
+
+def instructor_check(p) -> None:
+    """Refuse, in one line and before anything runs, loop parameters that ask for an
+    instructor when none is configured (the paper's protocol is not run offline silently;
+    running it offline is an explicit deviation, recorded as such)."""
+    from pipeline.instructor import from_env
+
+    needs = needs_instructor(p)
+    if needs and from_env() is None:
+        raise ValueError(
+            f"the {p.preset} preset's {' and '.join(needs)} need an instructor, and none is "
+            "configured: set SEI_INSTRUCTOR_MODEL and OPENAI_BASE_URL (an OpenAI-compatible "
+            "server; OPENAI_API_KEY alone: the OpenAI API) or save one on the Settings page; "
+            "or run without one, as a recorded deviation: -p synthesize.synthesizer=offline "
+            "-p cluster.method=hdbscan")
+
+
 def _train_extractions(store: Store, i: int, p: LoopParams, bar: Progress) -> list[str]:
     """Iteration i's model on every train set: one extraction run each, linked to i (and,
     for i > 1, to i - 1 as the check of its fix rates)."""
@@ -194,6 +217,7 @@ def iterate(store: Store, p: LoopParams, progress: Progress = no_progress) -> di
     """The SEI loop for p.iterations iterations, resumable: the base model's evaluation,
     then per iteration error types, synthesis, selection, and per arm training and
     evaluation; finally the last model's rerun of the train sets (its fix rates)."""
+    instructor_check(p)  # before any set is imported or anything generated
     p.train_sets = sets.ensure(store, p.train_sets, p.seed)
     p.eval_sets = sets.ensure(store, p.eval_sets) if p.eval_sets else \
         sets.ensure(store, [s for s in default_eval_sets(store) if s not in p.train_sets])

@@ -33,8 +33,11 @@ PRESETS: dict[str, dict] = {
         "train_sets": ["gsm8k/train", "math/train"],
         "eval_sets": ["gsm8k/test", "math500/test", *PAPER_OOD],
         "limit_train": None, "eval_limit": None,
+        # the instructor analyses (where one is configured), names and assigns the types
+        # and writes the problems; without one the preset is refused (instructor_check)
+        "cluster": {"method": "llm"},
         "synthesize": {"budget": 10_000, "per_call": 20, "k": 8, "novelty": 0.7,
-                       "contamination_rouge": 0.7},
+                       "contamination_rouge": 0.7, "synthesizer": "instructor"},
         "select": {"n_good": 50, "n_bad": 50, "top": 0.05},
         "train": {"r": 8, "alpha": 16, "dropout": 0.1,
                   "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],

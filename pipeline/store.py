@@ -840,7 +840,7 @@ class Store:
         sql = """
             SELECT g.run_id, g.dataset, g.split, g.pid, g.correct, g.pred, g.output, g.judge,
                    g.completion_tokens, g.error, p.question, p.solution, p.answer,
-                   b.case_id, r.model_id
+                   b.case_id, r.model_id, r.kind AS run_kind, r.adapter
             FROM generations g
             JOIN problems p USING (dataset, split, pid)
             JOIN runs r USING (run_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -713,9 +714,11 @@ def export_jsonl(store: Store, tax: Taxonomy) -> str:
 
 def find_generations(rows: list[dict], tax: Taxonomy, datasets: list[str] | None = None,
                      verdict: str = "wrong only", type_id: int | None = None,
-                     text: str = "") -> list[dict]:
+                     text: str = "", analysed_only: bool = False) -> list[dict]:
     """Judged generations filtered as on the Bad cases page, each with `key` (run/pid: a
-    stable id for correct answers too) and `types` (titles of its case's error types)."""
+    stable id for correct answers too), `types` (titles of its case's error types) and
+    `model` (the model that wrote it, with its adapter). analysed_only: only extraction
+    runs' generations, the cases analysis reads (no evaluation's test-split answers)."""
     ctypes, ctexts = case_types(tax), case_texts(tax)
     t = text.lower().strip()
     out = []
@@ -723,6 +726,8 @@ def find_generations(rows: list[dict], tax: Taxonomy, datasets: list[str] | None
         c = r["case_id"]
         c = int(c) if c is not None and c == c else None  # NaN from pandas is no case
         if datasets and r["dataset"] not in datasets:
+            continue
+        if analysed_only and r.get("run_kind", "extract") != "extract":
             continue
         # a case judged wrong that a person judged right keeps its id: the verdict decides
         if (verdict == "wrong only" and (c is None or r["correct"] is True)) or (
@@ -733,7 +738,10 @@ def find_generations(rows: list[dict], tax: Taxonomy, datasets: list[str] | None
         if t and t not in (r["question"] or "").lower() and not any(
                 t in k.lower() for k in ctexts.get(c, [])):
             continue
+        adapter = r.get("adapter")
         out.append(dict(r, case_id=c, key=f"{r['run_id']}/{r['dataset']}/{r['split']}/{r['pid']}",
+                        model=(r.get("model_id") or "")
+                        + (f" + adapter {Path(adapter).name}" if adapter else ""),
                         types=", ".join(tax.types[x].title for x in sorted(ctypes.get(c, ()))
                                         if x in tax.types)))
     return out

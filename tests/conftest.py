@@ -398,11 +398,11 @@ def _start_builder() -> None:
 
     log = ROOT / ".cache" / "test-stores" / "build.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    # at the normal priority: not a worker (conftest, imported by the builder, would make
-    # a process that looks like one nice again). One torch thread, as the workers: a
-    # second thread waits on a core a worker holds and spins (run 6 here: the builder
-    # spent 13 CPU-minutes on what takes 3.4 alone)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    # at the normal priority, on both cores: not a worker (conftest, imported by the
+    # builder, would make a process that looks like one nice again, at one thread)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+           and not k.startswith("PYTEST_XDIST")}
     def unnice() -> None:  # the worker runs at nice 5; the builder goes back to 0 (root)
         try:
             os.nice(-os.nice(0))

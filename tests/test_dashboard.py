@@ -13,6 +13,7 @@ from conftest import three_types
 
 from pipeline import jobs, settings, taxonomy
 from pipeline.config import ROOT
+from pipeline.extract import extract
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -79,15 +80,42 @@ def test_bad_cases_filters(clustered):
     n_bad = clustered.count("bad_cases")
     n_all = clustered.count("generations")
     assert f"{n_bad} of {n_all} generations" in " ".join(c.value for c in at.caption)
-    at.selectbox[0].set_value("all").run()
+    at.selectbox(key="f_verdict").set_value("all").run()
     assert f"{n_all} of {n_all} generations" in " ".join(c.value for c in ok(at).caption)
     # Filter by an error type: only cases with a keyphrase of that type remain.
     tax = taxonomy.current(clustered)
     t = tax.visible_types()[0]
-    at.selectbox[0].set_value("wrong only")
-    at.selectbox[1].set_value(f"{t.type_id}: {t.title}").run()
+    at.selectbox(key="f_verdict").set_value("wrong only")
+    at.selectbox[2].set_value(f"{t.type_id}: {t.title}").run()
     cases = {p["case_id"] for p in tax.points if p["type"] == t.type_id and not p["excluded"]}
     assert f"{len(cases)} of {n_all} generations" in " ".join(c.value for c in ok(at).caption)
+
+
+def test_bad_cases_show_what_analysis_reads_unless_asked(store, scripted):
+    """Issue 37, item 5: an evaluation of the base model on test problems listed its wrong
+    answers as bad cases beside the extraction's. By default the page shows the extraction
+    runs' cases only (what analysis reads: never a test item), with split, run kind and
+    model as columns; "all" adds the evaluation's, labelled as such."""
+    from pipeline.data import import_demo
+    from pipeline.evaluate import EvalParams, evaluate
+
+    import_demo(store, 12, 8)
+    extract(store, "demo", "train", limit=12)
+    evaluate(store, EvalParams(iteration=0, sets=["demo/test"], train_check=False))
+    gens = store.generations_view()
+    wrong = {k: [g for g in gens if g["run_kind"] == k and not g["correct"]]
+             for k in ("extract", "evaluate")}
+    assert wrong["extract"] and wrong["evaluate"]  # the scripted target misses some of each
+    at = ok(page("1_Bad_cases.py"))
+    table = at.dataframe[0].value
+    assert {"split", "run_kind", "model"} <= set(table.columns)
+    assert set(table["split"]) == {"train"} and set(table["run_kind"]) == {"extract"}
+    assert len(table) == len(wrong["extract"])
+    at.selectbox(key="f_runs").set_value("all, evaluations included").run()
+    table = ok(at).dataframe[0].value
+    assert len(table) == len(wrong["extract"]) + len(wrong["evaluate"])
+    assert set(table[table["run_kind"] == "evaluate"]["split"]) == {"test"}
+    assert set(table["model"]) == {"scripted-test-target"}
 
 
 def _array(v):
@@ -481,6 +509,41 @@ def test_a_type_title_sits_on_its_densest_island_not_between_two():
     tx3 = np.concatenate([left, rng.normal(10, 0.3, 20), rng.normal(20, 0.3, 30)])
     i = common.dense_spot(tx3, rng.normal(0, 0.3, 70), bw=1.0)
     assert i >= 40  # a point of the largest island (the median is on the middle one)
+
+
+def test_a_quick_start_is_launched_once_and_can_be_cancelled_from_its_panel(
+        store, scripted_slow):
+    """Issue 37, item 1: an Enter in a quick-start field submitted the form, and its button
+    then launched a duplicate. A launch of a job whose twin (same kind, same parameters)
+    is queued or running starts nothing and says so; the Overview's button is disabled
+    while its job runs; the panel beside it has a Cancel that ends it."""
+    def twice():
+        import common
+
+        s = common.store()
+        a = common.submit(s, "ticks", {"n": 50, "seconds": 0.2, "tag": "twice"})
+        b = common.submit(s, "ticks", {"n": 50, "seconds": 0.2, "tag": "twice"})
+        common.st.write(f"ids {a} {b}")
+
+    at = ok(AppTest.from_function(twice, default_timeout=120).run())
+    [t] = store.jobs()
+    assert f"ids {t['job_id']} {t['job_id']}" in [m.value for m in at.markdown]
+    assert at.info[0].value.startswith(f"Job #{t['job_id']} (ticks) with these parameters "
+                                       "is already")
+    jobs.cancel(store, t["job_id"], wait=30)
+
+    at = ok(page("Overview.py"))
+    next(b for b in at.button if b.label == "Launch quick start").click().run()
+    ok(at)
+    [j] = [x for x in store.jobs() if x["kind"] == "quickstart"]
+    assert j["status"] in jobs.ACTIVE
+    at.run()
+    assert next(b for b in at.button if b.label == "Launch quick start").disabled
+    at.button(key=f"cancel-{j['job_id']}").click().run()
+    ok(at)
+    assert jobs.wait(store, j["job_id"], timeout=60)["status"] == "cancelled"
+    at.run()
+    assert not next(b for b in at.button if b.label == "Launch quick start").disabled
 
 
 def test_overview_demo_loop_button_submits_iteration_1_and_shows_its_progress(store):

@@ -218,6 +218,19 @@ def test_selection_scores_cut_preview_and_dev_changes(loop_store):
         assert f"one-shot output for {pid} with cand {top['cand_id']}" in codes
     figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     assert len(figs) == 2  # the score distribution and proxy vs one-shot
+    # issue 37, item 6: the zero-shot line (a demonstration that does no better than none)
+    below = sum(x["score"] < 0.5 for x in scores)
+    assert any(c.value.startswith(f"{below} of {len(scores)} candidates score below the "
+                                  "zero-shot line (0.500)") for c in at.caption)
+    assert any(sh.get("y0") == 0.5 and sh.get("line", {}).get("dash") == "dot"
+               for sh in figs[0]["layout"].get("shapes", []))
+    table = next(d.value for d in at.dataframe if "fixed − broken" in d.value.columns)
+    by_id = {x["cand_id"]: x for x in scores}
+    for cid, net, flag in zip(table["cand_id"], table["fixed − broken"],
+                              table["below zero-shot"]):
+        x = by_id[cid]
+        assert net == len(x["fixed"] or []) - len(x["broken"] or [])
+        assert flag == (x["score"] < 0.5)
     # a type title is user text: escaped for plotly, which draws a subset of HTML
     spec = json.dumps(figs)
     assert "stops &lt;b&gt;early&lt;/b&gt;" in spec and "<b>early" not in spec
@@ -351,6 +364,7 @@ def test_a_random_baseline_reads_as_a_baseline_beside_its_pair(loop_store):
     assert at.selectbox(key="sel_pick").value == one
     at.selectbox(key="sel_pick").set_value(rnd).run()
     info = ok(at).info[0].value
+    assert {m.label: m.value for m in at.metric}["mean score"] == "–"  # a draw has no score
     assert info.startswith("A random baseline: 2 of 5 kept candidates drawn uniformly")
     assert f"as many as selection `{one}` kept" in info
     assert not at.get("plotly_chart")

@@ -130,6 +130,40 @@ def test_dry_run_prints_the_plan_and_creates_nothing(tmp_path):
                                  "--dry-run", "-p", "train.epochs=2"])
     assert r.exit_code == 0, r.output
     assert "preset paper; deviations: train.epochs 3 -> 2" in r.output
+    # what will run, in words, and that a run would be refused without an instructor
+    assert out["pieces"]["analysis"] == "the offline analyzer (no instructor configured)"
+    assert out["pieces"]["clustering"] == "llm"
+    assert out["pieces"]["candidates"].startswith("instructor synthesis by an instructor "
+                                                  "(none configured)")
+    assert out["refused"].startswith("the paper preset's synthesis and LLM clustering need "
+                                     "an instructor")
+    assert "warning: a run would be refused: the paper preset's" in r.output
+
+
+def test_the_paper_preset_without_an_instructor_is_refused_before_anything_runs(tmp_path):
+    """Issue 36, item 3: `--preset paper` on a machine with no instructor stopped only at
+    synthesis, hours in, or ran the offline pieces silently. It is refused in one line,
+    before any set is imported or anything generated; running it offline is an explicit
+    deviation, shown as one by the dry run."""
+    from pipeline.store import Store
+
+    db = tmp_path / "sei.duckdb"
+    r = CliRunner().invoke(cli, ["--db", str(db), "iterate", "--preset", "paper"])
+    assert r.exit_code == 1, r.output
+    [line] = [x for x in r.output.splitlines() if x.strip()]
+    assert line.startswith("Error: the paper preset's synthesis and LLM clustering need an "
+                           "instructor, and none is configured: set SEI_INSTRUCTOR_MODEL")
+    assert "-p synthesize.synthesizer=offline -p cluster.method=hdbscan" in line
+    # no set imported (GSM8K and MATH would be), nothing generated
+    assert Store(db).count("problems") == 0 and Store(db).runs() == []
+    off = ["-p", "synthesize.synthesizer=offline", "-p", "cluster.method=hdbscan"]
+    r = CliRunner().invoke(cli, ["--db", str(db), "iterate", "--preset", "paper",
+                                 "--dry-run", "--json", *off])
+    out = json.loads(r.output)
+    assert out["refused"] is None
+    assert out["deviations"]["synthesize.synthesizer"] == ["instructor", "offline"]
+    assert out["deviations"]["cluster.method"] == ["llm", "hdbscan"]
+    assert out["pieces"]["candidates"].startswith("offline synthesis: template redraws")
 
 
 def test_dev_set_and_budget_are_split_across_datasets():

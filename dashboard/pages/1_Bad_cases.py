@@ -24,7 +24,10 @@ if not rows:
 
 tax = taxonomy.current(s)
 
-f1, f2, f3, f4 = st.columns([1, 1, 2, 2])
+f0, f1, f2, f3, f4 = st.columns([1.4, 1, 1, 2, 2])
+# by default the cases analysis reads: extraction runs, never an evaluation's test answers
+scope = f0.selectbox("runs", ["extractions (what analysis reads)",
+                              "all, evaluations included"], key="f_runs")
 datasets = f1.multiselect("dataset", sorted({r["dataset"] for r in rows}), key="f_dataset")
 verdict = f2.selectbox("answers", ["wrong only", "correct only", "all"], key="f_verdict")
 type_names = {f"{t.type_id}: {t.title}": t.type_id for t in tax.visible_types()}
@@ -36,14 +39,15 @@ text = f4.text_input("keyphrase or question contains", key="f_text")
 query = st.text_input("search by words and meaning (keyphrases, questions, outputs)",
                       key="f_search", placeholder="e.g. forgot to convert units")
 view = taxonomy.find_generations(rows, tax, datasets, verdict,
-                                 None if etype == "any" else type_names[etype], text)
+                                 None if etype == "any" else type_names[etype], text,
+                                 analysed_only=scope.startswith("extractions"))
 if query.strip():  # the hit cases, best first (words, then nearest in meaning)
     hits = search.search(s, query, tax)
     rank = {c: i for i, c in enumerate(hits.case_ids())}
     view = sorted((v for v in view if v["case_id"] in rank), key=lambda v: rank[v["case_id"]])
     st.caption(f"Search “{query}”: {len(hits.cases)} cases contain it, "
                f"{len(hits.similar)} keyphrases nearest in meaning")
-sig = json.dumps([datasets, verdict, etype, text, query, len(view)])
+sig = json.dumps([scope, datasets, verdict, etype, text, query, len(view)])
 url_case = st.query_params.get("case")
 if ss.get("cases_sig") not in (None, sig):  # filters changed: drop the chosen case
     ss["chosen"] = None
@@ -57,8 +61,8 @@ if url_case != ss.get("url_case"):  # a case sent here by link
         ss["chosen"] = next((x["key"] for x in view if x["case_id"] == int(url_case)), None)
 
 st.caption(f"{len(view)} of {len(rows)} generations")
-cols = ["case_id", "run_id", "dataset", "pid", "correct", "reviewed", "answer", "pred", "types",
-        "question"]
+cols = ["case_id", "dataset", "split", "pid", "run_kind", "model", "correct", "reviewed",
+        "answer", "pred", "types", "question", "run_id"]
 shown = pd.DataFrame(view, columns=cols + ["key"])
 event = st.dataframe(shown[cols], hide_index=True, width="stretch", on_select="rerun",
                      selection_mode="single-row", key=f"cases-{zlib.crc32(sig.encode())}")

@@ -132,6 +132,7 @@ if est:
         st.warning(f"This batch cannot reach {est['unreached']} bad cases: "
                    + "; ".join(est["unreached_why"]) + ".", icon=":material/visibility_off:")
 if st.button("Launch synthesis", key="syn_go", type="primary",
-             disabled=not est or not est["n_calls"]):
+             disabled=not est or not est["n_calls"]
+             or common.running_job(s, "synthesize", asdict(p)) is not None):
     common.launch(s, "synthesize", asdict(p), "synthesize")
 common.job_panel(s, ("synthesize",), "synthesize")

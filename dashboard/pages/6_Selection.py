@@ -41,14 +41,16 @@ else:
     m = st.columns(4)
     m[0].metric("scored", len(scores))
     m[1].metric("selected", sum(bool(x["selected"]) for x in scores))
-    m[2].metric("mean score", f"{stats['score_mean']:.3f}" if "score_mean" in stats else "–")
+    baseline = sel["method"] in ("random", "all")
+    # a random draw or "all" has no score (its numbers are draw order): none is shown
+    m[2].metric("mean score", f"{stats['score_mean']:.3f}"
+                if "score_mean" in stats and not baseline else "–")
     rho = next((x["stats"] for x in sels if (x["stats"] or {}).get("spearman_proxy_oneshot")
                 is not None), None)
     m[3].metric("Spearman proxy vs one-shot",
                 f"{rho['spearman_proxy_oneshot']:.2f}" if rho else "–",
                 help="Stored when both the proxy and the one-shot scores exist for the same "
                      "candidates (at least 3).")
-    baseline = sel["method"] in ("random", "all")
     if not scores:
         st.info("Nothing scored yet in this selection.")
     elif baseline:  # a baseline's "scores" are draw order, not quality: no distribution
@@ -72,19 +74,27 @@ else:
         top = st.slider("threshold preview: keep the top fraction", 0.01, 1.0,
                         float(round(max(0.01, default), 2)), 0.01, key="sel_top")
         cut = views.cut_score(scores, top, seed)
+        # what no demonstration scores: one-shot's dev set is right zero-shot on its good
+        # half and wrong on its bad half, so (1 + 0) / 2; the proxy's gain is 0
+        zero = {"oneshot": 0.5, "proxy": 0.0}.get(sel["method"])
+        if zero is not None:
+            below = sum(x["score"] < zero for x in scores)
+            st.caption(f"{below} of {n} candidates score below the zero-shot line ({zero:.3f}):"
+                       " as a demonstration they do worse than none.")
         kind = st.radio("chart", ["box", "histogram"], horizontal=True, key="sel_chart")
         if kind == "box":
             fig = px.box(df, x="type", y="score", points="all", hover_data=["cand_id"],
                          title="Scores per error type")
-            if cut is not None:
-                fig.add_hline(y=cut, line_dash="dash",
-                              annotation_text=f"top {100 * top:.0f}% cut ({cut:.3f})")
+            line = fig.add_hline
         else:
             fig = px.histogram(df, x="score", color="type", barmode="overlay", nbins=30,
                                title="Scores per error type")
-            if cut is not None:
-                fig.add_vline(x=cut, line_dash="dash",
-                              annotation_text=f"top {100 * top:.0f}% cut ({cut:.3f})")
+            line = fig.add_vline
+        if cut is not None:
+            line(cut, line_dash="dash", annotation_text=f"top {100 * top:.0f}% cut ({cut:.3f})")
+        if zero is not None:
+            line(zero, line_dash="dot", line_color="grey",
+                 annotation_text=f"zero-shot ({zero:.3f})", annotation_position="bottom right")
         fig.update_layout(height=380, margin={"t": 40})
         st.plotly_chart(fig, key="sel_fig")
         tops = sorted({0.05, 0.1, 0.25, 0.5, round(top, 2)})
@@ -100,6 +110,8 @@ else:
             "rank": x["rank"], "selected": bool(x["selected"]), "cand_id": x["cand_id"],
             "type": f"{x['type_id']}: {x['type_title']}", "score": x["score"],
             "good_acc": x["good_acc"], "bad_acc": x["bad_acc"],
+            "below zero-shot": zero is not None and x["score"] < zero,
+            "fixed − broken": len(x["fixed"] or []) - len(x["broken"] or []),
             "fixed": ", ".join(map(str, x["fixed"] or [])),
             "broken": ", ".join(map(str, x["broken"] or [])),
             "question": x["question"]} for x in top_rows]),
@@ -165,7 +177,8 @@ st.caption(f"Estimate: {est['n_candidates']} kept candidates to score with {meth
            + (" The dev set of an iteration is drawn once and reused."
               if method in ("oneshot", "proxy") else " Needs no model."))
 if st.button(f"Score with {method}", key="sel_go", type="primary",
-             disabled=not est["n_candidates"]):
+             disabled=not est["n_candidates"]
+             or common.running_job(s, "select", asdict(p)) is not None):
     common.launch(s, "select", asdict(p), "select")
 if not est["n_candidates"]:
     st.caption(f"Iteration {it_n} has no kept candidates to score yet.")

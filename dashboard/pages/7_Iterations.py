@@ -231,7 +231,8 @@ with tab_tr:
                    f"~{costs.TRAIN_TOKENS_PER_EXAMPLE} tokens ÷ ~{costs.TRAIN_TOKENS_PER_S} "
                    f"tokens/s ≈ {common.duration(te['seconds'])} "
                    f"({te['steps']} steps; from {', '.join(te['selection_ids'])})")
-    if st.button("Train", key="tr_go", disabled="error" in te or not te.get("n_examples")):
+    if st.button("Train", key="tr_go", disabled="error" in te or not te.get("n_examples")
+                 or common.running_job(s, "train", asdict(tp)) is not None):
         common.launch(s, "train", asdict(tp), "iterations")
 with tab_ev:
     sets_all = evaluate.default_sets(s) or ["demo/test"]
@@ -259,7 +260,8 @@ with tab_ev:
         n_bad = len(evaluate.unmatchable(s, *set_.split("/", 1), ep.limit))
         if n_bad:
             st.warning(evaluate.unmatchable_line(set_, n_bad) + ".", icon=":material/rule:")
-    if st.button("Evaluate", key="ev_go", disabled=not e_sets):
+    if st.button("Evaluate", key="ev_go", disabled=not e_sets
+                 or common.running_job(s, "evaluate", asdict(ep)) is not None):
         common.launch(s, "evaluate", asdict(ep), "iterations")
 with tab_it:
     c1, c2, c3 = st.columns(3)
@@ -321,6 +323,7 @@ with tab_it:
     else:
         st.caption(f"Runs iterations up to {nxt}: every stage of it has finished, so a run "
                    "only checks that and marks it done (under a minute).")
-    if st.button(f"Run iteration {nxt}", key="lp_go", type="primary"):
+    if st.button(f"Run iteration {nxt}", key="lp_go", type="primary",
+                 disabled=common.running_job(s, "iterate") is not None):
         common.launch(s, "iterate", lp.resolved(), "iterations")
 common.job_panel(s, ("train", "evaluate", "iterate"), "iterations")
