@@ -287,7 +287,7 @@ def test_the_bad_cases_page_shows_the_verdict_a_person_decided(rs):
                            default_timeout=60).run()
 
     def listed(verdict: str):
-        at.selectbox[0].set_value(verdict).run()
+        at.selectbox(key="f_verdict").set_value(verdict).run()
         assert not at.exception, [e.value for e in at.exception]
         t = next(d.value for d in at.dataframe if "reviewed" in d.value.columns)
         return dict(zip(t["pid"], zip(t["correct"], t["reviewed"])))
