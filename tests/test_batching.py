@@ -22,6 +22,18 @@ def _oneshot_convs(n_demos=2, n_questions=3, seed=5):
             for k in range(n_demos * n_questions)]
 
 
+def oneshot_inputs(n_dev: int, seed: int = 9) -> tuple[list[dict], list[dict]]:
+    """Two one-shot candidates and n_dev dev problems (alternately bad and good), all demo
+    problems of one seed."""
+    probs = demo_problems(2 + n_dev, seed=seed)
+    cands = [{"cand_id": i, "question": p["question"], "solution": p["solution"]}
+             for i, p in enumerate(probs[:2])]
+    dev = [{"dataset": "demo", "split": "train", "pid": p["pid"], "question": p["question"],
+            "answer": p["answer"], "half": "good" if k % 2 else "bad",
+            "zero_correct": bool(k % 2)} for k, p in enumerate(probs[2:])]
+    return cands, dev
+
+
 def _plain(target, convs, max_new):
     import torch
 
@@ -56,12 +68,7 @@ def test_several_prefixes_in_one_batch_give_the_plain_left_padding_tokens(target
 def test_oneshot_scores_are_the_same_batched_together_or_one_by_one(target):
     from pipeline.select import OneShot, SelectParams
 
-    probs = demo_problems(7, seed=9)
-    cands = [{"cand_id": i, "question": p["question"], "solution": p["solution"]}
-             for i, p in enumerate(probs[:2])]
-    dev = [{"dataset": "demo", "split": "train", "pid": p["pid"], "question": p["question"],
-            "answer": p["answer"], "half": "good" if k % 2 else "bad",
-            "zero_correct": bool(k % 2)} for k, p in enumerate(probs[2:])]
+    cands, dev = oneshot_inputs(5)
     heard = []
     together = OneShot(target, SelectParams(max_new_tokens=48, batch_size=6)).score_many(
         cands, dev, on_rows=heard.append)  # 10 rows in batches of 6: rows span two batches

@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from test_batching import oneshot_inputs
 
 from pipeline.data import import_demo
-from pipeline.demo import generate as demo_problems
 from pipeline.extract import extract
 from pipeline.select import OneShot, SelectParams, select
 
@@ -49,12 +49,7 @@ def test_oneshot_progress_moves_while_no_answer_has_ended(target):
     """The real model, at most 12 new tokens per dev answer, six answers in one batch:
     until the first answer ends, counting finished answers alone stays at 0. The count
     moves with the tokens written before that, never goes back, and ends at six."""
-    probs = demo_problems(5, seed=9)
-    cands = [{"cand_id": i, "question": p["question"], "solution": p["solution"]}
-             for i, p in enumerate(probs[:2])]
-    dev = [{"dataset": "demo", "split": "train", "pid": p["pid"], "question": p["question"],
-            "answer": p["answer"], "half": "good" if k % 2 else "bad",
-            "zero_correct": bool(k % 2)} for k, p in enumerate(probs[2:])]
+    cands, dev = oneshot_inputs(3)
     heard = []
     scored = OneShot(target, SelectParams(max_new_tokens=12, batch_size=6)).score_many(
         cands, dev, on_rows=heard.append)  # 6 dev answers, one batch
