@@ -68,10 +68,11 @@ app: setup
 test: setup $(SERVER_STAMP) /usr/bin/chromium
 	$(BIN)/ruff check pipeline dashboard tests benchmarks
 	# two workers (pytest-xdist); every test's duration kept in a JUnit file (git-ignored)
-	mkdir -p .cache/test-reports
+	mkdir -p .cache/test-reports && rm -f .cache/test-reports/timeline-*.tsv
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -rs --durations=0 \
 	    --junitxml=.cache/test-reports/junit.xml tests; status=$$?; \
-	    $(BIN)/python tests/durations.py .cache/test-reports/junit.xml; exit $$status
+	    $(BIN)/python tests/durations.py .cache/test-reports/junit.xml \
+	    --timeline .cache/test-reports; exit $$status
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -x -q -n 2 --dist loadgroup -m "not slow" tests -k "not browser"

@@ -65,9 +65,23 @@ def _cache_key() -> str:
     if os.environ.get("SEI_TEST_STORE_KEY"):
         # pinned by hand: a deliberate break of pipeline/ tested on the stores built before
         return os.environ["SEI_TEST_STORE_KEY"]
+    from importlib.metadata import version
+
     h = hashlib.sha256()
+    # the libraries whose numbers a store holds (generation, training, UMAP, HDBSCAN)
+    for lib in ("torch", "transformers", "peft", "umap-learn", "hdbscan", "scikit-learn",
+                "duckdb", "sentence-transformers"):
+        try:
+            h.update(f"{lib}={version(lib)}".encode())
+        except Exception:  # noqa: BLE001  (not installed: its absence is the key's)
+            h.update(f"{lib}=-".encode())
+    # the benchmark files the looped store reads, by size and time (not their bytes: GBs)
+    if BENCH.is_dir():
+        for f in sorted(p for p in BENCH.rglob("*") if p.is_file()):
+            h.update(f"{f.relative_to(BENCH)}:{f.stat().st_size}:{f.stat().st_mtime_ns}".encode())
     files = sorted((ROOT / "pipeline").rglob("*.py")) + sorted(
-        (ROOT / "pipeline" / "prompts").glob("*")) + [Path(__file__), SCRIPTED]
+        (ROOT / "pipeline" / "prompts").glob("*")) + [
+        Path(__file__), SCRIPTED, Path(__file__).with_name("session_stores.py")]
     models = config.models_dir()
     if models.is_dir():
         files += sorted(p for p in models.rglob("*") if p.is_file() and p.suffix != ".lock")
@@ -78,16 +92,23 @@ def _cache_key() -> str:
     return h.hexdigest()[:16]
 
 
+# Session stores are kept per machine, not per clone, like pip's wheel cache: a second clone
+# of the same code (CI, a fresh checkout) finds them built. SEI_TEST_CACHE moves them.
+STORE_CACHE = Path(os.environ.get("SEI_TEST_CACHE") or Path(
+    os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sei-studio" / "test-stores")
+KEEP_BUILDS = 3  # per store name: older keys (older code) are removed after a build
+
+
 def cached_store(name: str, dest: Path | None = None) -> Path:
     """The session store `name` (BUILDERS): built once per key (_cache_key) on this machine
-    into .cache/test-stores (git-ignored), by whichever process asks first (the builder
-    that `pytest_sessionstart` starts, or a worker); the others wait for it. Its store is
-    copied to `dest` if given; returns the path of the copy, or of the cached store. The
-    builder may leave adapters beside the store, which the store names by path. Delete
-    .cache/test-stores to build them anew."""
+    into STORE_CACHE, by whichever process asks first (the builder that
+    `pytest_collection_modifyitems` starts, or a worker); the others wait for it. Its
+    store is copied to `dest` if given; returns the path of the copy, or of the cached
+    store. The builder may leave adapters beside the store, which the store names by path.
+    Delete STORE_CACHE to build them anew."""
     from filelock import FileLock
 
-    root = ROOT / ".cache" / "test-stores"
+    root = STORE_CACHE
     root.mkdir(parents=True, exist_ok=True)
     folder = root / f"{name}-{_cache_key()}"
     with FileLock(str(root / f"{name}.lock")):
@@ -96,6 +117,10 @@ def cached_store(name: str, dest: Path | None = None) -> Path:
             folder.mkdir()
             BUILDERS[name](folder)
             (folder / ".complete").touch()
+            old = sorted((p for p in root.glob(f"{name}-*") if (p / ".complete").exists()),
+                         key=lambda p: (p / ".complete").stat().st_mtime)[:-KEEP_BUILDS]
+            for p in old:
+                shutil.rmtree(p, ignore_errors=True)
         if dest is None:
             return folder / "sei.duckdb"
         shutil.copy(folder / "sei.duckdb", dest)
@@ -312,6 +337,21 @@ def pytest_configure(config):
     config.pluginmanager.register(_Order(), "sei-order")
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Each test's start and end on its worker's clock, for tests/durations.py's timeline
+    (where a worker sat idle, and when the last one finished)."""
+    import time
+
+    t0 = time.time()
+    yield
+    reports = ROOT / ".cache" / "test-reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    with open(reports / f"timeline-{worker}.tsv", "a") as f:
+        f.write(f"{t0:.3f}\t{time.time():.3f}\t{item.nodeid}\n")
+
+
 # The one real loop of the suite (the real model, real LoRA): one SEI iteration through
 # `sei iterate --config` over two train sets (the demo's and GSM8K's, from ../shared) and
 # two evaluation sets (one in-domain, one out-of-domain), both arms (sei and random),
@@ -396,7 +436,7 @@ def _start_builder() -> None:
     import subprocess
     import sys
 
-    log = ROOT / ".cache" / "test-stores" / "build.log"
+    log = ROOT / ".cache" / "test-reports" / "build.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     # at the normal priority, on both cores: not a worker (conftest, imported by the
     # builder, would make a process that looks like one nice again, at one thread)

@@ -1,7 +1,11 @@
 """Read a JUnit file written by `make test` and print the suite's time: the wall clock of
 the run, the summed test time, and the slowest tests (docs/testing.md keeps the table).
 
-    python tests/durations.py .cache/test-reports/junit.xml [--top 20]
+    python tests/durations.py .cache/test-reports/junit.xml [--top 20] [--timeline DIR]
+
+With --timeline, also each worker's busy and idle time from the timeline-<worker>.tsv files
+that tests/conftest.py writes (start, end, test id per line), and how long the last worker
+ran alone at the end: where two workers leave the machine's cores unused.
 """
 
 from __future__ import annotations
@@ -23,10 +27,35 @@ def read(path: str) -> tuple[float, list[tuple[float, str, str]]]:
     return wall, sorted(cases, reverse=True)
 
 
+def timeline(folder: str) -> list[str]:
+    from pathlib import Path
+
+    spans = {}
+    for f in sorted(Path(folder).glob("timeline-*.tsv")):
+        rows = [line.split("\t") for line in f.read_text().splitlines() if line]
+        spans[f.stem.split("-", 1)[1]] = [(float(a), float(b), n) for a, b, n in rows]
+    if not spans:
+        return []
+    start = min(s[0][0] for s in spans.values())
+    end = max(s[-1][1] for s in spans.values())
+    out = [f"timeline over {(end - start) / 60:.1f} min from the first test's start:"]
+    for w, s in spans.items():
+        busy = sum(b - a for a, b, _ in s)
+        out.append(f"  {w}: {len(s)} tests, busy {busy / 60:.1f} min, idle between tests "
+                   f"{(s[-1][1] - s[0][0] - busy) / 60:.1f} min, done at "
+                   f"{(s[-1][1] - start) / 60:.1f} min (last: {s[-1][2]})")
+    ends = sorted(s[-1][1] for s in spans.values())
+    if len(ends) > 1:
+        alone = (ends[-1] - ends[-2]) / 60
+        out.append(f"  the last worker ran alone for the final {alone:.1f} min")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("junit")
     ap.add_argument("--top", type=int, default=20)
+    ap.add_argument("--timeline", help="folder of timeline-<worker>.tsv files")
     a = ap.parse_args()
     wall, cases = read(a.junit)
     total = sum(t for t, _, _ in cases)
@@ -38,6 +67,8 @@ def main() -> None:
           "waited for one):")
     for t, name, outcome in cases[:a.top]:
         print(f"  {t:7.1f}  {name}" + ("" if outcome == "passed" else f"  [{outcome}]"))
+    for line in timeline(a.timeline) if a.timeline else []:
+        print(line)
 
 
 if __name__ == "__main__":

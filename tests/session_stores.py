@@ -1,6 +1,7 @@
-"""Build the suite's session stores (prepared, clustered, looped) into .cache/test-stores
-ahead of the tests that need them: `pytest -n 2` starts this in the background (see
-tests/conftest.py); run by hand, it fills the cache for a later run."""
+"""Build the suite's session stores (prepared, clustered, looped) into conftest.STORE_CACHE
+(per machine: ~/.cache/sei-studio/test-stores by default) ahead of the tests that need
+them: `pytest -n 2` starts this in the background (see tests/conftest.py); run by hand,
+it fills the cache for a later run."""
 
 import sys
 import time

@@ -191,7 +191,7 @@ def test_a_run_nobody_works_on_shows_interrupted_without_accuracy(store):
 
 
 def test_openai_backend_against_real_server(store, llama_server):
-    import_demo(store, 20, 5)
+    import_demo(store, 8, 5)
     # One problem far longer than the server's context: that item fails, the run goes on.
     store.insert_problems([{"dataset": "demo", "split": "train", "pid": "zz-too-long",
                             "question": "How many? " + "one two three " * 1500, "answer": "1",
@@ -199,10 +199,10 @@ def test_openai_backend_against_real_server(store, llama_server):
     run_id = extract(store, "demo", "train", backend="openai", model="smollm2-135m-instruct",
                      base_url=llama_server, params=GenParams(max_new_tokens=48, batch_size=4))
     gens = {g["pid"]: g for g in store.rows("SELECT * FROM generations WHERE run_id = ?", [run_id])}
-    assert len(gens) == 21
+    assert len(gens) == 9
     assert gens["zz-too-long"]["error"] and gens["zz-too-long"]["output"] is None
     ok = [g for g in gens.values() if g["error"] is None]
-    assert len(ok) == 20 and all(g["output"] and g["completion_tokens"] for g in ok)
+    assert len(ok) == 8 and all(g["output"] and g["completion_tokens"] for g in ok)
     assert store.run(run_id)["status"] == "finished_with_errors"
     assert store.run(run_id)["backend"] == "openai"
     # The CLI's run listing shows the run with its accuracy.
