@@ -37,9 +37,9 @@ sys.path[:0] = [str(HERE), str(ROOT)]
 
 from map_edit import build_store  # noqa: E402
 
-from pipeline import taxonomy  # noqa: E402
-from pipeline.cluster import ClusterParams, cluster  # noqa: E402
-from pipeline.serve import free_port  # noqa: E402
+from pipeline.analysis import taxonomy  # noqa: E402
+from pipeline.models.serve import free_port  # noqa: E402
+from pipeline.stages.cluster import ClusterParams, cluster  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 BEFORE = "acbfe43"  # the last revision before the map component (st.plotly_chart)

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import corpus  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.cluster import ClusterParams, embed_and_map, labels_for  # noqa: E402
-from pipeline.store import Store  # noqa: E402
+from pipeline.stages.cluster import ClusterParams, embed_and_map, labels_for  # noqa: E402
+from pipeline.storage.store import Store  # noqa: E402
 
 
 def run(store: Store, texts: list[str], p: ClusterParams) -> dict:
@@ -55,7 +55,7 @@ def main():
     print(f"{len(texts)} keyphrases ({len(set(texts))} distinct) from {len(cases)} cases, "
           f"built in {time.perf_counter() - t0:.1f}s; {os.cpu_count()} cores")
     p = ClusterParams(min_cluster_size=15)
-    from pipeline import embed
+    from pipeline.models import embed
 
     t0 = time.perf_counter()
     embed.model()

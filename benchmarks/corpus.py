@@ -10,9 +10,9 @@ from __future__ import annotations
 import random
 import re
 
-from pipeline.analyzer import analyze_case
-from pipeline.answers import extract_answer
-from pipeline.demo import demo_splits
+from pipeline.analysis.offline_analyzer import analyze_case
+from pipeline.problems.answers import extract_answer
+from pipeline.problems.demo import demo_splits
 
 _ANN = re.compile(r"<<[^>]*>>")
 

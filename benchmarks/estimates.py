@@ -21,12 +21,12 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pipeline import views  # noqa: E402
-from pipeline.costs import MIN_MEASURED  # noqa: E402
-from pipeline.data import import_demo  # noqa: E402
-from pipeline.evaluate import EvalParams, evaluate  # noqa: E402
-from pipeline.extract import extract  # noqa: E402
-from pipeline.store import Store  # noqa: E402
+from pipeline.loop import views  # noqa: E402
+from pipeline.loop.costs import MIN_MEASURED  # noqa: E402
+from pipeline.problems.data import import_demo  # noqa: E402
+from pipeline.stages.evaluate import EvalParams, evaluate  # noqa: E402
+from pipeline.stages.extract import extract  # noqa: E402
+from pipeline.storage.store import Store  # noqa: E402
 
 FACTOR = 2.0
 

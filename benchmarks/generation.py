@@ -20,9 +20,9 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pipeline.demo import generate as demo_problems  # noqa: E402
-from pipeline.serve import local_server  # noqa: E402
-from pipeline.target import GenParams, LocalTarget, OpenAITarget, prompt_template, render  # noqa: E402
+from pipeline.models.serve import local_server  # noqa: E402
+from pipeline.models.target import GenParams, LocalTarget, OpenAITarget, prompt_template, render  # noqa: E402
+from pipeline.problems.demo import generate as demo_problems  # noqa: E402
 
 
 def timed(fn):

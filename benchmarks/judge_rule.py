@@ -18,11 +18,11 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pipeline import resolve  # noqa: E402
-from pipeline.extract import extract  # noqa: E402
-from pipeline.stats import pair_runs, paired_diff  # noqa: E402
-from pipeline.store import Store  # noqa: E402
-from pipeline.target import GenParams  # noqa: E402
+from pipeline.core.stats import pair_runs, paired_diff  # noqa: E402
+from pipeline.loop import resolve  # noqa: E402
+from pipeline.models.target import GenParams  # noqa: E402
+from pipeline.stages.extract import extract  # noqa: E402
+from pipeline.storage.store import Store  # noqa: E402
 
 
 def main():

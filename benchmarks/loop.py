@@ -22,12 +22,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from pipeline.config import ROOT  # noqa: E402
-from pipeline.data import import_demo, import_file  # noqa: E402
-from pipeline.evaluate import fix_rates  # noqa: E402
-from pipeline.loop import LoopParams, iterate  # noqa: E402
-from pipeline.store import Store  # noqa: E402
-from pipeline.views import iteration_table  # noqa: E402
+from pipeline.core.config import ROOT  # noqa: E402
+from pipeline.loop.iterate import LoopParams, iterate  # noqa: E402
+from pipeline.loop.views import iteration_table  # noqa: E402
+from pipeline.problems.data import import_demo, import_file  # noqa: E402
+from pipeline.stages.evaluate import fix_rates  # noqa: E402
+from pipeline.storage.store import Store  # noqa: E402
 
 SVAMP = ROOT.parent / "shared" / "data" / "benchmarks" / "svamp" / "test.jsonl"
 
@@ -66,7 +66,7 @@ def main():
         shutil.rmtree(db.parent / "adapters", ignore_errors=True)
     db.parent.mkdir(parents=True, exist_ok=True)
     os.environ["SEI_DB"] = str(db)
-    from pipeline import config
+    from pipeline.core import config
 
     os.environ.setdefault("SEI_MODELS_DIR", str(config.models_dir()))  # the model stays put
     os.environ.setdefault("SEI_DATA_DIR", str(db.parent))  # adapters beside the store
@@ -75,7 +75,7 @@ def main():
     import_demo(store, 400, 200, seed=0)
     import_file(store, SVAMP, "svamp", "svamp", "test")
     clock = Clock()
-    from pipeline.store_process import StoreProcess
+    from pipeline.storage.store_process import StoreProcess
 
     # through a store process, as `sei iterate` and the job runner call it
     out = iterate(StoreProcess(db), LoopParams(iterations=a.iterations, mode=a.mode,

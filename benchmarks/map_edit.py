@@ -32,9 +32,9 @@ import plotly.io  # noqa: E402
 import plotly.tools  # noqa: E402
 from common import build_map_figure, map_spec  # noqa: E402
 
-from pipeline import taxonomy  # noqa: E402
-from pipeline.cluster import ClusterParams, cluster  # noqa: E402
-from pipeline.store import Store  # noqa: E402
+from pipeline.analysis import taxonomy  # noqa: E402
+from pipeline.stages.cluster import ClusterParams, cluster  # noqa: E402
+from pipeline.storage.store import Store  # noqa: E402
 
 
 def build_store(path: Path, n: int) -> Store:

@@ -1,4 +1,4 @@
-"""Novelty filter (pipeline/novelty.py) against brute-force rouge-score, on GSM8K questions.
+"""Novelty filter against brute-force rouge-score, on GSM8K questions.
 
     python benchmarks/novelty.py [--brute-sample 100] [--big 10000] [--brute-all]
 
@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from rouge_score import rouge_scorer  # noqa: E402
 
-from pipeline.novelty import ROUGE_THRESHOLD, filter_novel  # noqa: E402
+from pipeline.problems.novelty import ROUGE_THRESHOLD, filter_novel  # noqa: E402
 
 GSM8K = HERE.parent.parent / "shared" / "data" / "benchmarks" / "gsm8k" / "train.jsonl"
 NUM = re.compile(r"\d+")

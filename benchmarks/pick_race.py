@@ -28,8 +28,8 @@ from pathlib import Path
 sys.path[:0] = [str(Path(__file__).parent)]
 import browser_edit as be  # noqa: E402
 
-from pipeline import taxonomy  # noqa: E402
-from pipeline.store import Store  # noqa: E402
+from pipeline.analysis import taxonomy  # noqa: E402
+from pipeline.storage.store import Store  # noqa: E402
 
 PATHS = {"fragment": {"SEI_MAP_FRAGMENT": "1"}, "whole-page": {"SEI_MAP_FRAGMENT": "0"}}
 WAITS = ("idle", "own box")

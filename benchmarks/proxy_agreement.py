@@ -21,8 +21,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from scipy.stats import rankdata, spearmanr  # noqa: E402
 
-from pipeline.select import SelectParams, n_keep, rank, select  # noqa: E402
-from pipeline.store import Store  # noqa: E402
+from pipeline.stages.select import SelectParams, n_keep, rank, select  # noqa: E402
+from pipeline.storage.store import Store  # noqa: E402
 
 
 def main():

@@ -8,13 +8,13 @@ b. llama.cpp's own `llama-server` (`-np 8 --cont-batching`, the bundled Q4_1 GGU
    stop sequences),
 c. the same server one request at a time (parallel 1).
 
-The prompts are one-shot selection prompts built by pipeline.select.OneShot (a candidate as
+The prompts are one-shot selection prompts built by pipeline.stages.select.OneShot (a candidate as
 the worked example, then a dev question) on demo problems, with the same max_new_tokens and
-stop rule on every path; every output is judged with pipeline.answers.judge on text cut at
+stop rule on every path; every output is judged with pipeline.problems.answers.judge on text cut at
 its first final answer, and the verdicts are compared between paths (llama.cpp runs a 4-bit
 quantization: compared, not expected equal). Then it prices the paper's protocol (10,000
 candidates x 100 dev problems = 1M generations per iteration, 3 iterations) at each measured
-rate and at the stated vLLM rate of pipeline/costs.py (the one cost model).
+rate and at the stated vLLM rate of pipeline/loop/costs.py (the one cost model).
 
 Needs the llama-server binary: `make llama-server` builds it into .cache/llama-server/bin/
 (or set SEI_LLAMA_SERVER to one you have).
@@ -37,11 +37,11 @@ sys.path.insert(0, str(HERE))
 
 from selection import timed  # noqa: E402
 
-from pipeline import costs  # noqa: E402
-from pipeline.demo import generate as demo_problems  # noqa: E402
-from pipeline.select import OneShot, SelectParams  # noqa: E402
-from pipeline.serve import MODEL_ALIAS, free_port, running  # noqa: E402
-from pipeline.target import GenParams, LocalTarget, OpenAITarget, bundled_gguf  # noqa: E402
+from pipeline.loop import costs  # noqa: E402
+from pipeline.models.serve import MODEL_ALIAS, free_port, running  # noqa: E402
+from pipeline.models.target import GenParams, LocalTarget, OpenAITarget, bundled_gguf  # noqa: E402
+from pipeline.problems.demo import generate as demo_problems  # noqa: E402
+from pipeline.stages.select import OneShot, SelectParams  # noqa: E402
 
 DEFAULT_BINARY = HERE.parent / ".cache" / "llama-server" / "bin" / "llama-server"
 
@@ -166,7 +166,7 @@ def main():
     print("(req: HTTP requests; a row stopped at a newline before a complete final answer is "
           "asked again without the stop sequence, so req - gens rows were asked twice)")
 
-    # the paper's protocol, one-shot selection only, at each rate (pipeline/costs.py)
+    # the paper's protocol, one-shot selection only, at each rate (pipeline/loop/costs.py)
     pp = costs.PAPER_ONESHOT
     per_it = pp["candidates"] * pp["dev_problems"]
     g = costs.gpu_rates()
@@ -195,7 +195,7 @@ def main():
           "assumption from published figures (Lambda's vLLM benchmark, vLLM 0.5.4, "
           "Mistral-7B-Instruct-v0.3: 1,591 output tok/s on one A100-80GB, 3,281 on one "
           "H100-80GB), not measured here.")
-    print("\nfor pipeline/costs.py (ONESHOT_S_PER_GENERATION):")
+    print("\nfor pipeline/loop/costs.py (ONESHOT_S_PER_GENERATION):")
     for k, v in measured.items():
         print(f"    {k!r}: {v:.4f},")
     print(f"server log: {log}")

@@ -30,8 +30,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from scipy.stats import spearmanr  # noqa: E402
 
-from pipeline.answers import cut_at_final_answer, judge  # noqa: E402
-from pipeline.select import (  # noqa: E402
+from pipeline.models.target import LocalTarget, render  # noqa: E402
+from pipeline.problems.answers import cut_at_final_answer, judge  # noqa: E402
+from pipeline.stages.select import (  # noqa: E402
     OneShot,
     Proxy,
     SelectParams,
@@ -39,17 +40,16 @@ from pipeline.select import (  # noqa: E402
     dev_set,
     oneshot_score,
 )
-from pipeline.store import Store  # noqa: E402
-from pipeline.target import LocalTarget, render  # noqa: E402
+from pipeline.storage.store import Store  # noqa: E402
 
 
 def build(db: Path) -> Store:
-    from pipeline.cluster import ClusterParams, cluster
-    from pipeline.data import import_demo
-    from pipeline.extract import extract
-    from pipeline.keyphrases import analyze_bad_cases
-    from pipeline.synthesize import SynthParams, synthesize
-    from pipeline.target import GenParams
+    from pipeline.models.target import GenParams
+    from pipeline.problems.data import import_demo
+    from pipeline.stages.analyze import analyze_bad_cases
+    from pipeline.stages.cluster import ClusterParams, cluster
+    from pipeline.stages.extract import extract
+    from pipeline.stages.synthesize import SynthParams, synthesize
 
     s = Store(db)
     if not s.candidates(status="kept"):

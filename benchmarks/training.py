@@ -12,7 +12,7 @@
    second count takes only the work the loop does: the share of that is the machine's
    efficiency on it, while the share of the usual count is the speed a user gets
    against a trainer that does the usual work at the matmul peak.
-2. The real training loop (pipeline.train.train) on synthesized demo examples: tokens/s
+2. The real training loop (pipeline.stages.train.train) on synthesized demo examples: tokens/s
    (real tokens, padding excluded) from the stored timings, checkpoints and store writes
    included; also the median step.
 Goal: >= 80% of the ceiling.
@@ -51,9 +51,9 @@ def main():
     ap.add_argument("--db", default="/tmp/sei-bench-train/sei.duckdb")
     a = ap.parse_args()
 
-    from pipeline import config
-    from pipeline.data import import_demo
-    from pipeline.store import Store
+    from pipeline.core import config
+    from pipeline.problems.data import import_demo
+    from pipeline.storage.store import Store
 
     db = Path(a.db)
     if db.exists():
@@ -66,8 +66,8 @@ def main():
     import_demo(s, 400, 50)
     # training examples: demo problems the model never saw, as the selection would give
     # them; written through the store as a random selection of kept candidates
-    from pipeline import demo
-    from pipeline.synthesize import chat_solution  # noqa: F401  (the training format)
+    from pipeline.problems import demo
+    from pipeline.stages.synthesize import chat_solution  # noqa: F401  (the training format)
 
     probs = demo.demo_splits(400 + a.examples, 0, seed=11)["train"][400:]
     s.create_iteration(1, "scratch", None, {"types": [], "edit_ids": [], "n_cases": 0}, None,
@@ -77,12 +77,12 @@ def main():
                        "type_id": 0, "question": p["question"], "solution": p["solution"],
                        "answer": p["answer"], "status": "kept", "synthesizer": "offline"}
                       for i, p in enumerate(probs)])
-    from pipeline.select import SelectParams, select
-    from pipeline.train import ALL_LINEAR, TrainParams, train
+    from pipeline.stages.select import SelectParams, select
+    from pipeline.stages.train import ALL_LINEAR, TrainParams, train
 
     sel = select(s, SelectParams(method="random", top=a.examples))
     before = matmul_gflops()
-    from pipeline.store_process import StoreProcess
+    from pipeline.storage.store_process import StoreProcess
 
     # through a store process, as `sei train` and the job runner call it
     res = train(StoreProcess(db), TrainParams(method="random", epochs=a.epochs,
@@ -94,7 +94,7 @@ def main():
 
     from transformers import AutoConfig
 
-    from pipeline.target import resolve_model_path
+    from pipeline.models.target import resolve_model_path
 
     path, _ = resolve_model_path(config.DEFAULT_MODEL)
     cfg = AutoConfig.from_pretrained(path)
@@ -106,8 +106,8 @@ def main():
     # share of positions that carry the loss (the assistant's tokens), from the same rows
     from transformers import AutoTokenizer
 
-    from pipeline.select import training_set
-    from pipeline.train import _collate, epoch_batches, shared_prefix, tokenize
+    from pipeline.stages.select import training_set
+    from pipeline.stages.train import _collate, epoch_batches, shared_prefix, tokenize
 
     tok = AutoTokenizer.from_pretrained(path)
     rows = [tokenize(tok, e["messages"], 512) for e in training_set(s, [sel["selection_id"]])]
@@ -142,7 +142,7 @@ def main():
     print(f"ceiling LoRA, usual count (4N + attention):     {gflops * 1e9 / std:7.1f} tok/s")
     print(f"ceiling for the work the loop does:             {gflops * 1e9 / need:7.1f} tok/s")
     print(f"6N (full fine-tuning), for reference:           {gflops * 1e9 / full:7.1f} tok/s")
-    print(f"measured (pipeline.train): {tps:7.1f} tok/s over {res['tokens']} tokens, "
+    print(f"measured (pipeline.stages.train): {tps:7.1f} tok/s over {res['tokens']} tokens, "
           f"{len(steps)} steps (median step {step_tps[len(step_tps) // 2]:.1f} tok/s), "
           "checkpoints and store writes included")
     print(f"share of the ceiling: {tps / (gflops * 1e9 / std):.0%} (usual count), "

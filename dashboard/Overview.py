@@ -4,11 +4,12 @@ import common
 import pandas as pd
 import streamlit as st
 
-from pipeline import settings, views
-from pipeline.instructor import from_env
-from pipeline.loop import LoopParams
-from pipeline.presets import resolve
-from pipeline.target import GenParams
+from pipeline.loop import views
+from pipeline.loop.iterate import LoopParams
+from pipeline.loop.presets import resolve
+from pipeline.models import settings
+from pipeline.models.instructor import from_env
+from pipeline.models.target import GenParams
 
 s = common.header("SEI Studio")
 cfg = settings.load()

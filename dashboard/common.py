@@ -16,9 +16,10 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from pipeline import config, jobs, views
-from pipeline.redact import scrub
-from pipeline.store import Store, StoreUnusable
+from pipeline.core import config
+from pipeline.core.redact import scrub
+from pipeline.loop import jobs, views
+from pipeline.storage.store import Store, StoreUnusable
 
 NOISE = "#b8b8b8"
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -178,7 +179,7 @@ def map_spec(tax, show_excluded: bool = False, highlight: int | None = None,
     Built for 10k points and hundreds of types: plotly validates every trace and every
     list element, so the largest types get a trace each, the long tail shares one trace
     with per-point colours, and columns go in as numpy arrays (validated whole)."""
-    from pipeline import taxonomy
+    from pipeline.analysis import taxonomy
 
     cols = type_colours(tax)
     groups: dict[int | None, list[dict]] = {}
@@ -368,7 +369,7 @@ def legend_table(tax):
     per row (a pandas Styler painting the cells cost ~0.1 s per edit at 200 types)."""
     import pandas as pd
 
-    from pipeline.taxonomy import noise
+    from pipeline.analysis.taxonomy import noise
 
     cols = type_colours(tax)
     rows = [{"colour": swatch(COLOURS[cols[t.type_id]]), "id": str(t.type_id),
@@ -591,7 +592,7 @@ def open_on_newest(key: str, newest: str, scope="") -> None:
 def param_input(container, cls, name: str, label: str, key: str, lo=None, hi=None,
                 step=None):
     """A form widget for one stage parameter: its default, help and choices come from
-    the stage's Params (pipeline/params.py), never typed into a page."""
+    the stage's Params (pipeline/core/params.py), never typed into a page."""
     default, text, choices = cls.default(name), cls.help(name), cls.choices(name)
     if choices:
         opts = list(choices)
@@ -600,6 +601,45 @@ def param_input(container, cls, name: str, label: str, key: str, lo=None, hi=Non
     if isinstance(default, bool):
         return container.checkbox(label, value=default, key=key, help=text)
     if isinstance(default, float):
-        return container.number_input(label, float(lo), float(hi), float(default), step=step,
+        return container.number_input(label, None if lo is None else float(lo),
+                                      None if hi is None else float(hi), float(default), step=step,
                                       key=key, help=text)
     return container.number_input(label, lo, hi, default, step=step, key=key, help=text)
+
+
+def _typed(raw: str, tp, is_list: bool):
+    """A text box's value as the field's type: blank is None, a list is comma-separated,
+    a dict is JSON; what does not parse is kept as text (the stage's check says why)."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    if is_list:
+        return [tp(x.strip()) if tp in (int, float) else x.strip()
+                for x in raw.split(",") if x.strip()]
+    for cast in ((tp,) if tp in (int, float) else ()) + (json.loads,):
+        try:
+            return cast(raw)
+        except (TypeError, ValueError):
+            pass
+    return raw
+
+
+def params_form(cls, key: str) -> dict:
+    """Every field of a stage's Params as a widget, its default, help and choices from the
+    class (the Jobs page's form for any registered stage); returns the values a person
+    changed, so a job's parameters say only what differs from the stage's defaults."""
+    from pipeline.core.options import _base
+
+    cols, out = st.columns(3), {}
+    for i, f in enumerate(cls.fields()):
+        c, default = cols[i % 3], cls.default(f.name)
+        tp, is_list = _base(cls.hints()[f.name])
+        if cls.choices(f.name) or (not is_list and default is not None
+                                   and tp in (bool, int, float)):
+            out[f.name] = param_input(c, cls, f.name, f.name, f"{key}-{f.name}")
+            continue
+        shown = ("" if default is None else ",".join(map(str, default)) if is_list
+                 else json.dumps(default) if isinstance(default, dict) else str(default))
+        out[f.name] = _typed(c.text_input(f.name, shown, key=f"{key}-{f.name}",
+                                          help=cls.help(f.name)), tp, is_list)
+    return {k: v for k, v in out.items() if v != cls.default(k)}

@@ -1,5 +1,5 @@
 """The Error map's actions, outside its page script: each callback reads what the person
-typed or selected from session state, applies one edit through pipeline.taxonomy, and
+typed or selected from session state, applies one edit through pipeline.analysis.taxonomy, and
 says what it did (a refused edit is a message, never a traceback).
 
 Callbacks run before the rerun that a click triggers, so that rerun draws the edited map
@@ -13,8 +13,8 @@ import common
 import map_view
 import streamlit as st
 
-from pipeline import taxonomy
-from pipeline.store import Store
+from pipeline.analysis import taxonomy
+from pipeline.storage.store import Store
 
 
 class MapActions:

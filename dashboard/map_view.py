@@ -28,7 +28,7 @@ import plotly.io
 import streamlit as st
 import streamlit.components.v1 as components
 
-from pipeline.config import ROOT
+from pipeline.core.config import ROOT
 
 SOURCE = Path(__file__).parent / "components" / "sei_map.html"
 BUILD = ROOT / ".cache" / "components" / "sei_map"

@@ -28,14 +28,28 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ROOT
-from pipeline.store import Store
+from pipeline.core.config import ROOT
+from pipeline.storage.store import Store
 
 BENCH = ROOT.parent / "shared" / "data" / "benchmarks"
 ARTIFACTS = ROOT / "artifacts"
 
 
 SCRIPTED = Path(__file__).resolve().parent / "scripted_target.py"
+
+
+def wait_until(cond, timeout: float = 600, poll: float = 0.2, what: str = "condition"):
+    """cond()'s first true value, polled; an AssertionError naming `what` after `timeout`
+    seconds (a wait on the store or a process, never a sleep a test relies on)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 @pytest.fixture
@@ -60,7 +74,7 @@ def _cache_key() -> str:
     target and the model's files. A change to any of them builds the stores anew."""
     import hashlib
 
-    from pipeline import config
+    from pipeline.core import config
 
     if os.environ.get("SEI_TEST_STORE_KEY"):
         # pinned by hand: a deliberate break of pipeline/ tested on the stores built before
@@ -142,15 +156,17 @@ def bench() -> Path:
 
 @pytest.fixture(scope="session")
 def target():
-    from pipeline.target import LocalTarget
+    from pipeline.models.target import LocalTarget
 
     return LocalTarget().load()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
-    """A real llama.cpp OpenAI-compatible server serving the bundled GGUF."""
-    from pipeline.serve import local_server
+    """A real llama.cpp OpenAI-compatible server serving the bundled GGUF: one per module
+    (an idle llama-cpp-python server still takes 10-20% of a core, so none is left running
+    for the rest of the session)."""
+    from pipeline.models.serve import local_server
 
     log = tmp_path_factory.mktemp("llama") / "server.log"
     with local_server(log_path=log) as base_url:
@@ -178,7 +194,7 @@ def app_server(tmp_path_factory):
     import time
     import urllib.request
 
-    from pipeline.serve import free_port
+    from pipeline.models.serve import free_port
 
     d = tmp_path_factory.mktemp("app")
     db = d / "sei.duckdb"
@@ -221,9 +237,9 @@ def chromium():
 
 
 def _build_prepared(folder: Path) -> None:
-    from pipeline.data import import_demo
-    from pipeline.extract import extract
-    from pipeline.target import GenParams
+    from pipeline.models.target import GenParams
+    from pipeline.problems.data import import_demo
+    from pipeline.stages.extract import extract
 
     s = Store(folder / "sei.duckdb")
     # harder than the default mix, so that the bad cases span several error types
@@ -248,8 +264,8 @@ def prepared(prepared_db, tmp_path, monkeypatch) -> Store:
 
 def _build_clustered(folder: Path) -> None:
     """The prepared store, analysed offline and clustered (real MiniLM, UMAP, HDBSCAN)."""
-    from pipeline.cluster import ClusterParams, cluster
-    from pipeline.keyphrases import analyze_bad_cases
+    from pipeline.stages.analyze import analyze_bad_cases
+    from pipeline.stages.cluster import ClusterParams, cluster
 
     shutil.copy(cached_store("prepared"), folder / "sei.duckdb")
     s = Store(folder / "sei.duckdb")
@@ -276,7 +292,7 @@ def _own_settings_and_no_stray_jobs(tmp_path, monkeypatch):
     whole session) is killed when it ends, whatever the outcome."""
     import signal
 
-    from pipeline import jobs
+    from pipeline.loop import jobs
 
     monkeypatch.setenv("SEI_SETTINGS", str(tmp_path / "settings.json"))
     before = {id(p) for p in jobs._children}
@@ -308,6 +324,7 @@ def _needs(item) -> str | None:
     return max(got, key=_RANK.get) if got else None
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads xdist_group marks
 def pytest_collection_modifyitems(config, items):
     """Slow marks; then the order: tests that need no session store first, then those on
     the prepared, clustered and looped stores (built in that order while the first run)."""
@@ -387,8 +404,8 @@ def run_loop_config(db: Path, data_dir: Path, config_file: Path):
     store's own command (a rerun of it must resume). Returns click's result."""
     from click.testing import CliRunner
 
-    from pipeline import config
-    from pipeline.cli import cli
+    from pipeline.core import config
+    from pipeline.shells.cli import cli
 
     env = {"SEI_MODELS_DIR": str(config.models_dir()), "SEI_DATA_DIR": str(data_dir),
            "SEI_BENCHMARKS_DIR": str(BENCH), "SEI_DB": str(db)}
@@ -449,23 +466,32 @@ def _start_builder() -> None:
         except OSError:
             pass  # not allowed to raise its priority: it runs as nice as the workers
 
+    # its own session: with the kernel's autogroup scheduling (on by default) a session's
+    # processes share one CPU share, so in the tests' session the builder would get a
+    # slice of a slice beside the workers, while every job, app and browser process the
+    # tests start (each in a session of its own) got a whole share
     _builder.append(subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("session_stores.py"))],
         stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-        preexec_fn=unnice))
+        preexec_fn=unnice, start_new_session=True))
 
 
 def pytest_sessionfinish(session):
+    import signal
+
     for p in _builder:
         if p.poll() is None:
-            p.kill()
+            try:
+                os.killpg(p.pid, signal.SIGKILL)  # it leads its own group (its store process)
+            except ProcessLookupError:
+                pass
 
 
 def three_types(store: Store) -> list:
     """The visible types after half of the largest is split off: three at least, whatever
     HDBSCAN makes of the prepared store (it has made two or three as answer extraction and
     the offline analyzer changed). The split is an edit like any other."""
-    from pipeline import taxonomy
+    from pipeline.analysis import taxonomy
 
     big = taxonomy.current(store).visible_types()[0]
     taxonomy.split(store, big.members[:len(big.members) // 2], "split off for this test")

@@ -1,7 +1,7 @@
 """The scripted target: a stand-in for the target model in the tests whose subject is the
 plumbing around it (jobs, the CLI, cancel and kill, the loop's orchestration, served
 adapters), where the model's answers do not matter. It lives with the tests, never in
-the product: `pipeline.target.make_target` builds it instead of the local model only
+the product: `pipeline.models.target.make_target` builds it instead of the local model only
 while the environment names this file in SEI_TEST_TARGET, and every run it makes says
 so in its manifest (model id `scripted-test-target`, weights hash `scripted:...`).
 
@@ -31,9 +31,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import config
-from pipeline.store import Store
-from pipeline.target import HISTORIC_RUNTIME, Generation, weights_hash
+from pipeline.core import config
+from pipeline.models.target import HISTORIC_RUNTIME, Generation, weights_hash
+from pipeline.storage.store import Store
 
 MODEL_ID = "scripted-test-target"
 DEMO_FLIPS = 0.3
@@ -84,7 +84,7 @@ class ScriptedTarget:
 
     def load(self) -> ScriptedTarget:
         if self.adapter and not (Path(self.adapter) / "adapter_config.json").exists():
-            from pipeline.target import ModelError
+            from pipeline.models.target import ModelError
 
             raise ModelError(f"adapter {self.adapter} has no adapter_config.json")
         self.model_id, self.weights_hash = self.identity()

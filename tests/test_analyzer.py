@@ -5,10 +5,10 @@ from fractions import Fraction
 
 import pytest
 
-from pipeline import analyzer
-from pipeline.analyzer import analyze_case, evaluate, steps_in
-from pipeline.answers import extract_answer
-from pipeline.keyphrases import analyze_bad_cases
+from pipeline.analysis import offline_analyzer as analyzer
+from pipeline.analysis.offline_analyzer import analyze_case, evaluate, steps_in
+from pipeline.problems.answers import extract_answer
+from pipeline.stages.analyze import analyze_bad_cases
 
 Q = "A ribbon is 20 yards long. Tom cuts off 9 feet. How many feet of ribbon are left?"
 SOL = ("The ribbon is 20*3 = <<20*3=60>>60 feet long.\n"

@@ -1,4 +1,4 @@
-"""Tests for pipeline/answers.py: extraction, equivalence, judging, deadlines, no eval.
+"""Tests for pipeline/problems/answers.py: extraction, equivalence, judging, deadlines, no eval.
 
 Cases that once failed and were fixed in answers.py: magnitude words ("3 million"),
 LaTeX thin-space separators, "(C) 7" as a choice, Euler's e vs choice letters, range
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.answers import (
+from pipeline.problems.answers import (
     MAX_LEN,
     answers_equal,
     cut_at_final_answer,
@@ -124,7 +124,7 @@ PAIRS = [
 
 @pytest.mark.parametrize("gold,pred,expected", PAIRS)
 def test_answers_equal(gold, pred, expected):
-    # answers_equal(pred, gold), as pipeline/extract.py and tests/test_data.py call it
+    # answers_equal(pred, gold), as pipeline/stages/extract.py and tests/test_data.py call it
     assert answers_equal(pred, gold) is expected
 
 
@@ -216,7 +216,7 @@ def test_deadline_off_main_thread():
 # cache entry or half-imported module another test leaves would be this test's too.
 _ON_MAIN_THREAD = """\
 import json, signal, threading
-from pipeline.answers import judge
+from pipeline.problems.answers import judge
 fired = []
 def callers(*a):
     fired.append(1)
@@ -257,7 +257,7 @@ def test_exponent_tower_deadline_off_main_thread():
     # In a subprocess: a hang here would otherwise freeze the whole test run.
     script = (
         "import json, os, threading\n"
-        "from pipeline.answers import judge\n"
+        "from pipeline.problems.answers import judge\n"
         "out = {}\n"
         "t = threading.Thread(target=lambda: out.update(judge('#### 9^{9^{9^{9}}}', '1', 2.0)),"
         " daemon=True)\n"
@@ -389,7 +389,7 @@ def test_a_unit_note_in_parentheses_is_stripped(reference, number):
     ("3 (thousand)", "3"),
 ])
 def test_a_note_that_may_change_the_value_is_kept(reference, number):
-    from pipeline.answers import normalize
+    from pipeline.problems.answers import normalize
 
     assert normalize(reference) != number
     assert not judge(f"The answer is {number}.", reference)["correct"]

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ROOT
-from pipeline.data import import_demo
-from pipeline.store import Store
+from pipeline.core.config import ROOT
+from pipeline.problems.data import import_demo
+from pipeline.storage.store import Store
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -67,8 +67,8 @@ def _clustering(s: Store) -> None:
 
     from fault_server import make_bad_cases
 
-    from pipeline import config
-    from pipeline.cluster import ClusterParams
+    from pipeline.core import config
+    from pipeline.stages.cluster import ClusterParams
 
     ids = make_bad_cases(s, [f"Case {i}" for i in range(12)])
     s.upsert_analysis("a-test", "test", None, {})

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import cli
-from pipeline.store import Store
+from pipeline.shells.cli import cli
+from pipeline.storage.store import Store
 
 pytestmark = pytest.mark.slow
 N_TRAIN, N_EVAL = 16, 8  # the looped store's limit_train and eval_limit (LOOP_CONFIG)
 
 
 def _env(monkeypatch, d):
-    from pipeline import config
+    from pipeline.core import config
 
     monkeypatch.setenv("SEI_MODELS_DIR", str(config.models_dir()))  # the model stays put
     monkeypatch.setenv("SEI_DATA_DIR", str(d))  # adapters beside this store
@@ -38,7 +38,7 @@ def test_no_test_item_reaches_analysis_synthesis_or_selection(looped_db, tmp_pat
     """In the looped store (the base model and both arms evaluated on two test sets, whose
     wrong answers are stored like any other), no test item is analysed, typed, used as a
     synthesis source or put in the dev set; analysing an evaluation run is refused."""
-    from pipeline.evaluate import eval_runs
+    from pipeline.stages.evaluate import eval_runs
 
     db = _copy(looped_db, tmp_path, monkeypatch)
     s = Store(db)
@@ -79,8 +79,8 @@ def test_loop_over_two_train_sets_with_arms(looped_db, tmp_path, monkeypatch):
     GSM8K train (from the shared folder), arms sei and random, two evaluation sets (one
     in-domain, one out-of-domain): what `sei iterations --json` reports, checked against
     the stored items it comes from."""
-    from pipeline.evaluate import eval_runs
-    from pipeline.stats import paired_diff
+    from pipeline.core.stats import paired_diff
+    from pipeline.stages.evaluate import eval_runs
 
     db = _copy(looped_db, tmp_path, monkeypatch)
     r = CliRunner().invoke(cli, ["--db", str(db), "iterations", "--json"])
@@ -167,7 +167,8 @@ def test_random_baseline_does_not_wait_for_the_heavy_slot(looped_db, tmp_path, m
     as the one-shot selection it is paired with."""
     import fcntl
 
-    from pipeline import config, jobs
+    from pipeline.core import config
+    from pipeline.loop import jobs
 
     db = tmp_path / "sei.duckdb"
     shutil.copy(looped_db, db)

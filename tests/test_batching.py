@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.demo import generate as demo_problems
-from pipeline.target import GenParams, prompt_template, render
+from pipeline.models.target import GenParams, prompt_template, render
+from pipeline.problems.demo import generate as demo_problems
 
 
 def _oneshot_convs(n_demos=2, n_questions=2, seed=5):
-    from pipeline.select import _demo_turns
+    from pipeline.stages.select import _demo_turns
 
     tmpl = prompt_template()
     probs = demo_problems(n_demos + n_questions, seed=seed)
@@ -49,8 +49,8 @@ def _plain(target, convs, max_new):
 
 
 def test_several_prefixes_in_one_batch_give_the_plain_left_padding_tokens(target):
-    from pipeline.answers import cut_at_final_answer
-    from pipeline.target import _prefix_groups
+    from pipeline.models.target import _prefix_groups
+    from pipeline.problems.answers import cut_at_final_answer
 
     convs = _oneshot_convs()
     assert _prefix_groups(convs) == [0, 1, 0, 1]
@@ -66,7 +66,7 @@ def test_several_prefixes_in_one_batch_give_the_plain_left_padding_tokens(target
 
 
 def test_oneshot_scores_are_the_same_batched_together_or_one_by_one(target):
-    from pipeline.select import OneShot, SelectParams
+    from pipeline.stages.select import OneShot, SelectParams
 
     cands, dev = oneshot_inputs(4)
     heard = []
@@ -86,7 +86,7 @@ def test_roomy_cache_layer_holds_what_concatenation_holds():
     import torch
     from transformers.cache_utils import DynamicLayer
 
-    from pipeline.kvcache import RoomyLayer
+    from pipeline.models.kvcache import RoomyLayer
 
     roomy, plain = RoomyLayer(room=3), DynamicLayer()
     g = torch.Generator().manual_seed(0)

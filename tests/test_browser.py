@@ -17,9 +17,12 @@ import time
 import pytest
 from conftest import CHROMIUM, three_types
 
-from pipeline import config, jobs, taxonomy
-from pipeline.config import ROOT
-from pipeline.store import Store
+from pipeline.analysis import taxonomy
+from pipeline.core import config
+from pipeline.core.config import ROOT
+from pipeline.loop import jobs
+from pipeline.stages.cluster import ClusterParams
+from pipeline.storage.store import Store
 
 SHOTS = ROOT / "artifacts" / "screenshots"
 TIMES: dict[str, list[float]] = {}
@@ -433,7 +436,7 @@ def test_error_map_edit_reruns_the_curation_alone(app, page):
     While a clustering-kind job is active the panel polls, and an edit reruns the whole page."""
     import fcntl
 
-    from pipeline import config
+    from pipeline.core import config
 
     url, store = app
     a = three_types(store)[0]
@@ -598,8 +601,8 @@ def test_error_map_lasso_opens_cases_and_splits(app, page):
 def test_error_map_clusterings_switch_and_recluster(app, page):
     """A subset clustering asks before it becomes current; the picker switches and back;
     the map redraws by itself when a re-cluster job ends."""
-    from pipeline.cluster import ClusterParams, cluster
-    from pipeline.keyphrases import analyze_bad_cases
+    from pipeline.stages.analyze import analyze_bad_cases
+    from pipeline.stages.cluster import ClusterParams, cluster
 
     url, store = app
     cur = taxonomy.current(store).clustering["clustering_id"]
@@ -647,7 +650,13 @@ def test_jobs_page(app, page):
     page.get_by_text(re.compile(rf"#{tick} ticks · running · [1-9]\d*/30")).wait_for()
     page.get_by_text(re.compile(rf"#{tick} ticks · succeeded · 30/30")).wait_for()
     page.get_by_text("Start a job").click()
-    choose(page, "stage", "cluster")
+    choose(page, "stage", re.compile(r"^cluster: "))  # every stage, its one-line help
+    # the form is the stage's Params: a changed field is what the job is given
+    box = page.get_by_role("spinbutton", name="min_cluster_size")
+    assert box.input_value() == str(ClusterParams.default("min_cluster_size"))
+    box.fill("4")
+    box.press("Tab")
+    idle(page)
     page.get_by_role("button", name="Start", exact=True).click()
     page.get_by_text(re.compile(r"job #\d+ started")).wait_for()
     jid = int(re.search(r"#(\d+)", page.get_by_text(re.compile(r"job #\d+ started"))
@@ -657,6 +666,8 @@ def test_jobs_page(app, page):
         timeout=240_000)
     job = store.job(jid)
     assert job["status"] == "succeeded" and job["kind"] == "cluster"
+    assert job["params"] == {"min_cluster_size": 4}  # what was changed, nothing else
+    assert store.latest_clustering()["params"]["min_cluster_size"] == 4
     no_exception(page)
     shot(page, "11-jobs")
 

@@ -18,8 +18,8 @@ from test_browser import (  # noqa: F401
     until,
 )
 
-from pipeline.evaluate import accuracy_table
-from pipeline.store import Store
+from pipeline.stages.evaluate import accuracy_table
+from pipeline.storage.store import Store
 
 pytestmark = pytest.mark.skipif(not __import__("os").path.exists(CHROMIUM),
                                 reason="Debian chromium not installed (make test installs it)")

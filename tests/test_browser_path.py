@@ -25,8 +25,8 @@ from test_browser import (  # noqa: F401
 )
 from test_browser_loop import check_accuracy_chart
 
-from pipeline import jobs, views
-from pipeline.store import Store
+from pipeline.loop import jobs, views
+from pipeline.storage.store import Store
 
 pytestmark = pytest.mark.skipif(not __import__("os").path.exists(CHROMIUM),
                                 reason="Debian chromium not installed (make test installs it)")
@@ -157,7 +157,7 @@ def test_the_demo_path_from_buttons(server, page):  # noqa: F811
     [it] = [j for j in store.jobs(limit=1000) if j["job_id"] not in before]
     assert it["kind"] == "iterate" and it["params"]["iterations"] == n
     # the job's own line on the page once it has a step: the store's count and total
-    from pipeline.loop import STEPS
+    from pipeline.loop.iterate import STEPS
 
     jid = it["job_id"]
     assert until(lambda: store.job(jid)["step"], 300), store.job(jid)

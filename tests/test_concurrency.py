@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from pipeline import jobs
+from pipeline.loop import jobs
 
 # The reader reads until it has made READS reads while the writer was committing (it saw
 # the count grow), or until the writer job has ended (what it sees in the jobs table it
@@ -16,7 +16,7 @@ from pipeline import jobs
 READS = 100  # twice the least the test asks for
 READER = textwrap.dedent("""
     import json, sys, time
-    from pipeline.store import Store
+    from pipeline.storage.store import Store
     s = Store(sys.argv[1])
     jid, wanted = int(sys.argv[2]), int(sys.argv[3])
     end = time.monotonic() + float(sys.argv[4])

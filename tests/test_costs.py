@@ -1,10 +1,10 @@
-"""The one cost model's pricing of the paper's one-shot protocol (pipeline/costs.py)."""
+"""The one cost model's pricing of the paper's one-shot protocol (pipeline/loop/costs.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline import costs
+from pipeline.loop import costs
 
 
 def test_the_paper_protocol_is_three_million_generations():
@@ -26,7 +26,7 @@ def test_measured_oneshot_rates_are_positive_seconds(monkeypatch):
     and each of its days figures is what oneshot_protocol_seconds makes of its rate (the
     7-8B column scaled by parameter count, costs.gpu_rates()'s over REFERENCE_PARAMS); the
     vLLM row is gpu_s_per_generation() priced the same way, in hours."""
-    from pipeline.config import ROOT
+    from pipeline.core.config import ROOT
 
     for var in ("SEI_GPU_GEN_TOKENS_PER_S", "SEI_GPU_MODEL_PARAMS"):
         monkeypatch.delenv(var, raising=False)
@@ -56,9 +56,9 @@ def test_a_plan_prices_each_set_at_the_rate_measured_in_the_store(tmp_path):
     set was priced at the demo's 0.3 s per problem. With runs in the store, each dataset
     is priced at its own measured rate (a batch's time shared by its rows), a set never
     run at the pooled rate, and the plan says which rates it used."""
-    from pipeline.loop import LoopParams
-    from pipeline.presets import resolve
-    from pipeline.store import Store
+    from pipeline.loop.iterate import LoopParams
+    from pipeline.loop.presets import resolve
+    from pipeline.storage.store import Store
 
     s = Store(tmp_path / "sei.duckdb")
     for ds, secs, n in (("gsm8k", 1.5, 30), ("math", 3.0, 20), ("svamp", 9.0, 5)):

@@ -24,11 +24,11 @@ import pytest
 from click.testing import CliRunner
 from test_store_edges import digest, one_line_error, tree  # the same checks
 
-from pipeline import jobs
-from pipeline import store as store_mod
-from pipeline.cli import cli
-from pipeline.config import ROOT
-from pipeline.store import Store
+from pipeline.core.config import ROOT
+from pipeline.loop import jobs
+from pipeline.shells.cli import cli
+from pipeline.storage import store as store_mod
+from pipeline.storage.store import Store
 
 BLOCKS_START = 3 * 4096  # DuckDB: three 4 KiB headers, then the blocks
 
@@ -38,7 +38,7 @@ BLOCKS_START = 3 * 4096  # DuckDB: three 4 KiB headers, then the blocks
 
 def sei(*args, db: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """`sei --db DB ARGS` as a real process."""
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", "--db", str(db)]
+    return subprocess.run([sys.executable, "-m", "pipeline.shells.cli", "--db", str(db)]
                           + [str(a) for a in args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -94,9 +94,9 @@ def _clustering(s: Store) -> None:
 def real_db(tmp_path_factory) -> tuple[Path, str]:
     """A real store: demo problems, 40 kept candidates with a finished random selection of
     them, and an error type. Its path and the selection's id."""
-    from pipeline import demo
-    from pipeline.data import import_demo
-    from pipeline.select import SelectParams, select
+    from pipeline.problems import demo
+    from pipeline.problems.data import import_demo
+    from pipeline.stages.select import SelectParams, select
 
     db = tmp_path_factory.mktemp("real") / "sei.duckdb"
     s = Store(db)
@@ -211,7 +211,7 @@ def test_a_store_deleted_under_a_running_process_is_made_anew(tmp_path, monkeypa
     """The app keeps running while its store file is deleted (a user starting over): the
     next read finds a new empty store, as for a store never seen, not a DuckDB error
     saying the file does not exist (the process had it migrated once)."""
-    from pipeline.data import import_demo
+    from pipeline.problems.data import import_demo
 
     s = Store(tmp_path / "sei.duckdb")
     import_demo(s, 4, 2)

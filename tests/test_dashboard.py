@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 from conftest import three_types
 
-from pipeline import jobs, settings, taxonomy
-from pipeline.config import ROOT
-from pipeline.extract import extract
+from pipeline.analysis import taxonomy
+from pipeline.core.config import ROOT
+from pipeline.loop import jobs
+from pipeline.models import settings
+from pipeline.stages.extract import extract
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -96,8 +98,8 @@ def test_bad_cases_show_what_analysis_reads_unless_asked(store, scripted):
     answers as bad cases beside the extraction's. By default the page shows the extraction
     runs' cases only (what analysis reads: never a test item), with split, run kind and
     model as columns; "all" adds the evaluation's, labelled as such."""
-    from pipeline.data import import_demo
-    from pipeline.evaluate import EvalParams, evaluate
+    from pipeline.problems.data import import_demo
+    from pipeline.stages.evaluate import EvalParams, evaluate
 
     import_demo(store, 12, 8)
     extract(store, "demo", "train", limit=12)
@@ -277,7 +279,7 @@ def by_type(tax, kp_id):
 def test_type_colours_never_repeat():
     import common
 
-    from pipeline.taxonomy import Taxonomy, TypeView
+    from pipeline.analysis.taxonomy import Taxonomy, TypeView
 
     n = len(common.COLOURS)
     ids = [5, 5 + n, 5 + 2 * n, 6, 7 + n]  # ids whose colours would collide by id alone
@@ -325,8 +327,8 @@ def test_merge_undo_merge_again_and_fresh_titles(clustered):
 
 
 def test_error_map_switches_clusterings(clustered):
-    from pipeline.cluster import ClusterParams, cluster
-    from pipeline.keyphrases import analyze_bad_cases
+    from pipeline.stages.analyze import analyze_bad_cases
+    from pipeline.stages.cluster import ClusterParams, cluster
 
     cur = taxonomy.current(clustered).clustering["clustering_id"]
     aid = analyze_bad_cases(clustered, run_id=clustered.runs()[0]["run_id"], instructor="offline",
@@ -554,9 +556,9 @@ def test_overview_demo_loop_button_submits_iteration_1_and_shows_its_progress(st
     cancelled and must end as cancelled."""
     import common
 
-    from pipeline import views
-    from pipeline.loop import STEPS
-    from pipeline.presets import resolve
+    from pipeline.loop import views
+    from pipeline.loop.iterate import STEPS
+    from pipeline.loop.presets import resolve
 
     demo = resolve("demo", None, {"iterations": 1})
     at = ok(page("Overview.py"))

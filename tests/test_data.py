@@ -11,12 +11,12 @@ import duckdb
 import pytest
 from click.testing import CliRunner
 
-from pipeline import migrations
-from pipeline.answers import answers_equal, extract_answer, judge
-from pipeline.cli import cli
-from pipeline.config import ROOT
-from pipeline.data import DataFileError, import_demo, import_file
-from pipeline.store import SCHEMA_VERSION, Store
+from pipeline.core.config import ROOT
+from pipeline.problems.answers import answers_equal, extract_answer, judge
+from pipeline.problems.data import DataFileError, import_demo, import_file
+from pipeline.shells.cli import cli
+from pipeline.storage import migrations
+from pipeline.storage.store import SCHEMA_VERSION, Store
 
 FILES = [  # (path, format, rows in MANIFEST.md)
     ("gsm8k/train.jsonl", "gsm8k", 7473),
@@ -356,7 +356,7 @@ def test_a_store_the_user_cannot_write_still_opens_for_reading(tmp_path):
     try:
         assert not os.access(db, os.W_OK)
         env = dict(os.environ, SEI_DB=str(db))
-        cmd = [sys.executable, "-m", "pipeline.cli"]
+        cmd = [sys.executable, "-m", "pipeline.shells.cli"]
         for args in (["data", "list"], ["runs"], ["jobs", "list"]):
             r = subprocess.run(cmd + args, capture_output=True, text=True, env=env, cwd=ROOT)
             assert r.returncode == 0 and "Traceback" not in r.stderr, (args, r.stderr)

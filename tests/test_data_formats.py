@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline.answers import judge
-from pipeline.cli import cli
-from pipeline.config import ROOT
-from pipeline.data import FORMATS, MAPPINGS, problem_key
-from pipeline.store import Store
+from pipeline.core.config import ROOT
+from pipeline.problems.answers import judge
+from pipeline.problems.data import FORMATS, MAPPINGS, problem_key
+from pipeline.shells.cli import cli
+from pipeline.storage.store import Store
 
 BENCH = ROOT.parent / "shared" / "data" / "benchmarks"
 pytestmark = pytest.mark.skipif(

@@ -14,7 +14,7 @@ from fractions import Fraction
 import pytest
 from rouge_score import rouge_scorer
 
-from pipeline import demo
+from pipeline.problems import demo
 
 NUM = r"\d+(?:\.\d+)?(?:/\d+)?"
 STEP = re.compile(rf"<<({NUM})([-+*/])({NUM})=({NUM})>>({NUM})")

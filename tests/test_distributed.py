@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from test_store_edges import _random_selection, copy_store, one_line_error, sei
 
-from pipeline import config
-from pipeline import store as store_module
-from pipeline.config import ROOT
-from pipeline.store import Store, StoreUnusable
-from pipeline.train import TrainParams, rows_per_rank, train
+from pipeline.core import config
+from pipeline.core.config import ROOT
+from pipeline.stages.train import TrainParams, rows_per_rank, train
+from pipeline.storage import store as store_module
+from pipeline.storage.store import Store, StoreUnusable
 
 # 5 examples, a global batch of 4: each epoch one batch of 4 (2 rows a rank) and one of 1
 # (rank 1 has none and runs a row weighted 0); 2 epochs, 4 steps. No dropout: deterministic.
@@ -56,13 +56,13 @@ def test_two_processes_train_the_adapter_one_process_trains(selected_db, tmp_pat
     import torch
 
     one, two = copy_store(selected_db, tmp_path / "one"), copy_store(selected_db, tmp_path / "two")
-    r1 = subprocess.run([sys.executable, "-m", "pipeline.cli", *TRAIN], env=_env(one),
+    r1 = subprocess.run([sys.executable, "-m", "pipeline.shells.cli", *TRAIN], env=_env(one),
                         cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r1.returncode == 0, r1.stderr[-3000:]
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
     r2 = subprocess.run([accelerate, "launch", "--multi_gpu", "--num_processes", "2",
                          "--num_machines", "1", "--mixed_precision", "no",
-                         "--dynamo_backend", "no", "-m", "pipeline.cli", *TRAIN],
+                         "--dynamo_backend", "no", "-m", "pipeline.shells.cli", *TRAIN],
                         env=_env(two), cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r2.returncode == 0, r2.stderr[-3000:]
 

@@ -13,8 +13,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import cli
-from pipeline.config import ROOT
+from pipeline.core.config import ROOT
+from pipeline.shells.cli import cli
 
 # two references no answer can match (an expression cut off), two with a unit note
 ANSWERS = ["2", "97 (push-ups)", "3^", "350 (g)", "12 -", "10"]
@@ -69,8 +69,8 @@ def test_sei_iterate_counts_per_set_the_references_that_cannot_match_themselves(
     above zero is also a warning line, written by the one function `sei evaluate` uses."""
     from conftest import cached_store
 
-    from pipeline.evaluate import unmatchable
-    from pipeline.store import Store
+    from pipeline.stages.evaluate import unmatchable
+    from pipeline.storage.store import Store
 
     out = json.loads((cached_store("looped").parent / "iterate.json").read_text())
     store = Store(looped_db)

@@ -19,10 +19,10 @@ import pytest
 from fault_server import FaultServer, wait_for
 from fault_server import make_bad_cases as bad_cases
 
-from pipeline.config import ROOT
-from pipeline.instructor import Instructor
-from pipeline.keyphrases import AnalysisIncomplete, analyze_bad_cases
-from pipeline.store import Store
+from pipeline.core.config import ROOT
+from pipeline.models.instructor import Instructor
+from pipeline.stages.analyze import AnalysisIncomplete, analyze_bad_cases
+from pipeline.storage.store import Store
 
 FAULTS = ["429", "500", "nochoices", "emptychoices", "nullcontent", "cutbody", "cutcontent",
           "deepcontent", "wrongshape", "html", "echo401", "slow"]
@@ -31,7 +31,7 @@ FAULTS = ["429", "500", "nochoices", "emptychoices", "nullcontent", "cutbody", "
 def sei(store: Store, *args, env: dict | None = None, timeout: float = 300):
     """The real CLI in a real process (a traceback would reach its stderr)."""
     e = dict(os.environ, SEI_DB=str(store.path), PYTHONUNBUFFERED="1", **(env or {}))
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pipeline.shells.cli", *args], capture_output=True,
                           text=True, env=e, cwd=ROOT, timeout=timeout)
 
 
@@ -208,7 +208,7 @@ def test_kill_9_during_import_and_analysis_loses_and_duplicates_nothing(store, b
 
     def start(db: Path) -> tuple[subprocess.Popen, float]:
         """The import, once it holds the write lock; and the CPU time it had used then."""
-        p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "--db", str(db), *args],
+        p = subprocess.Popen([sys.executable, "-m", "pipeline.shells.cli", "--db", str(db), *args],
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         wait_for(lambda: _write_lock_held(p.pid, db) or p.poll() is not None, 120, poll=0.001)
         assert p.poll() is None, "the import ended before it took the write lock"
@@ -284,7 +284,7 @@ def test_kill_9_during_import_and_analysis_loses_and_duplicates_nothing(store, b
                "OPENAI_BASE_URL": srv.base_url}
         for _ in range(2):
             e = dict(os.environ, SEI_DB=str(store.path), **env)
-            p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "analyze"], cwd=ROOT,
+            p = subprocess.Popen([sys.executable, "-m", "pipeline.shells.cli", "analyze"], cwd=ROOT,
                                  env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             k = store.count("analysis_done") if store.path.exists() else 0
             # wait_for polls before the loop moves on, so the lambda sees this k and p
@@ -383,7 +383,7 @@ def _listening(port: int) -> set[str]:
 def test_app_binds_to_localhost_from_any_directory(store, tmp_path):
     """`make app`'s exact command, run from a directory without .streamlit/config.toml,
     listens on 127.0.0.1 only."""
-    from pipeline.serve import free_port
+    from pipeline.models.serve import free_port
 
     port = free_port()
     cmd = subprocess.run(["make", "-n", "-s", "app", f"PORT={port}"], cwd=ROOT,

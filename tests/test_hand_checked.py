@@ -7,8 +7,8 @@ sample of keyphrases (issue 24, item 6)."""
 import json
 from pathlib import Path
 
-from pipeline.analyzer import analyze_case, evidence_span
-from pipeline.answers import extract_answer, judge
+from pipeline.analysis.offline_analyzer import analyze_case, evidence_span
+from pipeline.problems.answers import extract_answer, judge
 
 DATA = json.loads((Path(__file__).parent / "data" / "hand_checked_outputs.json").read_text())
 OUTPUTS = DATA["outputs"]

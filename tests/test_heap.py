@@ -1,5 +1,5 @@
 """keep_freed_memory: freed activations are reused without faulting pages in again
-(pipeline/heap.py says why that is worth 12-16% of a training step), and DuckDB's trim
+(pipeline/core/heap.py says why that is worth 12-16% of a training step), and DuckDB's trim
 at each connection close stays out of a process that talks to it through StoreProcess."""
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ PAGES = 100 * (4 << 20) // 4096  # what one churn touches
 # between through a Store in this process (same) or through a StoreProcess (child).
 CHURN = """
 import resource, sys, torch
-from pipeline.heap import keep_freed_memory
+from pipeline.core.heap import keep_freed_memory
 mode = sys.argv[1]
 if mode != "plain":
     assert keep_freed_memory()
 store = None
 if mode in ("same", "child"):
-    from pipeline.store import Store
-    from pipeline.store_process import StoreProcess
+    from pipeline.storage.store import Store
+    from pipeline.storage.store_process import StoreProcess
     store = (StoreProcess if mode == "child" else Store)(sys.argv[2])
     store.migrate()
 def churn():
@@ -62,8 +62,8 @@ def test_a_store_write_trims_the_heap_unless_duckdb_runs_in_a_child_process(tmp_
 def test_store_process_forwards_calls_results_and_errors(tmp_path):
     import pytest
 
-    from pipeline.store import Store
-    from pipeline.store_process import StoreProcess
+    from pipeline.storage.store import Store
+    from pipeline.storage.store_process import StoreProcess
 
     db = tmp_path / "sei.duckdb"
     Store(db).migrate()

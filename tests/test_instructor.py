@@ -7,8 +7,14 @@ import threading
 
 import pytest
 
-from pipeline.instructor import Instructor, InstructorError, from_env, load_prompt, parse_json
-from pipeline.serve import free_port
+from pipeline.models.instructor import (
+    Instructor,
+    InstructorError,
+    from_env,
+    load_prompt,
+    parse_json,
+)
+from pipeline.models.serve import free_port
 
 SCHEMA = {"type": "object", "properties": {"keyphrases": {"type": "array", "minItems": 1,
           "items": {"type": "string"}}}, "required": ["keyphrases"]}
@@ -139,7 +145,7 @@ def test_instructor_analysis_end_to_end(store, llama_server):
     summary); a rerun asks again about that case only."""
     from fault_server import make_bad_cases
 
-    from pipeline.keyphrases import AnalysisIncomplete, analyze_bad_cases
+    from pipeline.stages.analyze import AnalysisIncomplete, analyze_bad_cases
 
     ids = make_bad_cases(store, [
         "A box holds 12 apples. How many apples are in 5 boxes?",

@@ -10,20 +10,12 @@ import time
 import duckdb
 import pytest
 from click.testing import CliRunner
+from conftest import wait_until as _until
 
-from pipeline import config, jobs
-from pipeline.cli import cli
-from pipeline.data import import_demo
-
-
-def _until(pred, timeout=120, poll=0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(poll)
-    raise AssertionError(f"condition not met within {timeout}s")
+from pipeline.core import config
+from pipeline.loop import jobs
+from pipeline.problems.data import import_demo
+from pipeline.shells.cli import cli
 
 
 @pytest.mark.slow
@@ -215,7 +207,7 @@ def test_cancelling_a_queued_job(store, scripted):
 
 @pytest.mark.slow
 def test_two_stores_in_one_folder_keep_their_logs_apart(tmp_path):
-    from pipeline.store import Store
+    from pipeline.storage.store import Store
 
     a, b = Store(tmp_path / "a.duckdb"), Store(tmp_path / "b.duckdb")
     ja = jobs.submit(a, "ticks", {"n": 1, "seconds": 0.01, "tag": "a"})
@@ -308,7 +300,7 @@ def test_job_lines_round_numbers_and_never_print_a_dict():
 
 
 def test_quickstart_stages_share_one_bar_that_never_moves_back():
-    from pipeline.stages import stage_part
+    from pipeline.loop.registry import stage_part
 
     seen = []
 

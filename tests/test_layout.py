@@ -1,6 +1,7 @@
-"""The layering the README promises, checked on the source: SQL lives only in
-pipeline/store.py (and the schema's steps in pipeline/migrations.py), and the pipeline
-never imports the dashboard."""
+"""The layering the README promises, checked on the source: the folders of pipeline/ are
+the layers (a module imports its folder and those below), SQL lives only in
+pipeline/storage/store.py (and the schema's steps in migrations.py), and the pipeline never
+imports the dashboard."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SQL_HOME = {"pipeline/store.py", "pipeline/migrations.py"}
+SQL_HOME = {"pipeline/storage/store.py", "pipeline/storage/migrations.py"}
 
 # Upper-case keywords in the shape of a statement, so prose ("select the rows from ...",
 # "Update the title") never matches. Our SQL is written with upper-case keywords.
@@ -65,13 +66,13 @@ def _sources(*dirs: str):
 def test_sql_lives_only_in_the_store():
     found = [hit for rel, path in _sources("pipeline", "dashboard") if rel not in SQL_HOME
              for hit in sql_in(path)]
-    assert not found, ("SQL outside pipeline/store.py and migrations.py (add a Store "
+    assert not found, ("SQL outside pipeline/storage/store.py and migrations.py (add a Store "
                        "method):\n" + "\n".join(found))
 
 
 def test_the_store_itself_is_seen_as_sql():
     """The scanner is not blind: store.py's queries are found."""
-    assert len(sql_in(ROOT / "pipeline" / "store.py")) > 20
+    assert len(sql_in(ROOT / "pipeline" / "storage" / "store.py")) > 20
 
 
 def test_the_scanner_catches_planted_sql_and_spares_prose(tmp_path):
@@ -115,7 +116,7 @@ def _commands(cmd, path=("sei",)):
 
 
 def test_every_cli_command_has_a_one_line_help_and_an_example():
-    from pipeline.cli import cli
+    from pipeline.shells.cli import cli
 
     commands = dict(_commands(cli))
     assert {"sei types merge", "sei jobs wait", "sei export selection", "sei iterate"} \
@@ -157,31 +158,48 @@ def test_no_isinstance_on_a_concrete_swappable_piece():
     assert not found, found
 
 
-# -- the import graph: stages below the loop, shells on top, no circle -------------------------
-# A stage is a module named by its verb; it runs with the parameters it is given (model
-# and adapter included, resolved by pipeline/resolve.py) and never asks the loop.
-STAGE_MODULES = {"extract", "keyphrases", "cluster", "synthesize", "select", "train",
-                 "evaluate"}
-ORCHESTRATION = {"stages", "jobs", "loop", "presets", "costs", "resolve", "views"}
-SHELLS = {"cli", "cli_base", "cli_loop", "serve"}
+# -- the import graph: the layers are folders, bottom to top; no circle ----------------------
+# A module may import its own folder and the folders below it, never one above. A stage is a
+# module named by its verb; it runs with the parameters it is given (model and adapter
+# included, resolved by pipeline/loop/resolve.py) and never asks the loop.
+LAYERS = ["core", "storage", "problems", "models", "analysis", "stages", "loop", "shells"]
+STAGE_MODULES = {"stages." + m for m in ("extract", "analyze", "cluster", "synthesize",
+                                         "select", "train", "evaluate")}
 
 
 def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
-    """module -> the pipeline modules it imports, at the top or inside a function."""
-    mods = {p.stem for p in (root / "pipeline").glob("*.py")}
+    """"folder.module" -> the pipeline modules it imports (at the top or inside a function),
+    each as "folder.module" ("folder" alone for the folder's __init__)."""
+    def name(path: Path) -> str:
+        parts = path.relative_to(root / "pipeline").with_suffix("").parts
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts) or "pipeline"
+
+    mods = {name(p): p for p in sorted((root / "pipeline").rglob("*.py"))}
+
+    def known(dotted: str) -> str | None:  # "pipeline.a.b.C" -> the longest module it names
+        parts = dotted.split(".")[1:]
+        for k in range(len(parts), 0, -1):
+            if ".".join(parts[:k]) in mods:
+                return ".".join(parts[:k])
+        return None
+
     graph = {}
-    for m in mods:
+    for m, path in mods.items():
         deps = set()
-        for node in ast.walk(ast.parse((root / "pipeline" / f"{m}.py").read_text("utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module == "pipeline":
-                deps |= {a.name for a in node.names if a.name in mods}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline."):
-                deps.add(node.module.split(".")[1])
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeline"):
+                for a in node.names:  # `from pipeline.loop import jobs`: a module, or a name
+                    deps.add(known(f"{node.module}.{a.name}") or known(node.module))
             elif isinstance(node, ast.Import):
-                deps |= {a.name.split(".")[1] for a in node.names
-                         if a.name.startswith("pipeline.")}
-        graph[m] = deps - {m}
+                deps |= {known(a.name) for a in node.names if a.name.startswith("pipeline.")}
+        graph[m] = {d for d in deps if d} - {m}
     return graph
+
+
+def layer(m: str) -> int:
+    """The module's folder's place in LAYERS (-1: a module outside every layer folder)."""
+    folder = m.split(".")[0]
+    return LAYERS.index(folder) if folder in LAYERS else -1
 
 
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -204,32 +222,34 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def arrows_up(graph: dict[str, set[str]]) -> list[str]:
-    """Imports against the layering: foundation < stages < orchestration < shells."""
-    def layer(m):
-        return (3 if m in SHELLS else 2 if m in ORCHESTRATION else 1 if m in STAGE_MODULES
-                else 0)
-    return sorted(f"{m} -> {d}" for m, ds in graph.items() for d in ds
-                  if layer(d) > layer(m))
+    """Imports against the layering: a folder importing a folder above it."""
+    return sorted(f"{m} -> {d}" for m, ds in graph.items() for d in ds if layer(d) > layer(m))
 
 
-def test_the_import_graph_has_no_circle_and_no_arrow_back_up():
+def test_the_folders_are_the_layers_with_no_circle_and_no_arrow_back_up():
     graph = import_graph()
-    assert STAGE_MODULES | ORCHESTRATION | SHELLS <= set(graph), "a layer names a lost module"
+    # every module lives in a layer folder (only the package's own __init__ above them)
+    assert sorted(m for m in graph if layer(m) < 0) == ["pipeline"], graph.keys()
+    assert {m.split(".")[0] for m in graph} - {"pipeline"} == set(LAYERS)
+    assert STAGE_MODULES <= set(graph), "a stage module is lost"
+    for folder in LAYERS:  # each folder says what belongs there and what it may import
+        assert ast.get_docstring(ast.parse((ROOT / "pipeline" / folder / "__init__.py")
+                                           .read_text("utf-8"))), folder
     assert not circles(graph), circles(graph)
     assert not arrows_up(graph), arrows_up(graph)
-    # no stage asks the loop (or its bookkeeping) which model to use
-    assert not {d for m in STAGE_MODULES for d in graph[m]} & {"loop", "resolve", "stages",
-                                                                 "iterations", "jobs"}
 
 
 def test_the_import_check_sees_a_planted_circle_and_an_arrow_up(tmp_path):
-    (tmp_path / "pipeline").mkdir()
-    for name, body in {"a": "from pipeline import b\n", "b": "def f():\n    import pipeline.a\n",
-                       "select": "from pipeline.loop import x\n", "loop": ""}.items():
+    for name, body in {"core/a": "from pipeline.core import b\n",
+                       "core/b": "def f():\n    import pipeline.core.a\n",
+                       "stages/select": "from pipeline.loop.iterate import x\n",
+                       "loop/iterate": "", "loop/__init__": "", "core/__init__": "",
+                       "stages/__init__": "", "__init__": ""}.items():
+        (tmp_path / "pipeline" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "pipeline" / f"{name}.py").write_text(body)
     graph = import_graph(tmp_path)
-    assert circles(graph) == [["a", "b", "a"]]
-    assert arrows_up(graph) == ["select -> loop"]
+    assert circles(graph) == [["core.a", "core.b", "core.a"]]
+    assert arrows_up(graph) == ["stages.select -> loop.iterate"]
 
 
 def test_the_readme_layout_table_names_every_module():
@@ -239,3 +259,25 @@ def test_the_readme_layout_table_names_every_module():
         rel.replace("\\", "/") for rel, _ in _sources("dashboard")}
     assert not have - named, f"modules missing from docs/layout.md: {sorted(have - named)}"
     assert not named - have, f"docs/layout.md names modules that are gone: {sorted(named - have)}"
+
+
+def test_every_target_backend_is_a_target():
+    """The local model, a server and the tests' scripted target all offer the Target
+    protocol, each method with the protocol's parameters (a backend that drops on_done
+    would silently lose mid-batch progress)."""
+    import inspect
+
+    from scripted_target import ScriptedTarget
+
+    from pipeline.models.target import LocalTarget, OpenAITarget, Target
+
+    backends = [LocalTarget(), OpenAITarget(model="m", base_url="http://127.0.0.1:9"),
+                ScriptedTarget()]
+    methods = [n for n, v in vars(Target).items() if callable(v) and not n.startswith("_")]
+    assert {"generate", "load", "identity", "answer_logliks"} <= set(methods)
+    for t in backends:
+        assert isinstance(t, Target), type(t).__name__
+        for n in methods:
+            want = list(inspect.signature(getattr(Target, n)).parameters)
+            assert list(inspect.signature(getattr(type(t), n)).parameters) == want, \
+                (type(t).__name__, n)

@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 from instructor_server import TaxonomistServer, word
 
-from pipeline import taxonomy
-from pipeline.cli import cli
-from pipeline.cluster import ClusterParams, agreement, cluster
-from pipeline.instructor import Instructor
+from pipeline.analysis import taxonomy
+from pipeline.models.instructor import Instructor
+from pipeline.shells.cli import cli
+from pipeline.stages.cluster import ClusterParams, agreement, cluster
 
 P = ClusterParams(method="llm", llm_sample=20, llm_batch=15)
 
@@ -146,8 +146,8 @@ def test_error_map_runs_llm_clustering_as_a_job_and_compares_it(clustered, monke
 
     from streamlit.testing.v1 import AppTest
 
-    from pipeline import jobs
-    from pipeline.config import ROOT
+    from pipeline.core.config import ROOT
+    from pipeline.loop import jobs
 
     sys.path.insert(0, str(ROOT / "dashboard"))
     for k in ("SEI_INSTRUCTOR_MODEL", "OPENAI_BASE_URL", "OPENAI_API_KEY"):
@@ -211,7 +211,7 @@ def _fault_analyses(store, modes) -> None:
     the fault); their embeddings computed here, once."""
     from fault_server import make_bad_cases
 
-    from pipeline.embed import embed
+    from pipeline.models.embed import embed
 
     ids = make_bad_cases(store, [f"Case {i}" for i in range(6)])
     words = ["carry", "sign", "unit", "order", "rounding", "percent"]
@@ -245,7 +245,7 @@ def test_cluster_llm_turns_every_instructor_fault_into_one_line(store, monkeypat
 
     from fault_server import FaultServer
 
-    from pipeline.config import ROOT
+    from pipeline.core.config import ROOT
 
     key = "sk-cluster-fault-0123456789abcdef"
     _fault_analyses(store, FAULT_REASONS)
@@ -265,7 +265,8 @@ def test_cluster_llm_turns_every_instructor_fault_into_one_line(store, monkeypat
             assert line.startswith("Error: the instructor failed: "), (mode, line)
             assert reason in line and hint in line, (mode, line)
             assert "Traceback" not in r.output and key not in r.output, mode
-        p = subprocess.run([sys.executable, "-m", "pipeline.cli", "cluster", "--method", "llm",
+        p = subprocess.run([sys.executable, "-m", "pipeline.shells.cli", "cluster",
+                            "--method", "llm",
                             "--analysis", "faults-500"], capture_output=True, text=True,
                            cwd=ROOT, env=dict(os.environ, SEI_DB=str(store.path), **env),
                            timeout=600)

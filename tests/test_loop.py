@@ -9,33 +9,25 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
+from conftest import wait_until as _wait
 
-from pipeline import jobs, stages
-from pipeline.answers import cut_at_final_answer, judge
-from pipeline.config import ROOT
-from pipeline.progress import no_progress
-from pipeline.select import SelectParams, oneshot_score, select
-from pipeline.store import Store
-from pipeline.synthesize import SynthParams, summary, synthesize
+from pipeline.core.config import ROOT
+from pipeline.core.progress import no_progress
+from pipeline.loop import jobs
+from pipeline.loop import registry as stages
+from pipeline.problems.answers import cut_at_final_answer, judge
+from pipeline.stages.select import SelectParams, oneshot_score, select
+from pipeline.stages.synthesize import SynthParams, summary, synthesize
+from pipeline.storage.store import Store
 
 pytestmark = pytest.mark.slow
 
 
-def _wait(cond, timeout=600, poll=0.2, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(poll)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def test_offline_synthesis_covers_every_type_and_filters(clustered):
-    from pipeline import taxonomy
+    from pipeline.analysis import taxonomy
 
     out = synthesize(clustered, SynthParams(budget=60, per_call=10, synthesizer="offline"))
     it = clustered.iteration(1)
@@ -82,7 +74,7 @@ def test_offline_synthesis_covers_every_type_and_filters(clustered):
 
 def test_synthesis_killed_and_rerun_leaves_no_duplicates(clustered):
     env = dict(os.environ, SEI_DB=str(clustered.path))
-    cmd = [sys.executable, "-m", "pipeline.cli", "synthesize", "--budget", "600",
+    cmd = [sys.executable, "-m", "pipeline.shells.cli", "synthesize", "--budget", "600",
            "--per-call", "5", "--synthesizer", "offline", "--yes"]
     p = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
@@ -121,9 +113,9 @@ def test_instructor_synthesis_keeps_a_verified_candidate_and_rejects_a_wrong_ans
     its provenance; the one whose stated answer disagrees is rejected by verification."""
     from fault_server import FaultServer, completion
 
-    from pipeline import taxonomy
-    from pipeline.instructor import Instructor
-    from pipeline.synthesize import InstructorSynthesizer
+    from pipeline.analysis import taxonomy
+    from pipeline.models.instructor import Instructor
+    from pipeline.stages.synthesize import InstructorSynthesizer
 
     class SynthesisServer(FaultServer):
         def respond(self, h, fault):
@@ -213,38 +205,26 @@ def test_selection_killed_and_rerun_has_no_duplicate_scores(clustered, scripted_
     assert clustered.count("cand_scores") == 6
 
 
-def test_training_killed_resumes_from_checkpoint_and_adapter_changes_outputs(clustered,
-                                                                             monkeypatch):
+def test_a_trained_adapter_changes_outputs_and_its_evaluation_records_it(clustered,
+                                                                         monkeypatch):
+    """A training's adapter is a standard peft one that changes the model's outputs, and the
+    evaluation of its arm names it. (A training killed mid-run and resumed to the same
+    losses and weights: test_store_edges.py, test_training_killed_after_a_checkpoint_...)"""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _synth_and_select(clustered, "random", limit=8, top=8)
-    params = {"method": "random", "epochs": 2, "batch_size": 2, "checkpoint_every": 2,
-              "max_length": 256}
-    jid = jobs.submit(clustered, "train", params)
-    _wait(lambda: (clustered.train_runs() or [{}])[-1].get("step", 0) >= 3, what="step 3")
-    os.killpg(clustered.job(jid)["pid"], signal.SIGKILL)
-    # a process holding a trained model's heap takes a moment to die; reap sees it then
-    reaped = []
-    _wait(lambda: reaped.extend(jobs.reap(clustered)) or jid in reaped, timeout=120,
-          what="reap to mark the killed job failed")
-    assert clustered.job(jid)["status"] == "failed"
-    assert "died without reporting" in clustered.job(jid)["error"]
-    run = clustered.train_runs()[-1]
-    assert run["status"] == "interrupted"  # killed: nobody holds the run's lock any more
-    jobs.resume(clustered, jid)
-    done = jobs.wait(clustered, jid, timeout=900)
-    assert done["status"] == "succeeded", done["error"]
-    log = open(done["log_file"]).read()
-    assert "resumed at step" in log
-    run = clustered.train_run(run["train_id"])
-    assert run["status"] == "finished" and run["step"] == run["total_steps"] == 8
+    out = stages.run_stage(clustered, "train", {"method": "random", "epochs": 1,
+                                                "batch_size": 2, "max_length": 256},
+                           no_progress)
+    run = clustered.train_run(out["train_id"])
+    assert run["status"] == "finished" and run["step"] == run["total_steps"] == 4
     steps = clustered.train_steps(run["train_id"])
-    assert [s["step"] for s in steps] == list(range(1, 9))
+    assert [s["step"] for s in steps] == list(range(1, 5))
     assert all(s["loss"] > 0 for s in steps)
     # a standard peft adapter that changes the model's outputs
-    from pipeline.target import resolve_model_path
+    from pipeline.models.target import resolve_model_path
 
     path, _ = resolve_model_path("smollm2-135m-instruct")
     tok = AutoTokenizer.from_pretrained(path)
@@ -260,10 +240,10 @@ def test_training_killed_resumes_from_checkpoint_and_adapter_changes_outputs(clu
     # the subject here is what is recorded, the real adapter's effect was checked above)
     from conftest import SCRIPTED
 
-    from pipeline import resolve
+    from pipeline.loop import resolve
 
     monkeypatch.setenv("SEI_TEST_TARGET", str(SCRIPTED))
-    from pipeline.evaluate import EvalParams, evaluate
+    from pipeline.stages.evaluate import EvalParams, evaluate
 
     with pytest.raises(ValueError, match="needs its adapter"):  # never the base silently
         evaluate(clustered, EvalParams(iteration=1, arm="random", sets=["demo/test"], limit=4))
@@ -301,9 +281,9 @@ def test_iterate_one_iteration_end_to_end(looped_db, tmp_path):
 
     from conftest import LOOP_CONFIG, run_loop_config
 
-    from pipeline.evaluate import accuracy_table
-    from pipeline.stats import pair_runs, paired_diff
-    from pipeline.views import iteration_table
+    from pipeline.core.stats import pair_runs, paired_diff
+    from pipeline.loop.views import iteration_table
+    from pipeline.stages.evaluate import accuracy_table
 
     db = tmp_path / "sei.duckdb"
     shutil.copy(looped_db, db)
@@ -338,7 +318,7 @@ def test_iterate_one_iteration_end_to_end(looped_db, tmp_path):
 
 
 def test_training_under_accelerate_launch_single_process(looped_db, tmp_path):
-    """The scale-out path, its single-process case: `accelerate launch -m pipeline.cli
+    """The scale-out path, its single-process case: `accelerate launch -m pipeline.shells.cli
     train` runs the same training loop and stores a finished run with its adapter."""
     import shutil
 
@@ -346,13 +326,13 @@ def test_training_under_accelerate_launch_single_process(looped_db, tmp_path):
     shutil.copy(looped_db, db)
     n_before = len(Store(db).train_runs())
     env = dict(os.environ, SEI_DB=str(db), SEI_DATA_DIR=str(tmp_path), HF_HUB_OFFLINE="1")
-    from pipeline import config
+    from pipeline.core import config
 
     env.setdefault("SEI_MODELS_DIR", str(config.models_dir()))
     accelerate = os.path.join(os.path.dirname(sys.executable), "accelerate")
     r = subprocess.run([accelerate, "launch", "--cpu", "--num_processes", "1",
                         "--num_machines", "1", "--mixed_precision", "no",
-                        "--dynamo_backend", "no", "-m", "pipeline.cli", "train",
+                        "--dynamo_backend", "no", "-m", "pipeline.shells.cli", "train",
                         "--iteration", "1", "--method", "random", "--epochs", "1",
                         "--batch-size", "2", "--max-length", "256", "--seed", "7"],
                        env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)

@@ -3,7 +3,7 @@ temporary DuckDB store filled through the Store's own write methods with small r
 a base train run with bad cases, an iteration's frozen taxonomy, a synthesis batch, one-shot
 and proxy selections with their dev set and generations, a training run's loss curve, and
 evaluation runs of iterations 0 and 1. No model is needed; the figures shown are checked
-against pipeline.stats on the same data."""
+against pipeline.core.stats on the same data."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import sys
 
 import pytest
 
-from pipeline import stats, synthesize
-from pipeline.config import ROOT
-from pipeline.store import Store
+from pipeline.core import stats
+from pipeline.core.config import ROOT
+from pipeline.stages import synthesize
+from pipeline.storage.store import Store
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -191,7 +192,7 @@ def test_synthesis_counts_per_type_and_candidates_beside_their_cases(loop_store)
 
 @pytest.mark.slow
 def test_selection_scores_cut_preview_and_dev_changes(loop_store):
-    from pipeline.select import n_keep, rank
+    from pipeline.stages.select import n_keep, rank
 
     at = ok(page("6_Selection.py"))
     # the latest one-shot selection first; the proxy's too (newest first)
@@ -306,7 +307,7 @@ def test_empty_store_says_what_to_do_first(store):
 def test_launch_buttons_submit_real_jobs_after_the_estimate(loop_store):
     """Offline synthesis and random selection need no model: launched from the pages, they
     run as real job processes and write a batch and a selection."""
-    from pipeline import jobs
+    from pipeline.loop import jobs
 
     at = ok(page("5_Synthesis.py"))
     at.number_input(key="syn_budget").set_value(6).run()
@@ -355,7 +356,7 @@ def test_a_random_baseline_reads_as_a_baseline_beside_its_pair(loop_store):
     """A random selection paired with the one-shot one (same size, same pool) is shown as
     a baseline: what it kept per type beside its pair, no score chart or cut; a newer
     cancelled selection does not become the page's default."""
-    from pipeline.select import SelectParams, select
+    from pipeline.stages.select import SelectParams, select
 
     one = "sel-1-oneshot-test"
     rnd = select(loop_store, SelectParams(method="random", size_of=one))["selection_id"]
@@ -406,7 +407,8 @@ def test_fix_rates_count_the_verdicts_a_person_decided(loop_store):
     """A review decision is the verdict, in the fix rates too: a base bad case judged right
     leaves its type's count (and, wrong in the check, becomes a new error); a check's
     generation judged right is fixed."""
-    from pipeline import evaluate, review
+    from pipeline.analysis import review
+    from pipeline.stages import evaluate
 
     def rates():
         return {(r["iteration"], r["type_id"]): r for r in evaluate.fix_rates(loop_store)}

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from pipeline.answers import cut_at_final_answer, final_answer_end, judge
-from pipeline.select import n_keep, oneshot_score, rank
-from pipeline.stats import mcnemar_exact, pair_runs, paired_diff
-from pipeline.synthesize import allocate, chat_solution
+from pipeline.core.stats import mcnemar_exact, pair_runs, paired_diff
+from pipeline.problems.answers import cut_at_final_answer, final_answer_end, judge
+from pipeline.stages.select import n_keep, oneshot_score, rank
+from pipeline.stages.synthesize import allocate, chat_solution
 
 
 @pytest.mark.parametrize("b,c", [(0, 0), (3, 0), (7, 2), (12, 12), (1, 30), (25, 11)])
@@ -143,8 +143,8 @@ def test_a_finished_training_run_returns_before_loading_anything(tmp_path):
     import subprocess
     import sys
 
-    from pipeline import train as tr
-    from pipeline.store import Store
+    from pipeline.stages import train as tr
+    from pipeline.storage.store import Store
 
     store = Store(tmp_path / "s.duckdb")
     adapter = tmp_path / "adapter"
@@ -156,8 +156,8 @@ def test_a_finished_training_run_returns_before_loading_anything(tmp_path):
     store.finish_train_run("train-1-scratch-x", "finished", "h123", {})
     script = f"""
 import sys
-from pipeline import train as tr
-from pipeline.store import Store
+from pipeline.stages import train as tr
+from pipeline.storage.store import Store
 tr._identify = lambda store, p: tr._Run("train-1-scratch-x", [], [], "", "m", None, "d")
 seen = []
 out = tr.train(Store({str(store.path)!r}), tr.TrainParams(), lambda *a: seen.append(a))
@@ -175,8 +175,8 @@ def test_a_synthesis_that_kept_nothing_says_why_and_what_to_do(tmp_path):
     """Issue 21's real-data run: offline synthesis on GSM8K + MATH kept none of 64 (its
     numeric variants are near-duplicates, MATH has no recipe), and the loop said only
     "run `sei synthesize` first". It now says why, by reason, and what to do."""
-    from pipeline.store import Store
-    from pipeline.synthesize import none_kept
+    from pipeline.stages.synthesize import none_kept
+    from pipeline.storage.store import Store
 
     s = Store(tmp_path / "sei.duckdb")
     rows = ([{"status": "near_duplicate", "reason": f"Rouge-L 0.9{i} >= 0.7"} for i in range(3)]
@@ -200,7 +200,7 @@ def test_a_synthesis_that_kept_nothing_says_why_and_what_to_do(tmp_path):
 def test_math500_is_in_domain_for_a_math_train_pool():
     """MATH-500 is drawn from MATH's test set: with MATH as a train pool it is in-domain
     (issue 21's run counted it out-of-domain, as a dataset name of its own)."""
-    from pipeline.sets import in_domain
+    from pipeline.problems.sets import in_domain
 
     evals = ["gsm8k/test", "math500/test", "svamp/test", "college_math/test"]
     assert in_domain(evals, ["gsm8k/train", "math/train"]) == {"gsm8k/test", "math500/test"}

@@ -7,10 +7,10 @@ import re
 import numpy as np
 from click.testing import CliRunner
 
-from pipeline import taxonomy
-from pipeline.cli import cli
-from pipeline.cluster import ClusterParams, cluster
-from pipeline.embed import MODEL_NAME
+from pipeline.analysis import taxonomy
+from pipeline.models.embed import MODEL_NAME
+from pipeline.shells.cli import cli
+from pipeline.stages.cluster import ClusterParams, cluster
 
 
 def noisy(store, need_only_noise: bool = False) -> ClusterParams:
@@ -29,7 +29,7 @@ def noisy(store, need_only_noise: bool = False) -> ClusterParams:
 
 def expected_nearest(store, tax) -> dict[int, int]:
     """Noise keyphrase -> the type whose centroid is nearest, computed here with numpy
-    from the cached embeddings (not through pipeline.taxonomy)."""
+    from the cached embeddings (not through pipeline.analysis.taxonomy)."""
     texts = sorted({p["text"] for p in tax.points})
     vec = {t: np.asarray(v, float) for t, v in store.embeddings_get(MODEL_NAME, texts).items()}
     assert len(vec) == len(texts)  # clustering cached every keyphrase's embedding
@@ -98,7 +98,7 @@ def test_assign_noise_leaves_what_is_below_the_floor(clustered):
 
 
 def test_synthesis_reports_the_bad_cases_it_cannot_reach(clustered):
-    from pipeline.synthesize import SynthParams, estimate, synthesize
+    from pipeline.stages.synthesize import SynthParams, estimate, synthesize
 
     noisy(clustered, need_only_noise=True)
     only = taxonomy.noise(taxonomy.current(clustered))["only_noise"]
@@ -163,7 +163,7 @@ def _app(name: str):
 
     from streamlit.testing.v1 import AppTest
 
-    from pipeline.config import ROOT
+    from pipeline.core.config import ROOT
 
     sys.path.insert(0, str(ROOT / "dashboard"))
     at = AppTest.from_file(str(ROOT / "dashboard" / "pages" / name), default_timeout=180)

@@ -11,7 +11,7 @@ from rapidfuzz.distance import LCSseq
 from rouge_score import rouge_scorer
 from rouge_score.rouge_scorer import _lcs_table
 
-from pipeline.novelty import (
+from pipeline.problems.novelty import (
     NGRAM,
     ROUGE_THRESHOLD,
     NoveltyIndex,

@@ -9,16 +9,16 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import cli
-from pipeline.cluster import ClusterParams
-from pipeline.config import ROOT
-from pipeline.evaluate import EvalParams
-from pipeline.loop import LoopParams
-from pipeline.presets import deviations, load_config, resolve
-from pipeline.select import SelectParams, stratify
-from pipeline.synthesize import SynthParams, plan_calls
-from pipeline.target import GenParams
-from pipeline.train import TrainParams
+from pipeline.core.config import ROOT
+from pipeline.loop.iterate import LoopParams
+from pipeline.loop.presets import deviations, load_config, resolve
+from pipeline.models.target import GenParams
+from pipeline.shells.cli import cli
+from pipeline.stages.cluster import ClusterParams
+from pipeline.stages.evaluate import EvalParams
+from pipeline.stages.select import SelectParams, stratify
+from pipeline.stages.synthesize import SynthParams, plan_calls
+from pipeline.stages.train import TrainParams
 
 COMMANDS = {"synthesize": SynthParams, "select": SelectParams, "train": TrainParams,
             "evaluate": EvalParams, "cluster": ClusterParams, "extract": GenParams}
@@ -145,7 +145,7 @@ def test_the_paper_preset_without_an_instructor_is_refused_before_anything_runs(
     synthesis, hours in, or ran the offline pieces silently. It is refused in one line,
     before any set is imported or anything generated; running it offline is an explicit
     deviation, shown as one by the dry run."""
-    from pipeline.store import Store
+    from pipeline.storage.store import Store
 
     db = tmp_path / "sei.duckdb"
     r = CliRunner().invoke(cli, ["--db", str(db), "iterate", "--preset", "paper"])
@@ -195,8 +195,85 @@ def test_loop_params_refuse_overlap_and_unknown_arms():
 
 def test_sei_help_runs_without_importing_torch():
     """The CLI (and its option decorators) load without the model stack."""
-    r = subprocess.run([sys.executable, "-c", "import sys, pipeline.cli; "
+    r = subprocess.run([sys.executable, "-c", "import sys, pipeline.shells.cli; "
                         "print('torch' in sys.modules)"], capture_output=True, text=True,
                        cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
+
+
+# -- one contract for every stage: its Params, read alike by the CLI, the jobs and the app ----
+
+CLI_OF = {"extract": ["extract"], "analyze": ["analyze"], "cluster": ["cluster"],
+          "quickstart": ["quickstart"], "synthesize": ["synthesize"], "select": ["select"],
+          "train": ["train"], "evaluate": ["evaluate"]}
+# (`sei iterate` also takes section shortcuts and config files: its flags are checked
+# against LoopParams above, test_iterate_options_take_their_defaults_from_the_preset)
+NOT_PARAMS = {"background", "help", "dry_run", "yes", "config", "estimate_only"}
+# flags that a command packs into one field: analyze's instructor settings become its
+# `instructor` (a dict, or "offline"); its --run values become `run_ids`
+PACKED = {"analyze": {"instructor_model", "base_url", "offline", "timeout_s", "case_time_s",
+                      "breaker_after"},
+          "synthesize": {"types_"}}  # --types, the field `types`
+
+
+def test_every_registered_stage_has_params_that_refuse_an_unknown_key(tmp_path):
+    from pipeline.core.params import Params
+    from pipeline.loop import jobs
+    from pipeline.loop.registry import STAGES, parse
+    from pipeline.storage.store import Store
+
+    assert set(STAGES) >= {"extract", "analyze", "cluster", "retitle", "quickstart",
+                           "synthesize", "select", "train", "evaluate", "iterate", "ticks"}
+    s = Store(tmp_path / "sei.duckdb")
+    for kind, d in STAGES.items():
+        assert issubclass(d.params, Params), kind
+        assert isinstance(parse(kind, {}), d.params), kind  # the defaults alone are valid
+        with pytest.raises(ValueError, match="bogus_key"):
+            parse(kind, {"bogus_key": 1})
+        with pytest.raises(ValueError, match="bogus_key"):  # refused before a row or a process
+            jobs.submit(s, kind, {"bogus_key": 1})
+    assert s.jobs() == []
+    # a known key is the stage's: what a job gave is what the stage is handed
+    assert parse("extract", {"dataset": "gsm8k", "limit": 5}).limit == 5
+    assert parse("retitle", {"type_ids": [3]}).type_ids == [3]
+    assert parse("iterate", {"iterations": 2}).iterations == 2  # through the presets
+
+
+def test_every_cli_option_of_a_stage_is_a_field_of_its_params():
+    from pipeline.loop.registry import STAGES
+    from pipeline.shells.cli import cli
+
+    for kind, path in CLI_OF.items():
+        cmd = cli
+        for name in path:
+            cmd = cmd.commands.get(name) or cmd.commands[f"{name}_cmd"]
+        names = {p.name for p in cmd.params} - NOT_PARAMS - PACKED.get(kind, set())
+        fields = STAGES[kind].params.names()
+        assert names <= fields, (kind, sorted(names - fields))
+
+
+def test_the_jobs_page_draws_every_stage_from_its_params():
+    """The Jobs page offers every registered stage (not 4 of them), each as a form of its
+    Params' fields with their defaults, and submits only what a person changed."""
+    from streamlit.testing.v1 import AppTest
+
+    from pipeline.loop.registry import STAGES
+
+    sys.path.insert(0, str(ROOT / "dashboard"))
+    at = AppTest.from_file(str(ROOT / "dashboard/pages/8_Jobs.py"), default_timeout=60).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert sorted(at.selectbox(key="job-kind").options) == sorted(
+        f"{k}: {d.help}" for k, d in STAGES.items())
+    for kind in ("extract", "quickstart", "retitle"):
+        at.selectbox(key="job-kind").set_value(kind).run()
+        assert not at.exception, [e.value for e in at.exception]
+        cls = STAGES[kind].params
+        drawn = {w.key.removeprefix(f"job-{kind}-"): w for w in
+                 [*at.number_input, *at.text_input, *at.selectbox, *at.checkbox]
+                 if (w.key or "").startswith(f"job-{kind}-")}
+        assert set(drawn) == cls.names(), kind
+        for name, w in drawn.items():
+            v, d = w.value, cls.default(name)
+            assert v == d or (d is None and v == "") or v == ",".join(map(str, d or [])) \
+                or (isinstance(d, dict) and v == "{}"), (kind, name, v, d)

@@ -1,4 +1,4 @@
-"""Unit cases for pipeline/redact.py: every kind of secret it names is masked where it
+"""Unit cases for pipeline/core/redact.py: every kind of secret it names is masked where it
 appears (plain text, URLs, headers, JSON error bodies, log records), and ordinary text,
 numbers and URLs without credentials come through unchanged."""
 
@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from pipeline.redact import MASK, ScrubFilter, has_credentials, scrub
+from pipeline.core.redact import MASK, ScrubFilter, has_credentials, scrub
 
 KEY = "sk-proj-AbCdEf0123456789_xyzXYZ"
 

@@ -1,4 +1,4 @@
-"""The review queue (pipeline/review.py, `sei review`, the Review page) on real stores: a
+"""The review queue (pipeline/analysis/review.py, `sei review`, the Review page) on real stores: a
 store filled through the Store's own writes with outputs judged by the real judge, and
 the prepared store with the real model's outputs. A decision is an edit in the log; an
 override moves a case into or out of the bad cases analysis reads and the dev set's pools;
@@ -12,10 +12,10 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from pipeline import review, taxonomy
-from pipeline.answers import final_answers, judge, string_verdict
-from pipeline.config import ROOT
-from pipeline.store import Store
+from pipeline.analysis import review, taxonomy
+from pipeline.core.config import ROOT
+from pipeline.problems.answers import final_answers, judge, string_verdict
+from pipeline.storage.store import Store
 
 RUN = "extract-review-test"
 MAX_TOKENS = 64
@@ -130,7 +130,7 @@ def test_an_override_moves_a_case_out_of_and_into_the_bad_cases_and_undo_restore
     e2 = review.override(rs, "/".join(key("p2")), False, author="t")
     assert bad_pids(rs) == {"p1", "p2", "p4", "p6"}
     # analysis reads the effective verdicts: p2 analysed, p5 not
-    from pipeline.keyphrases import analyze_bad_cases
+    from pipeline.stages.analyze import analyze_bad_cases
 
     aid = analyze_bad_cases(rs, run_id=RUN, instructor="offline")
     cases = {c["case_id"]: c["pid"] for c in rs.bad_cases(RUN)}
@@ -156,7 +156,7 @@ def test_an_override_moves_a_case_out_of_and_into_the_bad_cases_and_undo_restore
 
 @pytest.mark.slow
 def test_the_dev_set_draws_from_effective_verdicts(rs):
-    from pipeline.select import dev_set
+    from pipeline.stages.select import dev_set
 
     def halves(it):
         d = rs.dev_set(it)
@@ -214,7 +214,7 @@ def test_a_test_split_run_is_not_reviewed(rs):
 
 @pytest.mark.slow
 def test_sei_review_lists_confirms_overrides_and_undoes(rs):
-    from pipeline.cli import cli
+    from pipeline.shells.cli import cli
 
     def sei(*args, ok=True):
         r = CliRunner().invoke(cli, ["--db", str(rs.path), *args])
@@ -334,7 +334,7 @@ def test_the_map_colours_by_verdict_and_a_new_clustering_leaves_out_cases_judged
     """On the clustered store of real outputs: colour by verdict names each point's case
     as the review left it; a re-clustering places no keyphrase of a case overridden to
     correct, and keeps the one a person confirmed wrong."""
-    from pipeline.cluster import ClusterParams, cluster
+    from pipeline.stages.cluster import ClusterParams, cluster
 
     tax = taxonomy.current(clustered)
     wrong_cases = [c for c in clustered.bad_cases()

@@ -11,9 +11,9 @@ import time
 import pytest
 from test_batching import oneshot_inputs
 
-from pipeline.data import import_demo
-from pipeline.extract import extract
-from pipeline.select import OneShot, SelectParams, select
+from pipeline.problems.data import import_demo
+from pipeline.stages.extract import extract
+from pipeline.stages.select import OneShot, SelectParams, select
 
 
 def _with_candidates(store, n: int) -> list[str]:
@@ -69,7 +69,7 @@ def test_a_one_shot_job_cancelled_mid_batch_keeps_its_scored_candidates(
     them (the target's own log of who was asked what) and scores the rest."""
     import json
 
-    from pipeline import jobs
+    from pipeline.loop import jobs
 
     log = tmp_path / "asked.jsonl"
     monkeypatch.setenv("SCRIPTED_LOG", str(log))

@@ -25,16 +25,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from pipeline import config
-from pipeline.cli import cli
-from pipeline.store import Store
-from pipeline.target import (
+from pipeline.core import config
+from pipeline.models.target import (
     GenParams,
     ModelError,
     OpenAITarget,
     make_target,
     served_adapter_name,
 )
+from pipeline.shells.cli import cli
+from pipeline.storage.store import Store
 
 BASE = config.DEFAULT_MODEL
 HERE = Path(__file__).parent
@@ -204,8 +204,8 @@ def test_without_an_adapter_nothing_changes(canned):
 
 def test_refused_before_the_run_is_recorded(canned, fake_adapter, store):
     """extract() checks the server before it records the run: no run, no generation."""
-    from pipeline.data import import_demo
-    from pipeline.extract import extract
+    from pipeline.problems.data import import_demo
+    from pipeline.stages.extract import extract
 
     import_demo(store, 10, 4)
     with pytest.raises(ModelError, match="is not served by"):
@@ -288,7 +288,7 @@ def looped(looped_db, tmp_path, monkeypatch) -> tuple[Store, str]:
     monkeypatch.setenv("SEI_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("SEI_MODELS_DIR", str(config.models_dir()))
     s = Store(db)
-    from pipeline import resolve
+    from pipeline.loop import resolve
 
     adapter = resolve.adapter_of(s, 1)
     assert adapter and (Path(adapter) / "adapter_config.json").exists()
@@ -333,7 +333,7 @@ def _openai_eval_run(store: Store) -> dict:
 
 def _verdicts_exist(store: Store, run: dict, n: int) -> None:
     """The run's n items each hold the server's output and the judge's verdict on it."""
-    from pipeline.answers import judge
+    from pipeline.problems.answers import judge
 
     items = store.run_items(run["run_id"])
     assert len(items) == n
@@ -398,7 +398,7 @@ def test_a_served_adapter_name_given_by_the_user(looped, serve):
 
 @pytest.mark.slow
 def test_one_shot_selection_through_the_server_is_answered_by_the_adapter(looped, serve):
-    from pipeline.select import SelectParams, select
+    from pipeline.stages.select import SelectParams, select
 
     store, adapter = looped
     server = serve()
@@ -451,8 +451,8 @@ def test_two_iterations_over_the_server_each_step_answered_by_its_model(
     then iteration 2's two adapters, and its SEI adapter on the train set at the end.
     The server answers with the tests' scripted target (the subject is who answers, not
     what); the four trainings are real LoRA."""
-    from pipeline import resolve
-    from pipeline.data import import_demo
+    from pipeline.loop import resolve
+    from pipeline.problems.data import import_demo
 
     db = tmp_path / "sei.duckdb"
     monkeypatch.setenv("SEI_DB", str(db))
@@ -519,7 +519,7 @@ def test_two_iterations_over_the_server_each_step_answered_by_its_model(
     # they are LoRA's initial ones (B = 0): so the check can tell the two apart.
     from safetensors.torch import load_file
 
-    from pipeline.train import TrainParams, train
+    from pipeline.stages.train import TrainParams, train
 
     def weights(d):
         return load_file(str(Path(d) / "adapter_model.safetensors"))
@@ -542,9 +542,9 @@ def test_a_cancelled_one_shot_job_resumes_without_rescoring_a_finished_candidate
     (its request log names each request's one-shot example by a digest): after a cancel
     once two candidates are scored, the resumed job sends no request for a candidate
     whose scores were stored, scores the rest, and finishes with every candidate."""
-    from pipeline import jobs
-    from pipeline.select import _demo_turns
-    from pipeline.target import DEFAULT_PROMPT, prompt_template
+    from pipeline.loop import jobs
+    from pipeline.models.target import DEFAULT_PROMPT, prompt_template
+    from pipeline.stages.select import _demo_turns
 
     store, adapter = looped
     # a slowed server, and one candidate per batch (its 4 dev rows): the cancel lands

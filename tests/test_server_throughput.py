@@ -15,9 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from click.testing import CliRunner
 
-from pipeline import config
-from pipeline.cli import cli
-from pipeline.target import (
+from pipeline.core import config
+from pipeline.models.target import (
     ANSWER_STOPS,
     BackendParams,
     GenParams,
@@ -25,6 +24,7 @@ from pipeline.target import (
     OpenAITarget,
     make_target,
 )
+from pipeline.shells.cli import cli
 
 BASE = config.DEFAULT_MODEL
 ASK = [{"role": "user", "content": "What is 2 + 2?"}]
@@ -175,7 +175,7 @@ def test_a_server_that_never_recovers_fails_after_n_attempts_in_one_line(faults)
 @pytest.mark.slow
 def test_extract_stops_with_the_one_line_error(faults, store):
     """The CLI: a server down for good stops the run with its one line (resumable)."""
-    from pipeline.data import import_demo
+    from pipeline.problems.data import import_demo
 
     import_demo(store, 6, 2)
     f = faults([503] * 500)
@@ -190,9 +190,9 @@ def test_extract_stops_with_the_one_line_error(faults, store):
 
 
 def test_parallel_is_one_setting_with_default_32():
-    from pipeline.evaluate import EvalParams
-    from pipeline.loop import LoopParams
-    from pipeline.select import SelectParams
+    from pipeline.loop.iterate import LoopParams
+    from pipeline.stages.evaluate import EvalParams
+    from pipeline.stages.select import SelectParams
 
     assert BackendParams.default("parallel") == 32
     for cls in (GenParams, SelectParams, EvalParams):
@@ -222,7 +222,7 @@ def test_requests_are_concurrent_up_to_parallel_over_kept_alive_connections(faul
 
 @pytest.mark.slow
 def test_stop_sequences_reach_the_server_and_never_change_a_verdict(faults):
-    from pipeline.answers import cut_at_final_answer, judge
+    from pipeline.problems.answers import cut_at_final_answer, judge
 
     f = faults()
     t = _target(f.url)
@@ -250,7 +250,7 @@ def test_stop_sequences_reach_the_server_and_never_change_a_verdict(faults):
 
 def _proxy_rows():
     """Three dev problems and a candidate, as the proxy scores them."""
-    from pipeline.synthesize import chat_solution
+    from pipeline.stages.synthesize import chat_solution
 
     dev = [{"dataset": "demo", "split": "train", "pid": f"p{i}", "question": q,
             "solution": s, "answer": a} for i, (q, s, a) in enumerate([
@@ -268,8 +268,8 @@ def _proxy_rows():
 
 @pytest.mark.slow
 def test_proxy_over_the_vllm_like_server_equals_the_local_proxy(serve):
-    from pipeline.select import Proxy, SelectParams
-    from pipeline.target import LocalTarget
+    from pipeline.models.target import LocalTarget
+    from pipeline.stages.select import Proxy, SelectParams
 
     cand, dev = _proxy_rows()
     p = SelectParams(method="proxy")
@@ -307,7 +307,7 @@ def test_proxy_refused_by_a_server_without_prompt_logprobs(serve):
 def test_device_and_dtype_resolution_and_refusals():
     import torch
 
-    from pipeline.target import resolve_runtime
+    from pipeline.models.target import resolve_runtime
 
     auto = resolve_runtime()
     assert auto == ({"device": "cuda", "dtype": "bfloat16"} if torch.cuda.is_available()
@@ -328,7 +328,7 @@ def test_device_and_dtype_resolution_and_refusals():
 
 
 def test_an_unknown_device_is_refused_by_the_cli(store):
-    from pipeline.data import import_demo
+    from pipeline.problems.data import import_demo
 
     import_demo(store, 6, 2)
     r = CliRunner().invoke(cli, ["--db", str(store.path), "extract", "--limit", "2",
@@ -339,8 +339,8 @@ def test_an_unknown_device_is_refused_by_the_cli(store):
 
 @pytest.mark.slow
 def test_device_and_dtype_are_recorded_and_keep_old_run_ids(store):
-    from pipeline.data import import_demo
-    from pipeline.extract import manifest_for
+    from pipeline.problems.data import import_demo
+    from pipeline.stages.extract import manifest_for
 
     import_demo(store, 6, 2)
     r = CliRunner().invoke(cli, ["--db", str(store.path), "extract", "--limit", "2",

@@ -20,16 +20,16 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import traceback
 from contextlib import chdir
 from pathlib import Path
 
 import pytest
+from conftest import wait_until as _wait
 
-from pipeline import jobs
-from pipeline.config import ROOT
-from pipeline.store import Store, StoreWriteFailed
+from pipeline.core.config import ROOT
+from pipeline.loop import jobs
+from pipeline.storage.store import Store, StoreWriteFailed
 
 # root, but without the capability that lets root write what it may not: a read-only
 # file or folder is read-only for the command
@@ -39,7 +39,7 @@ READ_ONLY_USER = ["setpriv", "--inh-caps=-dac_override", "--bounding-set=-dac_ov
 def sei(*args, db: Path | None = None, ro: bool = False, timeout: float = 300,
         env: dict | None = None) -> subprocess.CompletedProcess:
     """`sei ARGS` in a subprocess (as a read-only user with ro=True)."""
-    cmd = [sys.executable, "-m", "pipeline.cli"] + (["--db", str(db)] if db else []) \
+    cmd = [sys.executable, "-m", "pipeline.shells.cli"] + (["--db", str(db)] if db else []) \
         + [str(a) for a in args]
     return subprocess.run((READ_ONLY_USER if ro else []) + cmd, cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env=dict(os.environ, **(env or {})))
@@ -55,7 +55,7 @@ def sei_here(*args, db: Path | None = None,
     by the autouse fixture below, at the end of each test)."""
     from click.testing import CliRunner
 
-    from pipeline.cli import cli
+    from pipeline.shells.cli import cli
 
     argv = (["--db", str(db)] if db else []) + [str(a) for a in args]
     with chdir(ROOT):
@@ -98,8 +98,8 @@ def tree(folder: Path) -> list[str]:
 def _random_selection(store: Store, n: int = 4) -> str:
     """Iteration 1 with n kept candidates and a finished random selection of all of them
     (no model needed); its selection id."""
-    from pipeline import demo
-    from pipeline.select import SelectParams, select
+    from pipeline.problems import demo
+    from pipeline.stages.select import SelectParams, select
 
     store.create_iteration(1, "scratch", None, {"types": [], "edit_ids": [], "n_cases": 0},
                            None, {})
@@ -392,15 +392,6 @@ def test_a_failed_commit_says_why_in_one_line_and_keeps_the_store(full_disk, tmp
 # -- 5 and 6. training resumes exactly; checkpoints hold data, not code ------------------------
 
 
-def _wait(cond, timeout=600, poll=0.1, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(poll)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 @pytest.mark.slow
 def test_training_killed_after_a_checkpoint_resumes_to_the_same_losses_and_adapter(
@@ -464,7 +455,7 @@ def test_a_checkpoint_is_loaded_without_unpickling_code(tmp_path):
 
     import torch
 
-    from pipeline.train import _Fit
+    from pipeline.stages.train import _Fit
 
     (tmp_path / "checkpoint").mkdir()
     ran = tmp_path / "payload-ran"

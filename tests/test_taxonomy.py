@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import three_types
 
-from pipeline import lineage, taxonomy
-from pipeline.cli import cli
-from pipeline.cluster import ClusterParams, cluster, retitle
+from pipeline.analysis import lineage, taxonomy
+from pipeline.shells.cli import cli
+from pipeline.stages.cluster import ClusterParams, cluster, retitle
 
 
 def test_clustering_is_stored_with_params_and_types(clustered):
@@ -247,7 +247,7 @@ def test_cli_analyze_cluster_types_export(prepared, tmp_path):
 
 
 def test_subset_clustering_is_held_until_made_current_and_a_switch_undoes(clustered):
-    from pipeline.keyphrases import analyze_bad_cases
+    from pipeline.stages.analyze import analyze_bad_cases
 
     tax0 = taxonomy.current(clustered)
     cur = tax0.clustering["clustering_id"]
@@ -376,7 +376,7 @@ def test_readable_diff_against_the_curated_taxonomy(clustered):
 def test_new_layout_is_drawn_in_the_previous_frame(clustered):
     import numpy as np
 
-    from pipeline.cluster import embed_and_map
+    from pipeline.stages.cluster import embed_and_map
 
     before = {p["text"]: (p["x"], p["y"]) for p in taxonomy.current(clustered).points}
     texts = list(before)

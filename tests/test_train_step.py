@@ -6,20 +6,20 @@ from __future__ import annotations
 import pytest
 from scipy.stats import binomtest
 
-from pipeline.fastlora import fuse_lora
-from pipeline.train import TrainParams, _collate, epoch_batches, tokenize
+from pipeline.models.fastlora import fuse_lora
+from pipeline.stages.train import TrainParams, _collate, epoch_batches, tokenize
 
 
 def _model_path():
-    from pipeline import config
-    from pipeline.target import resolve_model_path
+    from pipeline.core import config
+    from pipeline.models.target import resolve_model_path
 
     return resolve_model_path(config.DEFAULT_MODEL)[0]
 
 
 def _fresh_lora(dropout=TrainParams.dropout):
     """The embedded model with a new LoRA adapter, as train() builds it."""
-    from pipeline.train import _load_model
+    from pipeline.stages.train import _load_model
 
     return _load_model(_model_path(), None, TrainParams(dropout=dropout))
 
@@ -38,7 +38,7 @@ def test_assistant_loss_and_its_gradients_are_the_models_own(lora):
     own `labels=` loss."""
     import torch
 
-    from pipeline.train import assistant_loss, shared_prefix
+    from pipeline.stages.train import assistant_loss, shared_prefix
 
     tok, model = lora
     convs = [[{"role": "user", "content": "What is 17 + 25?"},
@@ -75,7 +75,7 @@ def test_assistant_loss_and_its_gradients_are_the_models_own(lora):
 def test_shared_prefix_stops_at_the_first_difference_and_before_the_first_label():
     import torch
 
-    from pipeline.train import shared_prefix
+    from pipeline.stages.train import shared_prefix
 
     ids = torch.tensor([[5, 6, 7, 8, 9, 1], [5, 6, 7, 8, 2, 0]])
     none = torch.full_like(ids, -100)
@@ -222,7 +222,7 @@ def test_fused_lora_model_loss_and_gradients_equal_peft_own_forward(lora):
     network): same loss, same gradient for every LoRA weight."""
     import torch
 
-    from pipeline.train import assistant_loss
+    from pipeline.stages.train import assistant_loss
 
     tok, _ = lora
     model = _fresh_lora(0.1)
@@ -251,8 +251,8 @@ def test_fused_lora_model_loss_and_gradients_equal_peft_own_forward(lora):
 
 
 def _random_selection(store, n=4):
-    from pipeline import demo
-    from pipeline.select import SelectParams, select
+    from pipeline.problems import demo
+    from pipeline.stages.select import SelectParams, select
 
     store.create_iteration(1, "scratch", None, {"types": [], "edit_ids": [], "n_cases": 0},
                            None, {})
@@ -269,8 +269,8 @@ def test_a_checkpoint_left_by_a_deleted_store_is_not_resumed(tmp_path, monkeypat
     """Same data, same parameters, same train id, but the store that made the old
     checkpoint is not the one training now: the run trains from the start instead of
     "resuming" a finished checkpoint into a run that trains nothing."""
-    from pipeline.store import Store
-    from pipeline.train import train
+    from pipeline.stages.train import train
+    from pipeline.storage.store import Store
 
     monkeypatch.setenv("SEI_ADAPTERS_DIR", str(tmp_path / "adapters"))
     p = TrainParams(method="random", epochs=1, batch_size=4, max_length=160)

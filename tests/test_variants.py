@@ -10,7 +10,7 @@ from fractions import Fraction
 
 import pytest
 
-from pipeline.variants import Dropped, Variant, check_chain, make_variant, parse_expr
+from pipeline.problems.variants import Dropped, Variant, check_chain, make_variant, parse_expr
 
 N_RECORDS = 500
 # Measured: 250 of the first 500 train records (50.0%) give a Variant with Random(index).

@@ -1,6 +1,6 @@
 """A small HTTP server that answers like vLLM's OpenAI-compatible server, for the tests.
 
-It serves the project's embedded base model (pipeline.target.LocalTarget) and named peft
+It serves the project's embedded base model (pipeline.models.target.LocalTarget) and named peft
 LoRA adapters on top of it, greedily:
 
 - `GET  /v1/models`: the base model and every loaded adapter (id, root, parent);
@@ -40,8 +40,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import config  # noqa: E402
-from pipeline.target import GenParams, make_target  # noqa: E402
+from pipeline.core import config  # noqa: E402
+from pipeline.models.target import GenParams, make_target  # noqa: E402
 
 
 class Models:
@@ -108,7 +108,7 @@ class Models:
         if getattr(target, "_tok", None) is None:
             from transformers import AutoTokenizer
 
-            from pipeline.target import resolve_model_path
+            from pipeline.models.target import resolve_model_path
 
             target._tok = AutoTokenizer.from_pretrained(resolve_model_path(target.model)[0])
         return target._tok

@@ -11,7 +11,7 @@ import common
 import pandas as pd
 import streamlit as st
 
-from pipeline import review, search, taxonomy
+from pipeline.analysis import review, search, taxonomy
 
 s = common.header("Bad cases")
 ss = st.session_state

@@ -1,6 +1,6 @@
 """Error map: the UMAP of error keyphrases coloured by error type, with curation.
 
-Every edit goes through pipeline.taxonomy, which appends to the edit log; the map is
+Every edit goes through pipeline.analysis.taxonomy, which appends to the edit log; the map is
 then redrawn from the log, so what is shown is always what is stored."""
 
 
@@ -10,8 +10,10 @@ import pandas as pd
 import streamlit as st
 from map_actions import MapActions
 
-from pipeline import config, instructor, llm_cluster, review, search, taxonomy
-from pipeline.cluster import ClusterParams, agreement
+from pipeline.analysis import llm_cluster, review, search, taxonomy
+from pipeline.core import config
+from pipeline.models import instructor
+from pipeline.stages.cluster import ClusterParams, agreement
 
 s = common.header("Error map")
 ss = st.session_state

@@ -9,7 +9,7 @@ import common
 import pandas as pd
 import streamlit as st
 
-from pipeline import review
+from pipeline.analysis import review
 
 s = common.header("Review")
 ss = st.session_state

@@ -12,7 +12,8 @@ import common
 import pandas as pd
 import streamlit as st
 
-from pipeline import synthesize, views
+from pipeline.loop import views
+from pipeline.stages import synthesize
 
 s, its, it_n = common.iteration_header("Synthesis", key="syn_it")
 COUNTS = ["type_id", "title", "generated", "rejected", "near_duplicate", "contaminated", "kept"]

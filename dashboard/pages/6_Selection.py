@@ -13,7 +13,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pipeline import select, views
+from pipeline.loop import views
+from pipeline.stages import select
 
 s, its, it_n = common.iteration_header("Selection", key="sel_it")
 sels = list(reversed(s.selections(it_n)))

@@ -15,11 +15,13 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from pipeline import costs, evaluate, sets, views
-from pipeline.evaluate import EvalParams
-from pipeline.loop import LoopParams
-from pipeline.presets import flat, resolve
-from pipeline.train import TrainParams
+from pipeline.loop import costs, views
+from pipeline.loop.iterate import LoopParams
+from pipeline.loop.presets import flat, resolve
+from pipeline.problems import sets
+from pipeline.stages import evaluate
+from pipeline.stages.evaluate import EvalParams
+from pipeline.stages.train import TrainParams
 
 s = common.header("Iterations")
 

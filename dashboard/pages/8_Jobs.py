@@ -7,22 +7,19 @@ a manual refresh; jobs are OS processes recorded in the store, so a browser refr
 import common
 import streamlit as st
 
-from pipeline import jobs
+from pipeline.loop import jobs
+from pipeline.loop import registry as stages
 
 s = common.header("Jobs")
 
 
 with st.expander("Start a job"):
+    # every registered stage, its form drawn from its Params (defaults, help, choices)
+    kind = st.selectbox("stage", sorted(stages.STAGES), key="job-kind",
+                        format_func=lambda k: f"{k}: {stages.STAGES[k].help}")
     with st.form("submit"):
-        kind = st.selectbox("stage", ["extract", "analyze", "cluster", "quickstart"])
-        c1, c2, c3 = st.columns(3)
-        dataset = c1.text_input("dataset (extract)", "demo")
-        split = c2.text_input("split (extract)", "train")
-        limit = c3.number_input("limit (0 = all; not cluster)", 0, 100000, 64)
+        params = common.params_form(stages.STAGES[kind].params, f"job-{kind}")
         if st.form_submit_button("Start"):
-            params = {} if kind == "cluster" else {"limit": int(limit) or None}
-            if kind == "extract":
-                params.update(dataset=dataset, split=split)
             jid = common.submit(s, kind, params)  # a refusal is said in words
             if jid is not None:
                 st.success(f"job #{jid} started")

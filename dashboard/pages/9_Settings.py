@@ -8,8 +8,8 @@ import os
 import common
 import streamlit as st
 
-from pipeline import settings
-from pipeline.instructor import from_env
+from pipeline.models import settings
+from pipeline.models.instructor import from_env
 
 s = common.header("Settings")
 cfg = settings.load()
