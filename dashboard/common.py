@@ -187,6 +187,26 @@ def map_spec(tax, show_excluded: bool = False, highlight: int | None = None,
         groups.setdefault(d["type"], []).append(d)
     size = {t: sum(len(d["kp_ids"]) for d in ds) for t, ds in groups.items()}
     typed = sorted((t for t in groups if t is not None), key=lambda t: -size[t])
+
+    def alpha(t) -> float:
+        if t is None:
+            return 0.35
+        return 0.9 if highlight is None or highlight == t else 0.2
+
+    cl = tax.clustering or {}
+    cl_key = (cl.get("clustering_id"), str(cl.get("created_at")))
+    data = (_attr_traces(groups, attr or {}, colour_by, cl_key, alpha) if colour_by != "type"
+            else _type_traces(tax, groups, typed, cols, alpha, highlight, cl_key))
+    data += _overlay_traces(groups, mark, hits, cl_key)
+    notes = _titles(tax, groups, [t for t in typed if not tax.types[t].excluded][:MAP_TITLES],
+                    cols)
+    return {"data": data, "layout": _map_layout(tax, view, colour_by, notes)}
+
+
+def _type_traces(tax, groups: dict, typed: list, cols: dict, alpha, highlight,
+                 cl_key) -> list[dict]:
+    """One trace per large type (and noise), the long tail of types in one trace with
+    per-point colours."""
     head, tail = typed[:LEGEND_TYPES], typed[LEGEND_TYPES:]
     parts = ([(None, groups[None])] if None in groups else []) + [(t, groups[t]) for t in head]
     if tail:
@@ -200,17 +220,8 @@ def map_spec(tax, show_excluded: bool = False, highlight: int | None = None,
         tv = tax.types.get(t)
         return _snip(f"{t}: {tv.title if tv else t}", 48)
 
-    def alpha(t) -> float:
-        if t is None:
-            return 0.35
-        return 0.9 if highlight is None or highlight == t else 0.2
-
-    cl = tax.clustering or {}
-    cl_key = (cl.get("clustering_id"), str(cl.get("created_at")))
     data = []
-    if colour_by != "type":
-        data = _attr_traces(groups, attr or {}, colour_by, cl_key, alpha)
-    for t, ds in ([] if colour_by != "type" else parts):
+    for t, ds in parts:
         n = np.fromiter((len(d["kp_ids"]) for d in ds), float, len(ds))
         marker = {"size": (5.0 if t is None else 7.0) + 4.0 * (np.sqrt(n) - 1.0),
                   "color": NOISE if t is None else COLOURS[cols[t]] if t != "tail" else
@@ -231,6 +242,13 @@ def map_spec(tax, show_excluded: bool = False, highlight: int | None = None,
             "customdata": np.fromiter((d["kp_id"] for d in ds), np.int64, len(ds)),
             "hovertext": np.array([_hover(cl_key, d) for d in ds], dtype=object),
             "hoverinfo": "text", "marker": marker})
+    return data
+
+
+def _overlay_traces(groups: dict, mark: set[int] | None, hits: set[int] | None,
+                    cl_key) -> list[dict]:
+    """The rings of a case shown on the map and the outlines of search hits."""
+    data = []
     if mark:
         ring = [d for ds in groups.values() for d in ds if mark & set(d["kp_ids"])]
         data.append({"type": "scattergl", "mode": "markers", "name": "shown case",
@@ -248,12 +266,14 @@ def map_spec(tax, show_excluded: bool = False, highlight: int | None = None,
                      "hoverinfo": "text",
                      "marker": {"size": 15, "symbol": "diamond-open", "color": "#d62728",
                                 "line": {"width": 2.5}}})
-    notes = _titles(tax, groups, [t for t in typed if not tax.types[t].excluded][:MAP_TITLES],
-                    cols)
-    # The view is the whole clustering, excluded points included, so it does not jump when
-    # an edit hides or merges points; or `view` (x0, x1, y0, y1), the page's zoom, which
-    # outlives edits. Plotly's own zoom outlives them too where the figure is updated in
-    # place (dashboard/map_view.py: uirevision holds while the view stays).
+    return data
+
+
+def _map_layout(tax, view, colour_by: str, notes: list) -> dict:
+    """The view is the whole clustering, excluded points included, so it does not jump when
+    an edit hides or merges points; or `view` (x0, x1, y0, y1), the page's zoom, which
+    outlives edits. Plotly's own zoom outlives them too where the figure is updated in
+    place (dashboard/map_view.py: uirevision holds while the view stays)."""
     def extent(k):
         if view is not None:
             return list(view[:2]) if k == "x" else list(view[2:])
@@ -262,15 +282,15 @@ def map_spec(tax, show_excluded: bool = False, highlight: int | None = None,
         pad = 0.04 * ((hi - lo) or 1.0)
         return [lo - pad, hi + pad]
 
-    layout = {"height": 620, "margin": {"l": 0, "r": 0, "t": 10, "b": 0},
-              "dragmode": "lasso", "showlegend": colour_by != "type",
-              "legend": {"title": {"text": colour_by}, "orientation": "h", "y": -0.02,
-                         "yanchor": "top"},
-              "annotations": notes,
-              "xaxis": {"showticklabels": False, "zeroline": False, "range": extent("x")},
-              "yaxis": {"showticklabels": False, "zeroline": False, "range": extent("y")},
-              "uirevision": f"map-{cl.get('clustering_id')}"}
-    return {"data": data, "layout": layout}
+    cl = tax.clustering or {}
+    return {"height": 620, "margin": {"l": 0, "r": 0, "t": 10, "b": 0},
+            "dragmode": "lasso", "showlegend": colour_by != "type",
+            "legend": {"title": {"text": colour_by}, "orientation": "h", "y": -0.02,
+                       "yanchor": "top"},
+            "annotations": notes,
+            "xaxis": {"showticklabels": False, "zeroline": False, "range": extent("x")},
+            "yaxis": {"showticklabels": False, "zeroline": False, "range": extent("y")},
+            "uirevision": f"map-{cl.get('clustering_id')}"}
 
 
 def _attr_traces(groups: dict, attr: dict[int, str], by: str, cl_key, alpha) -> list[dict]:

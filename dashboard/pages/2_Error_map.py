@@ -138,195 +138,232 @@ def type_editor(t: taxonomy.TypeView, act: MapActions, by_kp: dict[int, dict]) -
         st.markdown(examples_table(t.examples, by_kp))
 
 
+class Ctx:
+    """What the curation's parts share: the taxonomy drawn, its edit callbacks and lookups."""
+
+    def __init__(self, tax: taxonomy.Taxonomy):
+        self.tax = tax
+        self.act = MapActions(s, tax)  # the edit callbacks (dashboard/map_actions.py)
+        self.wk, self.selected, self.n_dots = self.act.wk, self.act.selected, self.act.n_dots
+        self.by_kp = tax.by_kp()
+        self.visible = tax.visible_types()
+        self.label = {t.type_id: f"{t.type_id}: {t.title}" for t in self.visible}
+
+    def name(self, t) -> str:
+        return self.label.get(t, f"{t} (gone)")
+
+    def box_of(self, kp_ids, pad: float = 0.15) -> tuple[float, float, float, float] | None:
+        xs = [self.by_kp[k]["x"] for k in kp_ids if k in self.by_kp]
+        ys = [self.by_kp[k]["y"] for k in kp_ids if k in self.by_kp]
+        if not xs:
+            return None
+        dx, dy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+        return (min(xs) - pad * dx, max(xs) + pad * dx, min(ys) - pad * dy, max(ys) + pad * dy)
+
+    def view_box(self, zoom) -> tuple[float, float, float, float] | None:
+        """Axis ranges of the chosen view (None: the whole map)."""
+        if zoom == "the selection":
+            return ss.get("zoom_box")
+        if isinstance(zoom, int) and zoom in self.tax.types:
+            return self.box_of(self.tax.types[zoom].members)
+        return None
+
+    def zoom_to_selection(self) -> None:
+        ss["zoom_box"] = self.box_of(self.selected())
+        ss["zoom_to"] = ss[self.wk("zoom")] = "the selection" if ss["zoom_box"] else "whole map"
+
+
 def curation(tax: taxonomy.Taxonomy) -> None:
     """The map, the types panel, the type editors, the diff against the previous clustering
     and the edit log: everything an edit changes. Run as a fragment, an edit reruns this
     alone (the rest of the page is not rebuilt and sent again)."""
     if (tax.clustering or {}).get("clustering_id") != cl["clustering_id"]:
         st.rerun()  # an undo switched clusterings: the whole page follows
-    act = MapActions(s, tax)  # the edit callbacks (dashboard/map_actions.py)
-    wk, selected, n_dots = act.wk, act.selected, act.n_dots
+    c = Ctx(tax)
     with st.container():  # always drawn, so the map's place does not move (see held_slot)
         if msg := ss.pop("flash", None):
             st.success(msg)
         if err := ss.pop("flash_error", None):
             st.error(err)
-    by_kp = tax.by_kp()
-    visible = tax.visible_types()
-    label = {t.type_id: f"{t.type_id}: {t.title}" for t in visible}
+    left, right = st.columns([3, 2])
+    with left:
+        sel, shown_case = map_column(c)
+        case_panel(c, sel, shown_case)
+    with right:
+        types_column(c)
+    type_editor_section(c)
+    compare_section(c)
+    edit_log(c)
 
-    def name(t) -> str:
-        return label.get(t, f"{t} (gone)")
-
-    def box_of(kp_ids, pad: float = 0.15) -> tuple[float, float, float, float] | None:
-        xs = [by_kp[k]["x"] for k in kp_ids if k in by_kp]
-        ys = [by_kp[k]["y"] for k in kp_ids if k in by_kp]
-        if not xs:
-            return None
-        dx, dy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
-        return (min(xs) - pad * dx, max(xs) + pad * dx, min(ys) - pad * dy, max(ys) + pad * dy)
-
-    def view_box(zoom) -> tuple[float, float, float, float] | None:
-        """Axis ranges of the chosen view (None: the whole map)."""
-        if zoom == "the selection":
-            return ss.get("zoom_box")
-        if isinstance(zoom, int) and zoom in tax.types:
-            return box_of(tax.types[zoom].members)
-        return None
-
-    def zoom_to_selection() -> None:
-        ss["zoom_box"] = box_of(selected())
-        ss["zoom_to"] = ss[wk("zoom")] = "the selection" if ss["zoom_box"] else "whole map"
-
-
+def map_column(c: Ctx) -> tuple[list, int | None]:
+    """Search, zoom and colour controls, the map, and what is selected on it; returns the
+    selection and the case sent here from Bad cases, if any."""
+    tax, wk, selected, name, visible = c.tax, c.wk, c.selected, c.name, c.visible
     # A case sent from Bad cases ("show on the map"): its keyphrases are ringed.
     shown_case = st.query_params.get("case")
     shown_case = int(shown_case) if shown_case and shown_case.isdigit() else None
     mark = taxonomy.kp_ids_of_case(tax, shown_case) if shown_case else None
 
-    left, right = st.columns([3, 2])
-    with left:
-        # Search: hits (by words and by meaning) are outlined on the map and listed below it.
-        query = st.text_input("search keyphrases and cases (words or meaning)", key="map_search",
-                              placeholder="e.g. percent of the wrong base")
-        hits = search.search(s, query, tax) if query.strip() else None
-        z1, z2, z3, z4 = st.columns([2, 3, 2, 2], vertical_alignment="bottom")
-        show_excl = z1.toggle("show excluded points", value=False, key="show_excl")
-        colour_by = z4.selectbox("colour by", taxonomy.COLOUR_BY, key="colour_by")
-        # "zoom to" is app state (kept through edits); plotly's own zoom is kept too, as
-        # the map component updates the figure in place (map_view.py).
-        zooms = ["whole map"] + (["the selection"] if ss.get("zoom_box") else []) + \
-            [t.type_id for t in visible]
-        zoom = kept_choice(z2, "zoom to", zooms, "zoom_to", wk("zoom"),
-                           lambda z: z if isinstance(z, str) else name(z))
-        z3.button("Zoom to the selection", key="zoom_sel", disabled=not selected(),
-                  on_click=zoom_to_selection)
-        # updated in place (map_view.py): only what changed is sent
-        map_view.plotly_map(common.map_spec(
-            tax, show_excluded=show_excl, mark=mark, view=view_box(zoom),
-            hits=hits.kp_ids() if hits else None, colour_by=colour_by,
-            attr=None if colour_by == "type" else review.point_verdicts(s, tax.points)
-            if colour_by == "verdict" else taxonomy.point_attribute(tax, colour_by)), key="map")
-        if hits:
-            st.caption(f"Search “{query}”: {len(hits.keyphrases)} keyphrases and "
-                       f"{len(hits.cases)} cases contain it; {len(hits.kp_ids())} keyphrases "
-                       "outlined in red (words and nearest in meaning).")
-            with st.expander("search hits", expanded=True):
-                st.dataframe(pd.DataFrame(
-                    [dict(k, found="words") for k in hits.keyphrases]
-                    + [dict(k, found=f"meaning {k['score']:.2f}") for k in hits.similar],
-                    columns=["found", "kp_id", "text", "case_id", "type"]),
-                    hide_index=True, width="stretch", height=200, key="search_hits")
-        sel = selected()
-        if shown_case and not mark:
-            st.caption(f"Case {shown_case} has no keyphrases in this clustering.")
-        if sel:
-            st.markdown(f"**{len(sel)} selected keyphrases** ({n_dots()} dots)")
-            a, b, c = st.columns(3)
-            with a:
-                target = st.selectbox("assign to type", list(label), format_func=name,
-                                      key=wk("assign_to"))
-                st.button("Assign", key="assign", disabled=target is None, on_click=act.assign)
-            with b, st.form("split-form", border=False):
-                st.text_input("new type title", "new type", key=wk("split_title"))
-                st.form_submit_button("Make new type (split)", key="split", on_click=act.split)
-            with c:
-                st.write("")
-                st.button("Exclude selection", key="exclude_sel", on_click=act.exclude_selection)
+    # Search: hits (by words and by meaning) are outlined on the map and listed below it.
+    query = st.text_input("search keyphrases and cases (words or meaning)", key="map_search",
+                          placeholder="e.g. percent of the wrong base")
+    hits = search.search(s, query, tax) if query.strip() else None
+    z1, z2, z3, z4 = st.columns([2, 3, 2, 2], vertical_alignment="bottom")
+    show_excl = z1.toggle("show excluded points", value=False, key="show_excl")
+    colour_by = z4.selectbox("colour by", taxonomy.COLOUR_BY, key="colour_by")
+    # "zoom to" is app state (kept through edits); plotly's own zoom is kept too, as
+    # the map component updates the figure in place (map_view.py).
+    zooms = ["whole map"] + (["the selection"] if ss.get("zoom_box") else []) + \
+        [t.type_id for t in visible]
+    zoom = kept_choice(z2, "zoom to", zooms, "zoom_to", wk("zoom"),
+                       lambda z: z if isinstance(z, str) else name(z))
+    z3.button("Zoom to the selection", key="zoom_sel", disabled=not selected(),
+              on_click=c.zoom_to_selection)
+    # updated in place (map_view.py): only what changed is sent
+    map_view.plotly_map(common.map_spec(
+        tax, show_excluded=show_excl, mark=mark, view=c.view_box(zoom),
+        hits=hits.kp_ids() if hits else None, colour_by=colour_by,
+        attr=None if colour_by == "type" else review.point_verdicts(s, tax.points)
+        if colour_by == "verdict" else taxonomy.point_attribute(tax, colour_by)), key="map")
+    if hits:
+        st.caption(f"Search “{query}”: {len(hits.keyphrases)} keyphrases and "
+                   f"{len(hits.cases)} cases contain it; {len(hits.kp_ids())} keyphrases "
+                   "outlined in red (words and nearest in meaning).")
+        with st.expander("search hits", expanded=True):
+            st.dataframe(pd.DataFrame(
+                [dict(k, found="words") for k in hits.keyphrases]
+                + [dict(k, found=f"meaning {k['score']:.2f}") for k in hits.similar],
+                columns=["found", "kp_id", "text", "case_id", "type"]),
+                hide_index=True, width="stretch", height=200, key="search_hits")
+    sel = selection_panel(c, shown_case, mark)
+    return sel, shown_case
+
+
+def selection_panel(c: Ctx, shown_case: int | None, mark) -> list:
+    """What is selected on the map, with assign, split and exclude; returns the selection."""
+    wk, selected, n_dots, by_kp, act, label, name = (c.wk, c.selected, c.n_dots, c.by_kp,
+                                                     c.act, c.label, c.name)
+    sel = selected()
+    if shown_case and not mark:
+        st.caption(f"Case {shown_case} has no keyphrases in this clustering.")
+    if sel:
+        st.markdown(f"**{len(sel)} selected keyphrases** ({n_dots()} dots)")
+        a, b, c = st.columns(3)
+        with a:
+            target = st.selectbox("assign to type", list(label), format_func=name,
+                                  key=wk("assign_to"))
+            st.button("Assign", key="assign", disabled=target is None, on_click=act.assign)
+        with b, st.form("split-form", border=False):
+            st.text_input("new type title", "new type", key=wk("split_title"))
+            st.form_submit_button("Make new type (split)", key="split", on_click=act.split)
+        with c:
+            st.write("")
+            st.button("Exclude selection", key="exclude_sel", on_click=act.exclude_selection)
+        st.dataframe(pd.DataFrame([{"kp": k, "keyphrase": by_kp[k]["text"],
+                                    "case": by_kp[k]["case_id"],
+                                    "type": name(by_kp[k]["type"])
+                                    if by_kp[k]["type"] is not None else "unassigned"}
+                                   for k in sel if k in by_kp]),
+                     hide_index=True, height=180, width="stretch")
+    else:
+        st.caption("Click, box or lasso points on the map to open their cases and to assign, "
+                   "split or exclude them.")
+    return sel
+
+
+def case_panel(c: Ctx, sel: list, shown_case: int | None) -> None:
+    """The cases behind the selection (or the case sent here), one at a time."""
+    tax, wk = c.tax, c.wk
+    cases = taxonomy.cases_of(tax, sel) if sel else ([shown_case] if shown_case else [])
+    if cases:
+        st.subheader("Case")
+        question = {q["case_id"]: q["question"] for q in tax.points}
+        pick = st.selectbox(f"{len(cases)} cases behind the selection", cases,
+                            key=wk("case_pick"),
+                            format_func=lambda c: f"case {c}: {question.get(c, '')[:90]}"
+                            ) if len(cases) > 1 else cases[0]
+        view = taxonomy.case_view(s, tax, pick)
+        if view is None:
+            st.caption(f"Case {pick} is not in the store.")
+        else:
+            st.markdown(f"**Case {pick}** · {view['dataset']} / {view['pid']} · answered "
+                        f"`{view['pred']}`, reference `{view['answer']}`")
+            common.page_link("1_Bad_cases", "Open in Bad cases", ":material/open_in_new:",
+                             case=pick)
+            st.markdown("**Question**")
+            st.text(view["question"])
+            st.markdown("**Model output** (evidence highlighted)")
+            with st.container(border=True, height=260):
+                st.markdown(common.highlighted(view["output"] or "",
+                                               [k["span"] for k in view["keyphrases"]
+                                                if k["span"]]))
+            st.dataframe(pd.DataFrame([{"keyphrase": k["text"], "type": k["type"],
+                                        "evidence": k["evidence"], "written by": k["analyzer"],
+                                        "excluded": k["excluded"]}
+                                       for k in view["keyphrases"]]),
+                         hide_index=True, width="stretch")
+
+
+def types_column(c: Ctx) -> None:
+    """The types table, noise, duplicate titles, undo and redo, merge, retitle, export."""
+    tax, wk, act, by_kp, label, name = c.tax, c.wk, c.act, c.by_kp, c.label, c.name
+    visible = c.visible
+    st.subheader("Error types")
+    n_noise = sum(1 for q in tax.points if q["type"] is None and not q["excluded"])
+    st.caption(f"{tax.n_cases} bad cases with keyphrases · {n_noise} keyphrases unassigned")
+    # a click on a type's row opens its editor (below)
+    st.dataframe(common.legend_table(tax), hide_index=True, width="stretch",
+                 height=min(420, 38 + 35 * len(visible)), key=wk("legend"),
+                 on_select=act.edit_from_legend, selection_mode="single-row",
+                 column_config={"colour": st.column_config.ImageColumn("", width=28)})
+    nz = taxonomy.noise(tax)
+    if nz["kp_ids"]:
+        with st.expander(f"{len(nz['kp_ids'])} unassigned keyphrases (noise) in "
+                         f"{len(nz['case_ids'])} bad cases · {len(nz['only_noise'])} cases "
+                         "reached by no type"):
+            only = set(nz["only_noise"])
             st.dataframe(pd.DataFrame([{"kp": k, "keyphrase": by_kp[k]["text"],
                                         "case": by_kp[k]["case_id"],
-                                        "type": name(by_kp[k]["type"])
-                                        if by_kp[k]["type"] is not None else "unassigned"}
-                                       for k in sel if k in by_kp]),
-                         hide_index=True, height=180, width="stretch")
-        else:
-            st.caption("Click, box or lasso points on the map to open their cases and to assign, "
-                       "split or exclude them.")
+                                        "noise only": by_kp[k]["case_id"] in only}
+                                       for k in nz["kp_ids"]]),
+                         hide_index=True, width="stretch", height=180, key="noise_table")
+            st.caption("Synthesis cannot reach a case whose keyphrases are all noise. Assign "
+                       "each to the type whose centre is nearest (one edit; Undo takes it "
+                       "back), or leave those less similar than a floor.")
+            n1, n2 = st.columns(2, vertical_alignment="bottom")
+            n1.number_input("leave if similarity below", 0.0, 1.0, 0.0, 0.05,
+                            key=wk("noise_floor"))
+            n2.button("Assign noise to nearest types", key="assign_noise",
+                      on_click=act.assign_noise)
+    for title, ids in taxonomy.duplicate_titles(tax).items():
+        st.warning(f"Types {', '.join(map(str, ids))} share the title “{title}”: rename or "
+                   "merge them.")
 
-        # The cases behind the selection (or the case sent here), one at a time.
-        cases = taxonomy.cases_of(tax, sel) if sel else ([shown_case] if shown_case else [])
-        if cases:
-            st.subheader("Case")
-            question = {q["case_id"]: q["question"] for q in tax.points}
-            pick = st.selectbox(f"{len(cases)} cases behind the selection", cases,
-                                key=wk("case_pick"),
-                                format_func=lambda c: f"case {c}: {question.get(c, '')[:90]}"
-                                ) if len(cases) > 1 else cases[0]
-            view = taxonomy.case_view(s, tax, pick)
-            if view is None:
-                st.caption(f"Case {pick} is not in the store.")
-            else:
-                st.markdown(f"**Case {pick}** · {view['dataset']} / {view['pid']} · answered "
-                            f"`{view['pred']}`, reference `{view['answer']}`")
-                common.page_link("1_Bad_cases", "Open in Bad cases", ":material/open_in_new:",
-                                 case=pick)
-                st.markdown("**Question**")
-                st.text(view["question"])
-                st.markdown("**Model output** (evidence highlighted)")
-                with st.container(border=True, height=260):
-                    st.markdown(common.highlighted(view["output"] or "",
-                                                   [k["span"] for k in view["keyphrases"]
-                                                    if k["span"]]))
-                st.dataframe(pd.DataFrame([{"keyphrase": k["text"], "type": k["type"],
-                                            "evidence": k["evidence"], "written by": k["analyzer"],
-                                            "excluded": k["excluded"]}
-                                           for k in view["keyphrases"]]),
-                             hide_index=True, width="stretch")
+    u1, u2, u3 = st.columns(3)
+    u1.button("Undo last edit", key="undo", disabled=not tax.edits, on_click=act.undo)
+    u2.button("Redo", key="redo", disabled=not tax.redoable, on_click=act.redo)
+    u3.caption(f"{len(tax.edits)} edits in force")
 
-    with right:
-        st.subheader("Error types")
-        n_noise = sum(1 for q in tax.points if q["type"] is None and not q["excluded"])
-        st.caption(f"{tax.n_cases} bad cases with keyphrases · {n_noise} keyphrases unassigned")
-        # a click on a type's row opens its editor (below)
-        st.dataframe(common.legend_table(tax), hide_index=True, width="stretch",
-                     height=min(420, 38 + 35 * len(visible)), key=wk("legend"),
-                     on_select=act.edit_from_legend, selection_mode="single-row",
-                     column_config={"colour": st.column_config.ImageColumn("", width=28)})
-        nz = taxonomy.noise(tax)
-        if nz["kp_ids"]:
-            with st.expander(f"{len(nz['kp_ids'])} unassigned keyphrases (noise) in "
-                             f"{len(nz['case_ids'])} bad cases · {len(nz['only_noise'])} cases "
-                             "reached by no type"):
-                only = set(nz["only_noise"])
-                st.dataframe(pd.DataFrame([{"kp": k, "keyphrase": by_kp[k]["text"],
-                                            "case": by_kp[k]["case_id"],
-                                            "noise only": by_kp[k]["case_id"] in only}
-                                           for k in nz["kp_ids"]]),
-                             hide_index=True, width="stretch", height=180, key="noise_table")
-                st.caption("Synthesis cannot reach a case whose keyphrases are all noise. Assign "
-                           "each to the type whose centre is nearest (one edit; Undo takes it "
-                           "back), or leave those less similar than a floor.")
-                n1, n2 = st.columns(2, vertical_alignment="bottom")
-                n1.number_input("leave if similarity below", 0.0, 1.0, 0.0, 0.05,
-                                key=wk("noise_floor"))
-                n2.button("Assign noise to nearest types", key="assign_noise",
-                          on_click=act.assign_noise)
-        for title, ids in taxonomy.duplicate_titles(tax).items():
-            st.warning(f"Types {', '.join(map(str, ids))} share the title “{title}”: rename or "
-                       "merge them.")
+    with st.form("merge"):
+        st.multiselect("merge types", list(label), format_func=name, key=wk("merge_ids"))
+        st.text_input("title of the merged type (optional)", key=wk("merge_title"))
+        st.form_submit_button("Merge", on_click=act.merge)
 
-        u1, u2, u3 = st.columns(3)
-        u1.button("Undo last edit", key="undo", disabled=not tax.edits, on_click=act.undo)
-        u2.button("Redo", key="redo", disabled=not tax.redoable, on_click=act.redo)
-        u3.caption(f"{len(tax.edits)} edits in force")
+    r1, r2 = st.columns(2)
+    r1.button("Retitle types", key="retitle", on_click=act.retitle,
+              help="Recompute titles of types a person has not renamed")
+    r2.download_button(
+        "Export types (JSONL)", key="export", mime="application/jsonl",
+        file_name=f"types-{cl['clustering_id']}.jsonl",
+        data=lambda: taxonomy.export_jsonl(s, taxonomy.current(s)))
 
-        with st.form("merge"):
-            st.multiselect("merge types", list(label), format_func=name, key=wk("merge_ids"))
-            st.text_input("title of the merged type (optional)", key=wk("merge_title"))
-            st.form_submit_button("Merge", on_click=act.merge)
 
-        r1, r2 = st.columns(2)
-        r1.button("Retitle types", key="retitle", on_click=act.retitle,
-                  help="Recompute titles of types a person has not renamed")
-        r2.download_button(
-            "Export types (JSONL)", key="export", mime="application/jsonl",
-            file_name=f"types-{cl['clustering_id']}.jsonl",
-            data=lambda: taxonomy.export_jsonl(s, taxonomy.current(s)))
-
+def type_editor_section(c: Ctx) -> None:
     # One type's editor, for the type picked here or by a click on its row in the types
     # table. An editor per type drew hundreds of elements that the browser built again at
     # every edit (~1 s of an edit at 200 types); the choice outlives renames (edit_type).
-    ids = [t.type_id for t in visible]
+    tax, wk, act, by_kp, name = c.tax, c.wk, c.act, c.by_kp, c.name
+    ids = [t.type_id for t in c.visible]
     if ids:
         st.subheader("Edit a type")
         e1, e2 = st.columns([3, 2], vertical_alignment="bottom")
@@ -339,10 +376,14 @@ def curation(tax: taxonomy.Taxonomy) -> None:
         with st.container(border=True, key="type_editor"):
             type_editor(t, act, by_kp)
 
+
+def compare_section(c: Ctx) -> None:
+    """What changed against the previous clustering, both with the edits applied."""
+    tax = c.tax
     prev_id = (cl.get("diff") or {}).get("previous")
     # Folding the log onto the previous clustering too costs a second taxonomy: on by default
     # for maps of demo size, a click away on large ones.
-    if prev_id and any(c["clustering_id"] == prev_id for c in cls) and st.toggle(
+    if prev_id and any(x["clustering_id"] == prev_id for x in cls) and st.toggle(
             "Compare with the previous clustering", value=len(tax.points) <= 5000,
             key="compare"):
         rows = taxonomy.compare(taxonomy.current(s, prev_id), tax)
@@ -354,6 +395,9 @@ def curation(tax: taxonomy.Taxonomy) -> None:
             st.info(f"Types {', '.join(map(str, stale))} kept titles from the previous clustering "
                     "although their members changed: Retitle types (above) recomputes them.")
 
+
+def edit_log(c: Ctx) -> None:
+    tax, wk, act = c.tax, c.wk, c.act
     with st.expander("Edit log"):
         log = taxonomy.edit_log(s, tax)
         st.dataframe(pd.DataFrame(log, columns=["edit", "at", "what", "in force", "by"]),

@@ -11,6 +11,7 @@ import logging
 
 from pipeline.analysis import offline_analyzer as offline
 from pipeline.analysis import review
+from pipeline.core.progress import no_progress
 from pipeline.core.redact import scrub
 from pipeline.models.instructor import Instructor, InstructorError, from_env, load_prompt
 from pipeline.storage.store import Store
@@ -18,9 +19,6 @@ from pipeline.storage.store import Store
 PROMPT = "keyphrases_v1"
 log = logging.getLogger(__name__)
 
-
-def _noop(*a):
-    pass
 
 
 def analysis_id_for(analyzer: str, prompt_version: str | None, run_id: str | None) -> str:
@@ -84,7 +82,7 @@ def analysis_runs(store: Store, run_ids: list[str] | None) -> list[str]:
 
 def analyze_bad_cases(store: Store, run_id: str | None = None,
             instructor: dict | Instructor | str | None = None,
-            limit: int | None = None, progress=_noop,
+            limit: int | None = None, progress=no_progress,
             run_ids: list[str] | None = None) -> str:
     """Write keyphrases for the bad cases of train-split extraction runs (`run_id`, or
     several `run_ids`, or by default the base model's). Returns the analysis id.

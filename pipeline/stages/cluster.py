@@ -51,9 +51,6 @@ class ClusterParams(Params):
                                 "offline.", choices=("auto", "offline", "instructor"))
 
 
-def _noop(*a):
-    pass
-
 
 # Progress of a clustering in percent: embedding, UMAP, clustering (most of it when the
 # instructor clusters, one request at a time), matching types.
@@ -120,7 +117,7 @@ def align_to(xy: np.ndarray, uniq: list[str], before: dict[str, tuple[float, flo
 
 
 def embed_and_map(store: Store, texts: list[str], p: ClusterParams, timings: dict,
-                  progress=_noop, before: dict[str, tuple[float, float]] | None = None
+                  progress=no_progress, before: dict[str, tuple[float, float]] | None = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Embeddings, 2-D map coordinates and clustering coordinates for each text.
 
@@ -166,7 +163,7 @@ def labels_for(z: np.ndarray, p: ClusterParams) -> tuple[np.ndarray, np.ndarray]
 
 
 def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str | None = None,
-            instructor=None, progress=_noop, make_current: bool | None = None) -> dict:
+            instructor=None, progress=no_progress, make_current: bool | None = None) -> dict:
     """Cluster an analysis's keyphrases into error types. The result becomes the current
     clustering unless it covers fewer bad cases than the current one (or make_current is
     False): then it is held (diff["held"]) until someone makes it current."""

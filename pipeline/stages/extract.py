@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 
 from pipeline.core import config
+from pipeline.core.progress import no_progress
 from pipeline.models.target import (
     DEFAULT_PROMPT,
     GenParams,
@@ -30,9 +31,6 @@ from pipeline.storage.store import Store
 # progress(done, total, step, message); may raise to stop at a safe point (between batches)
 Progress = Callable[[int, int, str, str], None]
 
-
-def _noop(done: int, total: int, step: str, message: str) -> None:
-    pass
 
 
 def manifest_for(target, dataset: str, split: str, problems: list[dict],
@@ -64,7 +62,7 @@ def extract(store: Store, dataset: str, split: str, limit: int | None = None,
             backend: str = "local", model: str = config.DEFAULT_MODEL,
             adapter: str | None = None, base_url: str | None = None,
             params: GenParams | None = None, prompt: str = DEFAULT_PROMPT,
-            kind: str = "extract", progress: Progress = _noop,
+            kind: str = "extract", progress: Progress = no_progress,
             served_adapter: str | None = None) -> str:
     """Run the target on (dataset, split)[:limit]; returns the run id. `served_adapter`:
     the name an OpenAI-compatible server serves `adapter` under (default: loaded there at
