@@ -9,6 +9,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 SQL_HOME = {"pipeline/storage/store.py", "pipeline/storage/migrations.py"}
 
@@ -148,7 +150,9 @@ def test_no_isinstance_on_a_concrete_swappable_piece():
     """Targets, synthesizers and scorers are chosen by one factory each and used through
     their interface: nothing asks which concrete class it holds."""
     concrete = {"LocalTarget", "OpenAITarget", "OfflineSynthesizer", "InstructorSynthesizer",
-                "OneShot", "Proxy", "RandomPick", "AllPick"}
+                "OneShot", "Proxy", "RandomPick", "AllPick", "InstructorAnalyzer",
+                "OfflineAnalyzer", "HDBSCANClusterer", "KMeansClusterer", "LLMClusterer",
+                "InstructorTitler", "OfflineTitler"}
     found = []
     for rel, path in _sources("pipeline"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -282,3 +286,34 @@ def test_every_target_backend_is_a_target():
             want = list(inspect.signature(getattr(Target, n)).parameters)
             assert list(inspect.signature(getattr(type(t), n)).parameters) == want, \
                 (type(t).__name__, n)
+
+
+def test_each_swappable_piece_comes_from_its_one_factory(monkeypatch):
+    """Analyzer, clusterer and titler: one factory each, picking by setting (no string
+    switch at the call sites), each piece named in the provenance it writes."""
+    import numpy as np
+
+    from pipeline.analysis.titles import make_titler
+    from pipeline.models.instructor import Instructor
+    from pipeline.stages.analyze import make_analyzer
+    from pipeline.stages.cluster import CLUSTERERS, ClusterParams, make_clusterer
+
+    monkeypatch.delenv("SEI_INSTRUCTOR_MODEL", raising=False)
+    ins = Instructor(model="some-llm", base_url="http://127.0.0.1:9/v1")
+    assert make_analyzer(None).name == "offline-analyzer-v1"  # none configured
+    assert make_analyzer("offline").prompt_version is None
+    a = make_analyzer({"model": "some-llm", "base_url": "http://127.0.0.1:9/v1"})
+    assert (a.name, a.prompt_version, a.retry_helps) == (ins.name, "keyphrases_v1", True)
+    assert make_titler("auto").name == "offline-titler-v1"
+    assert make_titler("auto", ins).name == ins.name
+    assert set(CLUSTERERS) == set(ClusterParams.choices("method"))  # every method registered
+    rng = np.random.default_rng(0)  # two tight blobs far apart, 10 points each
+    z = np.vstack([rng.normal(0, 0.05, (10, 2)), rng.normal(5, 0.05, (10, 2))])
+    for method in ("hdbscan", "kmeans"):
+        c = make_clusterer(ClusterParams(method=method, min_cluster_size=3, k=2))
+        lab, prob, named, _ = c.labels(None, [], z, lambda *a: None)
+        assert c.on_map and c.name == method and named is None
+        assert len(set(lab[:10])) == len(set(lab[10:])) == 1 and -1 != lab[0] != lab[10], lab
+    with pytest.raises(ValueError, match="needs an instructor"):
+        make_clusterer(ClusterParams(method="llm"))
+    assert not make_clusterer(ClusterParams(method="llm"), ins).on_map

@@ -28,7 +28,7 @@ def test_clustering_is_stored_with_params_and_types(clustered):
     noise = [p for p in tax.points if p["type"] is None]
     assert sum(len(t.members) for t in ts) + len(noise) == n_kp
     for t in ts:
-        assert t.title and t.titled_by == "offline-analyzer-v1" and t.description
+        assert t.title and t.titled_by == "offline-titler-v1" and t.description
         assert 0 < t.share <= 1 and t.n_cases >= 1 and 1 <= len(t.examples) <= 5
         assert set(t.examples) <= set(t.members)
 

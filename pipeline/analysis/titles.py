@@ -1,11 +1,13 @@
-"""Titles and descriptions for error types: by the instructor when one is configured,
-else offline from the most representative keyphrases (the most common pattern, numbers
-abstracted, or the most central keyphrase)."""
+"""Titles and descriptions for error types, by a Titler: the instructor when one is
+configured, else offline from the most representative keyphrases (the most common pattern,
+numbers abstracted, or the most central keyphrase). `make_titler` picks; a type's
+`titled_by` is the titler's name."""
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from typing import Protocol
 
 import numpy as np
 
@@ -21,24 +23,57 @@ def central_texts(members: list[int], emb: dict, texts: dict, n: int = 5) -> lis
     return list(dict.fromkeys(texts[members[i]] for i in order))[:n]
 
 
-def title_for(store: Store, texts: list[str], central: list[str], titles: str = "auto",
-              instructor=None) -> tuple[str, str, str]:
-    """(title, description, titled_by): the instructor's when one is given, or configured
-    and `titles` is "auto" (ClusterParams.titles); else offline."""
-    from pipeline.analysis import offline_analyzer as analyzer
-    from pipeline.models.instructor import InstructorError, from_env, load_prompt
+class Titler(Protocol):
+    name: str  # what a type's titled_by records
 
-    ins = instructor if instructor is not None else (from_env() if titles == "auto" else None)
-    if ins is not None:
+    def title(self, store: Store, texts: list[str],
+              central: list[str]) -> tuple[str, str | None, str]:
+        """(title, description, titled_by) of a type from its keyphrases."""
+        ...
+
+
+class OfflineTitler:
+    """No model: the most common keyphrase pattern, or the most central keyphrase."""
+    name = "offline-titler-v1"
+
+    def title(self, store: Store, texts: list[str],
+              central: list[str]) -> tuple[str, str | None, str]:
+        return (*offline_title(texts, central), self.name)
+
+
+class InstructorTitler:
+    """The instructor names the type from its most central keyphrases; where it fails, the
+    offline title stands in, and titled_by says so."""
+
+    def __init__(self, ins):
+        self.ins, self.name = ins, ins.name
+
+    def title(self, store: Store, texts: list[str],
+              central: list[str]) -> tuple[str, str | None, str]:
+        from pipeline.models.instructor import InstructorError, load_prompt
+
         template, schema = load_prompt("type_title_v1")
         prompt = template.format(keyphrases="\n".join(f"- {t}" for t in central))
         try:
-            r = ins.ask_json(store, prompt, schema, purpose="type title")
-            return r["title"].strip()[:120], r.get("description"), ins.name
+            r = self.ins.ask_json(store, prompt, schema, purpose="type title")
+            return r["title"].strip()[:120], r.get("description"), self.name
         except InstructorError:
-            pass  # fall back to the offline title; titled_by says so
-    title, desc = offline_title(texts, central)
-    return title, desc, analyzer.ANALYZER
+            return OfflineTitler().title(store, texts, central)
+
+
+def make_titler(titles: str = "auto", instructor=None) -> Titler:
+    """The one factory: the instructor given, or the configured one when `titles` is
+    "auto" (ClusterParams.titles); else offline."""
+    from pipeline.models.instructor import from_env
+
+    ins = instructor if instructor is not None else (from_env() if titles == "auto" else None)
+    return InstructorTitler(ins) if ins is not None else OfflineTitler()
+
+
+def title_for(store: Store, texts: list[str], central: list[str], titles: str = "auto",
+              instructor=None) -> tuple[str, str, str]:
+    """(title, description, titled_by) by the titler `titles` and `instructor` pick."""
+    return make_titler(titles, instructor).title(store, texts, central)
 
 
 _NUMS = re.compile(r"\d+(?:[.,]\d+)*")

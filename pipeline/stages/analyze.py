@@ -1,13 +1,14 @@
 """SEI's analysis stage (the paper's keyphrase extraction): one to three error keyphrases
-per bad case, written by the instructor model or, when none is configured, by the offline
-analyzer. Every keyphrase
-records which instructor or analyzer produced it. Resumable per bad case."""
+per bad case, written by an Analyzer: the instructor model or, when none is configured,
+the offline analyzer (`make_analyzer` picks). Every keyphrase records which analyzer
+produced it. Resumable per bad case."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+from typing import Protocol
 
 from pipeline.analysis import offline_analyzer as offline
 from pipeline.analysis import review
@@ -25,6 +26,50 @@ def analysis_id_for(analyzer: str, prompt_version: str | None, run_id: str | Non
     """The id of an analysis: analyzer, prompt version and run, so a rerun resumes it."""
     key = json.dumps([analyzer, prompt_version, run_id])
     return "an-" + hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+class Analyzer(Protocol):
+    """Who writes a bad case's keyphrases: its name and prompt version are the analysis's
+    identity and every keyphrase's provenance."""
+    name: str
+    prompt_version: str | None
+    breaker_after: int  # stop after this many failed cases in a row (0: never)
+    retry_helps: bool  # whether a rerun may succeed where a case failed (not deterministic)
+
+    def phrases(self, store: Store, case: dict, max_tokens: int | None) -> list[dict]:
+        """Up to three {"text", "evidence"} for one bad case."""
+        ...
+
+
+class InstructorAnalyzer:
+    """The instructor model reads the case (the paper's analysis prompt)."""
+
+    def __init__(self, ins: Instructor):
+        self.ins, self.name, self.prompt_version = ins, ins.name, PROMPT
+        self.breaker_after, self.retry_helps = ins.breaker_after, True
+
+    def phrases(self, store: Store, case: dict, max_tokens: int | None) -> list[dict]:
+        return instructor_phrases(self.ins, store, case)
+
+
+class OfflineAnalyzer:
+    """No instructor: evidence found in the wrong output itself (analysis/offline_analyzer)."""
+    name, prompt_version, breaker_after, retry_helps = offline.ANALYZER, None, 0, False
+
+    def phrases(self, store: Store, case: dict, max_tokens: int | None) -> list[dict]:
+        c = case
+        return offline.analyze_case(c["question"], c["solution"] or "", c["answer"],
+                                    c["output"] or "", c["pred"], c["completion_tokens"],
+                                    max_tokens)
+
+
+def make_analyzer(instructor: dict | Instructor | str | None = None) -> Analyzer:
+    """The one factory: "offline" the offline analyzer regardless; an Instructor or its
+    settings (a dict) that instructor; None the configured instructor, else offline."""
+    if isinstance(instructor, dict):
+        instructor = Instructor(**instructor)
+    ins = None if instructor == "offline" else (instructor or from_env())
+    return InstructorAnalyzer(ins) if ins else OfflineAnalyzer()
 
 
 def instructor_phrases(ins: Instructor, store: Store, case: dict) -> list[dict]:
@@ -92,12 +137,8 @@ def analyze_bad_cases(store: Store, run_id: str | None = None,
     `breaker_after` cases in a row fail (the endpoint is down or refusing us). If any
     case failed, AnalysisIncomplete says how many, after the others are stored; with the
     offline analyzer (deterministic: a rerun fails alike) a warning says it instead."""
-    if isinstance(instructor, dict):
-        instructor = Instructor(**instructor)
-    # None: the configured instructor if any; "offline": the offline analyzer regardless.
-    ins = None if instructor == "offline" else (instructor or from_env())
-    name = ins.name if ins else offline.ANALYZER
-    prompt_version = PROMPT if ins else None
+    an = make_analyzer(instructor)
+    name, prompt_version = an.name, an.prompt_version
     runs = analysis_runs(store, run_ids or ([run_id] if run_id else None))
     # one run keeps the id it always had; several are one analysis, clustered together;
     # the first N cases are another analysis than all of them (a subset clusters apart)
@@ -105,7 +146,7 @@ def analyze_bad_cases(store: Store, run_id: str | None = None,
         (f"@{limit}" if limit is not None else "")
     aid = analysis_id_for(name, prompt_version, key)
     manifest = {"analyzer": name, "prompt": prompt_version, "run_id": key, "run_ids": runs,
-                "prompt_text": load_prompt(PROMPT)[0] if ins else None}
+                "prompt_text": load_prompt(PROMPT)[0] if prompt_version else None}
     store.upsert_analysis(aid, name, prompt_version, manifest)
     cases = store.bad_cases_of(runs, limit, verdicts=review.overrides(store))
     done = store.analysis_done(aid)
@@ -114,15 +155,10 @@ def analyze_bad_cases(store: Store, run_id: str | None = None,
     progress(len(cases) - len(todo), len(cases), "analyze", f"{name}: {len(todo)} to do")
     failures = streak = 0
     last = ""
-    breaker = ins.breaker_after if ins else 0
+    breaker = an.breaker_after
     for i, c in enumerate(todo):
         try:
-            if ins:
-                phrases = instructor_phrases(ins, store, c)
-            else:
-                phrases = offline.analyze_case(c["question"], c["solution"] or "", c["answer"],
-                                          c["output"] or "", c["pred"], c["completion_tokens"],
-                                          max_tokens.get(c["run_id"]))
+            phrases = an.phrases(store, c, max_tokens.get(c["run_id"]))
         except Exception as e:  # recorded, retried on resume; the analysis goes on
             failures += 1
             streak += 1
@@ -138,16 +174,17 @@ def analyze_bad_cases(store: Store, run_id: str | None = None,
         if breaker and streak >= breaker and i + 1 < len(todo):
             raise AnalysisIncomplete(aid, failures, len(todo), len(todo) - i - 1, last, streak)
     if failures:
-        _failed(aid, failures, len(todo), last, ins, progress)
+        _failed(aid, failures, len(todo), last, an.retry_helps, progress)
     return aid
 
 
-def _failed(aid: str, failures: int, todo: int, last: str, ins, progress) -> None:
+def _failed(aid: str, failures: int, todo: int, last: str, retry_helps: bool,
+            progress) -> None:
     """After an analysis in which some cases failed: AnalysisIncomplete with an instructor.
     The offline analyzer is deterministic (a case it cannot read fails alike on every
     rerun), so its failures must not stop the loop: they stay recorded with their reason,
     out of the types, and a warning says how many."""
-    if ins:
+    if retry_helps:
         raise AnalysisIncomplete(aid, failures, todo, 0, last)
     log.warning("analysis %s: %d of %d bad cases could not be analyzed (last: %s); they "
                 "stay out of the error types", aid, failures, todo, last)

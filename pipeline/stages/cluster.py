@@ -16,6 +16,7 @@ import time
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -146,20 +147,79 @@ def embed_and_map(store: Store, texts: list[str], p: ClusterParams, timings: dic
     return xu[idx], xyu[idx], zu[idx]
 
 
-def labels_for(z: np.ndarray, p: ClusterParams) -> tuple[np.ndarray, np.ndarray]:
-    """Cluster labels (-1: noise) and membership probabilities by p.method."""
-    if p.method == "kmeans":
+class Clusterer(Protocol):
+    """Groups keyphrases into clusters. One on the map (`on_map`) labels the UMAP
+    coordinates; one that is not (the LLM) labels the texts before anything is mapped, and
+    names its clusters."""
+    name: str
+    on_map: bool
+
+    def labels(self, store: Store, kps: list[dict], z: np.ndarray | None, progress
+               ) -> tuple[np.ndarray, np.ndarray, dict | None, dict]:
+        """(labels, -1 for noise; membership probabilities; each cluster's name and
+        description, or None; what to add to the clustering's timings)."""
+        ...
+
+
+class HDBSCANClusterer:
+    name, on_map = "hdbscan", True
+
+    def __init__(self, p: ClusterParams):
+        self.p = p
+
+    def labels(self, store, kps, z, progress):
+        import hdbscan
+
+        hd = hdbscan.HDBSCAN(min_cluster_size=self.p.min_cluster_size,
+                             min_samples=self.p.min_samples)
+        return hd.fit_predict(z), hd.probabilities_, None, {}
+
+
+class KMeansClusterer:
+    name, on_map = "kmeans", True
+
+    def __init__(self, p: ClusterParams):
+        self.p = p
+
+    def labels(self, store, kps, z, progress):
         from sklearn.cluster import KMeans
 
-        km = KMeans(n_clusters=min(p.k, len(z)), random_state=p.seed, n_init=10).fit(z)
-        return km.labels_, np.ones(len(z))
-    if p.method != "hdbscan":
-        raise ValueError(f"unknown clustering method {p.method!r}")
-    import hdbscan
+        km = KMeans(n_clusters=min(self.p.k, len(z)), random_state=self.p.seed,
+                    n_init=10).fit(z)
+        return km.labels_, np.ones(len(z)), None, {}
 
-    hd = hdbscan.HDBSCAN(min_cluster_size=p.min_cluster_size, min_samples=p.min_samples)
-    lab = hd.fit_predict(z)
-    return lab, hd.probabilities_
+
+class LLMClusterer:
+    """The paper's released code: the instructor names types from a sample of the
+    keyphrases, then assigns every keyphrase in batches."""
+    name, on_map = "llm", False
+
+    def __init__(self, p: ClusterParams, ins):
+        self.p, self.ins = p, ins
+
+    def labels(self, store, kps, z, progress):
+        return _llm_labels(store, kps, self.p, self.ins, progress)
+
+
+# the registered clusterers, by ClusterParams.method
+CLUSTERERS = {"hdbscan": HDBSCANClusterer, "kmeans": KMeansClusterer, "llm": LLMClusterer}
+
+
+def make_clusterer(p: ClusterParams, instructor=None) -> Clusterer:
+    """The one factory: p.method's clusterer (the LLM one with the instructor given, else
+    the configured one; refused in one line when there is none)."""
+    if p.method not in CLUSTERERS:
+        raise ValueError(f"unknown clustering method {p.method!r}; one of {sorted(CLUSTERERS)}")
+    if p.method == "llm":
+        return LLMClusterer(p, llm_cluster.instructor_for_clustering(instructor))
+    return CLUSTERERS[p.method](p)
+
+
+def labels_for(z: np.ndarray, p: ClusterParams) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster labels (-1: noise) and membership probabilities of map coordinates, by
+    p.method (hdbscan or kmeans)."""
+    lab, prob, _, _ = make_clusterer(p).labels(None, [], z, no_progress)
+    return lab, prob
 
 
 def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str | None = None,
@@ -218,23 +278,23 @@ def cluster(store: Store, params: ClusterParams | None = None, analysis_id: str 
 def _map_and_labels(store: Store, kps: list[dict], p: ClusterParams, instructor,
                     timings: dict, progress, before: dict):
     """Embeddings, map coordinates, labels, probabilities and (LLM) each cluster's name."""
-    ins = llm_cluster.instructor_for_clustering(instructor) if p.method == "llm" else None
+    clusterer = make_clusterer(p, instructor)
     texts = [k["text"] for k in kps]
     t = time.perf_counter()
-    if ins is not None:
+    if not clusterer.on_map:
         # the instructor first: one that fails does so before the embedding and UMAP
-        lab, prob, named, llm_meta = _llm_labels(store, kps, p, ins,
-                                                 scaled(progress, 0, 70, STEPS))
-        timings.update(llm_meta, cluster_s=time.perf_counter() - t)
+        lab, prob, named, extra = clusterer.labels(store, kps, None,
+                                                   scaled(progress, 0, 70, STEPS))
+        timings.update(extra, cluster_s=time.perf_counter() - t)
         x, xy, _ = embed_and_map(store, texts, p, timings, scaled(progress, 70, 20, STEPS),
                                  before)
         return x, xy, lab, prob, named
     x, xy, z = embed_and_map(store, texts, p, timings, progress, before)
-    progress(20, STEPS, "cluster", p.method)
+    progress(20, STEPS, "cluster", clusterer.name)
     t = time.perf_counter()
-    lab, prob = labels_for(z, p)
-    timings["cluster_s"] = time.perf_counter() - t
-    return x, xy, lab, prob, None
+    lab, prob, named, extra = clusterer.labels(store, kps, z, progress)
+    timings.update(extra, cluster_s=time.perf_counter() - t)
+    return x, xy, lab, prob, named
 
 
 def _llm_labels(store: Store, kps: list[dict], p: ClusterParams, ins, progress):
