@@ -356,17 +356,25 @@ def pytest_configure(config):
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
-    """Each test's start and end on its worker's clock, for tests/durations.py's timeline
-    (where a worker sat idle, and when the last one finished)."""
+    """Each test's start and end on its worker's clock, and the CPU seconds it used (its
+    worker's and those of the processes it started and reaped), for tests/durations.py:
+    where a worker sat idle, when the last one finished, which tests cost the most CPU
+    (a test's wall time on a loaded machine says little about what it costs)."""
+    import resource
     import time
 
-    t0 = time.time()
+    def cpu() -> float:
+        a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+            resource.RUSAGE_CHILDREN)
+        return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+    t0, c0 = time.time(), cpu()
     yield
     reports = ROOT / ".cache" / "test-reports"
     reports.mkdir(parents=True, exist_ok=True)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     with open(reports / f"timeline-{worker}.tsv", "a") as f:
-        f.write(f"{t0:.3f}\t{time.time():.3f}\t{item.nodeid}\n")
+        f.write(f"{t0:.3f}\t{time.time():.3f}\t{item.nodeid}\t{cpu() - c0:.2f}\n")
 
 
 # The one real loop of the suite (the real model, real LoRA): one SEI iteration through

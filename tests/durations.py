@@ -33,14 +33,15 @@ def timeline(folder: str) -> list[str]:
     spans = {}
     for f in sorted(Path(folder).glob("timeline-*.tsv")):
         rows = [line.split("\t") for line in f.read_text().splitlines() if line]
-        spans[f.stem.split("-", 1)[1]] = [(float(a), float(b), n) for a, b, n in rows]
+        spans[f.stem.split("-", 1)[1]] = [(float(r[0]), float(r[1]), r[2],
+                                           float(r[3]) if len(r) > 3 else 0.0) for r in rows]
     if not spans:
         return []
     start = min(s[0][0] for s in spans.values())
     end = max(s[-1][1] for s in spans.values())
     out = [f"timeline over {(end - start) / 60:.1f} min from the first test's start:"]
     for w, s in spans.items():
-        busy = sum(b - a for a, b, _ in s)
+        busy = sum(r[1] - r[0] for r in s)
         out.append(f"  {w}: {len(s)} tests, busy {busy / 60:.1f} min, idle between tests "
                    f"{(s[-1][1] - s[0][0] - busy) / 60:.1f} min, done at "
                    f"{(s[-1][1] - start) / 60:.1f} min (last: {s[-1][2]})")
@@ -48,6 +49,12 @@ def timeline(folder: str) -> list[str]:
     if len(ends) > 1:
         alone = (ends[-1] - ends[-2]) / 60
         out.append(f"  the last worker ran alone for the final {alone:.1f} min")
+    rows = sorted((r for s in spans.values() for r in s), key=lambda r: -r[3])
+    total = sum(r[3] for r in rows)
+    if total:
+        out.append(f"CPU of the tests and the processes they reaped: {total / 60:.1f} min; "
+                   "the most:")
+        out += [f"  {r[3]:7.1f} s  {r[2]}" for r in rows[:15]]
     return out
 
 
