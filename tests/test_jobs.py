@@ -286,13 +286,21 @@ def test_job_lines_round_numbers_and_never_print_a_dict():
 
     lines = [jobs.result_line({"selection_id": "sel-1-oneshot-ab12", "n_scored": 16,
                                "score_mean": 0.46506794157688264, "spearman_n": 3}),
-             jobs.result_line({"batch_id": "syn-1", "counts": [{"type_id": 1, "kept": 3}],
-                               "by_type": {"1": {"kept": 3}}, "n_kept": 3}),
+             jobs.result_line({"batch_id": "syn-1", "iteration": 1, "counts": [
+                 {"type_id": 1, "title": "a", "generated": 8, "rejected": 2,
+                  "near_duplicate": 1, "contaminated": 0, "kept": 5},
+                 {"type_id": 2, "title": "b", "generated": 4, "rejected": 0,
+                  "near_duplicate": 3, "contaminated": 1, "kept": 0}],
+                 "failed_calls": [], "unreached": {"n": 3, "by_reason": {"noise": 3},
+                                                   "why": ["..."], "case_ids": {}}}),
              jobs.result_line({"runs": {"demo/test": "evaluate-1a", "svamp/test": "ev-2"},
                                "accuracy": 1 / 3, "ok": True, "adapter": None})]
     assert lines[0] == ("selection id sel-1-oneshot-ab12 · n scored 16 · score mean 0.4651 · "
                         "spearman n 3")
-    assert "counts 1 item ·" in lines[1] and "by type: 1 1 entry" in lines[1]
+    # a synthesis batch in words: summed over its types, what failed, what it cannot reach
+    assert lines[1] == ("batch id syn-1 · iteration 1 · kept 5 of 12 proposals over 2 types "
+                        "(2 failed verification, 4 near duplicates, 1 contaminated) · "
+                        "3 bad cases reached by no type (see the Synthesis page)")
     assert lines[2] == ("runs: demo/test evaluate-1a, svamp/test ev-2 · accuracy 0.3333 · "
                         "ok yes · adapter -")
     for line in lines:

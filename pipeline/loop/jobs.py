@@ -133,7 +133,20 @@ def result_line(result: dict) -> str:
     counts (the full diff is on the Error map page and in `sei jobs show`)."""
     parts = []
     for k, v in result.items():
-        if k == "diff" and isinstance(v, dict):
+        if k == "counts" and isinstance(v, list) and all("kept" in c for c in v):
+            # a synthesis batch: its outcome in words, summed over the types
+            n = {x: sum(c.get(x, 0) for c in v) for x in
+                 ("generated", "kept", "rejected", "near_duplicate", "contaminated")}
+            parts.append(f"kept {n['kept']} of {n['generated']} proposals over {len(v)} "
+                         f"types ({n['rejected']} failed verification, {n['near_duplicate']} "
+                         f"near duplicates, {n['contaminated']} contaminated)")
+        elif k == "failed_calls" and isinstance(v, list):
+            if v:
+                parts.append(f"{len(v)} instructor calls failed (a rerun retries them)")
+        elif k == "unreached" and isinstance(v, dict) and "n" in v:
+            if v["n"]:
+                parts.append(f"{v['n']} bad cases reached by no type (see the Synthesis page)")
+        elif k == "diff" and isinstance(v, dict):
             parts.append("diff: " + ", ".join(f"{len(v.get(n) or [])} {n}" for n in
                                               ("kept", "new", "gone", "split", "merged")))
         elif isinstance(v, dict):

@@ -88,12 +88,13 @@ def extract(store: Store, dataset: str, split: str, limit: int | None = None,
 
 def _run(store: Store, run_id: str, m: dict, target, problems: list[dict], params: GenParams,
          progress: Progress) -> None:
+    kind = m["kind"]  # the step its progress names: extract, or evaluate
     done = store.done_pids(run_id)
     todo = [p for p in problems if p["pid"] not in done]
     total = len(problems)
-    progress(len(done), total, "extract", f"run {run_id}: {len(todo)} to do")
+    progress(len(done), total, kind, f"run {run_id}: {len(todo)} to do")
     if todo:
-        progress(len(done), total, "extract", "loading the target model")
+        progress(len(done), total, kind, "loading the target model")
         target.load()
     tmpl = m["prompt_text"]
     n_done = len(done)
@@ -104,12 +105,12 @@ def _run(store: Store, run_id: str, m: dict, target, problems: list[dict], param
     for i in range(0, len(todo), params.batch_size):
         batch = todo[i:i + params.batch_size]
         what = f"generating {n_done + 1}-{n_done + len(batch)} of {total}"
-        progress(n_done, total, "extract", what)
+        progress(n_done, total, kind, what)
         stopped, size = [], len(batch)
 
         def rows(n, base=n_done, size=size, what=what, stopped=stopped):
             try:
-                progress(base + min(n, size - 1), total, "extract", what)
+                progress(base + min(n, size - 1), total, kind, what)
             except BaseException:
                 stopped.append(True)  # a cancel: the batch is dropped (resumable), not failed
                 raise
@@ -142,7 +143,7 @@ def _run(store: Store, run_id: str, m: dict, target, problems: list[dict], param
         n_done += len(batch)
         n_bad = sum(1 for it in items if it.get("correct") is False)
         rate = target.throughput()
-        progress(n_done, total, "extract", f"batch of {len(batch)}: {n_bad} wrong"
+        progress(n_done, total, kind, f"batch of {len(batch)}: {n_bad} wrong"
                  + (f" ({rate})" if rate else ""))
     errors = store.run_errors(run_id)
     store.finish_run(run_id, "finished" if not errors else "finished_with_errors")
