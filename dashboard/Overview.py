@@ -19,7 +19,9 @@ path = views.loop_steps(s)
 st.subheader(f"The loop, iteration {path['iteration']}")
 cols = st.columns(len(path["steps"]))
 for col, x in zip(cols, path["steps"]):
-    mark = "✅" if x["done"] else ("➡️" if x is path["next"] else "⬜")
+    # Streamlit's bundled Material Symbols: they render without an emoji font
+    mark = (":material/check_circle:" if x["done"] else ":material/arrow_forward:"
+            if x is path["next"] else ":material/radio_button_unchecked:")
     col.markdown(f"{mark} **{x['step']}**")
     col.caption(x["what"])
 nxt = path["next"]

@@ -65,8 +65,11 @@ def test_overview_leads_to_the_next_step_of_the_loop(clustered, store):
 
     at = ok(page("Overview.py"))
     marks = [m.value for m in at.markdown if "**" in m.value][:7]
-    assert marks == ["✅ **extract**", "✅ **analyze**", "✅ **curate**", "➡️ **synthesize**",
-                     "⬜ **select**", "⬜ **train**", "⬜ **evaluate**"]
+    done, nxt, todo = (":material/check_circle:", ":material/arrow_forward:",
+                       ":material/radio_button_unchecked:")
+    assert marks == [f"{done} **extract**", f"{done} **analyze**", f"{done} **curate**",
+                     f"{nxt} **synthesize**", f"{todo} **select**", f"{todo} **train**",
+                     f"{todo} **evaluate**"]
     assert at.info[0].value.startswith("Next: synthesize, on the Synthesis page")
     assert all((DASH / f).is_file() for f in common.PAGES.values())
 
@@ -74,7 +77,8 @@ def test_overview_leads_to_the_next_step_of_the_loop(clustered, store):
 def test_overview_on_an_empty_store_says_extract_first(store):
     at = ok(page("Overview.py"))
     assert at.info[0].value.startswith("Next: extract.")
-    assert [m.value for m in at.markdown if "**" in m.value][0] == "➡️ **extract**"
+    first = [m.value for m in at.markdown if "**" in m.value][0]
+    assert first == ":material/arrow_forward: **extract**"
 
 
 def test_bad_cases_filters(clustered):

@@ -271,6 +271,7 @@ def test_iterations_accuracy_interval_fix_rates_loss_and_lineage(loop_store):
     assert [row[0] for row in hm["z"]] == pytest.approx(want)
     loss = charts["Loss per step"]["data"][0]
     assert loss["y"] == pytest.approx([2.0, 1.0, 2.0 / 3])
+    assert loss["name"] == "iteration 1 · sei arm · scratch (finished)"  # by arm, not by id
     texts = " ".join(t.value for t in at.text)
     assert "2 types, 2 edits" in texts and "candidates: 5 kept of 8" in texts
     assert "hash adapterhash1" in texts
@@ -399,7 +400,8 @@ def test_a_chart_with_one_point_says_so_instead_of_drawing_it(store):
             f"{100 * sum(EVAL0) / len(EVAL0):.1f}% (n 30)") in said
     caps = [c.value for c in at.caption]
     # (a run with no live process is shown as interrupted)
-    assert f"No loss curve yet: {tid} (interrupted): loss 1.235 after step 1." in caps, \
+    assert ("No loss curve yet: iteration 1 · sei arm · scratch "
+            f"(interrupted, {tid}): loss 1.235 after step 1.") in caps, \
         "\n".join(caps)
 
 

@@ -162,7 +162,7 @@ else:
         st.caption("No training runs yet.")
     elif n_steps < 2:  # no line to draw yet: say where each run stands
         st.caption("No loss curve yet: " + "; ".join(
-            f"{t['train_id']} ({t['status']}): " + (
+            f"{t['label']} ({t['status']}, {t['train_id']}): " + (
                 f"loss {t['steps'][0]['loss']:.4g} after step {t['steps'][0]['step']}"
                 if t["steps"] else "no step yet") for t in curves) + ".")
     else:
@@ -170,7 +170,8 @@ else:
         for t in curves:
             st_ = t["steps"]
             lf.add_trace(go.Scatter(x=[x["step"] for x in st_], y=[x["loss"] for x in st_],
-                                    mode="lines+markers", name=f"{t['train_id']} ({t['status']})"))
+                                    mode="lines+markers", name=f"{t['label']} ({t['status']})",
+                                    hovertext=t["train_id"]))
         lf.update_layout(title={"text": "Loss per step"}, height=340, margin={"t": 50},
                          xaxis={"title": "step"}, yaxis={"title": "loss"})
         st.plotly_chart(lf, key="it_loss")

@@ -15,7 +15,8 @@ s = common.header("Jobs")
 
 with st.expander("Start a job"):
     # every registered stage, its form drawn from its Params (defaults, help, choices)
-    kind = st.selectbox("stage", sorted(stages.STAGES), key="job-kind",
+    # in the order they are registered: the loop's, extract first
+    kind = st.selectbox("stage", list(stages.STAGES), key="job-kind",
                         format_func=lambda k: f"{k}: {stages.STAGES[k].help}")
     with st.form("submit"):
         params = common.params_form(stages.STAGES[kind].params, f"job-{kind}")

@@ -283,8 +283,13 @@ def accuracy_rows(store: Store) -> list[dict]:
 
 
 def loss_curves(store: Store) -> list[dict]:
-    """Every training run with its loss per step."""
-    return [dict(t, steps=store.train_steps(t["train_id"])) for t in store.train_runs()]
+    """Every training run with its loss per step, and a `label` a person reads (iteration,
+    arm, mode) where a legend would otherwise show run ids."""
+    return [dict(t, steps=store.train_steps(t["train_id"]),
+                 label=f"iteration {t['iteration']} · "
+                       f"{resolve.arm_of((t['params'] or {}).get('method', 'oneshot'))} arm · "
+                       f"{t['mode']}")
+            for t in store.train_runs()]
 
 
 def next_iteration(store: Store) -> int:

@@ -88,8 +88,7 @@ def extract(store: Store, dataset: str, split: str, limit: int | None = None,
 
 def _run(store: Store, run_id: str, m: dict, target, problems: list[dict], params: GenParams,
          progress: Progress) -> None:
-    kind = m["kind"]  # the step its progress names: extract, or evaluate
-    done = store.done_pids(run_id)
+    kind, done = m["kind"], store.done_pids(run_id)  # kind: the step progress names
     todo = [p for p in problems if p["pid"] not in done]
     total = len(problems)
     progress(len(done), total, kind, f"run {run_id}: {len(todo)} to do")
