@@ -517,6 +517,7 @@ def test_a_type_title_sits_on_its_densest_island_not_between_two():
     assert i >= 40  # a point of the largest island (the median is on the middle one)
 
 
+@pytest.mark.slow  # a job process that starts, runs and is cancelled: ~35 s under load
 def test_a_quick_start_is_launched_once_and_can_be_cancelled_from_its_panel(
         store, scripted_slow):
     """Issue 37, item 1: an Enter in a quick-start field submitted the form, and its button
