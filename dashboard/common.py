@@ -648,12 +648,12 @@ def params_form(cls, key: str) -> dict:
     """Every field of a stage's Params as a widget, its default, help and choices from the
     class (the Jobs page's form for any registered stage); returns the values a person
     changed, so a job's parameters say only what differs from the stage's defaults."""
-    from pipeline.core.options import _base
+    from pipeline.core.options import field_type
 
     cols, out = st.columns(3), {}
     for i, f in enumerate(cls.fields()):
         c, default = cols[i % 3], cls.default(f.name)
-        tp, is_list = _base(cls.hints()[f.name])
+        tp, is_list = field_type(cls.hints()[f.name])
         if cls.choices(f.name) or (not is_list and default is not None
                                    and tp in (bool, int, float)):
             out[f.name] = param_input(c, cls, f.name, f.name, f"{key}-{f.name}")

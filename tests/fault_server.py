@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 GOOD = {"keyphrases": ["multiplication error in the second step"]}
@@ -125,16 +124,6 @@ class FaultServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=10)
-
-
-def wait_for(pred, timeout: float = 60, poll: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(poll)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def make_bad_cases(store, questions: list[str], run_id: str = "extract-faults") -> list[int]:

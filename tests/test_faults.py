@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from fault_server import FaultServer, wait_for
+from conftest import wait_until as wait_for
+from fault_server import FaultServer
 from fault_server import make_bad_cases as bad_cases
 
 from pipeline.core.config import ROOT

@@ -12,7 +12,7 @@ import click
 from pipeline.core.params import Params
 
 
-def _base(tp):
+def field_type(tp):
     """(inner type, is a list) of an annotation such as `int | None` or `list[str]`."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
@@ -38,7 +38,7 @@ def flag(name: str) -> str:
 def option_for(cls: type[Params], name: str, default_none: bool = False, help: str | None = None):
     """One click option for one field of `cls`. `default_none`: the option's default is
     None (the value then comes from a preset), the field's default shown in the help."""
-    tp, is_list = _base(cls.hints()[name])
+    tp, is_list = field_type(cls.hints()[name])
     default = cls.default(name)
     text = help or cls.help(name)
     choices = cls.choices(name)

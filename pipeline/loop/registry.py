@@ -87,7 +87,7 @@ def _extract(store: Store, p: ExtractParams, progress) -> dict:
     from pipeline.models.settings import target_model
     from pipeline.stages.extract import extract
 
-    gen = GenParams.from_dict({k: v for k, v in p.to_dict().items() if k in GenParams.names()})
+    gen = GenParams.from_dict(p.to_dict())  # not strict: the generation fields alone
     run_id = extract(store, p.dataset, p.split, limit=p.limit, backend=p.backend,
                      model=p.model or target_model(), adapter=p.adapter,
                      base_url=p.base_url, params=gen, progress=progress)
@@ -166,8 +166,7 @@ def _quickstart(store: Store, p: QuickstartParams, progress) -> dict:
 
     if not store.problem_count("demo"):
         import_demo(store, p.n_train, p.n_test, seed=p.seed)
-    gen = {k: v for k, v in p.to_dict().items() if k in GenParams.names()}
-    out = _extract(store, ExtractParams(**gen, limit=p.limit),
+    out = _extract(store, ExtractParams.from_dict(p.to_dict()),  # demo/train, limit, gen
                    stage_part(progress, 0, 80, "extract"))
     out.update(_analyze(store, AnalyzeParams(run_id=out["run_id"]),
                         stage_part(progress, 80, 15, "analyze")))
